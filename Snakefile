@@ -1,0 +1,38 @@
+# cpt-scaling: domain continued-pretraining scaling studies, from a raw text pool to fitted laws and figures.
+# This file only loads and validates config, builds the sweep plan and includes the rule files.
+from cpt_scaling.config import normalise_config
+from cpt_scaling.keys import KEY_PATTERN
+from cpt_scaling.plan import build_plan
+
+
+if not workflow.overwrite_configfiles:
+    configfile: "config/demo.yaml"
+
+
+CONFIG_SOURCE = ", ".join(str(p) for p in workflow.overwrite_configfiles) or "config/demo.yaml"
+CFG = normalise_config(config, CONFIG_SOURCE)
+PLAN = build_plan(CFG)
+ART = CFG["artifacts_dir"]
+RES = CFG["results_dir"]
+
+wildcard_constraints:
+    key=KEY_PATTERN,
+    name=r"[A-Za-z0-9_.+=-]+",
+    domain=r"[a-z][a-z0-9_]*",
+
+
+include: "rules/common.smk"
+include: "rules/classify.smk"
+include: "rules/shards.smk"
+include: "rules/train.smk"
+include: "rules/evaluate.smk"
+include: "rules/fit.smk"
+include: "rules/figures.smk"
+
+
+# The default target (it must live in this file: Snakemake ignores default targets set in included files).
+rule all:
+    default_target: True
+    input:
+        FIGURES,
+        TABLES,

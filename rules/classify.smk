@@ -1,0 +1,36 @@
+# Stage "classify": a fastText domain classifier trained on labelled seeds, then one job per raw pool file.
+
+
+rule train_classifier:
+    input:
+        inputs_of,
+    output:
+        model=artifact_pattern("classifier", "model.bin"),
+        metrics=artifact_pattern("classifier", "metrics.json"),
+        spec=artifact_pattern("classifier", "spec.json"),
+    params:
+        job=job_of,
+        spec=spec_of,
+    log:
+        log_pattern("classifier"),
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/classify.py"
+
+
+rule classify_pool_file:
+    input:
+        inputs_of,
+    output:
+        labels=artifact_pattern("classified", "labels.parquet"),
+        spec=artifact_pattern("classified", "spec.json"),
+    params:
+        job=job_of,
+        spec=spec_of,
+    log:
+        log_pattern("classified"),
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/classify.py"

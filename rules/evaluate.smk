@@ -1,0 +1,33 @@
+# Stage "evaluate": held-out loss of every checkpoint of a run on one suite, then one tidy table for the sweep.
+
+
+rule evaluate:
+    input:
+        inputs_of,
+    output:
+        losses=artifact_pattern("eval", "losses.parquet"),
+        spec=artifact_pattern("eval", "spec.json"),
+    params:
+        job=job_of,
+        spec=spec_of,
+    threads: CFG["training"]["threads"]
+    log:
+        log_pattern("eval"),
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
+rule eval_table:
+    input:
+        PLAN.all_evals(),
+    output:
+        csv=f"{RES}/tables/eval.csv",
+        parquet=f"{RES}/tables/eval.parquet",
+    log:
+        "logs/results/eval_table.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/evaluate.py"

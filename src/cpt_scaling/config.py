@@ -1,0 +1,143 @@
+"""Load, validate and normalise a workflow config.
+
+Validation uses the JSON schema in ``config/schema.yaml``; defaults from the schema are filled in and numbers are
+cast to their schema type before anything is hashed, so ``1e-1`` (a string in YAML 1.1), ``0.1`` and an omitted
+key with default ``0.1`` all give the same artifact keys. Every error names the config file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import math
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cpt_scaling.errors import InputError
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+GENERAL = "general"
+
+
+def load_schema() -> dict[str, Any]:
+    """The config JSON schema."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file (safe loader: config can never execute code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(str(path), f"not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(str(path), "config must be a mapping of keys to values")
+    return data
+
+
+def _key_path(path: Any) -> str:
+    parts = []
+    for p in path:
+        parts.append(f"[{p}]" if isinstance(p, int) else (f".{p}" if parts else str(p)))
+    return "".join(parts) or "<top level>"
+
+
+def _fill_and_cast(node: Any, schema: dict[str, Any]) -> Any:
+    """Fill schema defaults into ``node`` and cast numeric strings/ints to the schema's number type."""
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else (types or [])
+    if isinstance(node, str) and ("number" in types or "integer" in types):
+        try:
+            value = float(node)
+        except ValueError:
+            return node
+        return int(value) if "integer" in types and "number" not in types and value.is_integer() else value
+    if isinstance(node, int) and not isinstance(node, bool) and "number" in types:
+        return float(node)
+    if isinstance(node, dict):
+        props = schema.get("properties", {})
+        for name, sub in props.items():
+            if name not in node and "default" in sub:
+                node[name] = copy.deepcopy(sub["default"])
+        extra = schema.get("additionalProperties")
+        for name in list(node):
+            sub = props.get(name, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                node[name] = _fill_and_cast(node[name], sub)
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        return [_fill_and_cast(item, schema["items"]) for item in node]
+    return node
+
+
+def _check_finite(node: Any, where: str, path: tuple = ()) -> None:
+    if isinstance(node, float) and not math.isfinite(node):
+        raise InputError(where, f"{_key_path(path)}: {node} is not a finite number")
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _check_finite(v, where, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _check_finite(v, where, (*path, i))
+
+
+def expand_globs(patterns: list[str], where: str, key: str) -> list[str]:
+    """Expand file globs (sorted, de-duplicated); a pattern that matches nothing is an error."""
+    files: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = [m for m in matches if Path(m).exists()]
+        if not matches:
+            raise InputError(where, f"{key}: '{pattern}' matches no file")
+        files.extend(m for m in matches if m not in files)
+    return files
+
+
+def _check_semantics(cfg: dict[str, Any], where: str) -> None:
+    seeds = cfg["data"]["seeds"]
+    if GENERAL not in seeds:
+        raise InputError(where, "data.seeds: needs a 'general' class (the general mix)")
+    for domain in cfg["domains"]:
+        if domain not in seeds:
+            raise InputError(where, f"domains.{domain}: unknown domain (no seed files under data.seeds.{domain})")
+    for name, size in cfg["models"]["sizes"].items():
+        if size["d_model"] % size["n_heads"]:
+            raise InputError(where, f"models.sizes.{name}: d_model {size['d_model']} is not divisible by n_heads")
+    train = cfg["training"]
+    if train["batch_size"] % train["micro_batch_size"]:
+        raise InputError(where, "training.batch_size: must be a multiple of training.micro_batch_size")
+    step_tokens = train["batch_size"] * cfg["shards"]["seq_len"]
+    budgets = [("pretrain.tokens", cfg["pretrain"]["tokens"])]
+    budgets += [(f"cpt.tokens[{i}]", t) for i, t in enumerate(cfg["cpt"]["tokens"])]
+    for key, tokens in budgets:
+        if tokens < step_tokens:
+            raise InputError(where, f"{key}: {tokens} tokens is less than one step ({step_tokens} tokens)")
+
+
+def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate ``raw`` against the schema, fill defaults, cast types and expand data globs."""
+    cfg = _fill_and_cast(copy.deepcopy(raw), load_schema())
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        raise InputError(where, f"{_key_path(err.absolute_path)}: {err.message}")
+    _check_finite(cfg, where)
+    _check_semantics(cfg, where)
+    data = cfg["data"]
+    data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}
+    data["pool"] = expand_globs(data["pool"], where, "data.pool")
+    for domain in cfg["domains"].values():
+        domain["ratios"] = sorted(domain["ratios"])
+    cfg["cpt"]["tokens"] = sorted(cfg["cpt"]["tokens"])
+    return cfg
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read, validate and normalise a config file."""
+    return normalise_config(read_config_file(path), str(path))

@@ -1,0 +1,12 @@
+"""The one exception type users see: a clear message naming the file or key at fault."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad user input (config, data file, points file). The message names the file or key and the problem."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+        self.where = where
+        self.problem = problem

@@ -1,0 +1,309 @@
+"""The sweep plan: every artifact of a config, with its key, path and the job that makes it.
+
+Built once per parse from the normalised config alone (plus cached digests of raw inputs), so the DAG never needs
+Snakemake checkpoints to know a path. Rules look artifacts up by key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpt_scaling import cost
+from cpt_scaling.config import GENERAL
+from cpt_scaling.keys import DigestCache, canonical_json, key_of
+
+# Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
+STAGE_VERSIONS: dict[str, int] = {
+    "classifier": 1,
+    "classified": 1,
+    "tokenizer": 1,
+    "shards": 1,
+    "train": 1,
+    "eval": 1,
+}
+
+# The file each stage's job writes last; its presence means the artifact is complete.
+MAIN_OUTPUT: dict[str, str] = {
+    "classifier": "model.bin",
+    "classified": "labels.parquet",
+    "tokenizer": "tokenizer.json",
+    "shards": "manifest.json",
+    "train": "checkpoints.json",
+    "eval": "losses.parquet",
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One content-addressed artifact: ``<root>/<stage>/<name>-<key>/``."""
+
+    stage: str
+    name: str
+    spec: dict[str, Any]
+    root: str
+    job: dict[str, Any] = field(default_factory=dict, compare=False)
+    inputs: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def key(self) -> str:
+        return key_of(self.spec)
+
+    @property
+    def dir(self) -> str:
+        return f"{self.root}/{self.stage}/{self.name}-{self.key}"
+
+    @property
+    def output(self) -> str:
+        return f"{self.dir}/{MAIN_OUTPUT[self.stage]}"
+
+    def file(self, name: str) -> str:
+        return f"{self.dir}/{name}"
+
+
+def ratio_label(r: float) -> str:
+    """Readable ratio for artifact names: 0.25 -> 'r0.25'."""
+    return f"r{r:g}"
+
+
+def checkpoint_schedule(total: int, n: int, step_tokens: int) -> list[int]:
+    """``n`` geometrically spaced checkpoint token counts ending at the run's final token count."""
+    steps = total // step_tokens
+    points = {max(1, round(steps / 2 ** (n - 1 - i))) * step_tokens for i in range(n)}
+    return sorted(points)
+
+
+class Plan:
+    """All artifacts of one config, indexed by key."""
+
+    def __init__(self, cfg: dict[str, Any], digests: DigestCache) -> None:
+        self.cfg = cfg
+        self.root = cfg["artifacts_dir"]
+        self.results = cfg["results_dir"]
+        self.by_key: dict[str, Artifact] = {}
+        self.digests = digests
+        self.domains: list[str] = list(cfg["domains"])
+        self._data_stage()
+        self._train_stage()
+        self._eval_stage()
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _add(self, art: Artifact) -> Artifact:
+        existing = self.by_key.get(art.key)
+        if existing is not None and existing.name != art.name:
+            raise ValueError(f"key collision between {existing.name} and {art.name}")
+        self.by_key[art.key] = art
+        return art
+
+    def _spec(self, stage: str, **parts: Any) -> dict[str, Any]:
+        return {"stage": stage, "version": STAGE_VERSIONS[stage], **parts}
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def _data_stage(self) -> None:
+        cfg, data = self.cfg, self.cfg["data"]
+        columns = {"text": data["text_column"], "id": data["id_column"]}
+        seeds = {label: [self.digests.digest(p) for p in paths] for label, paths in data["seeds"].items()}
+        self.classifier = self._add(Artifact(
+            "classifier", "fasttext",
+            self._spec("classifier", params=cfg["classifier"], seeds=seeds, columns=columns), self.root,
+            job={"seed_files": data["seeds"], **cfg["classifier"], "text_column": columns["text"],
+                 "id_column": columns["id"]},
+            inputs=tuple(p for paths in data["seeds"].values() for p in paths),
+        ))
+        self.classified: list[Artifact] = []
+        for pool_file in data["pool"]:
+            stem = Path(pool_file).name.split(".")[0]
+            self.classified.append(self._add(Artifact(
+                "classified", stem,
+                self._spec("classified", classifier=self.classifier.key,
+                           pool=self.digests.digest(pool_file), columns=columns), self.root,
+                job={"pool_file": pool_file, "model": self.classifier.output, "text_column": columns["text"],
+                     "id_column": columns["id"]},
+                inputs=(pool_file, self.classifier.output),
+            )))
+        tok = cfg["tokenizer"]
+        if tok["path"]:
+            tok_spec = self._spec("tokenizer", path_digest=self.digests.digest(tok["path"]))
+            tok_inputs: tuple[str, ...] = (tok["path"],)
+        else:
+            tok_spec = self._spec("tokenizer", vocab_size=tok["vocab_size"], seeds=seeds, columns=columns)
+            tok_inputs = tuple(p for paths in data["seeds"].values() for p in paths)
+        self.tokenizer = self._add(Artifact(
+            "tokenizer", f"bpe{tok['vocab_size']}" if not tok["path"] else "local", tok_spec, self.root,
+            job={"files": [p for paths in data["seeds"].values() for p in paths], "vocab_size": tok["vocab_size"],
+                 "path": tok["path"], "text_column": columns["text"], "id_column": columns["id"]},
+            inputs=tok_inputs,
+        ))
+        self.shards: dict[str, Artifact] = {}
+        for corpus in [GENERAL, *self.domains]:
+            threshold = cfg["general" if corpus == GENERAL else "domains"]
+            threshold = threshold["threshold"] if corpus == GENERAL else threshold[corpus]["threshold"]
+            self.shards[corpus] = self._add(Artifact(
+                "shards", corpus,
+                self._spec("shards", corpus=corpus, threshold=threshold, params=cfg["shards"],
+                           tokenizer=self.tokenizer.key, classified=[a.key for a in self.classified],
+                           columns=columns), self.root,
+                job={"domain": corpus, "threshold": threshold, "pool_files": data["pool"],
+                     "classified_files": [a.output for a in self.classified],
+                     "tokenizer_path": self.tokenizer.dir, **cfg["shards"],
+                     "text_column": columns["text"], "id_column": columns["id"]},
+                inputs=(*data["pool"], *(a.output for a in self.classified), self.tokenizer.output),
+            ))
+
+    # -- training ------------------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg["tokenizer"]["vocab_size"]
+
+    def _train_common(self) -> dict[str, Any]:
+        t = self.cfg["training"]
+        return {"seq_len": self.cfg["shards"]["seq_len"], "vocab_size": self.vocab_size,
+                "batch_size": t["batch_size"], "micro_batch_size": t["micro_batch_size"], "seed": t["seed"],
+                "deepspeed": {"zero_stage": t["zero_stage"]}}
+
+    def _step_tokens(self) -> int:
+        return self.cfg["training"]["batch_size"] * self.cfg["shards"]["seq_len"]
+
+    def _train_artifact(self, name: str, spec_parts: dict[str, Any], job: dict[str, Any],
+                        inputs: tuple[str, ...]) -> Artifact:
+        return self._add(Artifact("train", name, self._spec("train", **spec_parts), self.root, job=job,
+                                  inputs=inputs))
+
+    def _train_stage(self) -> None:
+        cfg = self.cfg
+        common = self._train_common()
+        general = self.shards[GENERAL]
+        self.pretrain: dict[str, Artifact] = {}
+        self.base_init: dict[str, dict[str, Any]] = {}
+        for size, arch in cfg["models"]["sizes"].items():
+            model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
+            if arch.get("base_checkpoint"):
+                ckpt = arch["base_checkpoint"]
+                self.base_init[size] = {"spec": {"checkpoint": self.digests.digest(ckpt)},
+                                        "init": {"kind": "checkpoint", "path": ckpt}, "inputs": (ckpt,)}
+                continue
+            tokens = cfg["pretrain"]["tokens"]
+            job = {**common, "model": model, "init": {"kind": "scratch"}, "general_shards": general.dir,
+                   "domain_shards": None, "ratio": 0.0, "tokens": tokens, "optimizer": cfg["optimizer"],
+                   "checkpoint_tokens": checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"],
+                                                            self._step_tokens())}
+            art = self._train_artifact(
+                f"pt-{size}", {"job": {k: v for k, v in job.items() if k != "general_shards"},
+                               "general": general.key}, job, (general.output,))
+            self.pretrain[size] = art
+            self.base_init[size] = {"spec": {"pretrain": art.key},
+                                    "init": {"kind": "run", "run_dir": art.dir}, "inputs": (art.output,)}
+        self.cpt: dict[tuple[str, str, float, int], Artifact] = {}
+        optimizer = dict(cfg["optimizer"])
+        if cfg["cpt"]["lr"] is not None:
+            optimizer["lr"] = cfg["cpt"]["lr"]
+        for size, arch in cfg["models"]["sizes"].items():
+            model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
+            base = self.base_init[size]
+            for domain, dcfg in cfg["domains"].items():
+                for ratio in dcfg["ratios"]:
+                    for tokens in cfg["cpt"]["tokens"]:
+                        self.cpt[(size, domain, ratio, tokens)] = self._cpt_run(
+                            size, model, base, domain, ratio, tokens, optimizer, common)
+
+    def _cpt_run(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
+                 tokens: int, optimizer: dict[str, Any], common: dict[str, Any]) -> Artifact:
+        """One continued-pretraining run. A ratio-0 run never reads domain data, so its key (and its artifact)
+        is shared by every domain."""
+        general = self.shards[GENERAL]
+        dom = self.shards[domain] if ratio > 0 else None
+        job = {**common, "model": model, "init": base["init"], "general_shards": general.dir,
+               "domain_shards": dom.dir if dom else None, "ratio": ratio, "tokens": tokens,
+               "optimizer": optimizer,
+               "checkpoint_tokens": checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"],
+                                                        self._step_tokens())}
+        stable = {k: v for k, v in job.items() if k not in ("general_shards", "domain_shards", "init")}
+        label = domain if dom else "general"
+        name = f"cpt-{size}-{label}-{ratio_label(ratio)}-d{tokens}"
+        inputs = (*base["inputs"], general.output, *((dom.output,) if dom else ()))
+        return self._train_artifact(
+            name, {"job": stable, "base": base["spec"], "general": general.key, "domain": dom.key if dom else None},
+            job, inputs)
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def n_params(self, size: str) -> int:
+        a = self.cfg["models"]["sizes"][size]
+        return cost.n_params_non_embedding(a["n_layers"], a["d_model"], a["d_ff"])
+
+    def _eval_stage(self) -> None:
+        self.evals: dict[str, Artifact] = {}
+        pre_tokens = self.cfg["pretrain"]["tokens"]
+        for size, run in self.pretrain.items():
+            meta = {"kind": "pretrain", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
+                    "budget": pre_tokens, "pretrain_tokens": 0}
+            for corpus in [GENERAL, *self.domains]:
+                self._eval(run, corpus, meta)
+        for (size, domain, ratio, tokens), run in self.cpt.items():
+            base_tokens = 0 if size not in self.pretrain else pre_tokens
+            meta = {"kind": "cpt", "size": size, "N": self.n_params(size), "domain": domain if ratio > 0 else None,
+                    "ratio": ratio, "budget": tokens, "pretrain_tokens": base_tokens}
+            self._eval(run, domain, meta)
+            self._eval(run, GENERAL, meta)
+
+    def _eval(self, run: Artifact, corpus: str, meta: dict[str, Any]) -> Artifact:
+        suite = self.shards[corpus]
+        art = Artifact(
+            "eval", f"{run.name}--{corpus}",
+            self._spec("eval", run=run.key, suite=suite.key, batch_size=self.cfg["evaluate"]["batch_size"]),
+            self.root,
+            job={"run_dir": run.dir, "suite": corpus, "suite_file": suite.file("heldout.parquet"),
+                 "batch_size": self.cfg["evaluate"]["batch_size"], "meta": {"run": run.name, **meta}},
+            inputs=(run.output, suite.output),
+        )
+        self.evals[art.key] = art
+        return self._add(art)
+
+    # -- queries used by rules -----------------------------------------------------------------------------
+    def artifact(self, key: str) -> Artifact:
+        return self.by_key[key]
+
+    def job_json(self, key: str) -> str:
+        """The job's parameters as a canonical string (Snakemake compares params by repr)."""
+        return canonical_json(self.by_key[key].job)
+
+    def outputs(self, stage: str) -> list[str]:
+        return [a.output for a in self.by_key.values() if a.stage == stage]
+
+    def dcpt_evals(self, domain: str) -> list[str]:
+        """Eval tables a domain's D-CPT fit needs: its CPT runs and the base models, on its suite and general."""
+        wanted = {key for key, run in self.cpt.items() if key[1] == domain}
+        runs = {self.cpt[k].key for k in wanted} | {a.key for a in self.pretrain.values()}
+        return sorted(a.output for a in self.evals.values()
+                      if a.spec["run"] in runs and a.job["suite"] in (domain, GENERAL))
+
+    def pretrain_evals(self) -> list[str]:
+        return sorted(a.output for a in self.evals.values()
+                      if a.job["meta"]["kind"] == "pretrain" and a.job["suite"] == GENERAL)
+
+    def all_evals(self) -> list[str]:
+        return sorted({a.output for a in self.evals.values()})
+
+    def train_flops(self, key: str) -> float:
+        """Training FLOPs of one run (the cost model)."""
+        job = self.by_key[key].job
+        m = job["model"]
+        return job["tokens"] * cost.flops_per_token(m["n_layers"], m["d_model"], m["d_ff"], job["seq_len"],
+                                                    job["vocab_size"])
+
+    def train_resources(self, key: str) -> dict[str, int]:
+        """SLURM resources of a training job from the cost model: GPUs, memory, runtime limit (minutes)."""
+        c = self.cfg["cost"]
+        flops = self.train_flops(key)
+        rate = c["gpus_per_job"] * c["peak_flops_per_gpu"] * c["expected_mfu"] if c["gpus_per_job"] else c["cpu_flops"]
+        minutes = math.ceil(flops / rate / 60 * c["runtime_margin"]) + 5
+        return {"gpus": c["gpus_per_job"], "mem_mb": c["mem_mb"], "runtime": minutes}
+
+
+def build_plan(cfg: dict[str, Any], cache_file: str | Path = ".snakemake/cpt-scaling-digests.json") -> Plan:
+    """The plan of a normalised config; raw-input digests are cached in ``cache_file``."""
+    digests = DigestCache(cache_file)
+    plan = Plan(cfg, digests)
+    digests.save()
+    return plan

@@ -1,0 +1,56 @@
+"""Evaluation tables: one run on one suite with its sweep coordinates, and the tidy table of a whole sweep."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cpt_scaling.atomic import atomic_path
+from cpt_scaling.evaluate import evaluate_run
+
+log = logging.getLogger(__name__)
+
+# Sweep coordinates attached to every loss row. D is continued-pretraining tokens for CPT runs and pretraining
+# tokens for pretraining runs; pretrain_tokens is the base model's pretraining budget (0 for a local base model).
+META_COLUMNS = ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens"]
+
+
+def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
+    """Evaluate every checkpoint of ``job['run_dir']`` on one suite and add the run's sweep coordinates."""
+    table = evaluate_run(Path(job["run_dir"]), {job["suite"]: Path(job["suite_file"])},
+                         batch_size=job["batch_size"]).to_pandas()
+    meta = job["meta"]
+    for column in META_COLUMNS:
+        table[column] = meta.get(column)
+    table["ratio"] = table["ratio"].astype("float64")
+    table = table.rename(columns={"checkpoint_tokens": "D"})
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    log.info("%s on %s: final loss %.4f", meta["run"], job["suite"], table.sort_values("D")["loss"].iloc[-1])
+    return table
+
+
+def read_eval_tables(paths: list[Path]) -> pd.DataFrame:
+    """Concatenate per-run evaluation tables into one frame."""
+    frames = [pq.read_table(p).to_pandas() for p in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> pd.DataFrame:
+    """The sweep's tidy evaluation table (one row per run, checkpoint and suite), as Parquet and CSV."""
+    df = read_eval_tables(paths)
+    order = [c for c in ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens", "D", "suite",
+                         "loss", "perplexity", "n_tokens"] if c in df.columns]
+    df = df[order].sort_values(["kind", "N", "domain", "ratio", "budget", "D", "suite"],
+                               na_position="first").reset_index(drop=True)
+    with atomic_path(parquet_out) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    with atomic_path(csv_out) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    log.info("eval table: %d rows from %d runs", len(df), df["run"].nunique() if len(df) else 0)
+    return df

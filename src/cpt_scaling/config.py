@@ -60,6 +60,8 @@ def _fill_and_cast(node: Any, schema: dict[str, Any]) -> Any:
         return int(value) if "integer" in types and "number" not in types and value.is_integer() else value
     if isinstance(node, int) and not isinstance(node, bool) and "number" in types:
         return float(node)
+    if isinstance(node, float) and types == ["integer"] and node.is_integer():
+        return int(node)
     if isinstance(node, dict):
         props = schema.get("properties", {})
         for name, sub in props.items():

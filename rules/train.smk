@@ -13,8 +13,7 @@ rule train:
         spec=spec_of,
     threads: CFG["training"]["threads"]
     resources:
-        mem_mb=lambda wc: PLAN.train_resources(wc.key)["mem_mb"],
-        runtime=lambda wc: PLAN.train_resources(wc.key)["runtime"],
+        **TRAIN_RESOURCES,
     log:
         log_pattern("train"),
     benchmark:

@@ -6,12 +6,11 @@ Snakemake checkpoints to know a path. Rules look artifacts up by key.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling import cost
+from cpt_scaling import cost, resources
 from cpt_scaling.config import GENERAL
 from cpt_scaling.keys import DigestCache, canonical_json, key_of
 
@@ -124,9 +123,13 @@ class Plan:
                 inputs=(pool_file, self.classifier.output),
             )))
         tok = cfg["tokenizer"]
-        if tok["path"]:
+        if tok["path"] and tok.get("path_id"):
+            # A declared identity stands in for the content digest; the path is read at run time.
+            tok_spec = self._spec("tokenizer", path_id=tok["path_id"])
+            tok_inputs: tuple[str, ...] = ()
+        elif tok["path"]:
             tok_spec = self._spec("tokenizer", path_digest=self.digests.digest(tok["path"]))
-            tok_inputs: tuple[str, ...] = (tok["path"],)
+            tok_inputs = (tok["path"],)
         else:
             tok_spec = self._spec("tokenizer", vocab_size=tok["vocab_size"], seeds=seeds, columns=columns)
             tok_inputs = tuple(p for paths in data["seeds"].values() for p in paths)
@@ -177,12 +180,19 @@ class Plan:
         general = self.shards[GENERAL]
         self.pretrain: dict[str, Artifact] = {}
         self.base_init: dict[str, dict[str, Any]] = {}
+        self.size_of: dict[str, str] = {}  # train artifact key -> model size name (for the cost model)
         for size, arch in cfg["models"]["sizes"].items():
             model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
             if arch.get("base_checkpoint"):
                 ckpt = arch["base_checkpoint"]
-                self.base_init[size] = {"spec": {"checkpoint": self.digests.digest(ckpt)},
-                                        "init": {"kind": "checkpoint", "path": ckpt}, "inputs": (ckpt,)}
+                if arch.get("base_checkpoint_id"):
+                    # A declared identity (e.g. 'Qwen/Qwen2.5-7B@<commit>') stands in for the content
+                    # digest: the plan builds without the checkpoint on disk; the path is read at run time.
+                    spec, ckpt_inputs = {"checkpoint_id": arch["base_checkpoint_id"]}, ()
+                else:
+                    spec, ckpt_inputs = {"checkpoint": self.digests.digest(ckpt)}, (ckpt,)
+                self.base_init[size] = {"spec": spec, "init": {"kind": "checkpoint", "path": ckpt},
+                                        "inputs": ckpt_inputs}
                 continue
             tokens = cfg["pretrain"]["tokens"]
             job = {**common, "model": model, "init": {"kind": "scratch"}, "general_shards": general.dir,
@@ -193,6 +203,7 @@ class Plan:
                 f"pt-{size}", {"job": {k: v for k, v in job.items() if k != "general_shards"},
                                "general": general.key}, job, (general.output,))
             self.pretrain[size] = art
+            self.size_of[art.key] = size
             self.base_init[size] = {"spec": {"pretrain": art.key},
                                     "init": {"kind": "run", "run_dir": art.dir}, "inputs": (art.output,)}
         self.cpt: dict[tuple[str, str, float, int], Artifact] = {}
@@ -205,8 +216,9 @@ class Plan:
             for domain, dcfg in cfg["domains"].items():
                 for ratio in dcfg["ratios"]:
                     for tokens in cfg["cpt"]["tokens"]:
-                        self.cpt[(size, domain, ratio, tokens)] = self._cpt_run(
-                            size, model, base, domain, ratio, tokens, optimizer, common)
+                        run = self._cpt_run(size, model, base, domain, ratio, tokens, optimizer, common)
+                        self.cpt[(size, domain, ratio, tokens)] = run
+                        self.size_of[run.key] = size
 
     def _cpt_run(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
                  tokens: int, optimizer: dict[str, Any], common: dict[str, Any]) -> Artifact:
@@ -286,19 +298,24 @@ class Plan:
         return sorted({a.output for a in self.evals.values()})
 
     def train_flops(self, key: str) -> float:
-        """Training FLOPs of one run (the cost model)."""
+        """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost`), with
+        the size's grouped-query key/value width and embedding rows when the config gives them."""
         job = self.by_key[key].job
-        m = job["model"]
-        return job["tokens"] * cost.flops_per_token(m["n_layers"], m["d_model"], m["d_ff"], job["seq_len"],
-                                                    job["vocab_size"])
+        arch = self.cfg["models"]["sizes"][self.size_of[key]]
+        kv_heads = arch.get("n_kv_heads")
+        kv_dim = kv_heads * (arch["d_model"] // arch["n_heads"]) if kv_heads else None
+        vocab = arch.get("vocab_size") or job["vocab_size"]
+        return job["tokens"] * cost.flops_per_token(arch["n_layers"], arch["d_model"], arch["d_ff"],
+                                                    job["seq_len"], vocab, kv_dim=kv_dim)
 
-    def train_resources(self, key: str) -> dict[str, int]:
-        """SLURM resources of a training job from the cost model: GPUs, memory, runtime limit (minutes)."""
-        c = self.cfg["cost"]
-        flops = self.train_flops(key)
-        rate = c["gpus_per_job"] * c["peak_flops_per_gpu"] * c["expected_mfu"] if c["gpus_per_job"] else c["cpu_flops"]
-        minutes = math.ceil(flops / rate / 60 * c["runtime_margin"]) + 5
-        return {"gpus": c["gpus_per_job"], "mem_mb": c["mem_mb"], "runtime": minutes}
+    def train_resources(self, key: str) -> dict[str, int | str]:
+        """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.resources`)."""
+        return resources.train_resources(self.train_flops(key), self.cfg["cost"], self.cfg.get("cluster"),
+                                         self.cfg["training"]["threads"])
+
+    def train_resource_names(self) -> list[str]:
+        """Resource names every training job of this config carries (fixed at parse time)."""
+        return resources.train_resource_names(self.cfg["cost"], self.cfg.get("cluster"))
 
 
 def build_plan(cfg: dict[str, Any], cache_file: str | Path = ".snakemake/cpt-scaling-digests.json") -> Plan:

@@ -1,0 +1,142 @@
+"""``cpt-scaling`` command line: one argparse subcommand per task, each added by a ``register_*`` function.
+
+    cpt-scaling fit LAW --data FILE [--out law.json] [--bootstrap N] [--holdout EXPR] [--huber-delta D]
+    cpt-scaling predict --law law.json --data FILE [--out predictions.csv]
+
+Bad input (unreadable file, missing column, NaN/inf, out-of-range values, too few points) prints one line
+``cpt-scaling: error: <file>: <problem>`` on stderr and exits with status 2. To add a subcommand, write a
+``register_<name>(subparsers)`` that adds its parser and sets ``func``, and append it to ``REGISTRARS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cpt_scaling.errors import InputError
+from cpt_scaling.logs import setup_logging
+
+Subparsers = Any  # argparse's private _SubParsersAction
+
+HOLDOUT_HELP = (
+    "pandas expression over the data's columns selecting rows to hold out of the fit and score afterwards, "
+    "evaluated with DataFrame.eval(engine='python'), e.g. \"N == N.max()\" (largest model), "
+    "\"D == D.max()\" (largest token segment), \"r in [0.1, 0.9]\"; it must give one boolean per row"
+)
+
+
+def _holdout_mask(df: Any, expr: str, where: str) -> Any:
+    """Evaluate ``--holdout EXPR`` on ``df`` into a boolean Series."""
+    try:
+        mask = df.eval(expr, engine="python")
+    except Exception as exc:  # a bad expression is bad input, whatever pandas raises
+        raise InputError(f"--holdout {expr!r}", f"cannot evaluate on {where}: {exc}") from None
+    if not hasattr(mask, "dtype") or getattr(mask, "shape", None) != (len(df),) or mask.dtype != bool:
+        raise InputError(f"--holdout {expr!r}", f"must select rows of {where} (one boolean per row)")
+    return mask
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from cpt_scaling.atomic import write_json
+    from cpt_scaling.fitting import fit_law
+    from cpt_scaling.points import read_points, validate_points
+
+    where = str(args.data)
+    df = validate_points(read_points(args.data), args.law, where)
+    mask = _holdout_mask(df, args.holdout, where) if args.holdout else None
+    result = fit_law(args.law, df, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
+                     holdout=mask, coarse=args.coarse_grid, where=where).to_json()
+    result["data"] = where
+    if args.holdout:
+        result["holdout_expr"] = args.holdout
+    if args.out:
+        write_json(args.out, result)
+    else:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    return 0
+
+
+def register_fit(subparsers: Subparsers) -> None:
+    """``fit LAW --data FILE``: fit a law to a CSV/Parquet of points, write the law JSON."""
+    from cpt_scaling.laws import FIT_NAMES
+
+    p = subparsers.add_parser("fit", help="fit a scaling law to a CSV/Parquet table of points",
+                              description="Fit LAW to the points in FILE. Columns: chinchilla N, D, loss; "
+                                          "dcpt/dcpt_l1..l5 N, D, r, loss; cross_domain N, D, r, k1, k2, loss; "
+                                          "split/split_* N, D, D_spec, loss; powerlaw N, loss.")
+    p.add_argument("law", choices=FIT_NAMES, metavar="LAW", help=f"one of: {', '.join(FIT_NAMES)}")
+    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet (.parquet/.pq)")
+    p.add_argument("--out", type=Path, metavar="JSON", help="write the law JSON here (default: stdout)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs")
+    p.add_argument("--holdout", metavar="EXPR", help=HOLDOUT_HELP)
+    p.add_argument("--huber-delta", type=float, default=1e-3, metavar="DELTA", help="Huber δ on log-loss")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--coarse-grid", action="store_true", help="use the law's small initialisation grid")
+    p.set_defaults(func=_cmd_fit)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cpt_scaling.fitting import predict
+    from cpt_scaling.points import read_points
+
+    try:
+        law_json = json.loads(Path(args.law).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(str(args.law), f"cannot read law JSON: {exc}") from None
+    if not isinstance(law_json, dict):
+        raise InputError(str(args.law), "law JSON must be an object")
+    df = read_points(args.data)
+    out = df.copy()
+    out["predicted_loss"] = predict(law_json, df, where=str(args.data))
+    if args.out:
+        from cpt_scaling.atomic import write_text
+
+        write_text(args.out, out.to_csv(index=False))
+    else:
+        out.to_csv(sys.stdout, index=False)
+    return 0
+
+
+def register_predict(subparsers: Subparsers) -> None:
+    """``predict --law law.json --data FILE``: CSV of the input columns plus ``predicted_loss``."""
+    p = subparsers.add_parser("predict", help="predict loss at new points from a fitted law JSON")
+    p.add_argument("--law", required=True, type=Path, metavar="JSON", help="output of `cpt-scaling fit`")
+    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet of points")
+    p.add_argument("--out", type=Path, metavar="CSV", help="write here instead of stdout")
+    p.set_defaults(func=_cmd_predict)
+
+
+#: Subcommand registrars, in help order.
+REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict]
+REGISTRARS.append(__import__("cpt_scaling.cli_cost", fromlist=["_"]).register_cost)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="cpt-scaling", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in REGISTRARS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args))
+    except InputError as exc:
+        print(f"cpt-scaling: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Dry-run cost report: what the jobs that would run cost, before anything runs.
+
+The jobs are exactly those ``snakemake -n TARGET`` would run (artifacts already on disk and up to date cost
+nothing), listed through Snakemake's Python API without running anything. Each training job (rule ``train``)
+is priced by the one cost model (:mod:`cpt_scaling.cost`, :mod:`cpt_scaling.resources`):
+
+* FLOPs = tokens · (6·(N + d·V) + 12·L·d·T): N non-embedding parameters, d·V the LM head, L layers, d width,
+  T sequence length;
+* GPU-hours = FLOPs / (peak FLOP/s per GPU · expected MFU) / 3600 (``cost`` section of the config);
+* expected hours = FLOPs / (GPUs per job · peak · MFU) / 3600, or FLOPs / ``cost.cpu_flops`` without GPUs.
+
+Every other job counts as a CPU-only job of ``cost.other_job_minutes``. Wall-clock is a list schedule of the
+jobs in dependency order on as many slots as the profile runs jobs at once (``jobs``, else ``cores``, else
+``cost.parallel_jobs``).
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cpt_scaling import resources
+
+TRAIN_RULE = "train"
+#: Rerun triggers of the project's profiles (no mtime, no code: keys carry stage versions).
+PROJECT_RERUN_TRIGGERS = ("input", "params", "software-env")
+FLOPS_FORMULA = "tokens * (6*(N + d*V) + 12*L*d*T)"
+
+
+@dataclass(frozen=True)
+class JobCost:
+    """The cost of one job that would run."""
+
+    jobid: int
+    rule: str
+    output: str
+    kind: str  # "train" (priced by the cost model) or "cpu" (a small CPU-only job)
+    tokens: int
+    flops: float
+    gpus: int
+    nodes: int
+    hours: float  # expected wall-clock of the job itself
+    gpu_hours: float
+    runtime_limit_min: int
+    deps: tuple[int, ...] = field(default=(), compare=False)
+
+
+@dataclass
+class CostReport:
+    """Per-job costs, the totals and the assumptions they rest on."""
+
+    jobs: list[JobCost]
+    parallelism: int
+    wall_hours: float
+    assumptions: dict[str, Any]
+
+    @property
+    def totals(self) -> dict[str, Any]:
+        """Sums over the jobs, and the wall-clock at the profile's parallelism."""
+        train = [j for j in self.jobs if j.kind == "train"]
+        return {"jobs": len(self.jobs), "train_jobs": len(train), "tokens": sum(j.tokens for j in self.jobs),
+                "flops": sum(j.flops for j in self.jobs), "gpu_hours": sum(j.gpu_hours for j in self.jobs),
+                "job_hours": sum(j.hours for j in self.jobs), "wall_hours": self.wall_hours,
+                "parallelism": self.parallelism}
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict: assumptions, totals and one entry per job."""
+        jobs = [{k: v for k, v in asdict(j).items() if k != "deps"} for j in self.jobs]
+        return {"assumptions": self.assumptions, "totals": self.totals, "jobs": jobs}
+
+    def to_csv(self) -> str:
+        """One CSV row per job."""
+        buf = io.StringIO()
+        names = [f for f in JobCost.__dataclass_fields__ if f != "deps"]
+        writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        writer.writeheader()
+        for j in self.jobs:
+            writer.writerow({k: getattr(j, k) for k in names})
+        return buf.getvalue()
+
+    def format_table(self, max_rows: int = 200) -> str:
+        """An aligned table of the jobs (the most expensive first when there are many) plus totals."""
+        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "hours", "GPU-h", "limit")
+        jobs = sorted(self.jobs, key=lambda j: (-j.flops, j.output))[:max_rows]
+        rows = [(j.rule, _short(j.output), f"{j.tokens:,}", f"{j.flops:.3e}", str(j.gpus), f"{j.hours:.4g}",
+                 f"{j.gpu_hours:.2f}", f"{j.runtime_limit_min}m") for j in jobs]
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        right = {2, 3, 4, 5, 6, 7}
+
+        def line(cells: Sequence[str]) -> str:
+            return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+        out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+        if len(self.jobs) > max_rows:
+            out.append(f"... {len(self.jobs) - max_rows} cheaper jobs not shown (see --json/--csv)")
+        t = self.totals
+        out += ["", f"jobs that would run: {t['jobs']} ({t['train_jobs']} training)",
+                f"tokens:              {t['tokens']:,}",
+                f"FLOPs:               {t['flops']:.4e}   ({FLOPS_FORMULA})",
+                f"GPU-hours:           {t['gpu_hours']:,.2f}",
+                f"job-hours:           {t['job_hours']:,.2f}",
+                f"wall-clock:          {t['wall_hours']:,.2f} h at {t['parallelism']} jobs at a time"]
+        a = self.assumptions
+        out.append(f"assumptions:         {a['gpus_per_job']} GPU(s)/job x {a['nodes_per_job']} node(s), "
+                   f"peak {a['peak_flops_per_gpu']:.3g} FLOP/s/GPU, MFU {a['expected_mfu']}, "
+                   f"CPU {a['cpu_flops']:.3g} FLOP/s, other jobs {a['other_job_minutes']} min")
+        return "\n".join(out)
+
+
+def _short(path: str, width: int = 64) -> str:
+    """An artifact's ``<name>-<key>`` directory name, else the path (cut from the left to ``width``)."""
+    parts = Path(path).parts
+    label = parts[-2] if len(parts) >= 4 else path
+    return label if len(label) <= width else "..." + label[-(width - 3):]
+
+
+def schedule_wall_hours(hours: Mapping[int, float], deps: Mapping[int, Iterable[int]], slots: int) -> float:
+    """Makespan of a greedy list schedule: jobs in dependency order, each on the earliest free slot once its
+    dependencies have finished."""
+    pending = {j: {d for d in deps.get(j, ()) if d in hours} for j in hours}
+    children: dict[int, list[int]] = {j: [] for j in hours}
+    for j, ds in pending.items():
+        for d in ds:
+            children[d].append(j)
+    ready = [(0.0, j) for j, ds in sorted(pending.items()) if not ds]
+    heapq.heapify(ready)
+    free = [0.0] * max(1, slots)
+    finish: dict[int, float] = {}
+    while ready:
+        at, j = heapq.heappop(ready)
+        start = max(at, heapq.heappop(free))
+        finish[j] = start + hours[j]
+        heapq.heappush(free, finish[j])
+        for c in children[j]:
+            pending[c].discard(j)
+            if not pending[c]:
+                heapq.heappush(ready, (max(finish[d] for d in deps[c] if d in hours), c))
+    if len(finish) != len(hours):
+        raise ValueError("dependency cycle among the jobs")
+    return max(finish.values(), default=0.0)
+
+
+def read_profile(profile: str | Path | None) -> dict[str, Any]:
+    """The settings of a Snakemake profile directory (or its config.yaml); empty without a profile."""
+    if profile is None:
+        return {}
+    path = Path(profile)
+    if path.is_dir():
+        path = path / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def profile_parallelism(profile: Mapping[str, Any], default: int) -> int:
+    """How many jobs the profile runs at once: ``jobs``, else ``cores``, else ``default``."""
+    for key in ("jobs", "cores"):
+        value = profile.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+#: A job that would run: (job id, rule, first output, artifact key wildcard or None, ids of its dependencies).
+PlannedJob = tuple[int, str, str, "str | None", tuple[int, ...]]
+
+
+def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) -> list[JobCost]:
+    """Costs of the planned jobs under the plan's cost model."""
+    cost = cfg["cost"]
+    gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
+    out = []
+    for jobid, rule, output, key, deps in jobs:
+        if rule == TRAIN_RULE and key is not None:
+            flops = plan.train_flops(key)
+            tokens = int(plan.artifact(key).job["tokens"])
+            out.append(JobCost(jobid, rule, output, "train", tokens, flops, gpus, nodes,
+                               resources.expected_seconds(flops, cost) / 3600,
+                               resources.gpu_hours(flops, cost), resources.runtime_minutes(flops, cost),
+                               deps))
+        else:
+            minutes = float(cost["other_job_minutes"])
+            out.append(JobCost(jobid, rule, output, "cpu", 0, 0.0, 0, 1, minutes / 60, 0.0,
+                               round(minutes), deps))
+    return out
+
+
+def snakemake_needrun(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Path,
+                      configfiles: Sequence[str | Path] = (), profile: Mapping[str, Any] | None = None
+                      ) -> tuple[list[PlannedJob], dict[str, Any]]:
+    """The jobs ``snakemake -n TARGETS`` would run and the workflow's globals (``PLAN``, ``CFG``).
+
+    Uses the profile's rerun triggers and checksum size limit (default: the project's profiles').
+    """
+    from humanfriendly import parse_size
+    from snakemake.settings.enums import Quietness, RerunTrigger
+    from snakemake.settings.types import DAGSettings, OutputSettings
+
+    profile = profile or {}
+    triggers = profile.get("rerun-triggers", list(PROJECT_RERUN_TRIGGERS))
+    triggers = [triggers] if isinstance(triggers, str) else triggers
+    checksum = profile.get("max-checksum-file-size", "16GB")
+    checksum = parse_size(checksum) if isinstance(checksum, str) else int(checksum)
+    dag_settings = DAGSettings(targets=frozenset(targets),
+                               rerun_triggers=frozenset(RerunTrigger.parse_choice(t) for t in triggers),
+                               max_checksum_file_size=checksum)
+    workdir = Path(workdir).resolve()
+    configs = tuple((workdir / c).resolve() for c in configfiles)
+    output = OutputSettings(quiet={Quietness.ALL, Quietness.PROGRESS, Quietness.RULES})
+    quiet = logging.getLogger("snakemake.logging")
+    drop_info = _DropInfo()
+    quiet.addFilter(drop_info)  # no "Building DAG of jobs..." on stderr
+    try:
+        return _needrun(targets, Path(snakefile).resolve(), workdir, configs, dag_settings, output)
+    finally:
+        quiet.removeFilter(drop_info)
+
+
+class _DropInfo(logging.Filter):
+    """Keep only warnings and errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _needrun(targets: Sequence[str], snakefile: Path, workdir: Path, configs: tuple[Path, ...],
+             dag_settings: Any, output: Any) -> tuple[list[PlannedJob], dict[str, Any]]:
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, ResourceSettings
+
+    with SnakemakeApi(output) as api:
+        wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
+                              config_settings=ConfigSettings(configfiles=configs),
+                              snakefile=snakefile, workdir=workdir)
+        dag_api = wf_api.dag(dag_settings)
+        workflow = dag_api.workflow_api._workflow
+        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+        workflow._build_dag()
+        dag = workflow.dag
+        needrun = sorted(dag.needrun_jobs(), key=lambda j: (j.rule.name, str(j.output[:1])))
+        ids = {job: i for i, job in enumerate(needrun)}
+        jobs = []
+        for job in needrun:
+            deps = tuple(sorted(ids[d] for d in dag.dependencies[job] if d in ids))
+            output_file = str(job.output[0]) if job.output else job.rule.name
+            key = job.wildcards_dict.get("key")
+            jobs.append((ids[job], job.rule.name, output_file, key, deps))
+        return jobs, {"PLAN": workflow.globals["PLAN"], "CFG": workflow.globals["CFG"]}
+
+
+def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: str | Path = ".",
+                configfiles: Sequence[str | Path] = (), profile: str | Path | None = None) -> CostReport:
+    """Price the jobs a dry run of ``targets`` (default: the workflow's default target) would run."""
+    settings = read_profile(profile)
+    jobs, ns = snakemake_needrun(targets, snakefile=snakefile, workdir=workdir, configfiles=configfiles,
+                                 profile=settings)
+    cfg = ns["CFG"]
+    priced = price_jobs(ns["PLAN"], cfg, jobs)
+    slots = profile_parallelism(settings, cfg["cost"]["parallel_jobs"])
+    wall = schedule_wall_hours({j.jobid: j.hours for j in priced}, {j.jobid: j.deps for j in priced}, slots)
+    keys = ("gpus_per_job", "nodes_per_job", "peak_flops_per_gpu", "expected_mfu", "cpu_flops",
+            "other_job_minutes", "runtime_margin")
+    assumptions = {k: cfg["cost"][k] for k in keys}
+    assumptions.update(flops_formula=FLOPS_FORMULA,
+                       parallelism_source="profile" if settings else "cost.parallel_jobs")
+    return CostReport(priced, slots, wall, assumptions)
+
+
+def write_outputs(report: CostReport, json_path: str | Path | None = None, csv_path: str | Path | None = None
+                  ) -> None:
+    """Write the report as JSON and/or CSV."""
+    if json_path:
+        Path(json_path).write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+    if csv_path:
+        Path(csv_path).write_text(report.to_csv())

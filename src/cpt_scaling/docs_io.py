@@ -1,0 +1,222 @@
+"""Read text documents from JSONL(.gz), Parquet or a saved Hugging Face dataset into (doc_id, text) tables.
+
+Every reader streams batches so large pools never need to fit in memory; ``read_documents`` concatenates them.
+Bad input raises ``InputError`` naming the file and, where it applies, the line (JSONL, 1-based) or the row
+(Parquet and datasets, 0-based).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cpt_scaling.errors import InputError
+
+log = logging.getLogger(__name__)
+
+DOC_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string())])
+DEFAULT_BATCH = 4096
+
+
+def doc_hash(text: str) -> str:
+    """Return the sha256 hex digest of ``text`` encoded as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def hash_fraction(digest: str) -> float:
+    """Map a hex digest to [0, 1) from its first 8 hex digits (for deterministic splits)."""
+    return int(digest[:8], 16) / 2**32
+
+
+def read_documents(path: Path, text_column: str = "text", id_column: str = "id") -> pa.Table:
+    """Read all documents of ``path`` as a table with string columns ``doc_id`` and ``text``.
+
+    Formats: ``.jsonl``, ``.jsonl.gz``, ``.parquet``, or a directory written by ``datasets.save_to_disk``.
+    Without an id column, ``doc_id`` is the first 16 hex digits of the text's sha256.
+    """
+    batches = list(iter_document_batches(path, text_column=text_column, id_column=id_column))
+    return pa.Table.from_batches(batches, schema=DOC_SCHEMA)
+
+
+def iter_document_batches(
+    path: Path,
+    *,
+    text_column: str = "text",
+    id_column: str = "id",
+    batch_size: int = DEFAULT_BATCH,
+    extra_columns: Sequence[str] = (),
+) -> Iterator[pa.RecordBatch]:
+    """Yield record batches with ``doc_id``, ``text`` and those of ``extra_columns`` present in the source.
+
+    Raises ``InputError`` when the file is missing, unreadable, has no documents, lacks the text column, or
+    holds a null, empty or non-string text.
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise InputError(where, "file not found")
+    if path.is_dir():
+        raw = _iter_hf_dataset(path, batch_size)
+    elif path.name.endswith((".jsonl", ".jsonl.gz")):
+        raw = _iter_jsonl(path, batch_size, text_column)
+    elif path.suffix == ".parquet":
+        raw = _iter_parquet(path, batch_size)
+    else:
+        expected = ".jsonl, .jsonl.gz, .parquet or a datasets directory"
+        raise InputError(where, f"unsupported format (expected {expected})")
+    n_docs = 0
+    for table, first_row, row_label in raw:
+        yield _normalise(table, where, first_row, row_label, text_column, id_column, extra_columns)
+        n_docs += table.num_rows
+    if n_docs == 0:
+        raise InputError(where, "no documents in file")
+    log.debug("read %d documents from %s", n_docs, path)
+
+
+def _iter_jsonl(path: Path, batch_size: int, text_column: str) -> Iterator[tuple[pa.Table, int, str]]:
+    """Parse JSON lines (skipping blank lines) into tables of ``batch_size`` records."""
+    where = str(path)
+    opener: Any = gzip.open if path.name.endswith(".gz") else open
+    records: list[dict[str, Any]] = []
+    first_line = 1
+    lineno = 0
+    try:
+        with opener(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(where, f"line {lineno}: not valid UTF-8 ({exc.reason})") from None
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(where, f"line {lineno}: invalid JSON ({exc.msg})") from None
+                if not isinstance(rec, dict):
+                    kind = type(rec).__name__
+                    raise InputError(where, f"line {lineno}: expected a JSON object, got {kind}")
+                text = rec.get(text_column)
+                if text is not None and not isinstance(text, str):
+                    kind = type(text).__name__
+                    problem = f"text column {text_column!r} holds a {kind}, not a string"
+                    raise InputError(where, f"line {lineno}: {problem}")
+                if not records:
+                    first_line = lineno
+                records.append(rec)
+                if len(records) >= batch_size:
+                    yield _records_table(records, where, first_line), first_line, "line"
+                    records = []
+    except (OSError, EOFError, zlib.error) as exc:
+        problem = f"cannot read (corrupt or truncated file?) near line {lineno + 1}: {exc}"
+        raise InputError(where, problem) from None
+    if records:
+        yield _records_table(records, where, first_line), first_line, "line"
+
+
+def _records_table(records: list[dict[str, Any]], where: str, first_line: int) -> pa.Table:
+    """Turn parsed JSON objects into a table, one column per key seen (missing keys become null)."""
+    keys: dict[str, None] = {}
+    for rec in records:
+        keys.update(dict.fromkeys(rec))
+    columns: dict[str, pa.Array] = {}
+    for key in keys:
+        values = [rec.get(key) for rec in records]
+        try:
+            columns[key] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Mixed types (e.g. int and str ids): keep them as strings (texts were checked to be strings).
+            columns[key] = pa.array([None if v is None else _as_str(v) for v in values], pa.string())
+    return pa.table(columns)
+
+
+def _as_str(value: Any) -> str:
+    """String form of a JSON value (JSON text for non-strings)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _iter_parquet(path: Path, batch_size: int) -> Iterator[tuple[pa.Table, int, str]]:
+    """Stream a Parquet file in batches."""
+    where = str(path)
+    row = 0
+    try:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=batch_size):
+            yield pa.Table.from_batches([batch]), row, "row"
+            row += batch.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(where, f"cannot read Parquet (corrupt file?) near row {row}: {exc}") from None
+
+
+def _iter_hf_dataset(path: Path, batch_size: int) -> Iterator[tuple[pa.Table, int, str]]:
+    """Stream a directory written by ``datasets.Dataset.save_to_disk``."""
+    import datasets
+
+    where = str(path)
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # datasets raises several unrelated types for a bad directory
+        raise InputError(where, f"not a saved Hugging Face dataset directory: {exc}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        splits = list(ds)
+        if len(splits) != 1:
+            problem = f"dataset has splits {splits}; point to one split directory ({where}/<split>)"
+            raise InputError(where, problem)
+        ds = ds[splits[0]]
+    row = 0
+    for table in ds.with_format("arrow").iter(batch_size=batch_size):
+        yield table, row, "row"
+        row += table.num_rows
+
+
+def _normalise(
+    table: pa.Table,
+    where: str,
+    first_row: int,
+    row_label: str,
+    text_column: str,
+    id_column: str,
+    extra_columns: Sequence[str],
+) -> pa.RecordBatch:
+    """Validate one raw batch and return it as ``doc_id``, ``text`` (+ extra columns present)."""
+    if text_column not in table.column_names:
+        columns = sorted(table.column_names)
+        raise InputError(where, f"missing text column {text_column!r} (columns: {columns})")
+    text = table.column(text_column).combine_chunks()
+    if pa.types.is_large_string(text.type):
+        text = text.cast(pa.string())
+    if not pa.types.is_string(text.type):
+        raise InputError(where, f"text column {text_column!r} has type {text.type}, expected string")
+    try:
+        text.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise InputError(where, f"text column {text_column!r} is not valid UTF-8: {exc}") from None
+    texts = text.to_pylist()
+    for i, value in enumerate(texts):
+        if value is None or not value.strip():
+            what = "null" if value is None else "empty"
+            raise InputError(where, f"{row_label} {first_row + i}: {what} text in column {text_column!r}")
+    if id_column in table.column_names:
+        ids = table.column(id_column).combine_chunks()
+        if ids.null_count:
+            bad = ids.is_null().to_pylist().index(True)
+            raise InputError(where, f"{row_label} {first_row + bad}: null id in column {id_column!r}")
+        ids = ids.cast(pa.string())
+    else:
+        ids = pa.array([doc_hash(t)[:16] for t in texts], pa.string())
+    arrays = [ids, text]
+    names = ["doc_id", "text"]
+    for name in extra_columns:
+        if name in table.column_names and name not in (text_column, id_column):
+            arrays.append(table.column(name).combine_chunks())
+            names.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=names)

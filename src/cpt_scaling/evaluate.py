@@ -1,0 +1,94 @@
+"""Held-out evaluation: token-level loss and perplexity per (checkpoint, suite) of a training run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from cpt_scaling.errors import InputError
+from cpt_scaling.model import load_model
+from cpt_scaling.sequences import read_sequences
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([
+    ("checkpoint_tokens", pa.int64()),
+    ("suite", pa.string()),
+    ("loss", pa.float64()),
+    ("perplexity", pa.float64()),
+    ("n_tokens", pa.int64()),
+])
+LOGIT_ROWS = 4096  # positions per LM-head chunk, so full-vocabulary logits never fill memory
+
+
+@torch.no_grad()
+def sequence_loss(
+    model: torch.nn.Module, sequences: np.ndarray, *, batch_size: int = 16
+) -> tuple[float, int]:
+    """(summed next-token cross-entropy in nats, number of predicted tokens) of ``model`` on ``sequences``."""
+    model.eval()
+    device = next(model.parameters()).device
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    # Llama/Qwen logits are head(final hidden state); models that scale or cap logits take the full forward.
+    plain_head = not any(getattr(model.config, k, None) for k in ("final_logit_softcapping", "logit_scale"))
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    n_tokens = 0
+    for start in range(0, len(sequences), batch_size):
+        rows = np.ascontiguousarray(sequences[start:start + batch_size], dtype=np.int64)
+        ids = torch.from_numpy(rows).to(device)
+        targets = ids[:, 1:].reshape(-1)
+        if plain_head:
+            hidden = decoder(input_ids=ids).last_hidden_state[:, :-1].reshape(-1, model.config.hidden_size)
+            for i in range(0, len(targets), LOGIT_ROWS):
+                logits = head(hidden[i:i + LOGIT_ROWS]).float()
+                total += F.cross_entropy(logits, targets[i:i + LOGIT_ROWS], reduction="sum").double()
+        else:
+            logits = model(input_ids=ids).logits[:, :-1].reshape(-1, model.config.vocab_size).float()
+            total += F.cross_entropy(logits, targets, reduction="sum").double()
+        n_tokens += targets.numel()
+    return float(total), n_tokens
+
+
+def evaluate_run(
+    run_dir: Path, suites: dict[str, Path], *, batch_size: int = 16, max_sequences: int | None = None
+) -> pa.Table:
+    """Loss (mean token cross-entropy, nats), perplexity and token count per checkpoint and suite.
+
+    Deterministic: eval mode (no dropout), fixed batch order, float64 accumulation.
+
+    ``suites`` maps a suite name to a ``heldout.parquet``; the first ``max_sequences`` sequences of each are
+    used. Checkpoints come from ``run_dir/checkpoints.json``.
+    """
+    run_dir = Path(run_dir)
+    index = run_dir / "checkpoints.json"
+    if not index.is_file():
+        raise InputError(str(index), "missing: the run has not finished")
+    entries = json.loads(index.read_text())["checkpoints"]
+    data = {name: read_sequences(Path(path))[:max_sequences] for name, path in sorted(suites.items())}
+    for name, seqs in data.items():
+        if len(seqs) == 0 or seqs.shape[1] < 2:
+            raise InputError(str(suites[name]), f"suite {name!r} holds no sequences of length ≥ 2")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows: dict[str, list] = {field.name: [] for field in SCHEMA}
+    for entry in entries:
+        model = load_model(run_dir / entry["path"]).to(device)
+        vocab = model.config.vocab_size
+        for name, seqs in data.items():
+            if int(seqs.max()) >= vocab:
+                raise InputError(str(suites[name]), f"token ids exceed the model's vocabulary ({vocab})")
+            total, n = sequence_loss(model, seqs, batch_size=batch_size)
+            loss = total / n
+            rows["checkpoint_tokens"].append(int(entry["tokens"]))
+            rows["suite"].append(name)
+            rows["loss"].append(loss)
+            rows["perplexity"].append(math.exp(loss))
+            rows["n_tokens"].append(n)
+            log.info("checkpoint %s suite %s: loss %.4f over %d tokens", entry["path"], name, loss, n)
+    return pa.table(rows, schema=SCHEMA)

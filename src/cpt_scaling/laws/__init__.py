@@ -1,0 +1,33 @@
+"""Scaling-law parameterisations, a name registry, and the fitting API re-exported for convenience.
+
+``LAWS`` maps each name accepted by ``cpt-scaling fit`` to its :class:`Law` (``dcpt`` is L3). The pseudo-law
+``split`` is not in the registry: :func:`fit_law` fits every split candidate and keeps the best by held-out error.
+"""
+
+from __future__ import annotations
+
+from cpt_scaling.laws.base import Law
+from cpt_scaling.laws.chinchilla import CHINCHILLA
+from cpt_scaling.laws.cross_domain import CROSS_DOMAIN
+from cpt_scaling.laws.dcpt import DCPT, DCPT_L1, DCPT_L2, DCPT_L3, DCPT_L4, DCPT_L5
+from cpt_scaling.laws.powerlaw import POWERLAW
+from cpt_scaling.laws.split import SPLIT_CANDIDATES, SPLIT_EFFECTIVE, SPLIT_SEPARABLE
+
+LAWS: dict[str, Law] = {
+    law.name: law
+    for law in (CHINCHILLA, DCPT, DCPT_L1, DCPT_L2, DCPT_L3, DCPT_L4, DCPT_L5, CROSS_DOMAIN, SPLIT_SEPARABLE,
+                SPLIT_EFFECTIVE, POWERLAW)
+}
+#: Names ``fit_law`` accepts: the registry plus the selecting pseudo-law ``split``.
+FIT_NAMES: tuple[str, ...] = (*LAWS, "split")
+
+
+def __getattr__(name: str):  # lazy re-export avoids an import cycle with cpt_scaling.fitting
+    if name in {"fit_law", "predict", "FitResult", "validate_points"}:
+        from cpt_scaling import fitting
+
+        return getattr(fitting, name)
+    raise AttributeError(name)
+
+
+__all__ = ["FIT_NAMES", "LAWS", "SPLIT_CANDIDATES", "FitResult", "Law", "fit_law", "predict", "validate_points"]

@@ -1,0 +1,80 @@
+"""The :class:`Law` interface shared by every scaling-law parameterisation.
+
+A law maps named input columns (``N``, ``D``, ``r``, ...) to a predicted loss. It is evaluated on a *batch* of
+parameter vectors at once (one row per initialisation or bootstrap resample), and returns the analytic partial
+derivatives of the prediction with respect to each natural-space parameter, which the fitter chains into its
+log-space gradient.
+
+Shapes: every parameter value is an array of shape ``(G, 1)``; every column is an array of shape ``(n,)``; the
+prediction and each derivative have shape ``(G, n)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Array = np.ndarray
+Params = Mapping[str, Array]
+Columns = Mapping[str, Array]
+
+#: Natural-space bounds used when a law does not set its own.
+COEF_BOUNDS = (1e-12, 1e12)
+EXPONENT_BOUNDS = (1e-4, 5.0)
+
+
+def power(coef: Array, x_log: Array, exponent: Array) -> Array:
+    """``coef / x**exponent`` computed as ``coef * exp(-exponent * log x)``, broadcast to ``(G, n)``."""
+    out = np.multiply(-exponent, x_log)
+    np.exp(out, out=out)
+    out *= coef
+    return out
+
+
+@dataclass(frozen=True)
+class Law:
+    """A named parameterisation with positive-constrained (log-space) parameters.
+
+    ``params`` are fitted; ``fixed`` are held at the given values and reported with the fit; ``linear`` names
+    parameters that are fitted in natural space (may be negative), all others are fitted as ``log(p)``.
+    ``grid`` is the default initialisation grid (natural-space values per fitted parameter, full outer product),
+    ``coarse_grid`` a smaller one for repeated fits (cross-validation).
+    """
+
+    name: str
+    formula: str
+    columns: tuple[str, ...]
+    params: tuple[str, ...]
+    grid: Mapping[str, tuple[float, ...]]
+    coarse_grid: Mapping[str, tuple[float, ...]]
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    fixed: Mapping[str, float] = field(default_factory=dict)
+    linear: tuple[str, ...] = ()
+    reconstructed: bool = False
+    doc: str = ""
+
+    def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
+        """Return the predicted loss and ``{param: d prediction / d param}`` (natural space)."""
+        raise NotImplementedError
+
+    def predict(self, values: Mapping[str, float], x: Columns) -> Array:
+        """Predicted loss of one parameter set (a ``{name: value}`` mapping) at the given columns."""
+        p = {k: np.asarray([[float(values[k])]]) for k in (*self.params, *self.fixed)}
+        cols = {c: np.asarray(x[c], dtype=float) for c in self.columns}
+        pred, _ = self.evaluate(p, cols)
+        return pred[0]
+
+    def param_bounds(self, name: str) -> tuple[float, float]:
+        """Natural-space bounds of a fitted parameter."""
+        if name in self.bounds:
+            return self.bounds[name]
+        return (-50.0, 50.0) if name in self.linear else COEF_BOUNDS
+
+    def grid_points(self, coarse: bool = False) -> np.ndarray:
+        """The initialisation grid as an array ``(G, P)`` of natural-space values, in ``params`` order."""
+        grid = self.coarse_grid if coarse else self.grid
+        axes = [np.asarray(grid[name], dtype=float) for name in self.params]
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return np.stack([m.ravel() for m in mesh], axis=1)

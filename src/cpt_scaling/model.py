@@ -1,0 +1,113 @@
+"""Build, load and save the causal LMs we train: from-config tiny Llama models or local HF checkpoints."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.utils import logging as hf_logging
+
+from cpt_scaling.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SIZE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff")
+
+
+def attention_implementation() -> str:
+    """``"flash_attention_2"`` when flash-attn is installed and CUDA is available, else ``"sdpa"``."""
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def default_dtype() -> torch.dtype:
+    """Weights dtype for training and evaluation: bf16 on GPU, fp32 on CPU."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def build_model(size: dict[str, int], vocab_size: int, max_seq_len: int) -> LlamaForCausalLM:
+    """A freshly initialised Llama-style model (RMSNorm, RoPE, SwiGLU, untied embeddings) of the given size.
+
+    ``size`` = {"n_layers", "d_model", "n_heads", "d_ff"}. Initialisation uses the global torch RNG: seed
+    it first.
+    """
+    missing = [k for k in SIZE_KEYS if k not in size]
+    if missing:
+        raise InputError("model", f"missing size keys {missing} (need {list(SIZE_KEYS)})")
+    if size["d_model"] % size["n_heads"]:
+        problem = f"d_model={size['d_model']} is not divisible by n_heads={size['n_heads']}"
+        raise InputError("model.n_heads", problem)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=size["d_model"],
+        intermediate_size=size["d_ff"],
+        num_hidden_layers=size["n_layers"],
+        num_attention_heads=size["n_heads"],
+        num_key_value_heads=size["n_heads"],
+        max_position_embeddings=max_seq_len,
+        tie_word_embeddings=False,
+        attn_implementation=attention_implementation(),
+    )
+    return LlamaForCausalLM(config)
+
+
+def load_model(path: Path, *, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """Load a causal LM from a local directory with ``config.json`` and safetensors weights (no downloads)."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise InputError(str(path), "not a model checkpoint: config.json is missing")
+    if not ((path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()):
+        raise InputError(str(path), "not a model checkpoint: model.safetensors is missing")
+    hf_logging.disable_progress_bar()  # our own logs report progress; keep rule logs free of per-load bars
+    return AutoModelForCausalLM.from_pretrained(
+        path,
+        local_files_only=True,
+        use_safetensors=True,
+        dtype=dtype or default_dtype(),
+        attn_implementation=attention_implementation(),
+    )
+
+
+def save_model(model: PreTrainedModel, directory: Path) -> None:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (the caller makes it atomic)."""
+    from safetensors.torch import save_model as save_safetensors
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_safetensors(model, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    model.config.to_json_file(str(directory / "config.json"))
+
+
+def model_shape(config: Any) -> dict[str, int]:
+    """The cost-model shape of an HF decoder config: n_layers, d_model, d_ff, kv_dim, vocab_size."""
+    d_model = int(config.hidden_size)
+    n_heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or d_model // n_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_heads)
+    return {
+        "n_layers": int(config.num_hidden_layers),
+        "d_model": d_model,
+        "d_ff": int(config.intermediate_size),
+        "kv_dim": n_kv * head_dim,
+        "vocab_size": int(config.vocab_size),
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, non-embedding parameters) of a causal LM; shared (tied) tensors count once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    embedding_ids = {id(model.get_input_embeddings().weight)}
+    out = model.get_output_embeddings()
+    if out is not None:
+        embedding_ids.add(id(out.weight))
+    embedding = sum(p.numel() for p in model.parameters() if id(p) in embedding_ids)
+    return total, total - embedding

@@ -1,0 +1,43 @@
+"""Learning-rate schedules as pure functions of the step: linear warmup, then cosine, WSD or constant."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SCHEDULES = ("cosine", "wsd", "constant")
+WSD_DECAY_FRACTION = 0.2
+
+
+def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
+    """Number of warmup steps: ``round(warmup_fraction · total_steps)``."""
+    return round(warmup_fraction * total_steps)
+
+
+def learning_rate(step: int, total_steps: int, optimizer: dict[str, Any]) -> float:
+    """LR of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    Warmup rises linearly to ``lr`` (step ``s`` gets ``lr·(s+1)/warmup``). Then ``cosine`` decays to
+    ``lr·min_lr_ratio`` at the last step, ``wsd`` holds ``lr`` and decays linearly to the minimum over the
+    last ``decay_fraction`` (default 0.2) of the steps, ``constant`` holds ``lr``.
+    """
+    peak = float(optimizer["lr"])
+    floor = peak * float(optimizer.get("min_lr_ratio", 0.0))
+    kind = optimizer.get("schedule", "cosine")
+    warm = warmup_steps(total_steps, float(optimizer.get("warmup_fraction", 0.0)))
+    if step < warm:
+        return peak * (step + 1) / warm
+    if kind == "constant":
+        return peak
+    if kind == "cosine":
+        span = total_steps - warm - 1
+        progress = 1.0 if span <= 0 else (step - warm) / span
+        return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if kind == "wsd":
+        decay = max(1, round(float(optimizer.get("decay_fraction", WSD_DECAY_FRACTION)) * total_steps))
+        start = total_steps - decay
+        if step < start:
+            return peak
+        progress = (step - start + 1) / decay
+        return peak + (floor - peak) * min(progress, 1.0)
+    raise ValueError(f"unknown schedule {kind!r} (known: {', '.join(SCHEDULES)})")

@@ -1,0 +1,328 @@
+"""Select one domain's documents from a classified pool, split held-out docs, tokenize, pack, write Parquet.
+
+Output directory layout (written atomically):
+
+- ``train-00000.parquet``, ... : column ``input_ids`` (list<int32>, every row ``seq_len`` long), at most
+  ``shard_max_sequences`` rows each;
+- ``heldout.parquet``: same column, at most ``heldout_max_sequences`` rows;
+- ``documents.parquet``: one row per kept (selected, deduplicated) document: ``doc_id``, ``doc_hash``,
+  ``split`` (train/heldout) and ``n_tokens`` (with EOS; null for held-out documents past the cap, which are
+  not tokenized): the audit trail that shows held-out documents never reach training;
+- ``manifest.json``: counts, files and the held-out document hashes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cpt_scaling.atomic import atomic_dir, write_json
+from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
+from cpt_scaling.errors import InputError
+from cpt_scaling.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY_DOCS = 50_000
+ROW_GROUP_SEQUENCES = 1024
+DOCS_SCHEMA = pa.schema(
+    [("doc_id", pa.string()), ("doc_hash", pa.string()), ("split", pa.string()), ("n_tokens", pa.int64())]
+)
+
+
+def sequences_table(flat: np.ndarray, seq_len: int) -> pa.Table:
+    """Wrap a flat token array (length a multiple of ``seq_len``) as a list<int32> ``input_ids`` table.
+
+    A plain list (not a fixed-size list) keeps the files readable by every list-based reader; ``seq_len`` is
+    also stored in the schema metadata so an empty file still knows its width.
+    """
+    values = pa.array(np.ascontiguousarray(flat, dtype=np.int32))
+    offsets = pa.array(np.arange(0, len(flat) + 1, seq_len, dtype=np.int32))
+    table = pa.table({"input_ids": pa.ListArray.from_arrays(offsets, values)})
+    return table.replace_schema_metadata({"seq_len": str(seq_len)})
+
+
+def write_sequences(path: Path, flat: np.ndarray, seq_len: int) -> None:
+    """Write a flat token array as a Parquet file of ``seq_len`` sequences (zstd)."""
+    pq.write_table(
+        sequences_table(flat, seq_len), path, compression="zstd", row_group_size=ROW_GROUP_SEQUENCES
+    )
+
+
+def read_sequences(path: Path) -> np.ndarray:
+    """Read the ``input_ids`` column of a shard as an int64 array of shape (n_sequences, seq_len)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "shard file not found")
+    try:
+        table = pq.read_table(path, columns=["input_ids"])
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise InputError(
+            str(path), f"cannot read column 'input_ids' (corrupt or not a shard?): {exc}"
+        ) from None
+    col = table.column("input_ids").combine_chunks()
+    if pa.types.is_fixed_size_list(col.type):
+        seq_len = col.type.list_size
+    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        lengths = pc.unique(pc.list_value_length(col)).to_pylist()
+        if len(lengths) > 1:
+            raise InputError(str(path), f"sequences of unequal lengths {sorted(lengths)[:5]}")
+        seq_len = lengths[0] if lengths else int((table.schema.metadata or {}).get(b"seq_len", 0))
+    else:
+        raise InputError(str(path), f"column 'input_ids' has type {col.type}, expected a list of integers")
+    if col.null_count:
+        raise InputError(str(path), "null sequences in column 'input_ids'")
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return values.astype(np.int64, copy=False).reshape(len(col), seq_len)
+
+
+class _TrainWriter:
+    """Packs a token stream into ``seq_len`` sequences and writes shards of ``shard_max_sequences`` rows."""
+
+    def __init__(self, out_dir: Path, seq_len: int, shard_max_sequences: int) -> None:
+        self.out_dir = out_dir
+        self.seq_len = seq_len
+        self.shard_tokens = seq_len * shard_max_sequences
+        self.chunks: list[np.ndarray] = []
+        self.n_buffered = 0
+        self.shards: list[dict[str, Any]] = []
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Append tokens; write every full shard."""
+        self.chunks.append(tokens)
+        self.n_buffered += len(tokens)
+        while self.n_buffered >= self.shard_tokens:
+            flat = np.concatenate(self.chunks)
+            self._write(flat[: self.shard_tokens])
+            rest = flat[self.shard_tokens :]
+            self.chunks = [rest]
+            self.n_buffered = len(rest)
+
+    def finish(self) -> None:
+        """Write the last (partial) shard of whole sequences; the remainder below ``seq_len`` is dropped."""
+        n_keep = (self.n_buffered // self.seq_len) * self.seq_len
+        if n_keep:
+            self._write(np.concatenate(self.chunks)[:n_keep])
+        self.chunks, self.n_buffered = [], 0
+
+    def _write(self, flat: np.ndarray) -> None:
+        name = f"train-{len(self.shards):05d}.parquet"
+        write_sequences(self.out_dir / name, flat, self.seq_len)
+        n_seq = len(flat) // self.seq_len
+        self.shards.append({"file": name, "n_sequences": n_seq, "n_tokens": n_seq * self.seq_len})
+        log.info("wrote %s (%d sequences)", name, n_seq)
+
+
+def _pack_documents(id_lists: list[list[int]], eos_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate token lists with EOS after each document; also return each document's length (with EOS)."""
+    lengths = np.fromiter((len(ids) + 1 for ids in id_lists), dtype=np.int64, count=len(id_lists))
+    flat = np.empty(int(lengths.sum()), dtype=np.int32)
+    ends = np.cumsum(lengths)
+    flat[ends - 1] = eos_id
+    body = np.ones(len(flat), dtype=bool)
+    body[ends - 1] = False
+    flat[body] = np.fromiter(
+        (t for ids in id_lists for t in ids), dtype=np.int32, count=int(lengths.sum()) - len(id_lists)
+    )
+    return flat, lengths
+
+
+def _read_classified(path: Path) -> pa.Table:
+    """Read a ``classify_file`` output, checking its columns."""
+    where = str(path)
+    if not path.is_file():
+        raise InputError(where, "classified file not found")
+    try:
+        table = pq.read_table(path, columns=["doc_id", "domain", "score"])
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise InputError(where, f"not a classified Parquet file with doc_id, domain, score: {exc}") from None
+    return table
+
+
+def build_shards(
+    out_dir: Path,
+    *,
+    pool_files: list[Path],
+    classified_files: list[Path],
+    domain: str,
+    threshold: float,
+    tokenizer_path: Path,
+    seq_len: int,
+    heldout_fraction: float,
+    heldout_max_sequences: int,
+    shard_max_sequences: int,
+    text_column: str = "text",
+    id_column: str = "id",
+) -> dict[str, Any]:
+    """Build the packed training shards and the held-out suite of ``domain``; return the manifest.
+
+    ``pool_files[i]`` pairs row by row with ``classified_files[i]``. Documents with that domain and
+    ``score >= threshold`` are kept; exact duplicates (same ``doc_hash``) after the first are dropped. A
+    document is held out when ``hash_fraction(doc_hash) < heldout_fraction``, decided before packing. Each
+    document's tokens are followed by EOS; the stream is cut into ``seq_len`` sequences, remainder dropped.
+    """
+    pool_files = [Path(p) for p in pool_files]
+    classified_files = [Path(p) for p in classified_files]
+    where_cls = ", ".join(str(p) for p in classified_files) or "classified_files"
+    if len(pool_files) != len(classified_files):
+        problem = f"{len(pool_files)} pool files but {len(classified_files)} classified files"
+        raise InputError(where_cls, problem)
+    if not pool_files:
+        raise InputError("pool_files", "no pool files given")
+    for name, value in (("seq_len", seq_len), ("shard_max_sequences", shard_max_sequences)):
+        if value < 1:
+            raise InputError(name, f"must be at least 1, got {value}")
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise InputError("heldout_fraction", f"must be in [0, 1), got {heldout_fraction}")
+    if heldout_max_sequences < 0:
+        raise InputError("heldout_max_sequences", f"must be at least 0, got {heldout_max_sequences}")
+    tok = load_tokenizer(Path(tokenizer_path))
+    eos_id = tok.eos_token_id
+    if eos_id is None:
+        raise InputError(str(tokenizer_path), "tokenizer has no EOS token")
+    backend = tok.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+
+    heldout_hashes: list[str] = []
+    heldout_chunks: list[np.ndarray] = []
+    heldout_target = heldout_max_sequences * seq_len
+    n_heldout_buffered = 0
+    doc_rows: dict[str, list[Any]] = {name: [] for name in DOCS_SCHEMA.names}
+    seen: set[bytes] = set()
+    n_duplicates = n_selected = n_train_docs = n_seen = 0
+    next_log = LOG_EVERY_DOCS
+
+    with atomic_dir(out_dir) as tmp:
+        train = _TrainWriter(tmp, seq_len, shard_max_sequences)
+        for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
+            classified = _read_classified(cls_file)
+            offset = 0
+            for batch in iter_document_batches(pool_file, text_column=text_column, id_column=id_column):
+                chosen = _select(batch, classified.slice(offset, batch.num_rows), domain, threshold)
+                if chosen is None:
+                    problem = f"rows do not match pool file {pool_file} (rerun classification for it)"
+                    raise InputError(str(cls_file), problem)
+                offset += batch.num_rows
+                n_seen += batch.num_rows
+                train_docs: list[tuple[str, str, str]] = []
+                held_docs: list[tuple[str, str, str]] = []
+                for doc_id, text in zip(
+                    chosen.column("doc_id").to_pylist(), chosen.column("text").to_pylist(), strict=True
+                ):
+                    n_selected += 1
+                    digest = doc_hash(text)
+                    key = bytes.fromhex(digest)
+                    if key in seen:
+                        n_duplicates += 1
+                        continue
+                    seen.add(key)
+                    held = hash_fraction(digest) < heldout_fraction
+                    (held_docs if held else train_docs).append((doc_id, digest, text))
+                if train_docs:
+                    flat, lengths = _encode_docs(backend, train_docs, eos_id)
+                    train.add(flat)
+                    _add_doc_rows(doc_rows, train_docs, "train", lengths.tolist())
+                    n_train_docs += len(train_docs)
+                if held_docs:
+                    heldout_hashes.extend(digest for _, digest, _ in held_docs)
+                    if n_heldout_buffered < heldout_target:
+                        flat, lengths = _encode_docs(backend, held_docs, eos_id)
+                        heldout_chunks.append(flat)
+                        n_heldout_buffered += len(flat)
+                        _add_doc_rows(doc_rows, held_docs, "heldout", lengths.tolist())
+                    else:  # enough held-out tokens already: record the documents, skip tokenizing them
+                        _add_doc_rows(doc_rows, held_docs, "heldout", [None] * len(held_docs))
+                if n_seen >= next_log:
+                    log.info("%s: scanned %d documents, selected %d", domain, n_seen, n_selected)
+                    next_log += LOG_EVERY_DOCS
+            if offset != classified.num_rows:
+                problem = f"has {classified.num_rows} rows but pool file {pool_file} has {offset} documents"
+                raise InputError(str(cls_file), problem)
+        if n_selected == 0:
+            raise InputError(where_cls, f"no documents of domain {domain!r} with score >= {threshold}")
+        train.finish()
+        if not train.shards:
+            problem = f"domain {domain!r}: too few tokens for one training sequence of {seq_len} tokens"
+            raise InputError(where_cls, problem)
+        heldout_flat = np.concatenate(heldout_chunks) if heldout_chunks else np.empty(0, np.int32)
+        n_heldout_seq = min(heldout_max_sequences, len(heldout_flat) // seq_len)
+        if n_heldout_seq == 0 and heldout_fraction > 0 and heldout_max_sequences > 0:
+            problem = (
+                f"domain {domain!r}: held-out documents ({len(heldout_hashes)}) give fewer than {seq_len} "
+                "tokens, so the held-out suite would be empty; raise heldout_fraction"
+            )
+            raise InputError(where_cls, problem)
+        write_sequences(tmp / "heldout.parquet", heldout_flat[: n_heldout_seq * seq_len], seq_len)
+        pq.write_table(pa.table(doc_rows, schema=DOCS_SCHEMA), tmp / "documents.parquet", compression="zstd")
+        n_train_seq = sum(s["n_sequences"] for s in train.shards)
+        manifest = {
+            "domain": domain,
+            "threshold": threshold,
+            "seq_len": seq_len,
+            "vocab_size": len(tok),
+            "eos_token_id": eos_id,
+            "n_scanned": n_seen,
+            "n_selected": n_selected,
+            "n_duplicates_removed": n_duplicates,
+            "train": {
+                "n_docs": n_train_docs,
+                "n_tokens": n_train_seq * seq_len,
+                "n_sequences": n_train_seq,
+                "shards": train.shards,
+            },
+            "heldout": {
+                "n_docs": len(heldout_hashes),
+                "n_tokens": n_heldout_seq * seq_len,
+                "n_sequences": n_heldout_seq,
+                "file": "heldout.parquet",
+            },
+            "heldout_doc_hashes": sorted(heldout_hashes),
+            "documents": "documents.parquet",
+        }
+        write_json(tmp / "manifest.json", manifest)
+    log.info(
+        "%s: %d train sequences in %d shards, %d held-out sequences, %d duplicates removed",
+        domain,
+        n_train_seq,
+        len(train.shards),
+        n_heldout_seq,
+        n_duplicates,
+    )
+    return manifest
+
+
+def _select(batch: pa.RecordBatch, labels: pa.Table, domain: str, threshold: float) -> pa.RecordBatch | None:
+    """Rows of ``batch`` labelled ``domain`` with score >= ``threshold``; None if ``labels`` is misaligned."""
+    if labels.num_rows != batch.num_rows or not labels.column("doc_id").combine_chunks().equals(
+        batch.column("doc_id")
+    ):
+        return None
+    mask = pc.and_(
+        pc.equal(labels.column("domain"), domain), pc.greater_equal(labels.column("score"), threshold)
+    )
+    return batch.filter(pc.fill_null(mask.combine_chunks(), False))
+
+
+def _encode_docs(
+    backend: Any, docs: list[tuple[str, str, str]], eos_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch-encode (doc_id, hash, text) documents without special tokens; pack them with EOS after each."""
+    encodings = backend.encode_batch_fast([text for _, _, text in docs], add_special_tokens=False)
+    return _pack_documents([e.ids for e in encodings], eos_id)
+
+
+def _add_doc_rows(
+    rows: dict[str, list[Any]], docs: list[tuple[str, str, str]], split: str, n_tokens: list[int | None]
+) -> None:
+    """Append documents' audit rows (``n_tokens`` includes EOS; None when the document was not tokenized)."""
+    rows["doc_id"].extend(doc_id for doc_id, _, _ in docs)
+    rows["doc_hash"].extend(digest for _, digest, _ in docs)
+    rows["split"].extend([split] * len(docs))
+    rows["n_tokens"].extend(n_tokens)

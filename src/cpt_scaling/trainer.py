@@ -1,0 +1,237 @@
+"""Continued pretraining with DeepSpeed: mixture sampling, LR schedule, checkpoints, resume, JSONL log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpt_scaling import checkpoints as ckpt
+from cpt_scaling import train_log
+from cpt_scaling.atomic import write_json
+from cpt_scaling.cost import flops_per_token
+from cpt_scaling.ds_config import deepspeed_config, ensure_distributed
+from cpt_scaling.errors import InputError
+from cpt_scaling.mixture import MixtureSampler, domain_sequences_before
+from cpt_scaling.model import (
+    attention_implementation,
+    build_model,
+    count_parameters,
+    default_dtype,
+    load_model,
+    model_shape,
+)
+from cpt_scaling.schedule import learning_rate
+from cpt_scaling.sequences import read_train_sequences
+from cpt_scaling.train_spec import TrainPlan, plan
+
+log = logging.getLogger(__name__)
+
+RESULT = "checkpoints.json"
+DEFAULT_LOG_EVERY = 10
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (projections, embeddings) only, not on norm gains."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def _initial_model(spec: dict[str, Any], resume_dir: Path | None) -> torch.nn.Module:
+    if resume_dir is not None:
+        return load_model(resume_dir, dtype=default_dtype())
+    init = spec["init"]
+    if init["kind"] == "checkpoint":
+        return load_model(Path(init["path"]), dtype=default_dtype())
+    torch.manual_seed(spec["seed"])
+    return build_model(spec["model"], spec["vocab_size"], spec["seq_len"])
+
+
+def _sampler(spec: dict[str, Any], vocab_size: int) -> MixtureSampler:
+    ratio = float(spec["ratio"])
+    seq_len = spec["seq_len"]
+    general = read_train_sequences(Path(spec["general_shards"]), seq_len, vocab_size) if ratio < 1 else None
+    domain = read_train_sequences(Path(spec["domain_shards"]), seq_len, vocab_size) if ratio > 0 else None
+    return MixtureSampler(general, domain, ratio, spec["batch_size"], spec["seed"])
+
+
+def _result(out_dir: Path, attention: str, n_params: tuple[int, int], digest: str) -> dict[str, Any]:
+    found = ckpt.complete_checkpoints(out_dir)
+    entries = [{"tokens": t, "path": f"{ckpt.CHECKPOINT_DIR}/{p.name}"} for t, p in found]
+    return {
+        "checkpoints": entries,
+        "final": entries[-1]["path"],
+        "attention": attention,
+        "n_params": n_params[0],
+        "n_params_non_embedding": n_params[1],
+        "spec_digest": digest,
+    }
+
+
+def _check_resume(state: dict[str, Any], p: TrainPlan, n_ranks: int, where: Path) -> None:
+    if state["digest"] != p.digest:
+        raise InputError(str(where), "holds checkpoints of another training spec; remove it to start over")
+    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) > 0:
+        problem = f"was trained on {state['world_size']} ranks under ZeRO; resume on as many"
+        raise InputError(str(where), problem)
+
+
+def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Train as ``spec`` says into ``out_dir``, resuming from its newest checkpoint; return checkpoints.json.
+
+    Spec keys: model {n_layers, d_model, n_heads, d_ff} (scratch init), vocab_size, seq_len, init
+    {kind: scratch} or {kind: checkpoint, path}, general_shards, domain_shards, ratio (domain fraction of
+    sequences), tokens, batch_size, micro_batch_size, optimizer {lr, min_lr_ratio, weight_decay, beta1, beta2,
+    warmup_fraction, schedule, grad_clip}, checkpoint_tokens, seed, threads, deepspeed {zero_stage}; optional
+    peak_flops (per device, for MFU) and log_every (steps between log records, default 10).
+    """
+    import deepspeed
+
+    p = plan(spec)
+    out_dir = Path(out_dir)
+    result_file = out_dir / RESULT
+    final_dir = out_dir / ckpt.CHECKPOINT_DIR / ckpt.checkpoint_name(p.tokens_at(p.steps))
+    if result_file.is_file() and final_dir.is_dir():
+        done = json.loads(result_file.read_text())
+        if done.get("spec_digest") != p.digest:
+            raise InputError(str(out_dir), "holds a finished run of another spec; remove it to rerun")
+        log.info("%s is complete; nothing to train", out_dir)
+        return done
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    ensure_distributed()
+    rank, n_ranks = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.remove_stale_staging(out_dir)
+    if n_ranks > 1:
+        torch.distributed.barrier()
+
+    resume = ckpt.resumable_checkpoint(out_dir)
+    resume_dir, start_step = None, 0
+    if resume is not None:
+        resume_dir, state = resume
+        _check_resume(state, p, n_ranks, out_dir)
+        start_step = state["step"]
+        log.info("resuming from %s (step %d of %d)", resume_dir, start_step, p.steps)
+
+    model = _initial_model(spec, resume_dir)
+    model.config.use_cache = False
+    attention = str(getattr(model.config, "_attn_implementation", None) or attention_implementation())
+    n_params = count_parameters(model)
+    shape = model_shape(model.config)
+    if shape["vocab_size"] < spec["vocab_size"]:
+        problem = f"{spec['vocab_size']} exceeds the model's vocabulary ({shape['vocab_size']})"
+        raise InputError("vocab_size", problem)
+
+    if start_step == p.steps:  # killed after the final checkpoint, before checkpoints.json
+        result = _result(out_dir, attention, n_params, p.digest)
+        if rank == 0:
+            write_json(result_file, result)
+            ckpt.drop_train_state(final_dir)
+        return result
+
+    opt_cfg = spec["optimizer"]
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, float(opt_cfg["weight_decay"])),
+        lr=float(opt_cfg["lr"]),
+        betas=(float(opt_cfg["beta1"]), float(opt_cfg["beta2"])),
+        fused=torch.cuda.is_available() or None,
+    )
+    config = deepspeed_config(spec, n_ranks, bf16=torch.cuda.is_available())
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    gas = config["gradient_accumulation_steps"]
+    micro = spec["micro_batch_size"]
+    if resume_dir is not None:
+        rank_state = ckpt.load_rank_state(resume_dir, rank)
+        ckpt.load_optimizer_state(engine.optimizer, rank_state["optimizer"])
+        ckpt.set_rng_state(rank_state["rng"])
+
+    sampler = _sampler(spec, shape["vocab_size"])
+    device = engine.device
+    flops_tok = flops_per_token(
+        shape["n_layers"], shape["d_model"], shape["d_ff"], spec["seq_len"], shape["vocab_size"],
+        kv_dim=shape["kv_dim"],
+    )
+    peak = spec.get("peak_flops")
+    log_every = int(spec.get("log_every") or DEFAULT_LOG_EVERY)
+    resumed_from = p.tokens_at(start_step) if resume_dir is not None else None
+    log_file = None
+    if rank == 0:
+        log_file = train_log.open_log(out_dir / train_log.LOG_NAME, start_step)
+        train_log.append(log_file, {
+            "event": "start", "attention": attention, "n_params": n_params[0],
+            "n_params_non_embedding": n_params[1], "resumed_from": resumed_from, "world_size": n_ranks,
+            "zero_stage": config["zero_optimization"]["stage"], "steps": p.steps,
+        })
+
+    def save(step: int) -> None:
+        state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": n_ranks}
+        path = ckpt.save_checkpoint(
+            out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank
+        )
+        log.info("saved checkpoint %s", path)
+
+    if start_step == 0 and 0 in p.checkpoint_steps:
+        save(0)
+    engine.train()
+    per_rank = spec["batch_size"] // n_ranks
+    busy, interval_tokens = 0.0, 0
+    for step in range(start_step, p.steps):
+        t0 = time.perf_counter()
+        lr = learning_rate(step, p.steps, opt_cfg)
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        rows = sampler.batch(step)[rank * per_rank:(rank + 1) * per_rank]
+        batch = torch.from_numpy(rows.astype(np.int64)).to(device)
+        loss_sum = torch.zeros((), device=device)
+        for i in range(gas):
+            ids = batch[i * micro:(i + 1) * micro]
+            loss = engine(input_ids=ids, labels=ids).loss
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.detach().float()
+        done = step + 1
+        logged = done == p.steps or done % log_every == 0 or done == start_step + 1
+        if logged:
+            loss_mean = loss_sum / gas
+            if n_ranks > 1:
+                torch.distributed.all_reduce(loss_mean)
+                loss_mean /= n_ranks
+            loss_value = float(loss_mean)
+        busy += time.perf_counter() - t0
+        interval_tokens += p.tokens_per_step
+        if logged and log_file is not None:
+            tps = interval_tokens / busy
+            mfu = tps * flops_tok / (float(peak) * n_ranks) if peak else None
+            train_log.append(log_file, {
+                "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
+                "tokens_per_s": tps, "mfu": mfu,
+                "domain_sequences": domain_sequences_before(done, spec["batch_size"], float(spec["ratio"])),
+            })
+            log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps, p.tokens_at(done),
+                     loss_value, lr, tps)
+            busy, interval_tokens = 0.0, 0
+        if done in p.checkpoint_steps:
+            save(done)
+
+    result = _result(out_dir, attention, n_params, p.digest)
+    if rank == 0:
+        assert log_file is not None
+        log_file.close()
+        write_json(result_file, result)
+        ckpt.drop_train_state(final_dir)
+    if n_ranks > 1:
+        torch.distributed.barrier()
+    return result

@@ -1,0 +1,78 @@
+"""SLURM resources from the cost model, checked on the sbatch line the SLURM plugin builds from them."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+from snakemake_executor_plugin_slurm.utils import set_gres_string
+from workflow_utils import REPO
+
+from cpt_scaling.config import load_config
+from cpt_scaling.plan import build_plan
+from cpt_scaling.resources import train_resource_names, train_resources
+
+CPU = {"gpus_per_job": 0, "nodes_per_job": 1, "peak_flops_per_gpu": 9.89e14, "expected_mfu": 0.4,
+       "cpu_flops": 2.0e10, "mem_mb": 4000, "runtime_margin": 2.0, "cpus_per_gpu": 8, "gpu_model": None}
+
+
+class _Resources(dict):
+    """The attribute-and-get access the plugin uses on ``job.resources``."""
+
+    __getattr__ = dict.__getitem__
+
+
+def sbatch_line(res: dict[str, Any], threads: int = 1) -> str:
+    """The sbatch command (with its GPU part) the plugin would submit for a job with these resources."""
+    job = SimpleNamespace(resources=_Resources(res), threads=threads, name="train", is_group=lambda: False)
+    params = {"run_uuid": "u", "slurm_logfile": "log", "comment_str": "c", "account": "", "partition": "",
+              "workdir": None}
+    return get_submit_command(job, params) + set_gres_string(job)
+
+
+def test_cpu_only_cluster_gets_no_gpu_request() -> None:
+    res = train_resources(6.0e12, CPU, {}, threads=2)
+    assert res == {"mem_mb": 4000, "runtime": math.ceil(6.0e12 / 2.0e10 / 60 * 2.0) + 5, "cpus_per_task": 2}
+    line = sbatch_line(res, threads=2)
+    assert "gpu" not in line and "--gres" not in line
+    assert "--cpus-per-task=2" in line and "--mem 4000" in line and "-t 15" in line
+
+
+def test_single_node_gpu_job() -> None:
+    cost = {**CPU, "gpus_per_job": 8, "mem_mb": 480000}
+    flops = 8 * 9.89e14 * 0.4 * 3600  # one hour on 8 GPUs
+    res = train_resources(flops, cost, {"partition": "gpu", "account": "proj"})
+    assert res["runtime"] == 2 * 60 + 5
+    assert res["gres"] == "gpu:8" and res["cpus_per_task"] == 64
+    line = sbatch_line(res)
+    assert "--gres=gpu:8" in line and "--ntasks-per-gpu" not in line and "--nodes" not in line
+    assert res["slurm_partition"] == "gpu" and res["slurm_account"] == "proj"
+
+
+def test_multi_node_job_launches_srun_one_task_per_node() -> None:
+    cost = {**CPU, "gpus_per_job": 16, "nodes_per_job": 2, "gpu_model": "h100"}
+    res = train_resources(1e21, cost)
+    assert res["mpi"] == "srun" and res["nodes"] == 2 and res["tasks"] == 2
+    line = sbatch_line(res)
+    assert "--nodes=2" in line and "--ntasks-per-node=1" in line and "--gres=gpu:h100:8" in line
+    with pytest.raises(ValueError, match="nodes_per_job"):
+        train_resources(1e21, {**cost, "gpus_per_job": 12, "nodes_per_job": 5})
+
+
+def test_resource_names_are_fixed_per_config() -> None:
+    assert train_resource_names(CPU) == ["mem_mb", "runtime", "cpus_per_task"]
+    assert "gres" in train_resource_names({**CPU, "gpus_per_job": 2})
+
+
+def test_plan_train_resources_use_the_cost_model(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    cfg = load_config("config/demo.yaml")
+    cfg["cost"].update(gpus_per_job=4)
+    plan = build_plan(cfg, tmp_path / "digests.json")
+    key = next(a.key for a in plan.by_key.values() if a.stage == "train")
+    res = plan.train_resources(key)
+    assert res == train_resources(plan.train_flops(key), cfg["cost"], cfg["cluster"], 1)
+    assert res["gres"] == "gpu:4" and set(res) == set(plan.train_resource_names())

@@ -1,0 +1,80 @@
+"""Tiny synthetic shard directories in the `cpt_scaling.shards` format, for the training and evaluation tests.
+
+General sequences use token ids in [0, vocab/2), domain sequences ids in [vocab/2, vocab), so the source of
+any row is visible. Each sequence is an arithmetic progression modulo the half-vocabulary (easy to learn).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+VOCAB = 64
+SEQ_LEN = 32
+
+
+def sequences(n: int, *, domain: bool, seed: int, seq_len: int = SEQ_LEN, vocab: int = VOCAB) -> np.ndarray:
+    """``n`` learnable sequences of one source."""
+    half = vocab // 2
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, half, size=(n, 1))
+    stride = rng.choice([1, 2, 3] if not domain else [5, 7], size=(n, 1))
+    rows = (start + stride * np.arange(seq_len)) % half
+    return (rows + (half if domain else 0)).astype(np.int32)
+
+
+def write_parquet(path: Path, rows: np.ndarray) -> None:
+    """Write rows as a ``list<int32>`` column ``input_ids``."""
+    column = pa.array([r.tolist() for r in rows], type=pa.list_(pa.int32()))
+    pq.write_table(pa.table({"input_ids": column}), path)
+
+
+def make_shards(
+    directory: Path, *, domain: bool, n_train: int = 96, n_heldout: int = 16, n_files: int = 2, seed: int = 0
+) -> Path:
+    """A shard directory with ``n_files`` train shards, ``heldout.parquet`` and ``manifest.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    train = sequences(n_train, domain=domain, seed=seed)
+    shards = []
+    for i, part in enumerate(np.array_split(train, n_files)):
+        name = f"train-{i:05d}.parquet"
+        write_parquet(directory / name, part)
+        shards.append({"file": name, "n_sequences": len(part), "n_tokens": int(part.size)})
+    write_parquet(directory / "heldout.parquet", sequences(n_heldout, domain=domain, seed=seed + 1000))
+    manifest = {
+        "seq_len": SEQ_LEN,
+        "vocab_size": VOCAB,
+        "train": {"n_tokens": int(train.size), "n_sequences": len(train), "shards": shards},
+    }
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    return directory
+
+
+def tiny_spec(general: Path, domain: Path | None, *, ratio: float = 0.0, tokens: int = 40 * 8 * SEQ_LEN,
+              **overrides: object) -> dict:
+    """A training spec for a 2-layer d=32 model on the tiny shards (8 sequences per step)."""
+    spec = {
+        "model": {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64},
+        "vocab_size": VOCAB,
+        "seq_len": SEQ_LEN,
+        "init": {"kind": "scratch"},
+        "general_shards": str(general),
+        "domain_shards": str(domain) if domain is not None else None,
+        "ratio": ratio,
+        "tokens": tokens,
+        "batch_size": 8,
+        "micro_batch_size": 4,
+        "optimizer": {"lr": 3e-3, "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95,
+                      "warmup_fraction": 0.1, "schedule": "cosine", "grad_clip": 1.0},
+        "checkpoint_tokens": [],
+        "seed": 0,
+        "threads": 1,
+        "deepspeed": {"zero_stage": 0},
+        "log_every": 5,
+    }
+    spec.update(overrides)
+    return spec

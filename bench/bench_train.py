@@ -1,8 +1,8 @@
-"""Throughput of ``cpt_scaling.trainer.train`` (DeepSpeed) against a plain PyTorch loop, same model and batches.
+"""Throughput of ``cpt_scaling.trainer.train`` (DeepSpeed) against a plain PyTorch loop on the same batches.
 
-Model: 2 layers, d_model 64, 2 heads, d_ff 256, vocab 2048 (the demo's "s" size); seq_len 128, batch 16 (one
-micro-batch), 1 thread, fp32 on CPU. Both loops see identical batches (the mixture sampler at r = 0.5), the same
-AdamW settings, LR schedule and gradient clipping. Time of the first step and of process start-up is excluded
+Model: 2 layers, d_model 64, 2 heads, d_ff 256, vocab 2048 (the demo's "s" size); seq_len 128, batch 16
+(one micro-batch), 1 thread, fp32 on CPU. Both loops see identical batches (the mixture sampler at r = 0.5),
+the same AdamW settings, LR schedule and gradient clipping. The first step and process start-up are excluded
 from both; repeats alternate between the two so that load from other processes hits both alike.
 
     .venv/bin/python bench/bench_train.py [--steps 60] [--repeats 3]

@@ -25,6 +25,7 @@ rule shards:
     output:
         manifest=artifact_pattern("shards", "manifest.json"),
         heldout=artifact_pattern("shards", "heldout.parquet"),
+        validation=artifact_pattern("shards", "validation.parquet"),
         spec=artifact_pattern("shards", "spec.json"),
     params:
         job=job_of,

@@ -16,8 +16,14 @@ from cpt_scaling.optimize import Objective
 def test_analytic_gradient_matches_finite_differences(name: str) -> None:
     rng = np.random.default_rng(1)
     law = LAWS[name]
-    pool = {"N": rng.uniform(1e7, 1e9, 7), "D": rng.uniform(1e8, 1e10, 7), "r": np.r_[0.0, rng.uniform(0, 1, 6)],
-            "D_spec": rng.uniform(1e7, 1e9, 7), "k1": rng.uniform(1.5, 3, 7), "k2": rng.uniform(0.01, 0.5, 7)}
+    pool = {
+        "N": rng.uniform(1e7, 1e9, 7),
+        "D": rng.uniform(1e8, 1e10, 7),
+        "r": np.r_[0.0, rng.uniform(0, 1, 6)],
+        "D_spec": rng.uniform(1e7, 1e9, 7),
+        "k1": rng.uniform(1.5, 3, 7),
+        "k2": rng.uniform(0.01, 0.5, 7),
+    }
     obj = Objective(law, {c: pool[c] for c in law.columns}, rng.normal(1.0, 0.1, 7), delta=0.5)
     theta = obj.to_theta(law.grid_points()[[0, -1]]) + rng.normal(0, 0.1, (2, len(law.params)))
     _, grad = obj(theta)
@@ -32,18 +38,20 @@ def test_analytic_gradient_matches_finite_differences(name: str) -> None:
 @pytest.fixture(scope="module")
 def chinchilla_df():
     """8 training sizes x 10 token counts, plus a 2x larger held-out size; 0.5 % noise."""
-    df = grid_frame(N=np.geomspace(2e7, 1e9, 8).tolist() + [2e9], D=np.geomspace(1e9, 1e11, 10))
+    df = grid_frame(N=[*np.geomspace(2e7, 1e9, 8), 2e9], D=np.geomspace(1e9, 1e11, 10))
     return with_loss(df, "chinchilla", CHINCHILLA_TRUE, seed=3)
 
 
 @pytest.fixture(scope="module")
 def chinchilla_fit(chinchilla_df):
-    return fit_law("chinchilla", chinchilla_df, bootstrap=40, holdout=chinchilla_df.N == chinchilla_df.N.max())
+    return fit_law(
+        "chinchilla", chinchilla_df, bootstrap=40, holdout=chinchilla_df.N.eq(chinchilla_df.N.max())
+    )
 
 
 def test_recovers_parameters_and_extrapolates(chinchilla_df, chinchilla_fit) -> None:
     res = chinchilla_fit
-    held = chinchilla_df[chinchilla_df.N == chinchilla_df.N.max()]
+    held = chinchilla_df[chinchilla_df.N.eq(chinchilla_df.N.max())]
     pred = LAWS["chinchilla"].predict(res.params, {"N": held.N.to_numpy(), "D": held.D.to_numpy()})
     assert np.max(np.abs(pred / held.true_loss - 1)) < 0.01  # vs the noiseless truth
     assert res.heldout is not None and res.heldout["max_rel_error"] < 0.02  # vs the noisy points
@@ -54,16 +62,20 @@ def test_recovers_parameters_and_extrapolates(chinchilla_df, chinchilla_fit) -> 
 
 
 def test_fit_beats_truth_objective(chinchilla_df, chinchilla_fit) -> None:
-    train = chinchilla_df[chinchilla_df.N < chinchilla_df.N.max()]
+    train = chinchilla_df[chinchilla_df.N.lt(chinchilla_df.N.max())]
     law = LAWS["chinchilla"]
-    obj = Objective(law, {"N": train.N.to_numpy(), "D": train.D.to_numpy()}, np.log(train.loss.to_numpy()), 1e-3)
+    obj = Objective(
+        law, {"N": train.N.to_numpy(), "D": train.D.to_numpy()}, np.log(train.loss.to_numpy()), 1e-3
+    )
     truth = obj.to_theta(np.array([CHINCHILLA_TRUE[k] for k in law.params]))[None]
     assert chinchilla_fit.huber <= obj(truth)[0][0] + 1e-12
 
 
 def test_bootstrap_intervals_bracket_the_fit(chinchilla_fit) -> None:
     for name, (low, high) in chinchilla_fit.ci.items():
-        assert low <= chinchilla_fit.params[name] * (1 + 1e-6) and high >= chinchilla_fit.params[name] * (1 - 1e-6)
+        assert low <= chinchilla_fit.params[name] * (1 + 1e-6) and high >= chinchilla_fit.params[name] * (
+            1 - 1e-6
+        )
         assert low < high
     doc = chinchilla_fit.to_json()
     assert set(doc["params"]) == {"E", "A", "B", "alpha", "beta"}

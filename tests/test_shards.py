@@ -99,7 +99,7 @@ def test_manifest_counts_match_parquet(built: tuple[Path, dict[str, Any]]) -> No
     assert heldout.shape == (manifest["heldout"]["n_sequences"], seq_len)
     assert manifest["heldout"]["n_tokens"] == heldout.size
     assert 0 < len(heldout) <= SHARD_PARAMS["heldout_max_sequences"]
-    expected_files = {"manifest.json", "heldout.parquet", "documents.parquet"}
+    expected_files = {"manifest.json", "heldout.parquet", "validation.parquet", "documents.parquet"}
     expected_files |= {s["file"] for s in manifest["train"]["shards"]}
     assert {p.name for p in out.iterdir()} == expected_files
 
@@ -110,7 +110,7 @@ def test_heldout_documents_never_reach_training(setup: dict[str, Any], built: tu
     train_hashes = {d["doc_hash"] for d in docs if d["split"] == "train"}
     heldout_hashes = set(manifest["heldout_doc_hashes"])
     assert heldout_hashes and train_hashes and not heldout_hashes & train_hashes
-    assert heldout_hashes == {d["doc_hash"] for d in docs if d["split"] == "heldout"}
+    assert heldout_hashes == {d["doc_hash"] for d in docs if d["split"] in ("heldout", "validation")}
     assert all(hash_fraction(h) < SHARD_PARAMS["heldout_fraction"] for h in heldout_hashes)
     assert all(hash_fraction(h) >= SHARD_PARAMS["heldout_fraction"] for h in train_hashes)
     # Independent of the bookkeeping: decode the training stream and look for held-out passages in it. Some
@@ -123,7 +123,7 @@ def test_heldout_documents_never_reach_training(setup: dict[str, Any], built: tu
     for pool in POOLS:
         texts |= dict(zip(*read_documents(pool).to_pydict().values(), strict=True))
     train_texts = [texts[d["doc_id"]] for d in docs if d["split"] == "train"]
-    heldout_texts = [texts[d["doc_id"]] for d in docs if d["split"] == "heldout"]
+    heldout_texts = [texts[d["doc_id"]] for d in docs if d["split"] != "train"]
     passages = [t[i : i + 80] for t in heldout_texts for i in range(0, len(t) - 80, 400)]
     distinctive = [p for p in passages if not any(p in t for t in train_texts)]
     assert len(distinctive) > 0.9 * len(passages) > 50

@@ -8,6 +8,7 @@ records are what the test checks, next to `squeue --states=all`.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import make_workdir
 from workflow_utils import REPO, planned_jobs, run_snakemake
+
+from cpt_scaling.config import load_config
+from cpt_scaling.plan import Plan, build_plan
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -58,6 +62,25 @@ def job_records(jobcomp: Path, offset: int) -> list[dict[str, str]]:
     return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in lines if line.strip()]
 
 
+def minutes(limit: str) -> int:
+    """SLURM's time limit ``[D-][H:]M:S`` in minutes."""
+    days, _, clock = limit.rpartition("-")
+    parts = [int(x) for x in clock.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (parts[2] > 0)
+
+
+def micro_plan(workdir: Path) -> Plan:
+    """The sweep plan of the micro config, built in ``workdir``."""
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        return build_plan(load_config("micro.yaml"))
+    finally:
+        os.chdir(cwd)
+
+
 def run_on_slurm(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_snakemake(workdir, "micro.yaml", TARGET, *args, "--workflow-profile", str(TEST_PROFILE),
                          profile="slurm", timeout=1800)
@@ -80,12 +103,19 @@ def test_micro_sweep_on_slurm_then_a_rerun_submits_nothing(slurm_cluster: Path, 
     records = [r for r in job_records(slurm_cluster, offset) if r.get("JobId") in submitted]
     assert sorted(r["JobId"] for r in records) == sorted(submitted), "every submitted job is recorded once"
     assert {r["JobState"] for r in records} == {"COMPLETED"}, records
-    squeue = ["squeue", "--states=all", "--noheader", "--format=%i|%T", "--jobs", ",".join(submitted)]
-    states = subprocess.run(squeue, capture_output=True, text=True, check=True).stdout.split()
-    assert {s.split("|")[1] for s in states} == {"COMPLETED"}, states
-    # Training jobs asked SLURM for the cost model's resources (CPU-only config: no GPU request).
-    train_logs = list((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
-    assert train_logs, "training ran as SLURM jobs"
+    squeue = ["squeue", "--states=all", "--noheader", "--format=%i|%T|%k|%l|%m|%b",
+              "--jobs", ",".join(submitted)]
+    jobs = [line.split("|") for line in subprocess.run(squeue, capture_output=True, text=True,
+                                                        check=True).stdout.split()]
+    assert {j[1] for j in jobs} == {"COMPLETED"}, jobs
+    # Training jobs got the cost model's runtime limit and memory, and no GPU request (CPU-only config).
+    plan = micro_plan(workdir)
+    train = [j for j in jobs if j[2].startswith("rule_train_")]
+    assert len(train) == len(plan.pretrain), jobs
+    for _, _, comment, limit, mem, gres in train:
+        res = plan.train_resources(comment.rsplit("_", 1)[1])
+        assert minutes(limit) == res["runtime"] and mem == f"{res['mem_mb']}M", (comment, limit, mem)
+        assert "gpu" not in gres, gres
 
     size_after = slurm_cluster.stat().st_size
     rerun = run_on_slurm(workdir)

@@ -69,7 +69,7 @@ def test_tiny_run_learns_and_writes_requested_checkpoints(shards: tuple[Path, Pa
 
     # A rerun of a finished run does nothing; another spec in the same directory is refused.
     assert train(spec, tmp_path / "run") == result
-    with pytest.raises(InputError, match="different training spec"):
+    with pytest.raises(InputError, match="another spec"):
         train({**spec, "seed": 1}, tmp_path / "run")
 
 
@@ -151,14 +151,16 @@ def test_sigkill_then_resume_is_bitwise_identical(
     command = [sys.executable, "-c", TRAIN_SCRIPT, str(spec_file), str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stderr = tmp_path / "killed.stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
     first = out / "checkpoints" / f"tokens-{20 * per_step:012d}"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert first.exists()
+    assert first.exists(), stderr.read_text()[-3000:]
     assert not (out / "checkpoints.json").exists(), "the run finished before it could be killed"
 
     train(spec, out)  # the rerun, as a fresh call in this process
@@ -174,6 +176,8 @@ def test_sigkill_then_resume_is_bitwise_identical(
     starts = [r for r in read_log(out / "train_log.jsonl") if r["event"] == "start"]
     assert [s["resumed_from"] is None for s in starts] == [True, False]
     assert 20 * per_step <= starts[1]["resumed_from"] < steps * per_step
+    logged_steps = [r["step"] for r in step_records(out)]
+    assert logged_steps == sorted(set(logged_steps))  # the killed run's records past the checkpoint are gone
     resumed_losses = {r["step"]: r["loss"] for r in step_records(out)}
     reference_losses = {r["step"]: r["loss"] for r in step_records(tmp_path / "reference")}
     assert {s: resumed_losses[s] for s in reference_losses} == reference_losses

@@ -15,6 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def _publishable(path: Path, mode: int) -> None:
+    """Give a temp file/dir the permissions a normal create would have (mkstemp/mkdtemp make them private)."""
+    os.chmod(path, mode & ~_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
@@ -24,6 +32,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    _publishable(tmp, 0o666)
     try:
         yield tmp
         os.replace(tmp, final)
@@ -38,6 +47,7 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    _publishable(tmp, 0o777)
     try:
         yield tmp
         if final.exists():

@@ -1,8 +1,8 @@
 """Bootstrap confidence intervals of fitted law parameters.
 
-Each resample draws the fitting points with replacement (multinomial counts as per-point weights) and is refitted
-from the full-data optimum; all resamples are minimised together by the batched L-BFGS. Intervals are the 2.5th
-and 97.5th percentiles of each parameter over the resamples (natural space).
+Each resample draws the fitting points with replacement (multinomial counts as per-point weights) and is
+refitted from the full-data optimum; all resamples are minimised together by the batched L-BFGS. Intervals are
+the 2.5th and 97.5th percentiles of each parameter over the resamples (natural space).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from cpt_scaling.optimize import Objective, batched_lbfgs, bounds_theta
 log = logging.getLogger(__name__)
 
 
-def bootstrap_params(obj: Objective, theta: np.ndarray, resamples: int, seed: int = 0,
-                     level: float = 0.95) -> dict[str, list[float]]:
+def bootstrap_params(
+    obj: Objective, theta: np.ndarray, resamples: int, seed: int = 0, level: float = 0.95
+) -> dict[str, list[float]]:
     """``{param: [low, high]}`` percentile intervals from ``resamples`` refits of ``obj`` around ``theta``."""
     n = obj.log_y.size
     rng = np.random.default_rng(seed)

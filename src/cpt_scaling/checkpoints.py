@@ -91,8 +91,12 @@ def write_model(model: Any, directory: Path) -> None:
 
 
 def _master_partitions(optimizer: Any) -> list[torch.Tensor] | None:
-    """fp32 master partitions of DeepSpeed's ZeRO-1/2 or bf16 optimizer wrappers (None for a plain one)."""
-    for attr in ("single_partition_of_fp32_groups", "fp32_groups_flat_partition"):
+    """fp32 master weights of DeepSpeed's optimizer wrappers (None for a plain torch optimizer).
+
+    ZeRO-1/2: ``single_partition_of_fp32_groups``; BF16_Optimizer: ``fp32_groups_flat_partition``; the
+    FP16_Optimizer that DeepSpeed uses for bf16 without ZeRO: ``fp32_groups_flat``.
+    """
+    for attr in ("single_partition_of_fp32_groups", "fp32_groups_flat_partition", "fp32_groups_flat"):
         masters = getattr(optimizer, attr, None)
         if masters:
             return list(masters)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ Subparsers = Any  # argparse's private _SubParsersAction
 HOLDOUT_HELP = (
     "pandas expression over the data's columns selecting rows to hold out of the fit and score afterwards, "
     "evaluated with DataFrame.eval(engine='python'), e.g. \"N == N.max()\" (largest model), "
-    "\"D == D.max()\" (largest token segment), \"r in [0.1, 0.9]\"; it must give one boolean per row"
+    '"D == D.max()" (largest token segment), "r in [0.1, 0.9]"; it must give one boolean per row'
 )
 
 
@@ -49,8 +50,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     where = str(args.data)
     df = validate_points(read_points(args.data), args.law, where)
     mask = _holdout_mask(df, args.holdout, where) if args.holdout else None
-    result = fit_law(args.law, df, huber_delta=args.huber_delta, bootstrap=args.bootstrap, seed=args.seed,
-                     holdout=mask, coarse=args.coarse_grid, where=where).to_json()
+    result = fit_law(
+        args.law,
+        df,
+        huber_delta=args.huber_delta,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        holdout=mask,
+        coarse=args.coarse_grid,
+        where=where,
+    ).to_json()
     result["data"] = where
     if args.holdout:
         result["holdout_expr"] = args.holdout
@@ -66,10 +75,13 @@ def register_fit(subparsers: Subparsers) -> None:
     """``fit LAW --data FILE``: fit a law to a CSV/Parquet of points, write the law JSON."""
     from cpt_scaling.laws import FIT_NAMES
 
-    p = subparsers.add_parser("fit", help="fit a scaling law to a CSV/Parquet table of points",
-                              description="Fit LAW to the points in FILE. Columns: chinchilla N, D, loss; "
-                                          "dcpt/dcpt_l1..l5 N, D, r, loss; cross_domain N, D, r, k1, k2, loss; "
-                                          "split/split_* N, D, D_spec, loss; powerlaw N, loss.")
+    p = subparsers.add_parser(
+        "fit",
+        help="fit a scaling law to a CSV/Parquet table of points",
+        description="Fit LAW to the points in FILE. Columns: chinchilla N, D, loss; "
+        "dcpt/dcpt_l1..l5 N, D, r, loss; cross_domain N, D, r, k1, k2, loss; "
+        "split/split_* N, D, D_spec, loss; powerlaw N, loss.",
+    )
     p.add_argument("law", choices=FIT_NAMES, metavar="LAW", help=f"one of: {', '.join(FIT_NAMES)}")
     p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet (.parquet/.pq)")
     p.add_argument("--out", type=Path, metavar="JSON", help="write the law JSON here (default: stdout)")
@@ -119,7 +131,9 @@ REGISTRARS.append(__import__("cpt_scaling.cli_cost", fromlist=["_"]).register_co
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(prog="cpt-scaling", description=__doc__.splitlines()[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="cpt-scaling", description=__doc__.splitlines()[0] if __doc__ else ""
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in REGISTRARS:
@@ -136,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"cpt-scaling: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `cpt-scaling predict ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -117,8 +117,9 @@ def _check_semantics(cfg: dict[str, Any], where: str) -> None:
     budgets = [("pretrain.tokens", cfg["pretrain"]["tokens"])]
     budgets += [(f"cpt.tokens[{i}]", t) for i, t in enumerate(cfg["cpt"]["tokens"])]
     for key, tokens in budgets:
-        if tokens < step_tokens:
-            raise InputError(where, f"{key}: {tokens} tokens is less than one step ({step_tokens} tokens)")
+        if tokens < step_tokens or tokens % step_tokens:
+            raise InputError(where, f"{key}: {tokens} tokens is not a positive multiple of one optimizer step "
+                                    f"(training.batch_size x shards.seq_len = {step_tokens} tokens)")
 
 
 def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:

@@ -32,7 +32,9 @@ DCPT_NAMES = ("dcpt", "dcpt_l1", "dcpt_l2", "dcpt_l3", "dcpt_l4", "dcpt_l5")
 def _law(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple[Law, dict[str, float]]:
     name = law_json.get("law")
     if name not in LAWS or (allowed is not None and name not in allowed):
-        raise InputError("law JSON", f"law {name!r} not usable here (expected one of {', '.join(allowed or LAWS)})")
+        raise InputError(
+            "law JSON", f"law {name!r} not usable here (expected one of {', '.join(allowed or LAWS)})"
+        )
     params = {k: float(v) for k, v in law_json["params"].items()}
     return LAWS[name], params
 
@@ -57,8 +59,16 @@ def _argmin_1d(fun: Any, lo: float, hi: float, n_grid: int = 2001) -> float:
     return float(res.x) if res.fun <= values[i] else float(grid[i])
 
 
-def dcpt_max_domain_ratio(general_law: LawJson, *, N: float, D: float, base_general_loss: float,
-                          tolerance: float, relative: bool = True, n_grid: int = 1001) -> dict[str, Any]:
+def dcpt_max_domain_ratio(
+    general_law: LawJson,
+    *,
+    N: float,
+    D: float,
+    base_general_loss: float,
+    tolerance: float,
+    relative: bool = True,
+    n_grid: int = 1001,
+) -> dict[str, Any]:
     """D-CPT usage 1: the largest domain ratio ``r_d`` whose general loss stays within the tolerance.
 
     ``general_law`` is a D-CPT law fitted to the *general* loss with ``r`` = general-corpus ratio, so it is
@@ -76,21 +86,28 @@ def dcpt_max_domain_ratio(general_law: LawJson, *, N: float, D: float, base_gene
     grid = np.linspace(0.0, 1.0, n_grid)
     values = np.array([excess(v) for v in grid])
     feasible = np.flatnonzero(values <= 0)
-    out: dict[str, Any] = {"usage": 1, "N": N, "D": D, "limit": limit, "tolerance": tolerance,
-                           "relative": relative}
+    out: dict[str, Any] = {
+        "usage": 1,
+        "N": N,
+        "D": D,
+        "limit": limit,
+        "tolerance": tolerance,
+        "relative": relative,
+    }
     if feasible.size == 0:
         return {**out, "ratio": None, "general_loss": None, "note": "infeasible even at r_d = 0"}
     j = int(feasible[-1])
-    ratio = 1.0 if j == n_grid - 1 else float(brentq(excess, grid[j], grid[j + 1], xtol=1e-15, rtol=4e-16))
+    ratio = 1.0 if j == n_grid - 1 else float(brentq(excess, grid[j], grid[j + 1], xtol=1e-15, rtol=1e-15))
     return {**out, "ratio": ratio, "general_loss": excess(ratio) + limit}
 
 
-def dcpt_ratio_for_limited_domain_data(domain_law: LawJson, *, N: float, domain_tokens: float,
-                                       r_min: float = 1e-3, r_max: float = 1.0) -> dict[str, Any]:
+def dcpt_ratio_for_limited_domain_data(
+    domain_law: LawJson, *, N: float, domain_tokens: float, r_min: float = 1e-3, r_max: float = 1.0
+) -> dict[str, Any]:
     """D-CPT usage 2: the domain ratio minimising the domain loss when only ``domain_tokens`` exist.
 
     All domain tokens are used once, so a ratio ``r`` implies ``D = domain_tokens / r`` total tokens (smaller
-    ratios mean more general tokens and more compute). ``r_min`` bounds the total to ``domain_tokens / r_min``.
+    ratios mean more general tokens and more compute); the total is at most ``domain_tokens / r_min``.
     """
     _law(domain_law, DCPT_NAMES)
 
@@ -98,13 +115,20 @@ def dcpt_ratio_for_limited_domain_data(domain_law: LawJson, *, N: float, domain_
         return float(law_loss(domain_law, N=N, D=domain_tokens / r, r=r))
 
     r = _argmin_1d(loss, r_min, r_max)
-    return {"usage": 2, "N": N, "domain_tokens": domain_tokens, "ratio": r, "D": domain_tokens / r,
-            "loss": loss(r)}
+    return {
+        "usage": 2,
+        "N": N,
+        "domain_tokens": domain_tokens,
+        "ratio": r,
+        "D": domain_tokens / r,
+        "loss": loss(r),
+    }
 
 
-def dcpt_compute_allocation(law_json: LawJson, *, compute: float, r: float,
-                            n_range: tuple[float, float] = (1e6, 1e13)) -> dict[str, Any]:
-    """D-CPT usage 3: ``N`` and ``D = C/(6N)`` minimising the loss at ratio ``r`` for a compute budget ``C``."""
+def dcpt_compute_allocation(
+    law_json: LawJson, *, compute: float, r: float, n_range: tuple[float, float] = (1e6, 1e13)
+) -> dict[str, Any]:
+    """D-CPT usage 3: ``N`` and ``D = C/(6N)`` minimising the loss at ratio ``r`` for compute ``C``."""
     _law(law_json, (*DCPT_NAMES, "chinchilla"))
     has_r = "r" in LAWS[law_json["law"]].columns
 
@@ -117,8 +141,15 @@ def dcpt_compute_allocation(law_json: LawJson, *, compute: float, r: float,
 
     log_n = _argmin_1d(loss, math.log(n_range[0]), math.log(n_range[1]))
     n = math.exp(log_n)
-    return {"usage": 3, "compute": compute, "ratio": r, "N": n, "D": compute / (6.0 * n), "loss": loss(log_n),
-            "at_bound": bool(np.isclose(log_n, np.log(n_range), atol=1e-3).any())}
+    return {
+        "usage": 3,
+        "compute": compute,
+        "ratio": r,
+        "N": n,
+        "D": compute / (6.0 * n),
+        "loss": loss(log_n),
+        "at_bound": bool(np.isclose(log_n, np.log(n_range), atol=1e-3).any()),
+    }
 
 
 def chinchilla_compute_optimal(law_json: LawJson, compute: float) -> dict[str, float]:
@@ -132,13 +163,19 @@ def chinchilla_compute_optimal(law_json: LawJson, compute: float) -> dict[str, f
     g = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
     n = g * (compute / 6.0) ** (b / (a + b))
     d = compute / (6.0 * n)
-    return {"compute": compute, "N": n, "D": d, "tokens_per_param": d / n,
-            "loss": float(law_loss(law_json, N=n, D=d))}
+    return {
+        "compute": compute,
+        "N": n,
+        "D": d,
+        "tokens_per_param": d / n,
+        "loss": float(law_loss(law_json, N=n, D=d)),
+    }
 
 
-def optimal_model_size_per_compute(law_json: LawJson, budgets: Sequence[float], *,
-                                   r: float | None = None) -> list[dict[str, Any]]:
-    """Compute-optimal model size for each budget: closed form for Chinchilla, numeric for D-CPT at ratio ``r``."""
+def optimal_model_size_per_compute(
+    law_json: LawJson, budgets: Sequence[float], *, r: float | None = None
+) -> list[dict[str, Any]]:
+    """Compute-optimal size per budget: closed form for Chinchilla, numeric for D-CPT at ratio ``r``."""
     if law_json.get("law") == "chinchilla":
         return [chinchilla_compute_optimal(law_json, c) for c in budgets]
     if r is None:
@@ -155,12 +192,19 @@ def split_optimal_fraction(law_json: LawJson, *, N: float, total_tokens: float) 
     _law(law_json, ("split_separable", "split_effective"))
     eps = 1e-9
     f = _argmin_1d(lambda v: _split_loss(law_json, N, total_tokens, v), eps, 1.0 - eps)
-    return {"N": N, "total_tokens": total_tokens, "fraction": f, "D": total_tokens * (1 - f),
-            "D_spec": total_tokens * f, "loss": _split_loss(law_json, N, total_tokens, f)}
+    return {
+        "N": N,
+        "total_tokens": total_tokens,
+        "fraction": f,
+        "D": total_tokens * (1 - f),
+        "D_spec": total_tokens * f,
+        "loss": _split_loss(law_json, N, total_tokens, f),
+    }
 
 
-def split_compute_multiplier(law_json: LawJson, *, N: float, total_tokens: float,
-                             reference_fraction: float) -> dict[str, float]:
+def split_compute_multiplier(
+    law_json: LawJson, *, N: float, total_tokens: float, reference_fraction: float
+) -> dict[str, float]:
     """Compute multiplier of the optimal split over a reference ("standard") split at the same model size.
 
     ``multiplier = T_ref / T``: the token total (hence compute, ``6·N·T``) a run spending the fixed share
@@ -188,8 +232,14 @@ def split_compute_multiplier(law_json: LawJson, *, N: float, total_tokens: float
     return {**best, "reference_fraction": reference_fraction, "multiplier": math.inf}
 
 
-def sger(general_law: LawJson, specialist_law: LawJson, *, N_specialist: float, tokens_general: float = 1.0,
-         tokens_specialist: float = 1.0) -> dict[str, Any]:
+def sger(
+    general_law: LawJson,
+    specialist_law: LawJson,
+    *,
+    N_specialist: float,
+    tokens_general: float = 1.0,
+    tokens_specialist: float = 1.0,
+) -> dict[str, Any]:
     """Specialist-vs-general compute ratio (SGER) from two ``powerlaw`` fits of best domain perplexity vs N.
 
     Definition used here: ``SGER = C_general / C_specialist`` where ``C_specialist = 6·N_s·tokens_specialist``
@@ -208,5 +258,10 @@ def sger(general_law: LawJson, specialist_law: LawJson, *, N_specialist: float, 
     sizes = [pt["N"] for pt in general_law.get("points_used", []) if "N" in pt]
     extrapolated = bool(sizes) and not (min(sizes) <= n_general <= max(sizes))
     ratio = (n_general * tokens_general) / (N_specialist * tokens_specialist)
-    return {"N_specialist": N_specialist, "specialist_perplexity": target, "N_general_equivalent": n_general,
-            "sger": ratio, "extrapolated": extrapolated}
+    return {
+        "N_specialist": N_specialist,
+        "specialist_perplexity": target,
+        "N_general_equivalent": n_general,
+        "sger": ratio,
+        "extrapolated": extrapolated,
+    }

@@ -12,13 +12,6 @@ from cpt_scaling.errors import InputError
 SUPPORTED_ZERO_STAGES = (0, 1, 2)
 
 
-def world_size() -> int:
-    """Data-parallel world size of this launch (1 when not launched by torchrun/srun)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size()
-    return int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
-
-
 def ensure_distributed() -> None:
     """Initialise ``torch.distributed`` for DeepSpeed.
 

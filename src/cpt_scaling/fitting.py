@@ -1,9 +1,10 @@
-"""Fit a named law to a points table: multistart Huber/L-BFGS fit, bootstrap intervals, fit and held-out metrics.
+"""Fit a named law to a points table: multistart Huber/L-BFGS fit, bootstrap intervals, held-out metrics.
 
 The fit minimises ``Σ huber_δ(log L̂ − log L)`` over the training points (δ = 1e-3 by default, as Hoffmann et
 al. and Que et al. do) with parameters in log space, starting from the law's initialisation grid
-(:mod:`cpt_scaling.optimize`). Reported: R² and RMSE of the loss on the training points, the Huber objective at
-the optimum, bootstrap percentile intervals, and relative errors on held-out points when a hold-out is given.
+(:mod:`cpt_scaling.optimize`). Reported: R² and RMSE of the loss on the training points, the Huber objective
+at the optimum, bootstrap percentile intervals, and relative errors on held-out points when a hold-out is
+given.
 """
 
 from __future__ import annotations
@@ -136,9 +137,10 @@ def fit_law(
 
     ``holdout`` is a boolean mask of rows excluded from the fit and scored afterwards. ``bootstrap`` resamples
     (with replacement, refitted from the optimum) give 95 % percentile intervals. ``coarse`` uses the law's
-    small initialisation grid (repeated fits in cross-validation). ``where`` names the data in error messages.
-    ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``, or
-    else on the largest total-token rows, after which the winner is refitted on all rows).
+    small initialisation grid and shorter iteration caps (repeated fits in cross-validation). ``where`` names
+    the data in error messages.
+    ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
+    or else on the largest total-token rows, after which the winner is refitted on all rows).
     """
     if huber_delta <= 0:
         raise InputError(where, f"huber delta must be > 0, got {huber_delta}")
@@ -146,19 +148,30 @@ def fit_law(
         raise InputError(where, f"bootstrap resamples must be >= 0, got {bootstrap}")
     df = validate_points(df, name, where).reset_index(drop=True)
     if name == "split":
-        return _fit_split(df, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, holdout=holdout,
-                          coarse=coarse, where=where)
+        return _fit_split(
+            df,
+            huber_delta=huber_delta,
+            bootstrap=bootstrap,
+            seed=seed,
+            holdout=holdout,
+            coarse=coarse,
+            where=where,
+        )
     law = LAWS[name]
     mask = _holdout_mask(holdout, df, where)
     train, test = df[~mask], df[mask]
     n_par = len(law.params)
     if len(train) <= n_par:
-        raise InputError(where, f"too few points for law {name}: {len(train)} fitting point(s), need at least "
-                                f"{n_par + 1} for {n_par} parameters")
+        raise InputError(
+            where,
+            f"too few points for law {name}: {len(train)} fitting point(s), need at least "
+            f"{n_par + 1} for {n_par} parameters",
+        )
     x = _columns(law, train)
     y = train[TARGET].to_numpy(dtype=float)
     obj = Objective(law, x, np.log(y), huber_delta, scale=huber_delta * len(y))
-    theta, f_scaled, n_starts = multistart_minimize(obj, law.grid_points(coarse))
+    effort = {"polish_iter": 100, "n_polish": 1} if coarse else {}
+    theta, f_scaled, n_starts = multistart_minimize(obj, law.grid_points(coarse), **effort)
     values = obj.natural(theta[None, :])[0]
     params = {k: float(v) for k, v in zip(law.params, values, strict=True)}
     pred = law.predict({**params, **law.fixed}, x)
@@ -169,39 +182,85 @@ def fit_law(
         ci.update(bootstrap_params(obj, theta, bootstrap, seed))
     heldout = None
     if len(test):
-        heldout = heldout_metrics(test[TARGET].to_numpy(float), law.predict({**params, **law.fixed},
-                                                                             _columns(law, test)), huber_delta)
+        heldout = heldout_metrics(
+            test[TARGET].to_numpy(float),
+            law.predict({**params, **law.fixed}, _columns(law, test)),
+            huber_delta,
+        )
     result = FitResult(
-        law=name, formula=law.formula, params=params, fixed=dict(law.fixed), ci=ci, r2=r2,
-        huber=float(f_scaled * obj.scale), rmse=float(np.sqrt(np.mean((y - pred) ** 2))), n_points=len(train),
-        huber_delta=huber_delta, n_starts=n_starts, bootstrap=bootstrap, reconstructed=law.reconstructed,
-        points_used=_records(train), points_held_out=_records(test), heldout=heldout,
+        law=name,
+        formula=law.formula,
+        params=params,
+        fixed=dict(law.fixed),
+        ci=ci,
+        r2=r2,
+        huber=float(f_scaled * obj.scale),
+        rmse=float(np.sqrt(np.mean((y - pred) ** 2))),
+        n_points=len(train),
+        huber_delta=huber_delta,
+        n_starts=n_starts,
+        bootstrap=bootstrap,
+        reconstructed=law.reconstructed,
+        points_used=_records(train),
+        points_held_out=_records(test),
+        heldout=heldout,
     )
-    log.info("fitted %s to %d points: huber %.4g, R2 %.4f%s", name, len(train), result.huber, r2,
-             f", held-out mean rel. error {heldout['mean_rel_error']:.4g}" if heldout else "")
+    log.info(
+        "fitted %s to %d points: huber %.4g, R2 %.4f%s",
+        name,
+        len(train),
+        result.huber,
+        r2,
+        f", held-out mean rel. error {heldout['mean_rel_error']:.4g}" if heldout else "",
+    )
     return result
 
 
-def _fit_split(df: pd.DataFrame, *, huber_delta: float, bootstrap: int, seed: int,
-               holdout: pd.Series | np.ndarray | None, coarse: bool, where: str) -> FitResult:
+def _fit_split(
+    df: pd.DataFrame,
+    *,
+    huber_delta: float,
+    bootstrap: int,
+    seed: int,
+    holdout: pd.Series | np.ndarray | None,
+    coarse: bool,
+    where: str,
+) -> FitResult:
     """Fit each split candidate; keep the one with the lowest held-out mean relative error."""
     user_mask = holdout is not None
-    mask = _holdout_mask(holdout, df, where) if user_mask else (df["D"] + df["D_spec"]).to_numpy() == (
-        df["D"] + df["D_spec"]).max()
+    mask = (
+        _holdout_mask(holdout, df, where)
+        if user_mask
+        else (df["D"] + df["D_spec"]).to_numpy() == (df["D"] + df["D_spec"]).max()
+    )
     scores: dict[str, float] = {}
     fits: dict[str, FitResult] = {}
     for cand in SPLIT_CANDIDATES:
-        fits[cand] = fit_law(cand, df, huber_delta=huber_delta, bootstrap=bootstrap if user_mask else 0,
-                             seed=seed, holdout=mask, coarse=coarse, where=where)
+        fits[cand] = fit_law(
+            cand,
+            df,
+            huber_delta=huber_delta,
+            bootstrap=bootstrap if user_mask else 0,
+            seed=seed,
+            holdout=mask,
+            coarse=coarse,
+            where=where,
+        )
         assert fits[cand].heldout is not None
         scores[cand] = fits[cand].heldout["mean_rel_error"]
     best = min(scores, key=scores.__getitem__)
-    chosen = fits[best] if user_mask else fit_law(best, df, huber_delta=huber_delta, bootstrap=bootstrap,
-                                                  seed=seed, coarse=coarse, where=where)
+    chosen = (
+        fits[best]
+        if user_mask
+        else fit_law(
+            best, df, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, coarse=coarse, where=where
+        )
+    )
     chosen.selection = {
         "from": "split",
         "chosen": best,
-        "criterion": "held-out mean relative error" + ("" if user_mask else " on the largest D + D_spec rows"),
+        "criterion": "held-out mean relative error"
+        + ("" if user_mask else " on the largest D + D_spec rows"),
         "heldout_mean_rel_error": scores,
         "note": "split-law forms are reconstructed candidates, selected by held-out error",
     }

@@ -4,10 +4,10 @@ The objective of one parameter vector θ (log of each positive parameter, natura
 ``Σ_i w_i · huber_δ(log pred_i(θ) − log y_i)``, with its analytic gradient from the law's derivatives.
 
 :func:`batched_lbfgs` runs L-BFGS on a ``(G, P)`` array of starts in lock-step with numpy: one law evaluation
-serves every start, each row keeps its own curvature pairs, step and convergence flag, and converged rows drop out.
-:func:`multistart_minimize` evaluates the whole grid, gives the most promising quarter a few batched L-BFGS
-iterations, runs the best rows to convergence, and polishes the best few with scipy's L-BFGS-B (analytic
-gradient) to tight tolerance.
+serves every start, each row keeps its own curvature pairs, step and convergence flag, and converged rows drop
+out. :func:`multistart_minimize` evaluates the whole grid, gives the most promising quarter a few batched
+L-BFGS iterations, runs the best rows to convergence, and polishes the best few to tight tolerance. (Pure
+numpy: no per-iteration BLAS calls, which made scipy's L-BFGS-B slow on busy, multi-threaded-BLAS machines.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize
 
 from cpt_scaling.laws.base import Law
 
@@ -134,15 +133,16 @@ def batched_lbfgs(
         # two-loop recursion, newest pair first; empty slots have rho = 0 and leave q unchanged
         q = gf.copy()
         alphas = np.zeros((act.size, memory))
-        order = [(it - 1 - k) % memory for k in range(memory)]
+        order = [(it - 1 - k) % memory for k in range(min(it, memory))]
+        s_act, y_act, rho_act = s_hist[act], y_hist[act], rho[act]
         for k in order:
-            a_k = rho[act, k] * np.einsum("ij,ij->i", s_hist[act, k], q)
+            a_k = rho_act[:, k] * np.einsum("ij,ij->i", s_act[:, k], q)
             alphas[:, k] = a_k
-            q -= a_k[:, None] * y_hist[act, k]
+            q -= a_k[:, None] * y_act[:, k]
         r = gamma[act, None] * q
         for k in reversed(order):
-            b_k = rho[act, k] * np.einsum("ij,ij->i", y_hist[act, k], r)
-            r += (alphas[:, k] - b_k)[:, None] * s_hist[act, k]
+            b_k = rho_act[:, k] * np.einsum("ij,ij->i", y_act[:, k], r)
+            r += (alphas[:, k] - b_k)[:, None] * s_act[:, k]
         d = np.where(frozen, 0.0, -r)
         slope = np.einsum("ij,ij->i", gf, d)
         bad = ~(slope < 0)
@@ -189,15 +189,16 @@ def multistart_minimize(
     min_screen: int = 64,
     screen_iters: int = 10,
     keep: int = 32,
-    n_polish: int = 3,
-    max_iter: int = 1000,
+    n_polish: int = 2,
+    max_iter: int = 200,
+    polish_iter: int = 300,
 ) -> tuple[np.ndarray, float, int]:
     """Best ``theta`` from a grid of natural-space ``starts`` ``(G, P)``; returns ``(theta, f, n_starts)``.
 
     The objective is evaluated at every start; the best ``prescreen`` fraction (at least ``min_screen``; 1.0
     keeps all) gets ``screen_iters`` batched L-BFGS iterations; the ``keep`` best of those continue to
-    convergence; the ``n_polish`` best distinct results are refined with scipy L-BFGS-B (analytic gradient,
-    tight tolerances).
+    convergence; the ``n_polish`` best distinct results (within 1 % of the best) are refined to tight
+    tolerances.
     """
     lo, hi = bounds_theta(obj)
     theta0 = np.clip(obj.to_theta(starts), lo, hi)
@@ -208,22 +209,24 @@ def multistart_minimize(
     theta, f, _ = batched_lbfgs(obj, theta0, lo, hi, max_iter=screen_iters)
     f = np.where(np.isfinite(f), f, np.inf)
     best = np.argsort(f)[: max(keep, n_polish)]
-    theta, f, _ = batched_lbfgs(obj, theta[best], lo, hi, max_iter=max_iter)
+    theta, f, _ = batched_lbfgs(obj, theta[best], lo, hi, max_iter=max_iter, ftol=1e-10)
     order = np.argsort(np.where(np.isfinite(f), f, np.inf))
     picked: list[np.ndarray] = []
     for i in order:
         if len(picked) == n_polish:
             break
+        if f[i] > f[order[0]] + 1e-2 * abs(f[order[0]]):  # only near-best basins are worth polishing
+            break
         if all(np.max(np.abs(theta[i] - t)) > 1e-6 for t in picked):
             picked.append(theta[i])
-    bounds = list(zip(lo, hi, strict=True))
     best_theta, best_f = theta[order[0]], float(f[order[0]])
-    one = np.zeros(1, dtype=int)
-    for t0 in picked:
-        res = minimize(lambda t: _single(obj, t, one), t0, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000, "maxcor": 20})
-        if np.isfinite(res.fun) and res.fun < best_f:
-            best_theta, best_f = np.asarray(res.x), float(res.fun)
+    if picked:
+        pol, fp, _ = batched_lbfgs(
+            obj, np.array(picked), lo, hi, max_iter=polish_iter, ftol=1e-15, gtol=1e-11
+        )
+        i = int(np.argmin(np.where(np.isfinite(fp), fp, np.inf)))
+        if fp[i] < best_f:
+            best_theta, best_f = pol[i], float(fp[i])
     log.debug("multistart %s: %d starts, best objective %.6g", obj.law.name, len(starts), best_f * obj.scale)
     return best_theta, best_f, len(starts)
 
@@ -232,8 +235,3 @@ def bounds_theta(obj: Objective) -> tuple[np.ndarray, np.ndarray]:
     """Optimiser-coordinate bounds of every fitted parameter."""
     b = np.array([obj.law.param_bounds(name) for name in obj.law.params], dtype=float)
     return obj.to_theta(b[:, 0]), obj.to_theta(b[:, 1])
-
-
-def _single(obj: Objective, theta: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
-    f, g = obj(theta[None, :], rows)
-    return float(f[0]), g[0]

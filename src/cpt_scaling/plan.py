@@ -7,6 +7,7 @@ Snakemake checkpoints to know a path. Rules look artifacts up by key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,14 @@ from cpt_scaling import cost, resources
 from cpt_scaling.config import GENERAL
 from cpt_scaling.keys import DigestCache, canonical_json, key_of
 
+SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
+
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
 STAGE_VERSIONS: dict[str, int] = {
     "classifier": 1,
     "classified": 1,
     "tokenizer": 1,
-    "shards": 1,
+    "shards": 2,
     "train": 1,
     "eval": 1,
 }
@@ -46,8 +49,9 @@ class Artifact:
     job: dict[str, Any] = field(default_factory=dict, compare=False)
     inputs: tuple[str, ...] = field(default=(), compare=False)
 
-    @property
+    @cached_property
     def key(self) -> str:
+        """Content address of the spec (computed once: specs are never mutated after construction)."""
         return key_of(self.spec)
 
     @property
@@ -251,23 +255,30 @@ class Plan:
             meta = {"kind": "pretrain", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
                     "budget": pre_tokens, "pretrain_tokens": 0}
             for corpus in [GENERAL, *self.domains]:
-                self._eval(run, corpus, meta)
+                self._eval(run, [corpus], meta)
         for (size, domain, ratio, tokens), run in self.cpt.items():
             base_tokens = 0 if size not in self.pretrain else pre_tokens
             meta = {"kind": "cpt", "size": size, "N": self.n_params(size), "domain": domain if ratio > 0 else None,
                     "ratio": ratio, "budget": tokens, "pretrain_tokens": base_tokens}
-            self._eval(run, domain, meta)
-            self._eval(run, GENERAL, meta)
+            if ratio > 0:
+                self._eval(run, [domain, GENERAL], meta)
+            else:  # shared by every domain: one job per suite keeps domains independent
+                self._eval(run, [domain], meta)
+                self._eval(run, [GENERAL], meta)
 
-    def _eval(self, run: Artifact, corpus: str, meta: dict[str, Any]) -> Artifact:
-        suite = self.shards[corpus]
+    def _eval(self, run: Artifact, corpora: list[str], meta: dict[str, Any]) -> Artifact:
+        """Loss of every checkpoint of ``run`` on the held-out suites of ``corpora`` (one job, one model load)."""
+        suites = {c: self.shards[c] for c in corpora}
         art = Artifact(
-            "eval", f"{run.name}--{corpus}",
-            self._spec("eval", run=run.key, suite=suite.key, batch_size=self.cfg["evaluate"]["batch_size"]),
+            "eval", f"{run.name}--{'+'.join(corpora)}",
+            self._spec("eval", run=run.key, suites={c: a.key for c, a in suites.items()},
+                       batch_size=self.cfg["evaluate"]["batch_size"]),
             self.root,
-            job={"run_dir": run.dir, "suite": corpus, "suite_file": suite.file("heldout.parquet"),
+            job={"run_dir": run.dir, "corpora": corpora,
+                 "suites": {f"{c}{SPLIT_SEP}{split}": a.file(f"{fname}.parquet") for c, a in suites.items()
+                            for split, fname in (("test", "heldout"), ("val", "validation"))},
                  "batch_size": self.cfg["evaluate"]["batch_size"], "meta": {"run": run.name, **meta}},
-            inputs=(run.output, suite.output),
+            inputs=(run.output, *(a.output for a in suites.values())),
         )
         self.evals[art.key] = art
         return self._add(art)
@@ -288,11 +299,11 @@ class Plan:
         wanted = {key for key, run in self.cpt.items() if key[1] == domain}
         runs = {self.cpt[k].key for k in wanted} | {a.key for a in self.pretrain.values()}
         return sorted(a.output for a in self.evals.values()
-                      if a.spec["run"] in runs and a.job["suite"] in (domain, GENERAL))
+                      if a.spec["run"] in runs and set(a.job["corpora"]) & {domain, GENERAL})
 
     def pretrain_evals(self) -> list[str]:
         return sorted(a.output for a in self.evals.values()
-                      if a.job["meta"]["kind"] == "pretrain" and a.job["suite"] == GENERAL)
+                      if a.job["meta"]["kind"] == "pretrain" and GENERAL in a.job["corpora"])
 
     def all_evals(self) -> list[str]:
         return sorted({a.output for a in self.evals.values()})

@@ -31,7 +31,10 @@ def read_points(path: str | Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise InputError(str(path), "file not found") from None
     except Exception as exc:  # any parser failure is a bad input file
-        raise InputError(str(path), f"cannot read as {'Parquet' if path.suffix.lower() in {'.parquet', '.pq'} else 'CSV'}: {exc}") from None
+        raise InputError(
+            str(path),
+            f"cannot read as {'Parquet' if path.suffix.lower() in {'.parquet', '.pq'} else 'CSV'}: {exc}",
+        ) from None
 
 
 def _rows(mask: np.ndarray) -> str:
@@ -40,11 +43,13 @@ def _rows(mask: np.ndarray) -> str:
     return f"row(s) {shown}{', ...' if idx.size > 5 else ''}"
 
 
-def validate_points(df: pd.DataFrame, law_name: str, where: str, *, require_target: bool = True) -> pd.DataFrame:
+def validate_points(
+    df: pd.DataFrame, law_name: str, where: str, *, require_target: bool = True
+) -> pd.DataFrame:
     """Check ``df`` holds finite, in-range numeric columns for ``law_name``; return them as float columns.
 
-    Raises :class:`InputError` naming ``where`` (the file) and the column at fault. Row numbers are 0-based data
-    rows. ``require_target=False`` skips ``loss`` (prediction input).
+    Raises :class:`InputError` naming ``where`` (the file) and the column at fault. Row numbers are 0-based
+    data rows. ``require_target=False`` skips ``loss`` (prediction input).
     """
     from cpt_scaling.laws import FIT_NAMES, LAWS, SPLIT_CANDIDATES
 
@@ -54,8 +59,10 @@ def validate_points(df: pd.DataFrame, law_name: str, where: str, *, require_targ
     needed = (*law.columns, TARGET) if require_target else law.columns
     missing = [c for c in needed if c not in df.columns]
     if missing:
-        raise InputError(where, f"missing column(s) {', '.join(map(repr, missing))}; law {law_name} needs "
-                                f"{', '.join(needed)}")
+        raise InputError(
+            where,
+            f"missing column(s) {', '.join(map(repr, missing))}; law {law_name} needs {', '.join(needed)}",
+        )
     out = df.copy()
     for col in needed:
         values = pd.to_numeric(df[col], errors="coerce")
@@ -69,6 +76,8 @@ def validate_points(df: pd.DataFrame, law_name: str, where: str, *, require_targ
         if col in POSITIVE and (arr <= 0).any():
             raise InputError(where, f"column {col!r} must be > 0; non-positive in {_rows(arr <= 0)}")
         if col in RATIOS and ((arr < 0) | (arr > 1)).any():
-            raise InputError(where, f"column {col!r} must lie in [0, 1]; outside in {_rows((arr < 0) | (arr > 1))}")
+            raise InputError(
+                where, f"column {col!r} must lie in [0, 1]; outside in {_rows((arr < 0) | (arr > 1))}"
+            )
         out[col] = arr
     return out

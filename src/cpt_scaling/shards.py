@@ -6,7 +6,7 @@ Output directory layout (written atomically):
   ``shard_max_sequences`` rows each;
 - ``heldout.parquet``: same column, at most ``heldout_max_sequences`` rows;
 - ``documents.parquet``: one row per kept (selected, deduplicated) document: ``doc_id``, ``doc_hash``,
-  ``split`` (train/heldout) and ``n_tokens`` (with EOS; null for held-out documents past the cap, which are
+  ``split`` (train/validation/heldout) and ``n_tokens`` (with EOS; null for held-out documents past the cap, which are
   not tokenized): the audit trail that shows held-out documents never reach training;
 - ``manifest.json``: counts, files and the held-out document hashes.
 """
@@ -29,6 +29,7 @@ from cpt_scaling.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
+HELDOUT_SUITES = ("validation", "heldout")
 LOG_EVERY_DOCS = 50_000
 ROW_GROUP_SEQUENCES = 1024
 DOCS_SCHEMA = pa.schema(
@@ -191,9 +192,10 @@ def build_shards(
     backend.no_padding()
 
     heldout_hashes: list[str] = []
-    heldout_chunks: list[np.ndarray] = []
+    # Held-out documents are split again by hash: the lower half of the held-out hash range is the validation
+    # suite (checkpoint selection), the upper half the test suite that results report.
+    suites = {kind: {"chunks": [], "buffered": 0} for kind in HELDOUT_SUITES}
     heldout_target = heldout_max_sequences * seq_len
-    n_heldout_buffered = 0
     doc_rows: dict[str, list[Any]] = {name: [] for name in DOCS_SCHEMA.names}
     seen: set[bytes] = set()
     n_duplicates = n_selected = n_train_docs = n_seen = 0
@@ -212,7 +214,7 @@ def build_shards(
                 offset += batch.num_rows
                 n_seen += batch.num_rows
                 train_docs: list[tuple[str, str, str]] = []
-                held_docs: list[tuple[str, str, str]] = []
+                held_docs: dict[str, list[tuple[str, str, str]]] = {kind: [] for kind in HELDOUT_SUITES}
                 for doc_id, text in zip(
                     chosen.column("doc_id").to_pylist(), chosen.column("text").to_pylist(), strict=True
                 ):
@@ -223,22 +225,29 @@ def build_shards(
                         n_duplicates += 1
                         continue
                     seen.add(key)
-                    held = hash_fraction(digest) < heldout_fraction
-                    (held_docs if held else train_docs).append((doc_id, digest, text))
+                    fraction = hash_fraction(digest)
+                    if fraction < heldout_fraction:
+                        kind = "validation" if fraction < heldout_fraction / 2 else "heldout"
+                        held_docs[kind].append((doc_id, digest, text))
+                    else:
+                        train_docs.append((doc_id, digest, text))
                 if train_docs:
                     flat, lengths = _encode_docs(backend, train_docs, eos_id)
                     train.add(flat)
                     _add_doc_rows(doc_rows, train_docs, "train", lengths.tolist())
                     n_train_docs += len(train_docs)
-                if held_docs:
-                    heldout_hashes.extend(digest for _, digest, _ in held_docs)
-                    if n_heldout_buffered < heldout_target:
-                        flat, lengths = _encode_docs(backend, held_docs, eos_id)
-                        heldout_chunks.append(flat)
-                        n_heldout_buffered += len(flat)
-                        _add_doc_rows(doc_rows, held_docs, "heldout", lengths.tolist())
+                for kind, docs in held_docs.items():
+                    if not docs:
+                        continue
+                    heldout_hashes.extend(digest for _, digest, _ in docs)
+                    suite = suites[kind]
+                    if suite["buffered"] < heldout_target:
+                        flat, lengths = _encode_docs(backend, docs, eos_id)
+                        suite["chunks"].append(flat)
+                        suite["buffered"] += len(flat)
+                        _add_doc_rows(doc_rows, docs, kind, lengths.tolist())
                     else:  # enough held-out tokens already: record the documents, skip tokenizing them
-                        _add_doc_rows(doc_rows, held_docs, "heldout", [None] * len(held_docs))
+                        _add_doc_rows(doc_rows, docs, kind, [None] * len(docs))
                 if n_seen >= next_log:
                     log.info("%s: scanned %d documents, selected %d", domain, n_seen, n_selected)
                     next_log += LOG_EVERY_DOCS
@@ -251,15 +260,19 @@ def build_shards(
         if not train.shards:
             problem = f"domain {domain!r}: too few tokens for one training sequence of {seq_len} tokens"
             raise InputError(where_cls, problem)
-        heldout_flat = np.concatenate(heldout_chunks) if heldout_chunks else np.empty(0, np.int32)
-        n_heldout_seq = min(heldout_max_sequences, len(heldout_flat) // seq_len)
-        if n_heldout_seq == 0 and heldout_fraction > 0 and heldout_max_sequences > 0:
-            problem = (
-                f"domain {domain!r}: held-out documents ({len(heldout_hashes)}) give fewer than {seq_len} "
-                "tokens, so the held-out suite would be empty; raise heldout_fraction"
-            )
-            raise InputError(where_cls, problem)
-        write_sequences(tmp / "heldout.parquet", heldout_flat[: n_heldout_seq * seq_len], seq_len)
+        n_suite_seq: dict[str, int] = {}
+        for kind, suite in suites.items():
+            flat = np.concatenate(suite["chunks"]) if suite["chunks"] else np.empty(0, np.int32)
+            n_seq = min(heldout_max_sequences, len(flat) // seq_len)
+            if n_seq == 0 and heldout_fraction > 0 and heldout_max_sequences > 0:
+                problem = (
+                    f"domain {domain!r}: held-out {kind} documents give fewer than {seq_len} tokens, so that "
+                    "suite would be empty; raise heldout_fraction"
+                )
+                raise InputError(where_cls, problem)
+            write_sequences(tmp / f"{kind}.parquet", flat[: n_seq * seq_len], seq_len)
+            n_suite_seq[kind] = n_seq
+        n_heldout_seq = n_suite_seq["heldout"]
         pq.write_table(pa.table(doc_rows, schema=DOCS_SCHEMA), tmp / "documents.parquet", compression="zstd")
         n_train_seq = sum(s["n_sequences"] for s in train.shards)
         manifest = {
@@ -282,6 +295,11 @@ def build_shards(
                 "n_tokens": n_heldout_seq * seq_len,
                 "n_sequences": n_heldout_seq,
                 "file": "heldout.parquet",
+            },
+            "validation": {
+                "n_tokens": n_suite_seq["validation"] * seq_len,
+                "n_sequences": n_suite_seq["validation"],
+                "file": "validation.parquet",
             },
             "heldout_doc_hashes": sorted(heldout_hashes),
             "documents": "documents.parquet",

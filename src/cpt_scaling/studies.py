@@ -21,8 +21,14 @@ from cpt_scaling.tables import read_eval_tables
 log = logging.getLogger(__name__)
 
 
+def test_split(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the reported (test) suites; validation rows only select checkpoints."""
+    return df[df["split"] == "test"] if "split" in df.columns else df
+
+
 def dcpt_points(df: pd.DataFrame, domain: str) -> pd.DataFrame:
     """Points of the domain-loss and general-loss D-CPT fits: columns target, size, N, D, r, ratio, loss."""
+    df = test_split(df)
     cpt = df[df["kind"] == "cpt"]
     dom = cpt[cpt["suite"] == domain].assign(target="domain", r=lambda x: x["ratio"])
     gen = cpt[cpt["suite"] == GENERAL].assign(target="general", r=lambda x: 1.0 - x["ratio"])
@@ -34,6 +40,7 @@ def dcpt_points(df: pd.DataFrame, domain: str) -> pd.DataFrame:
 
 def base_losses(df: pd.DataFrame, domain: str) -> dict[str, dict[str, float]]:
     """Loss of each base (pretrained) model before continued pretraining, on the domain and general suites."""
+    df = test_split(df)
     pre = df[df["kind"] == "pretrain"]
     out: dict[str, dict[str, float]] = {}
     for size, rows in pre.groupby("size"):
@@ -82,6 +89,7 @@ def fit_dcpt_study(eval_tables: list[Path], domain: str, fit: dict[str, Any], la
 
 def chinchilla_points(df: pd.DataFrame) -> pd.DataFrame:
     """Points of the Chinchilla fit: general loss of the pretraining runs at every checkpoint."""
+    df = test_split(df)
     pre = df[(df["kind"] == "pretrain") & (df["suite"] == GENERAL) & (df["D"] > 0)]
     return pre[["size", "N", "D", "loss"]].sort_values(["N", "D"]).reset_index(drop=True)
 

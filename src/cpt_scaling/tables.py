@@ -21,17 +21,21 @@ META_COLUMNS = ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretra
 
 
 def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
-    """Evaluate every checkpoint of ``job['run_dir']`` on one suite and add the run's sweep coordinates."""
-    table = evaluate_run(Path(job["run_dir"]), {job["suite"]: Path(job["suite_file"])},
-                         batch_size=job["batch_size"]).to_pandas()
+    """Evaluate every checkpoint of ``job['run_dir']`` on its suites and add the run's sweep coordinates."""
+    suites = {name: Path(path) for name, path in job["suites"].items()}
+    table = evaluate_run(Path(job["run_dir"]), suites, batch_size=job["batch_size"]).to_pandas()
     meta = job["meta"]
     for column in META_COLUMNS:
         table[column] = meta.get(column)
     table["ratio"] = table["ratio"].astype("float64")
     table = table.rename(columns={"checkpoint_tokens": "D"})
+    parts = table["suite"].str.split(":", n=1, expand=True)
+    table["suite"], table["split"] = parts[0], parts[1]
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
-    log.info("%s on %s: final loss %.4f", meta["run"], job["suite"], table.sort_values("D")["loss"].iloc[-1])
+    final = table[table["D"] == table["D"].max()]
+    for suite, split, loss in zip(final["suite"], final["split"], final["loss"], strict=True):
+        log.info("%s on %s (%s): final loss %.4f", meta["run"], suite, split, loss)
     return table
 
 
@@ -45,8 +49,8 @@ def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> p
     """The sweep's tidy evaluation table (one row per run, checkpoint and suite), as Parquet and CSV."""
     df = read_eval_tables(paths)
     order = [c for c in ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens", "D", "suite",
-                         "loss", "perplexity", "n_tokens"] if c in df.columns]
-    df = df[order].sort_values(["kind", "N", "domain", "ratio", "budget", "D", "suite"],
+                         "split", "loss", "perplexity", "n_tokens"] if c in df.columns]
+    df = df[order].sort_values(["kind", "N", "domain", "ratio", "budget", "D", "suite", "split"],
                                na_position="first").reset_index(drop=True)
     with atomic_path(parquet_out) as tmp:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)

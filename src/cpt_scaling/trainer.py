@@ -181,12 +181,14 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         path = ckpt.save_checkpoint(
             out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank
         )
-        log.info("saved checkpoint %s", path)
+        if rank == 0:
+            log.info("saved checkpoint %s", path)
 
     if start_step == 0 and 0 in p.checkpoint_steps:
         save(0)
     engine.train()
     per_rank = spec["batch_size"] // n_ranks
+    ratio = float(spec["ratio"])
     busy, interval_tokens = 0.0, 0
     for step in range(start_step, p.steps):
         t0 = time.perf_counter()
@@ -203,26 +205,28 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             engine.step()
             loss_sum += loss.detach().float()
         done = step + 1
-        logged = done == p.steps or done % log_every == 0 or done == start_step + 1
-        if logged:
+        if done == p.steps or done % log_every == 0 or done == start_step + 1:
             loss_mean = loss_sum / gas
             if n_ranks > 1:
                 torch.distributed.all_reduce(loss_mean)
                 loss_mean /= n_ranks
-            loss_value = float(loss_mean)
-        busy += time.perf_counter() - t0
-        interval_tokens += p.tokens_per_step
-        if logged and log_file is not None:
+            loss_value = float(loss_mean)  # the only host sync of the step, on logged steps
+            busy += time.perf_counter() - t0
+            interval_tokens += p.tokens_per_step
             tps = interval_tokens / busy
-            mfu = tps * flops_tok / (float(peak) * n_ranks) if peak else None
-            train_log.append(log_file, {
-                "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
-                "tokens_per_s": tps, "mfu": mfu,
-                "domain_sequences": domain_sequences_before(done, spec["batch_size"], float(spec["ratio"])),
-            })
-            log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps, p.tokens_at(done),
-                     loss_value, lr, tps)
             busy, interval_tokens = 0.0, 0
+            if log_file is not None:
+                mfu = tps * flops_tok / (float(peak) * n_ranks) if peak else None
+                train_log.append(log_file, {
+                    "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
+                    "tokens_per_s": tps, "mfu": mfu,
+                    "domain_sequences": domain_sequences_before(done, spec["batch_size"], ratio),
+                })
+                log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps,
+                         p.tokens_at(done), loss_value, lr, tps)
+        else:
+            busy += time.perf_counter() - t0
+            interval_tokens += p.tokens_per_step
         if done in p.checkpoint_steps:
             save(done)
 

@@ -28,11 +28,19 @@ log = logging.getLogger(__name__)
 def _summary(protocol: str, law: str, splits: list[dict[str, Any]]) -> dict[str, Any]:
     means = [s["heldout"]["mean_rel_error"] for s in splits]
     maxes = [s["heldout"]["max_rel_error"] for s in splits]
-    return {"protocol": protocol, "law": law, "n_splits": len(splits), "mean_rel_error": float(np.mean(means)),
-            "max_rel_error": float(np.max(maxes)), "splits": splits}
+    return {
+        "protocol": protocol,
+        "law": law,
+        "n_splits": len(splits),
+        "mean_rel_error": float(np.mean(means)),
+        "max_rel_error": float(np.max(maxes)),
+        "splits": splits,
+    }
 
 
-def _single(protocol: str, law: str, df: pd.DataFrame, mask: np.ndarray, desc: str, **fit: Any) -> dict[str, Any]:
+def _single(
+    protocol: str, law: str, df: pd.DataFrame, mask: np.ndarray, desc: str, **fit: Any
+) -> dict[str, Any]:
     res = fit_law(law, df, holdout=mask, **fit)
     split = {"held_out": desc, "n_train": res.n_points, "heldout": res.heldout, "params": res.params}
     return _summary(protocol, law, [split])
@@ -44,23 +52,34 @@ def holdout_largest_model(df: pd.DataFrame, law: str, *, where: str = "points", 
     return _single("largest_model", law, df, n == n.max(), f"N == {n.max():g}", where=where, **fit)
 
 
-def holdout_largest_tokens(df: pd.DataFrame, law: str, *, where: str = "points", **fit: Any) -> dict[str, Any]:
+def holdout_largest_tokens(
+    df: pd.DataFrame, law: str, *, where: str = "points", **fit: Any
+) -> dict[str, Any]:
     """Fit on all but the largest token segment (``D``, or ``D + D_spec`` for split laws); score it."""
     tokens = df["D"].to_numpy(float)
     if "D_spec" in df.columns and law.startswith("split"):
         tokens = tokens + df["D_spec"].to_numpy(float)
-    return _single("largest_tokens", law, df, tokens == tokens.max(), f"tokens == {tokens.max():g}",
-                   where=where, **fit)
+    return _single(
+        "largest_tokens", law, df, tokens == tokens.max(), f"tokens == {tokens.max():g}", where=where, **fit
+    )
 
 
-def ratio_cross_validation(df: pd.DataFrame, law: str = "dcpt", *, n_train: int = 7, where: str = "points",
-                           coarse: bool = True, **fit: Any) -> dict[str, Any]:
-    """Fit on ``n_train`` of the distinct ratios, score the rest, over every combination (7 of 9: 36 splits)."""
+def ratio_cross_validation(
+    df: pd.DataFrame,
+    law: str = "dcpt",
+    *,
+    n_train: int = 7,
+    where: str = "points",
+    coarse: bool = True,
+    **fit: Any,
+) -> dict[str, Any]:
+    """Fit on ``n_train`` distinct ratios, score the rest, over every combination (7 of 9: 36 splits)."""
     df = validate_points(df, law, where).reset_index(drop=True)
     ratios = np.unique(df["r"].to_numpy(float))
     if ratios.size <= n_train:
-        raise InputError(where, f"ratio cross-validation needs more than {n_train} distinct ratios, "
-                                f"found {ratios.size}")
+        raise InputError(
+            where, f"ratio cross-validation needs more than {n_train} distinct ratios, found {ratios.size}"
+        )
     splits = []
     for train in itertools.combinations(ratios, n_train):
         mask = ~df["r"].isin(train).to_numpy()
@@ -71,15 +90,24 @@ def ratio_cross_validation(df: pd.DataFrame, law: str = "dcpt", *, n_train: int 
     return _summary(f"ratio_cv_{n_train}_of_{ratios.size}", law, splits)
 
 
-def leave_domains_out(df: pd.DataFrame, law: str = "cross_domain", *, column: str = "domain",
-                      where: str = "points", coarse: bool = True, **fit: Any) -> dict[str, Any]:
+def leave_domains_out(
+    df: pd.DataFrame,
+    law: str = "cross_domain",
+    *,
+    column: str = "domain",
+    where: str = "points",
+    coarse: bool = True,
+    **fit: Any,
+) -> dict[str, Any]:
     """Cross-domain law: for each domain, fit on the others and score the held-out domain."""
     if column not in df.columns:
         raise InputError(where, f"missing column {column!r} needed for leave-domains-out validation")
     df = df.reset_index(drop=True)
     domains = sorted(df[column].astype(str).unique())
     if len(domains) < 2:
-        raise InputError(where, f"leave-domains-out needs at least 2 domains in {column!r}, found {len(domains)}")
+        raise InputError(
+            where, f"leave-domains-out needs at least 2 domains in {column!r}, found {len(domains)}"
+        )
     splits = []
     for dom in domains:
         mask = (df[column].astype(str) == dom).to_numpy()

@@ -1,7 +1,8 @@
 """Scaling-law parameterisations, a name registry, and the fitting API re-exported for convenience.
 
 ``LAWS`` maps each name accepted by ``cpt-scaling fit`` to its :class:`Law` (``dcpt`` is L3). The pseudo-law
-``split`` is not in the registry: :func:`fit_law` fits every split candidate and keeps the best by held-out error.
+``split`` is not in the registry: :func:`fit_law` fits every split candidate and keeps the best by held-out
+error.
 """
 
 from __future__ import annotations
@@ -15,8 +16,19 @@ from cpt_scaling.laws.split import SPLIT_CANDIDATES, SPLIT_EFFECTIVE, SPLIT_SEPA
 
 LAWS: dict[str, Law] = {
     law.name: law
-    for law in (CHINCHILLA, DCPT, DCPT_L1, DCPT_L2, DCPT_L3, DCPT_L4, DCPT_L5, CROSS_DOMAIN, SPLIT_SEPARABLE,
-                SPLIT_EFFECTIVE, POWERLAW)
+    for law in (
+        CHINCHILLA,
+        DCPT,
+        DCPT_L1,
+        DCPT_L2,
+        DCPT_L3,
+        DCPT_L4,
+        DCPT_L5,
+        CROSS_DOMAIN,
+        SPLIT_SEPARABLE,
+        SPLIT_EFFECTIVE,
+        POWERLAW,
+    )
 }
 #: Names ``fit_law`` accepts: the registry plus the selecting pseudo-law ``split``.
 FIT_NAMES: tuple[str, ...] = (*LAWS, "split")
@@ -30,4 +42,13 @@ def __getattr__(name: str):  # lazy re-export avoids an import cycle with cpt_sc
     raise AttributeError(name)
 
 
-__all__ = ["FIT_NAMES", "LAWS", "SPLIT_CANDIDATES", "FitResult", "Law", "fit_law", "predict", "validate_points"]
+__all__ = [
+    "FIT_NAMES",
+    "LAWS",
+    "SPLIT_CANDIDATES",
+    "FitResult",
+    "Law",
+    "fit_law",
+    "predict",
+    "validate_points",
+]

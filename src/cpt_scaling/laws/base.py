@@ -39,8 +39,8 @@ class Law:
 
     ``params`` are fitted; ``fixed`` are held at the given values and reported with the fit; ``linear`` names
     parameters that are fitted in natural space (may be negative), all others are fitted as ``log(p)``.
-    ``grid`` is the default initialisation grid (natural-space values per fitted parameter, full outer product),
-    ``coarse_grid`` a smaller one for repeated fits (cross-validation).
+    ``grid`` is the default initialisation grid (natural-space values per fitted parameter, full outer
+    product), ``coarse_grid`` a smaller one for repeated fits (cross-validation).
     """
 
     name: str

@@ -36,8 +36,13 @@ CHINCHILLA = ChinchillaLaw(
     columns=("N", "D"),
     params=("E", "A", "B", "alpha", "beta"),
     grid={"E": E_GRID, "A": COEF_GRID, "B": COEF_GRID, "alpha": EXP_GRID, "beta": EXP_GRID},
-    coarse_grid={"E": (1.0, 2.0), "A": COEF_GRID[1::2], "B": COEF_GRID[1::2], "alpha": (0.25, 0.5, 1.0),
-                 "beta": (0.25, 0.5, 1.0)},
+    coarse_grid={
+        "E": (1.0, 2.0),
+        "A": COEF_GRID[1::2],
+        "B": COEF_GRID[1::2],
+        "alpha": (0.25, 0.5, 1.0),
+        "beta": (0.25, 0.5, 1.0),
+    },
     bounds={"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS},
     doc=__doc__ or "",
 )

@@ -1,10 +1,11 @@
 """Cross-domain D-CPT Law (Que et al. 2024): L3 plus a domain term ``F/K^μ``.
 
-``K = w1/k1 + w2·k2`` is the domain-specific learnable coefficient: ``k1`` is the domain loss of the base model
-before continued pretraining, ``k2`` the early slope of the domain loss in a short probe run (loss decrease per
-token at the start of CPT, positive). Within one domain ``K`` is constant, so the term is a per-domain offset
-whose shape across domains is learned; fitting needs several domains (columns ``domain`` optional, used by
-leave-domains-out validation). ``w1`` is fixed to 1 because a common scale of ``(w1, w2)`` is absorbed by ``F``.
+``K = w1/k1 + w2·k2`` is the domain-specific learnable coefficient: ``k1`` is the domain loss of the base
+model before continued pretraining, ``k2`` the early slope of the domain loss in a short probe run (loss
+decrease per token at the start of CPT, positive). Within one domain ``K`` is constant, so the term is a
+per-domain offset whose shape across domains is learned; fitting needs several domains (columns ``domain``
+optional, used by leave-domains-out validation). ``w1`` is fixed to 1 because a common scale of ``(w1, w2)``
+is absorbed by ``F``.
 """
 
 from __future__ import annotations

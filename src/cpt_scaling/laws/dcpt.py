@@ -1,8 +1,9 @@
 """D-CPT Law candidates (Que et al. 2024): loss of continued pretraining as a function of N, D and ratio r.
 
-``N`` is the model size, ``D`` the continued-pretraining tokens, ``r`` the mixture ratio of the corpus whose loss
-is modelled: the domain ratio for the domain loss, ``1 - domain ratio`` (the general ratio) for the general loss.
-The same parameterisation is fitted separately to each. ``ε`` keeps the ratio term finite at ``r = 0``.
+``N`` is the model size, ``D`` the continued-pretraining tokens, ``r`` the mixture ratio of the corpus whose
+loss is modelled: the domain ratio for the domain loss, ``1 - domain ratio`` (the general ratio) for the
+general loss. The same parameterisation is fitted separately to each. ``ε`` keeps the ratio term finite
+at ``r = 0``.
 
 L3 is the paper's preferred form and the default (``dcpt``). L1, L2, L4 and L5 are *reconstructed*: the paper
 compares five candidates, but their exact expressions were not available when this was written, so these are
@@ -87,8 +88,13 @@ class DcptL2(Law):
         ln_s = np.log(shifted)
         t_d = p["B"] * np.exp(-p["beta"] * ln_d - p["eta"] * ln_s)
         pred = p["E"] + t_n + t_d
-        g.update(E=np.ones_like(pred), B=t_d / p["B"], beta=-t_d * ln_d, eta=-t_d * ln_s,
-                 epsilon=-p["eta"] * t_d / shifted)
+        g.update(
+            E=np.ones_like(pred),
+            B=t_d / p["B"],
+            beta=-t_d * ln_d,
+            eta=-t_d * ln_s,
+            epsilon=-p["eta"] * t_d / shifted,
+        )
         return pred, g
 
 
@@ -106,7 +112,7 @@ class DcptL3(Law):
 
 
 class DcptL4(Law):
-    """L4 (reconstructed): ``E + A/N^α + B/(D^β·(r+ε)^η) + C/(r+ε)^γ`` — ratio-discounted data plus ratio term."""
+    """L4 (reconstructed): ``E + A/N^α + B/(D^β·(r+ε)^η) + C/(r+ε)^γ`` — discounted data plus ratio term."""
 
     def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
         ln_n, ln_d, _, _ = _logs(x)
@@ -162,12 +168,23 @@ def _make(cls: type[Law], name: str, formula: str, params: tuple[str, ...], reco
 _SEP = ("E", "A", "B", "C", "alpha", "beta", "gamma", "epsilon")
 _FULL = ("E", "A", "B", "C", "alpha", "beta", "gamma", "eta", "epsilon")
 DCPT_L1 = _make(DcptL1, "dcpt_l1", "E + A/N^alpha + B/D^beta + C/(r+epsilon)^gamma", _SEP, True)
-DCPT_L2 = _make(DcptL2, "dcpt_l2", "E + A/N^alpha + B/(D^beta (r+epsilon)^eta)",
-                ("E", "A", "B", "alpha", "beta", "eta", "epsilon"), True)
+DCPT_L2 = _make(
+    DcptL2,
+    "dcpt_l2",
+    "E + A/N^alpha + B/(D^beta (r+epsilon)^eta)",
+    ("E", "A", "B", "alpha", "beta", "eta", "epsilon"),
+    True,
+)
 DCPT_L3 = _make(DcptL3, "dcpt_l3", "E + A/N^alpha + B r^eta/D^beta + C/(r+epsilon)^gamma", _FULL, False)
-DCPT_L4 = _make(DcptL4, "dcpt_l4", "E + A/N^alpha + B/(D^beta (r+epsilon)^eta) + C/(r+epsilon)^gamma",
-                _FULL, True)
-DCPT_L5 = _make(DcptL5, "dcpt_l5", "E + (A/N^alpha + B/D^beta)/(r+epsilon)^gamma",
-                ("E", "A", "B", "alpha", "beta", "gamma", "epsilon"), True)
+DCPT_L4 = _make(
+    DcptL4, "dcpt_l4", "E + A/N^alpha + B/(D^beta (r+epsilon)^eta) + C/(r+epsilon)^gamma", _FULL, True
+)
+DCPT_L5 = _make(
+    DcptL5,
+    "dcpt_l5",
+    "E + (A/N^alpha + B/D^beta)/(r+epsilon)^gamma",
+    ("E", "A", "B", "alpha", "beta", "gamma", "epsilon"),
+    True,
+)
 #: The default D-CPT law (L3) under its short name.
 DCPT = _make(DcptL3, "dcpt", DCPT_L3.formula, _FULL, False)

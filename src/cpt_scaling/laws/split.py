@@ -17,10 +17,26 @@ from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, 
 
 COLUMNS = ("N", "D", "D_spec")
 _C = tuple(float(np.exp(v)) for v in (3.0, 10.0))
-_GRID = {"E": (1.0, 2.0), "A": _C, "B": _C, "C": _C, "alpha": (0.2, 0.6), "beta": (0.2, 0.6),
-         "gamma": (0.2, 0.6), "kappa": (0.01, 0.3)}
-_COARSE = {"E": (1.5,), "A": _C, "B": _C, "C": (_C[1],), "alpha": (0.3,), "beta": (0.3,), "gamma": (0.3,),
-           "kappa": (0.1,)}
+_GRID = {
+    "E": (1.0, 2.0),
+    "A": _C,
+    "B": _C,
+    "C": _C,
+    "alpha": (0.2, 0.6),
+    "beta": (0.2, 0.6),
+    "gamma": (0.2, 0.6),
+    "kappa": (0.01, 0.3),
+}
+_COARSE = {
+    "E": (1.5,),
+    "A": _C,
+    "B": _C,
+    "C": (_C[1],),
+    "alpha": (0.3,),
+    "beta": (0.3,),
+    "gamma": (0.3,),
+    "kappa": (0.1,),
+}
 _BOUNDS = {"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, "gamma": EXPONENT_BOUNDS, "kappa": (1e-8, 1.0)}
 
 
@@ -29,8 +45,13 @@ def _common(p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
     t_n = power(p["A"], ln_n, p["alpha"])
     t_d = power(p["B"], ln_d, p["beta"])
     pred = p["E"] + t_n + t_d
-    return pred, {"E": np.ones_like(pred), "A": t_n / p["A"], "alpha": -t_n * ln_n, "B": t_d / p["B"],
-                  "beta": -t_d * ln_d}
+    return pred, {
+        "E": np.ones_like(pred),
+        "A": t_n / p["A"],
+        "alpha": -t_n * ln_n,
+        "B": t_d / p["B"],
+        "beta": -t_d * ln_d,
+    }
 
 
 class SplitSeparable(Law):
@@ -57,15 +78,23 @@ class SplitEffective(Law):
 
 
 def _make(cls: type[Law], name: str, formula: str, params: tuple[str, ...]) -> Law:
-    return cls(name=name, formula=formula, columns=COLUMNS, params=params,
-               grid={k: _GRID[k] for k in params}, coarse_grid={k: _COARSE[k] for k in params},
-               bounds={k: v for k, v in _BOUNDS.items() if k in params}, reconstructed=True,
-               doc=cls.__doc__ or "")
+    return cls(
+        name=name,
+        formula=formula,
+        columns=COLUMNS,
+        params=params,
+        grid={k: _GRID[k] for k in params},
+        coarse_grid={k: _COARSE[k] for k in params},
+        bounds={k: v for k, v in _BOUNDS.items() if k in params},
+        reconstructed=True,
+        doc=cls.__doc__ or "",
+    )
 
 
 _P = ("E", "A", "B", "C", "alpha", "beta", "gamma")
 SPLIT_SEPARABLE = _make(SplitSeparable, "split_separable", "E + A/N^alpha + B/D^beta + C/D_spec^gamma", _P)
-SPLIT_EFFECTIVE = _make(SplitEffective, "split_effective",
-                        "E + A/N^alpha + B/D^beta + C/(D_spec + kappa*D)^gamma", (*_P, "kappa"))
+SPLIT_EFFECTIVE = _make(
+    SplitEffective, "split_effective", "E + A/N^alpha + B/D^beta + C/(D_spec + kappa*D)^gamma", (*_P, "kappa")
+)
 #: Candidates that ``fit_law("split", ...)`` selects among by held-out error.
 SPLIT_CANDIDATES = ("split_separable", "split_effective")

@@ -1,0 +1,171 @@
+"""Benchmark: parse + DAG + cost report of a sweep of >= 10,000 training jobs, against Snakemake's dry run
+of a toy Snakefile with as many trivial jobs; and the time one cluster job spends before its command starts.
+
+    .venv/bin/python bench/bench_dag.py [--sizes 10 --ratios 21 --budgets 17] [--full]
+
+Each measurement is one run in a fresh subprocess (interpreter start and imports included), in a scratch
+working directory with a link to data/demo. Targets: ours <= 1.5x the toy and <= 20 s; one job's parse +
+one-job DAG <= 1 s. ``--full`` also prices the whole default target (training plus evaluation jobs) against a
+toy of that size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+SNAKEMAKE = str(Path(PY).with_name("snakemake"))
+TOY = """rule all:
+    input: expand("out/{{i}}.txt", i=range({n}))
+
+rule make:
+    output: "out/{{i}}.txt"
+    shell: "touch {{output}}"
+"""
+
+
+def sweep_config(sizes: int, ratios: int, budgets: int) -> dict:
+    """A config of ``sizes`` from-scratch models x 3 domains x ``ratios`` ratios x ``budgets`` CPT budgets."""
+    classes = ["general", "legal", "medical", "accounting"]
+    rs = [round(i / (ratios - 1), 4) for i in range(ratios)]
+    return {
+        "data": {"seeds": {c: [f"data/demo/seeds/{c}.jsonl.gz"] for c in classes},
+                 "pool": ["data/demo/pool/*.jsonl.gz"]},
+        "domains": {d: {"ratios": rs} for d in classes[1:]},
+        "models": {"sizes": {f"s{i}": {"n_layers": 1 + i % 4, "d_model": 32 * (i + 1), "n_heads": 2,
+                                       "d_ff": 128 * (i + 1)} for i in range(sizes)}},
+        "pretrain": {"tokens": 262144},
+        "cpt": {"tokens": [2048 * (k + 1) for k in range(budgets)]},
+    }
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
+    """Wall seconds of one subprocess run (fails loudly)."""
+    t = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if res.returncode:
+        raise SystemExit(f"failed: {' '.join(cmd[:6])}...\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+    return dt, res.stdout
+
+
+def child_cost(workdir: str, targets_file: str) -> None:
+    """Child process: the cost report of the targets listed in a file (one per line; none: default)."""
+    from cpt_scaling.cost_report import cost_report
+
+    targets = [t for t in Path(targets_file).read_text().splitlines() if t]
+    report = cost_report(targets, snakefile=REPO / "Snakefile", workdir=workdir, configfiles=["sweep.yaml"],
+                         profile=REPO / "profiles" / "slurm")
+    print(json.dumps(report.totals))
+
+
+def child_one(workdir: str, target: str) -> None:
+    """Child process: what one cluster job pays before its command: parse, then a one-job DAG."""
+    t0 = time.perf_counter()
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+
+    t1 = time.perf_counter()
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL, Quietness.PROGRESS, Quietness.RULES})) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=REPO / "Snakefile",
+                          config_settings=ConfigSettings(configfiles=(Path(workdir) / "sweep.yaml",)),
+                          workdir=Path(workdir))
+        dag_api = wf.dag(DAGSettings(targets=frozenset([target])))
+        workflow = dag_api.workflow_api._workflow  # parses the Snakefile (config, plan, rules)
+        t2 = time.perf_counter()
+        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+        workflow._build_dag()
+        t3 = time.perf_counter()
+        jobs = len(list(workflow.dag.needrun_jobs()))
+    print(json.dumps({"import_s": t1 - t0, "parse_s": t2 - t1, "dag_s": t3 - t2, "jobs": jobs}))
+
+
+def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str], list[str]]:
+    """(config load s, plan build s, artifacts, training outputs, all outputs) measured in this process."""
+    import os
+
+    from cpt_scaling.config import load_config
+    from cpt_scaling.plan import build_plan
+
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        build_plan(load_config("sweep.yaml"))  # warm the raw-input digest cache, as a cluster job finds it
+        t0 = time.perf_counter()
+        cfg = load_config("sweep.yaml")
+        t1 = time.perf_counter()
+        plan = build_plan(cfg)
+        t2 = time.perf_counter()
+    finally:
+        os.chdir(cwd)
+    return t1 - t0, t2 - t1, len(plan.by_key), plan.outputs("train"), list(plan.by_key)
+
+
+def compare(label: str, workdir: Path, targets: list[str]) -> dict:
+    """Ours (cost report of ``targets``) vs the toy dry run of as many jobs; prints the numbers."""
+    tfile = workdir / f"targets-{label}.txt"
+    tfile.write_text("\n".join(targets))
+    ours, out = timed([PY, __file__, "--child-cost", str(workdir), str(tfile)], REPO)
+    totals = json.loads(out.splitlines()[-1])
+    toy_dir = Path(tempfile.mkdtemp(prefix="toy-"))
+    (toy_dir / "Snakefile").write_text(TOY.format(n=totals["jobs"] - 1))
+    toy, _ = timed([SNAKEMAKE, "-n", "--quiet", "--cores", "1", "--snakefile", str(toy_dir / "Snakefile"),
+                    "--directory", str(toy_dir)], toy_dir)
+    ratio = ours / toy
+    met = "met" if ours <= 20 else "NOT met"
+    print(f"[{label}] ours: parse + DAG + cost report of {totals['jobs']} jobs "
+          f"({totals['train_jobs']} training): {ours:.2f} s | toy `snakemake -n --quiet`, {totals['jobs']} "
+          f"trivial jobs: {toy:.2f} s | ratio {ratio:.2f} (target <= 1.5) | absolute target <= 20 s: {met}")
+    return {"label": label, "jobs": totals["jobs"], "train_jobs": totals["train_jobs"], "ours_s": ours,
+            "toy_s": toy, "ratio": ratio}
+
+
+def main() -> None:
+    """Run the benchmark and print the numbers."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, default=10)
+    ap.add_argument("--ratios", type=int, default=21)
+    ap.add_argument("--budgets", type=int, default=17)
+    ap.add_argument("--full", action="store_true", help="also the whole default target (with evaluations)")
+    ap.add_argument("--child-cost", nargs=2, metavar=("WORKDIR", "TARGETS"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-one", nargs=2, metavar=("WORKDIR", "TARGET"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child_cost:
+        return child_cost(*args.child_cost)
+    if args.child_one:
+        return child_one(*args.child_one)
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dag-"))
+    (workdir / "data").mkdir()
+    (workdir / "data" / "demo").symlink_to(REPO / "data" / "demo")
+    (workdir / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(args.sizes, args.ratios, args.budgets)))
+    cfg_s, plan_s, n_art, train, _ = plan_seconds(workdir)
+    print(f"sweep: {args.sizes} sizes x 3 domains x {args.ratios} ratios x {args.budgets} budgets: "
+          f"{len(train)} training jobs, {n_art} artifacts; in-process config load {cfg_s:.2f} s, "
+          f"plan build {plan_s:.2f} s")
+    compare("training", workdir, train)
+    if args.full:
+        compare("full", workdir, [])
+    one, out = timed([PY, __file__, "--child-one", str(workdir), train[len(train) // 2]], REPO)
+    parts = json.loads(out.splitlines()[-1])
+    print(f"[one job] parse {parts['parse_s']:.2f} s + one-job DAG {parts['dag_s']:.2f} s = "
+          f"{parts['parse_s'] + parts['dag_s']:.2f} s (target <= 1 s; snakemake import "
+          f"{parts['import_s']:.2f} s; whole subprocess {one:.2f} s)")
+    sm, _ = timed([SNAKEMAKE, train[len(train) // 2], "-n", "--quiet", "--cores", "1", "--snakefile",
+                   str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", "sweep.yaml"],
+                  workdir)
+    print(f"[one job] `snakemake -n --quiet <one artifact>` wall: {sm:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ RES = CFG["results_dir"]
 wildcard_constraints:
     key=KEY_PATTERN,
     name=r"[A-Za-z0-9_.+=-]+",
-    domain=r"[a-z][a-z0-9_]*",
+    domain="|".join(PLAN.domains),
 
 
 include: "rules/common.smk"

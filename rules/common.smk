@@ -1,5 +1,16 @@
 # Shared helpers of the workflow: artifact path patterns, spec and param lookups, the default targets.
+import inspect
+
+from snakemake.common import overwrite_function_params
+
 from cpt_scaling.keys import canonical_json
+
+
+def fixed_signature(func):
+    """Compute an input function's signature once: Snakemake otherwise inspects it for every job, about a
+    tenth of building the DAG of a 10,000-job sweep (bench/bench_dag.py)."""
+    overwrite_function_params(func, inspect.signature(func).parameters)
+    return func
 
 
 def artifact_pattern(stage, filename):
@@ -11,28 +22,42 @@ def log_pattern(stage):
     return f"logs/{stage}/{{name}}-{{key}}.log"
 
 
+@fixed_signature
 def inputs_of(wildcards):
     """Upstream files of the artifact named by the wildcards."""
     return list(PLAN.artifact(wildcards.key).inputs)
 
 
+@fixed_signature
 def job_of(wildcards):
     return PLAN.job_json(wildcards.key)
 
 
+@fixed_signature
 def spec_of(wildcards):
     return canonical_json(PLAN.artifact(wildcards.key).spec)
 
 
 def train_resource(name):
     """Input function of one SLURM resource of a training job, from the cost model (cpt_scaling.resources)."""
-    return lambda wildcards: PLAN.train_resources(wildcards.key)[name]
+    return fixed_signature(lambda wildcards: PLAN.train_resources(wildcards.key)[name])
 
 
 # Resources of training jobs: memory, runtime limit, CPUs; GPUs (gres) only when cost.gpus_per_job > 0; nodes,
 # tasks and the srun launcher when cost.nodes_per_job > 1; partition/account/... when the config's cluster sets them.
 TRAIN_RESOURCES = {name: train_resource(name) for name in PLAN.train_resource_names()}
 
-FIGURES = [f"{RES}/figures/dcpt_{d}.pdf" for d in PLAN.domains] + [f"{RES}/figures/chinchilla.pdf"]
-TABLES = [f"{RES}/tables/eval.csv"]
+def study_figures(plan):
+    """Every figure of the sweep's studies, by name (README lists them)."""
+    figs = [f"{RES}/figures/chinchilla_{w}.pdf" for w in ("fit", "frontier")]
+    for d in plan.domains:
+        figs += [f"{RES}/figures/dcpt_{d}.pdf", f"{RES}/figures/dcpt_fit_{d}.pdf"]
+    for d in plan.specialization_domains:
+        figs += [f"{RES}/figures/specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute")]
+    for d in plan.split_domains:
+        figs += [f"{RES}/figures/split_{w}_{d}.pdf" for w in ("fraction", "optimal")]
+    return figs
 
+
+FIGURES = study_figures(PLAN)
+TABLES = [f"{RES}/tables/eval.csv"]

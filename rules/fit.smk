@@ -1,14 +1,17 @@
-# Stage "fit": scaling-law fits with bootstrap intervals and held-out error.
+# Stage "fit": scaling-law fits with bootstrap intervals, held-out error and the decisions they answer.
 
 
 rule fit_dcpt:
     input:
-        lambda wc: PLAN.dcpt_evals(wc.domain),
+        evals=lambda wc: PLAN.dcpt_evals(wc.domain),
+        manifest=lambda wc: PLAN.shards[wc.domain].output,
     output:
         law=f"{RES}/laws/dcpt_{{domain}}.json",
-        points=f"{RES}/tables/dcpt_{{domain}}_points.csv",
+        points=f"{RES}/tables/dcpt_points_{{domain}}.csv",
+        usages=f"{RES}/tables/dcpt_usages_{{domain}}.csv",
     params:
         fit=canonical_json(CFG["fit"]),
+        study=canonical_json(CFG["studies"]["dcpt"]),
     log:
         "logs/results/fit_dcpt_{domain}.log",
     conda:
@@ -19,14 +22,51 @@ rule fit_dcpt:
 
 rule fit_chinchilla:
     input:
-        PLAN.pretrain_evals(),
+        evals=PLAN.pretrain_evals(),
     output:
         law=f"{RES}/laws/chinchilla.json",
         points=f"{RES}/tables/chinchilla_points.csv",
+        frontier=f"{RES}/tables/chinchilla_frontier.csv",
     params:
         fit=canonical_json(CFG["fit"]),
     log:
         "logs/results/fit_chinchilla.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/fit.py"
+
+
+rule fit_specialization:
+    input:
+        evals=lambda wc: PLAN.specialization_evals(wc.domain),
+    output:
+        law=f"{RES}/laws/specialization_{{domain}}.json",
+        table=f"{RES}/tables/specialization_{{domain}}.csv",
+        compute=f"{RES}/tables/specialization_compute_{{domain}}.csv",
+    params:
+        fit=canonical_json(CFG["fit"]),
+        study=canonical_json(CFG["studies"]["specialization"]),
+    log:
+        "logs/results/fit_specialization_{domain}.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/fit.py"
+
+
+rule fit_split:
+    input:
+        evals=lambda wc: PLAN.split_evals(wc.domain),
+    output:
+        law=f"{RES}/laws/split_{{domain}}.json",
+        points=f"{RES}/tables/split_points_{{domain}}.csv",
+        decisions=f"{RES}/tables/split_decisions_{{domain}}.csv",
+    params:
+        fit=canonical_json(CFG["fit"]),
+        study=canonical_json(CFG["studies"]["split"]),
+    log:
+        "logs/results/fit_split_{domain}.log",
     conda:
         "../envs/cpt-scaling.yaml"
     script:

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from workflow_utils import REPO, run_snakemake
 
 

@@ -37,7 +37,7 @@ def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
     # Qwen2.5 model cards: (layers, width, heads, kv heads, MLP width, embedding rows).
     sizes = [(28, 1536, 12, 2, 8960, 151936), (36, 2048, 16, 2, 11008, 151936),
              (28, 3584, 28, 4, 18944, 152064), (48, 5120, 40, 8, 13824, 152064)]
-    budgets = [1_000_000_000, 2_000_000_000, 5_000_000_000, 10_000_000_000]
+    budgets = [steps * 512 * 4096 for steps in (500, 1000, 2500, 5000)]  # optimizer steps x tokens/step
     runs_per_budget = 3 * 8 + 1  # 3 domains x 8 non-zero ratios, plus one shared ratio-0 run
     T, peak, mfu = 4096, 9.89e14, 0.4
     flops = sum(runs_per_budget * D * hand_flops_per_token(*s, T) for s in sizes for D in budgets)

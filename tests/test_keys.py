@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_utils import REPO
 
 from cpt_scaling.config import normalise_config
 from cpt_scaling.errors import InputError
 from cpt_scaling.keys import DigestCache, key_of
 from cpt_scaling.plan import build_plan
-from workflow_utils import REPO
 
 
 @pytest.fixture

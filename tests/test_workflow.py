@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_utils import planned_jobs, run_snakemake
 
 from cpt_scaling.config import load_config
 from cpt_scaling.plan import build_plan
-from workflow_utils import planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ def new_artifacts(workdir: Path, old: str, new: str) -> set[str]:
 
 def test_finished_run_has_products_and_nothing_left(micro_run: Path) -> None:
     for product in ["results/figures/dcpt_legal.pdf", "results/figures/dcpt_medical.pdf",
-                    "results/figures/chinchilla.pdf", "results/tables/eval.csv", "results/laws/dcpt_legal.json"]:
+                    "results/figures/chinchilla_fit.pdf", "results/tables/eval.csv", "results/laws/dcpt_legal.json"]:
         assert (micro_run / product).stat().st_size > 0, product
     for spec in (micro_run / "artifacts").glob("*/*/"):
         assert (spec / "spec.json").is_file(), f"{spec} has no spec.json"
@@ -61,7 +61,7 @@ def test_changing_one_domain_reruns_only_that_domain(micro_copy: Path) -> None:
     keyed = {out for rule, out in jobs if out.startswith("artifacts/")}
     assert keyed == {p for p in expected}
     aggregates = sorted(rule for rule, out in jobs if not out.startswith("artifacts/"))
-    assert aggregates == ["all", "eval_table", "figure_dcpt", "fit_dcpt"]
+    assert aggregates == ["all", "eval_table", "figures_dcpt", "fit_dcpt"]
     assert [out for rule, out in jobs if rule == "fit_dcpt"] == ["results/laws/dcpt_legal.json"]
     assert not any("medical" in out for _, out in jobs)
 
@@ -85,7 +85,7 @@ def test_revert_after_running_a_change_recomputes_nothing_keyed(micro_copy: Path
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = planned_jobs(micro_copy, "micro.yaml")
     assert all(not out.startswith("artifacts/") for _, out in jobs), jobs
-    assert {rule for rule, _ in jobs} <= {"all", "eval_table", "fit_dcpt", "figure_dcpt"}
+    assert {rule for rule, _ in jobs} <= {"all", "eval_table", "fit_dcpt", "figures_dcpt"}
 
 
 @pytest.mark.parametrize(

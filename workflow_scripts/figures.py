@@ -1,14 +1,18 @@
-"""Adaptor for rules/figures.smk: draw one figure from a law and its points."""
+"""Adaptor for rules/figures.smk: draw one study's figures from its laws and tables."""
 
 from pathlib import Path
 
 from cpt_scaling.adaptor import rule_job
-from cpt_scaling.figures import plot_chinchilla, plot_dcpt
+from cpt_scaling.figures import chinchilla, dcpt, specialization, split
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
+DRAW = {
+    "figures_dcpt": dcpt.draw,
+    "figures_chinchilla": chinchilla.draw,
+    "figures_specialization": specialization.draw,
+    "figures_split": split.draw,
+}
+
 with rule_job(smk):
-    if smk.rule == "figure_dcpt":
-        plot_dcpt(Path(smk.input.law), Path(smk.input.points), Path(smk.output.pdf))
-    else:
-        plot_chinchilla(Path(smk.input.law), Path(smk.input.points), Path(smk.output.pdf))
+    DRAW[smk.rule]({k: Path(v) for k, v in smk.input.items()}, {k: Path(v) for k, v in smk.output.items()})

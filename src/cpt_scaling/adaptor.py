@@ -39,5 +39,8 @@ def rule_job(smk: Any) -> Iterator[dict[str, Any]]:
         log.error("%s", exc)
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
+    except Exception:
+        log.exception("rule %s failed", smk.rule)
+        raise
     if hasattr(smk.params, "spec") and hasattr(smk.output, "spec"):
         write_text(smk.output.spec, json.dumps(json.loads(smk.params.spec), indent=2, sort_keys=True) + "\n")

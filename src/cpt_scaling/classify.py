@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cpt_scaling.atomic import atomic_dir, atomic_path, write_json
+from cpt_scaling.classify_report import plot_confusion, plot_thresholds, threshold_report
 from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.errors import InputError
+from cpt_scaling.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -25,28 +28,19 @@ ROW_GROUP_ROWS = 65536
 LOG_EVERY_DOCS = 100_000
 
 
-# One character class per token: anything but a word character (letter, number, combining mark, format
-# character, underscore), a separator or a control character; control characters are matched by the second
-# branch, where the empty group turns them into spaces.
-_SPLIT_OFF = r"([^\p{L}\p{N}\p{M}\p{Cf}_\p{Z}\p{Cc}])|\p{Cc}"
-
-
 def preprocess_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     """Vectorised ``preprocess`` (Arrow compute, C++) over a string array."""
-    lowered = pc.utf8_lower(texts)
-    spaced = pc.replace_substring_regex(lowered, _SPLIT_OFF, r" \1 ")
-    return pc.binary_join(pc.utf8_split_whitespace(pc.utf8_trim_whitespace(spaced)), " ")
+    return pc.replace_substring(pc.utf8_lower(texts), "\n", " ")
 
 
 def preprocess(text: str) -> str:
-    """Normalise text to one fastText line.
+    """Normalise text to one fastText line, the same way for training and prediction.
 
-    Rule: lowercase (Unicode); every punctuation or symbol character (anything that is not a letter, number,
-    combining mark, format character, underscore, separator or control character) becomes a token of its own
-    by putting spaces around it; control characters (newlines, tabs, NUL, ...) become spaces; then every run
-    of whitespace becomes one space, with none at either end. Example: ``"It's U.S.-made!\n"`` ->
-    ``"it ' s u . s . - made !"``. One call costs milliseconds (regex setup): for many texts use
-    ``preprocess_array``, which gives identical lines.
+    Rule: lowercase (Unicode, Arrow's ``utf8_lower``), and every newline becomes a space (fastText reads a
+    newline as the end of the document). Nothing else: fastText's own tokenizer splits words on whitespace
+    (space, tab, vertical tab, form feed, carriage return, NUL), so punctuation stays attached to its word.
+    Example: ``"It's U.S.-made!\n"`` -> ``"it's u.s.-made! "``. For many texts use ``preprocess_array``, which
+    gives identical lines.
     """
     return preprocess_array(pa.array([text], pa.string()))[0].as_py()
 
@@ -144,7 +138,11 @@ def train_classifier(
     id_column: str = "id",
     bucket: int = 200_000,
 ) -> dict[str, Any]:
-    """Train a fastText classifier on labelled seeds; write ``model.bin`` and ``metrics.json`` in ``out_dir``.
+    """Train a fastText classifier on labelled seeds and write its directory ``out_dir`` (atomically).
+
+    Files: ``model.bin``; ``metrics.json`` (validation per-label precision/recall/F1, macro-F1, accuracy,
+    confusion matrix, label counts, parameters); ``confusion.pdf``; ``thresholds.json`` and ``thresholds.pdf``
+    (yield and precision per label over a grid of score thresholds, see ``classify_report``).
 
     Labels are the keys of ``seed_files``. A document goes to validation when the first 8 hex digits of its
     sha256, read as a fraction of 2**32, fall below ``validation_fraction``. Training lines are shuffled
@@ -190,15 +188,21 @@ def train_classifier(
             verbose=0,
         )
         train_txt.unlink()
-        pred = _top_labels(model, [line for _, line in val])[0] if val else []
-        metrics = _metrics(labels, [lab for lab, _ in val], pred)
+        pred, scores = _top_labels(model, [line for _, line in val]) if val else ([], np.empty(0, np.float32))
+        truth = [lab for lab, _ in val]
+        metrics = _metrics(labels, truth, pred)
         metrics["label_counts"] = {
             "train": {lab: sum(1 for t, _ in train if t == lab) for lab in labels},
-            "validation": {lab: sum(1 for t, _ in val if t == lab) for lab in labels},
+            "validation": {lab: truth.count(lab) for lab in labels},
+            "predicted": {lab: pred.count(lab) for lab in labels},
         }
         metrics["params"] = params
         model.save_model(str(tmp / "model.bin"))
         write_json(tmp / "metrics.json", metrics)
+        thresholds = threshold_report(labels, truth, pred, scores)
+        write_json(tmp / "thresholds.json", thresholds)
+        plot_confusion(metrics, tmp / "confusion.pdf")
+        plot_thresholds(thresholds, tmp / "thresholds.pdf")
     log.info("classifier validation macro-F1 %s on %d documents", metrics["macro_f1"], len(val))
     return metrics
 
@@ -236,14 +240,15 @@ def classify_file(
     next_log = LOG_EVERY_DOCS
     pending: list[pa.RecordBatch] = []
     n_pending = 0
+    batches = iter_document_batches(pool_file, text_column=text_column, id_column=id_column, batch_size=batch_size)
+    # The reader thread decompresses, parses and preprocesses the next batch while fastText predicts this one.
+    ahead = prefetch((batch, preprocess_array(batch.column("text")).to_pylist()) for batch in batches)
     with (
         atomic_path(out_parquet) as tmp,
         pq.ParquetWriter(tmp, CLASSIFIED_SCHEMA, compression="zstd") as writer,
     ):
-        for batch in iter_document_batches(
-            pool_file, text_column=text_column, id_column=id_column, batch_size=batch_size
-        ):
-            names, probs = _top_labels(model, preprocess_array(batch.column("text")).to_pylist())
+        for batch, lines in ahead:
+            names, probs = _top_labels(model, lines)
             n_chars = pc.utf8_length(batch.column("text")).cast(pa.int32())
             pending.append(
                 pa.RecordBatch.from_arrays(
@@ -254,8 +259,8 @@ def classify_file(
             n_pending += batch.num_rows
             if n_pending >= ROW_GROUP_ROWS:
                 n_pending = _flush(writer, pending, keep_tail=True)
-            for name in names:
-                counts[name] = counts.get(name, 0) + 1
+            for name, n in Counter(names).items():
+                counts[name] = counts.get(name, 0) + n
             n_docs += batch.num_rows
             if n_docs >= next_log:
                 log.info("classified %d documents of %s", n_docs, pool_file)

@@ -7,19 +7,18 @@ Bad input raises ``InputError`` naming the file and, where it applies, the line 
 
 from __future__ import annotations
 
-import gzip
+import functools
 import hashlib
-import json
 import logging
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cpt_scaling.errors import InputError
+from cpt_scaling.jsonl_io import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -64,84 +63,26 @@ def iter_document_batches(
     where = str(path)
     if not path.exists():
         raise InputError(where, "file not found")
+    norm = functools.partial(
+        _normalise, where=where, text_column=text_column, id_column=id_column, extra_columns=extra_columns
+    )
+    batches: Iterator[pa.RecordBatch]
     if path.is_dir():
-        raw = _iter_hf_dataset(path, batch_size)
+        batches = (norm(t, row, label) for t, row, label in _iter_hf_dataset(path, batch_size))
     elif path.name.endswith((".jsonl", ".jsonl.gz")):
-        raw = _iter_jsonl(path, batch_size, text_column)
+        batches = iter_jsonl(path, batch_size, text_column, norm)
     elif path.suffix == ".parquet":
-        raw = _iter_parquet(path, batch_size)
+        batches = (norm(t, row, label) for t, row, label in _iter_parquet(path, batch_size))
     else:
         expected = ".jsonl, .jsonl.gz, .parquet or a datasets directory"
         raise InputError(where, f"unsupported format (expected {expected})")
     n_docs = 0
-    for table, first_row, row_label in raw:
-        yield _normalise(table, where, first_row, row_label, text_column, id_column, extra_columns)
-        n_docs += table.num_rows
+    for batch in batches:
+        yield batch
+        n_docs += batch.num_rows
     if n_docs == 0:
         raise InputError(where, "no documents in file")
     log.debug("read %d documents from %s", n_docs, path)
-
-
-def _iter_jsonl(path: Path, batch_size: int, text_column: str) -> Iterator[tuple[pa.Table, int, str]]:
-    """Parse JSON lines (skipping blank lines) into tables of ``batch_size`` records."""
-    where = str(path)
-    opener: Any = gzip.open if path.name.endswith(".gz") else open
-    records: list[dict[str, Any]] = []
-    first_line = 1
-    lineno = 0
-    try:
-        with opener(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(where, f"line {lineno}: not valid UTF-8 ({exc.reason})") from None
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(where, f"line {lineno}: invalid JSON ({exc.msg})") from None
-                if not isinstance(rec, dict):
-                    kind = type(rec).__name__
-                    raise InputError(where, f"line {lineno}: expected a JSON object, got {kind}")
-                text = rec.get(text_column)
-                if text is not None and not isinstance(text, str):
-                    kind = type(text).__name__
-                    problem = f"text column {text_column!r} holds a {kind}, not a string"
-                    raise InputError(where, f"line {lineno}: {problem}")
-                if not records:
-                    first_line = lineno
-                records.append(rec)
-                if len(records) >= batch_size:
-                    yield _records_table(records, where, first_line), first_line, "line"
-                    records = []
-    except (OSError, EOFError, zlib.error) as exc:
-        problem = f"cannot read (corrupt or truncated file?) near line {lineno + 1}: {exc}"
-        raise InputError(where, problem) from None
-    if records:
-        yield _records_table(records, where, first_line), first_line, "line"
-
-
-def _records_table(records: list[dict[str, Any]], where: str, first_line: int) -> pa.Table:
-    """Turn parsed JSON objects into a table, one column per key seen (missing keys become null)."""
-    keys: dict[str, None] = {}
-    for rec in records:
-        keys.update(dict.fromkeys(rec))
-    columns: dict[str, pa.Array] = {}
-    for key in keys:
-        values = [rec.get(key) for rec in records]
-        try:
-            columns[key] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            # Mixed types (e.g. int and str ids): keep them as strings (texts were checked to be strings).
-            columns[key] = pa.array([None if v is None else _as_str(v) for v in values], pa.string())
-    return pa.table(columns)
-
-
-def _as_str(value: Any) -> str:
-    """String form of a JSON value (JSON text for non-strings)."""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _iter_parquet(path: Path, batch_size: int) -> Iterator[tuple[pa.Table, int, str]]:
@@ -180,14 +121,19 @@ def _iter_hf_dataset(path: Path, batch_size: int) -> Iterator[tuple[pa.Table, in
 
 def _normalise(
     table: pa.Table,
-    where: str,
     first_row: int,
     row_label: str,
+    *,
+    where: str,
     text_column: str,
     id_column: str,
     extra_columns: Sequence[str],
 ) -> pa.RecordBatch:
-    """Validate one raw batch and return it as ``doc_id``, ``text`` (+ extra columns present)."""
+    """Validate one raw batch and return it as ``doc_id``, ``text`` (+ extra columns present).
+
+    ``first_row`` numbers the table's first row in the file's own terms (``row_label``: a 0-based Parquet or
+    dataset row, or a 1-based JSONL line) so that an error can point at it.
+    """
     if text_column not in table.column_names:
         columns = sorted(table.column_names)
         raise InputError(where, f"missing text column {text_column!r} (columns: {columns})")
@@ -200,19 +146,20 @@ def _normalise(
         text.validate(full=True)
     except pa.ArrowInvalid as exc:
         raise InputError(where, f"text column {text_column!r} is not valid UTF-8: {exc}") from None
-    texts = text.to_pylist()
-    for i, value in enumerate(texts):
-        if value is None or not value.strip():
-            what = "null" if value is None else "empty"
-            raise InputError(where, f"{row_label} {first_row + i}: {what} text in column {text_column!r}")
+    blank = pc.or_(pc.equal(pc.utf8_length(text), 0), pc.utf8_is_space(text))
+    bad = pc.fill_null(blank, True)
+    if pc.any(bad).as_py():
+        i = pc.index(bad, True).as_py()
+        what = "null" if text[i].as_py() is None else "empty"
+        raise InputError(where, f"{row_label} {first_row + i}: {what} text in column {text_column!r}")
     if id_column in table.column_names:
         ids = table.column(id_column).combine_chunks()
         if ids.null_count:
-            bad = ids.is_null().to_pylist().index(True)
-            raise InputError(where, f"{row_label} {first_row + bad}: null id in column {id_column!r}")
+            bad_id = pc.index(ids.is_null(), True).as_py()
+            raise InputError(where, f"{row_label} {first_row + bad_id}: null id in column {id_column!r}")
         ids = ids.cast(pa.string())
     else:
-        ids = pa.array([doc_hash(t)[:16] for t in texts], pa.string())
+        ids = pa.array([doc_hash(t)[:16] for t in text.to_pylist()], pa.string())
     arrays = [ids, text]
     names = ["doc_id", "text"]
     for name in extra_columns:

@@ -223,6 +223,45 @@ class Plan:
                         run = self._cpt_run(size, model, base, domain, ratio, tokens, optimizer, common)
                         self.cpt[(size, domain, ratio, tokens)] = run
                         self.size_of[run.key] = size
+        self._split_stage(optimizer, common)
+
+    def _split_stage(self, optimizer: dict[str, Any], common: dict[str, Any]) -> None:
+        """Split study: every pretraining checkpoint D branched into specialisation runs of D' tokens per domain.
+        The branch from the final checkpoint with a D-CPT budget is the D-CPT run itself (same key)."""
+        self.split: dict[tuple[str, str, int, int], Artifact] = {}
+        study = self.cfg["studies"]["split"]
+        if not study["enabled"]:
+            return
+        spec_tokens = study["spec_tokens"] or self.cfg["cpt"]["tokens"]
+        for size, pre in self.pretrain.items():
+            model = pre.job["model"]
+            final = pre.job["checkpoint_tokens"][-1]
+            for branch in pre.job["checkpoint_tokens"]:
+                base = self.base_init[size] if branch == final else {
+                    "spec": {"pretrain": pre.key, "branch_tokens": branch},
+                    "init": {"kind": "run", "run_dir": pre.dir, "tokens": branch}, "inputs": (pre.output,),
+                    "label": f"-p{branch}"}
+                for domain in self.split_domains:
+                    for tokens in spec_tokens:
+                        run = self._cpt_run(size, model, base, domain, study["ratio"], tokens, optimizer, common)
+                        self.split[(size, domain, branch, tokens)] = run
+                        self.size_of[run.key] = size
+
+    @property
+    def split_domains(self) -> list[str]:
+        study = self.cfg["studies"]["split"]
+        if not study["enabled"]:
+            return []
+        return [d for d in self.domains if study["domains"] is None or d in study["domains"]]
+
+    @property
+    def specialization_domains(self) -> list[str]:
+        """Domains whose sweep has both a ratio-0 (generalist) and the specialist ratio."""
+        study = self.cfg["studies"]["specialization"]
+        if not study["enabled"]:
+            return []
+        wanted = {0.0, study["specialist_ratio"]}
+        return [d for d, c in self.cfg["domains"].items() if wanted <= set(c["ratios"])]
 
     def _cpt_run(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
                  tokens: int, optimizer: dict[str, Any], common: dict[str, Any]) -> Artifact:
@@ -237,7 +276,7 @@ class Plan:
                                                         self._step_tokens())}
         stable = {k: v for k, v in job.items() if k not in ("general_shards", "domain_shards", "init")}
         label = domain if dom else "general"
-        name = f"cpt-{size}-{label}-{ratio_label(ratio)}-d{tokens}"
+        name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"
         inputs = (*base["inputs"], general.output, *((dom.output,) if dom else ()))
         return self._train_artifact(
             name, {"job": stable, "base": base["spec"], "general": general.key, "domain": dom.key if dom else None},
@@ -265,6 +304,12 @@ class Plan:
             else:  # shared by every domain: one job per suite keeps domains independent
                 self._eval(run, [domain], meta)
                 self._eval(run, [GENERAL], meta)
+
+        for (size, domain, branch, tokens), run in self.split.items():
+            final = branch == self.pretrain[size].job["checkpoint_tokens"][-1]
+            meta = {"kind": "cpt" if final else "split", "size": size, "N": self.n_params(size), "domain": domain,
+                    "ratio": self.cfg["studies"]["split"]["ratio"], "budget": tokens, "pretrain_tokens": branch}
+            self._eval(run, [domain, GENERAL], meta)
 
     def _eval(self, run: Artifact, corpora: list[str], meta: dict[str, Any]) -> Artifact:
         """Loss of every checkpoint of ``run`` on the held-out suites of ``corpora`` (one job, one model load)."""
@@ -300,6 +345,20 @@ class Plan:
         runs = {self.cpt[k].key for k in wanted} | {a.key for a in self.pretrain.values()}
         return sorted(a.output for a in self.evals.values()
                       if a.spec["run"] in runs and set(a.job["corpora"]) & {domain, GENERAL})
+
+    def _evals_of_runs(self, runs: set[str], corpora: set[str]) -> list[str]:
+        return sorted(a.output for a in self.evals.values()
+                      if a.spec["run"] in runs and set(a.job["corpora"]) & corpora)
+
+    def specialization_evals(self, domain: str) -> list[str]:
+        """Eval tables of the specialisation study: base models, generalist (r=0) and specialist runs."""
+        ratios = {0.0, self.cfg["studies"]["specialization"]["specialist_ratio"]}
+        runs = {a.key for (_, d, r, _), a in self.cpt.items() if d == domain and r in ratios}
+        return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
+
+    def split_evals(self, domain: str) -> list[str]:
+        """Eval tables of the split study: every branch of every pretraining checkpoint for the domain."""
+        return self._evals_of_runs({a.key for (_, d, _, _), a in self.split.items() if d == domain}, {domain})
 
     def pretrain_evals(self) -> list[str]:
         return sorted(a.output for a in self.evals.values()

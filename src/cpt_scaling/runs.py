@@ -9,16 +9,22 @@ from typing import Any
 from cpt_scaling.errors import InputError
 
 
-def final_checkpoint(run_dir: str | Path) -> Path:
-    """The final checkpoint directory of a finished run (from its ``checkpoints.json``)."""
+def run_checkpoint(run_dir: str | Path, tokens: int | None = None) -> Path:
+    """A finished run's checkpoint directory: the one at ``tokens``, or the final one (``checkpoints.json``)."""
     index = Path(run_dir) / "checkpoints.json"
     if not index.is_file():
         raise InputError(str(index), "run has no checkpoints.json (is the run finished?)")
-    return Path(run_dir) / json.loads(index.read_text())["final"]
+    listing = json.loads(index.read_text())
+    if tokens is None:
+        return Path(run_dir) / listing["final"]
+    for ckpt in listing["checkpoints"]:
+        if ckpt["tokens"] == tokens:
+            return Path(run_dir) / ckpt["path"]
+    raise InputError(str(index), f"run has no checkpoint at {tokens} tokens")
 
 
 def resolve_init(init: dict[str, Any]) -> dict[str, Any]:
     """Turn a plan's ``{"kind": "run", "run_dir": ...}`` into the trainer's ``{"kind": "checkpoint", ...}``."""
     if init["kind"] == "run":
-        return {"kind": "checkpoint", "path": str(final_checkpoint(init["run_dir"]))}
+        return {"kind": "checkpoint", "path": str(run_checkpoint(init["run_dir"], init.get("tokens")))}
     return init

@@ -1,0 +1,80 @@
+"""D-CPT Law figures: loss against the mixture ratio for several budgets, and predicted vs observed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cpt_scaling.figures.style import colors, held_out_sizes, marker, plt, read_json, save, size_label
+from cpt_scaling.laws import predict
+
+TARGETS = ("domain", "general")
+
+
+def _final_points(pts: pd.DataFrame) -> pd.DataFrame:
+    return pts[pts["D"] == pts.groupby(["N", "ratio", "budget"])["D"].transform("max")]
+
+
+def build_ratio_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
+    """Domain and general loss against the domain ratio r: for each size, every checkpoint budget D as a curve
+    of the fitted L3 law, measured points as circles (stars for a held-out size)."""
+    domain = law["domain"]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), constrained_layout=True)
+    ns = sorted(points["N"].unique())
+    grid = np.linspace(0.0, 1.0, 101)
+    for ax, target in zip(axes, TARGETS, strict=True):
+        fit = law[f"{target}_loss"]
+        held = held_out_sizes(fit)
+        pts = points[points["target"] == target]
+        ds = sorted(pts["D"].unique())
+        shown_ds = ds if len(ds) <= 3 else [ds[0], ds[len(ds) // 2], ds[-1]]
+        for color, n in zip(colors(len(ns)), ns, strict=True):
+            for k, d in enumerate(shown_ds):
+                r = grid if target == "domain" else 1.0 - grid
+                curve = predict(fit, pd.DataFrame({"N": n, "D": d, "r": r}))
+                alpha = 0.35 + 0.65 * (k + 1) / len(shown_ds)
+                label = f"{size_label(n)}, D={d:,.0f}"
+                ax.plot(grid, curve, color=color, lw=1.1, alpha=alpha, label=label)
+                rows = pts[(pts["N"] == n) & (pts["D"] == d)]
+                ax.scatter(rows["ratio"], rows["loss"], color=color, alpha=alpha, **marker(n in held))
+            for b in law.get("base", {}).values():
+                if b["N"] == n:
+                    ax.axhline(b[f"{target}_loss"], color=color, ls=":", lw=0.8)
+        ax.set_xlabel(f"{domain} mixture ratio r")
+        ax.set_ylabel(f"held-out {domain if target == 'domain' else 'general'} loss (nats/token)")
+        heldout = fit.get("heldout", {}).get("mean_rel_error")
+        extra = f", held-out err {100 * heldout:.2f}%" if heldout is not None else ""
+        ax.set_title(f"{target} loss: L3 fit R²={fit['r2']:.3f}{extra}", fontsize=9)
+    axes[0].legend(fontsize=6, ncol=1)
+    fig.suptitle(f"D-CPT Law for '{domain}' (dotted: base model; ★ held-out size)")
+    return fig
+
+
+def build_fit_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
+    """Predicted against observed loss for both fits, held-out points as stars."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.4), constrained_layout=True)
+    for ax, target in zip(axes, TARGETS, strict=True):
+        fit = law[f"{target}_loss"]
+        pts = points[points["target"] == target]
+        pred = predict(fit, pts[["N", "D", "r"]])
+        held = pts["N"].isin(held_out_sizes(fit)).to_numpy()
+        ax.scatter(pts["loss"][~held], pred[~held], color="tab:blue", label="fitted", **marker(False))
+        if held.any():
+            ax.scatter(pts["loss"][held], pred[held], color="tab:red", label="held out", **marker(True))
+        lo, hi = float(min(pts["loss"].min(), pred.min())), float(max(pts["loss"].max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls="--")
+        ax.set_xlabel(f"observed {target} loss")
+        ax.set_ylabel(f"predicted {target} loss")
+        ax.set_title(f"{target} loss (RMSE {fit['rmse']:.4f})", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"D-CPT Law for '{law['domain']}': predicted vs observed")
+    return fig
+
+
+def draw(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    law, points = read_json(inputs["law"]), pd.read_csv(inputs["points"])
+    save(build_ratio_figure(law, points), outputs["ratio"])
+    save(build_fit_figure(law, points), outputs["fit"])

@@ -1,0 +1,98 @@
+"""Specialisation vs size figures: best perplexity with power laws, SGER, forgetting, loss vs compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cpt_scaling.figures.style import colors, marker, plt, read_json, save, size_label
+from cpt_scaling.laws import predict
+
+ROLES = {"specialist": ("tab:red", "-"), "general": ("tab:blue", "--")}
+
+
+def build_ppl_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
+    """Best-checkpoint domain test perplexity against N for specialist and generalist, with ppl = k·N^p fits."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.5), constrained_layout=True)
+    n_grid = np.geomspace(table["N"].min() / 1.5, table["N"].max() * 3, 50)
+    for role, (color, ls) in ROLES.items():
+        rows = table[table["role"] == role]
+        fit = law.get(f"{role}_powerlaw")
+        label = role
+        if fit is not None:
+            p, ci = fit["params"]["p"], fit["ci"].get("p", [np.nan, np.nan])
+            ax.plot(n_grid, predict(fit, pd.DataFrame({"N": n_grid})), color=color, ls=ls)
+            label = f"{role}: p={p:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        ax.scatter(rows["N"], rows["perplexity"], color=color, label=label, **marker(False))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel(f"best {law['domain']} test perplexity")
+    ax.set_title(f"Specialist (r={law['specialist_ratio']:g}) vs general at matched compute", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
+    """SGER per specialist size: generalist compute to match the specialist's best perplexity, over its own."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
+    rows = pd.DataFrame(law["sger"], columns=["N_specialist", "sger", "extrapolated"])
+    if rows.empty:
+        ax.text(0.5, 0.5, law.get("note", "no SGER"), ha="center", va="center", fontsize=8, wrap=True,
+                transform=ax.transAxes)
+    ax.plot(rows["N_specialist"], rows["sger"], color="tab:purple", marker="o")
+    for _, r in rows[rows["extrapolated"].astype(bool)].iterrows():
+        ax.annotate("extrapolated", (r["N_specialist"], r["sger"]), fontsize=6, textcoords="offset points",
+                    xytext=(3, 3))
+    ax.axhline(1.0, color="gray", ls=":", lw=0.8)
+    if not rows.empty:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("specialist size N")
+    ax.set_ylabel("SGER = C_general / C_specialist")
+    ax.set_title(f"Compute a general model needs to match the '{law['domain']}' specialist", fontsize=9)
+    return fig
+
+
+def build_forgetting_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
+    """Forgetting (general test loss increase over the base model) against N."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
+    for role, (color, ls) in ROLES.items():
+        rows = table[table["role"] == role].sort_values("N")
+        ax.plot(rows["N"], rows["forgetting"], color=color, ls=ls, marker="o", label=role)
+    ax.axhline(0.0, color="gray", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("model size N")
+    ax.set_ylabel("forgetting: Δ general loss vs base (nats)")
+    ax.set_title(f"Forgetting on general text after '{law['domain']}' CPT", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def build_compute_figure(law: dict[str, Any], table: pd.DataFrame, optimal: pd.DataFrame) -> plt.Figure:
+    """Best size per compute budget for each role (from the checkpoints)."""
+    fig, ax = plt.subplots(figsize=(4.8, 3.4), constrained_layout=True)
+    for role, (color, ls) in ROLES.items():
+        rows = optimal[optimal["role"] == role]
+        ax.plot(rows["compute"], rows["loss"], color=color, ls=ls, label=f"{role}: best size per compute")
+        sizes = sorted(rows["N"].unique())
+        for c, n in zip(colors(len(sizes)), sizes, strict=True):
+            pts = rows[rows["N"] == n]
+            ax.scatter(pts["compute"], pts["loss"], color=c, **marker(False), label=f"{role} {size_label(n)}")
+    ax.set_xscale("log")
+    ax.set_xlabel("continued-pretraining compute 6ND (FLOPs)")
+    ax.set_ylabel(f"{law['domain']} test loss (nats/token)")
+    ax.set_title("Optimal model size per compute", fontsize=9)
+    ax.legend(fontsize=6)
+    return fig
+
+
+def draw(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    law, table = read_json(inputs["law"]), pd.read_csv(inputs["table"])
+    save(build_ppl_figure(law, table), outputs["ppl"])
+    save(build_sger_figure(law), outputs["sger"])
+    save(build_forgetting_figure(law, table), outputs["forgetting"])
+    save(build_compute_figure(law, table, pd.read_csv(inputs["compute"])), outputs["compute"])

@@ -1,0 +1,51 @@
+"""Shared plotting style and helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from cpt_scaling.atomic import atomic_path
+
+plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 150,
+                     "pdf.fonttype": 42, "legend.frameon": False})
+
+
+def size_label(n: float) -> str:
+    """A compact model-size label: N=2.6k, N=10M, N=7B."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"N={n / scale:.3g}{suffix}"
+    return f"N={n:.0f}"
+
+
+def colors(n: int, cmap: str = "viridis") -> np.ndarray:
+    return plt.get_cmap(cmap)(np.linspace(0.0, 0.85, max(n, 1)))
+
+
+def held_out_sizes(fit: dict[str, Any]) -> set[float]:
+    """Model sizes of the points a fit held out."""
+    return {float(p["N"]) for p in fit.get("points_held_out") or [] if "N" in p}
+
+
+def marker(held: bool) -> dict[str, Any]:
+    return {"marker": "*" if held else "o", "s": 55 if held else 20, "edgecolor": "black", "linewidth": 0.4,
+            "zorder": 3}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def save(fig: plt.Figure, out: Path) -> None:
+    """Write a figure as PDF atomically (no timestamps, so equal inputs give equal bytes)."""
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None})
+    plt.close(fig)

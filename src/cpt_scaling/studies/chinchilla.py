@@ -1,0 +1,44 @@
+"""Chinchilla study: E + A/N^α + B/D^β fitted to the pretraining runs' general loss, and its compute frontier."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cpt_scaling.atomic import write_json
+from cpt_scaling.config import GENERAL
+from cpt_scaling.decisions import chinchilla_compute_optimal
+from cpt_scaling.studies.common import fit_points, test_rows, write_csv
+from cpt_scaling.tables import read_eval_tables
+
+log = logging.getLogger(__name__)
+
+
+def chinchilla_points(df: pd.DataFrame) -> pd.DataFrame:
+    """General test loss of the pretraining runs at every checkpoint: columns size, N, D, loss."""
+    df = test_rows(df)
+    pre = df[(df["kind"] == "pretrain") & (df["suite"] == GENERAL) & (df["D"] > 0)]
+    return pre[["size", "N", "D", "loss"]].sort_values(["N", "D"]).reset_index(drop=True)
+
+
+def frontier(law: dict[str, Any], points: pd.DataFrame, n: int = 25) -> pd.DataFrame:
+    """Compute-optimal N*, D* and loss over budgets from the smallest run's compute to 10^4 times the largest."""
+    c = 6.0 * points["N"] * points["D"]
+    budgets = np.geomspace(float(c.min()), float(c.max()) * 1e4, n)
+    return pd.DataFrame([chinchilla_compute_optimal(law, float(b)) for b in budgets])
+
+
+def fit_chinchilla_study(eval_tables: list[Path], fit: dict[str, Any], law_out: Path, points_out: Path,
+                         frontier_out: Path) -> dict[str, Any]:
+    """Fit the Chinchilla form; write the law JSON, its points and the compute-optimal frontier."""
+    points = chinchilla_points(read_eval_tables(eval_tables))
+    log.info("fitting Chinchilla to %d points", len(points))
+    result = {"study": "chinchilla", **fit_points("chinchilla", points[["N", "D", "loss"]], fit)}
+    write_csv(points, points_out)
+    write_csv(frontier(result, points), frontier_out)
+    write_json(law_out, result)
+    return result

@@ -14,6 +14,7 @@ rule train:
     threads: CFG["training"]["threads"]
     resources:
         **TRAIN_RESOURCES,
+        processes_per_node=CFG["training"]["processes_per_node"],
     log:
         log_pattern("train"),
     benchmark:

@@ -3,12 +3,14 @@
 from pathlib import Path
 
 from cpt_scaling.adaptor import rule_job
+from cpt_scaling.launch import run_training
 from cpt_scaling.runs import resolve_init
-from cpt_scaling.trainer import train
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
 with rule_job(smk) as job:
     job["init"] = resolve_init(job["init"])
     job["threads"] = int(smk.threads)
-    train(job, Path(smk.output.checkpoints).parent)
+    run_training(job, Path(smk.output.checkpoints).parent,
+                 processes_per_node=int(smk.resources.get("processes_per_node", 1)),
+                 nodes=int(smk.resources.get("nodes", 1)))

@@ -127,6 +127,7 @@ def register_predict(subparsers: Subparsers) -> None:
 #: Subcommand registrars, in help order.
 REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict]
 REGISTRARS.append(__import__("cpt_scaling.cli_cost", fromlist=["_"]).register_cost)
+REGISTRARS.append(__import__("cpt_scaling.cli_train", fromlist=["_"]).register_train)
 
 
 def build_parser() -> argparse.ArgumentParser:

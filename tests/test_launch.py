@@ -1,0 +1,39 @@
+"""Multi-process launch: `cpt-scaling train` under torchrun (as the workflow starts it) matches one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+from tiny_shards import SEQ_LEN, make_shards, tiny_spec
+
+from cpt_scaling.launch import launch_command, run_training
+
+
+def test_single_node_command_uses_torchrun_standalone(tmp_path: Path) -> None:
+    cmd = launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=4, nodes=1)
+    assert "--standalone" in cmd and cmd[cmd.index("--nproc_per_node") + 1] == "4"
+    assert cmd[-6:] == ["cpt_scaling.cli", "train", "--spec", str(tmp_path / "s.json"), "--out", str(tmp_path / "o")]
+
+
+def test_multi_node_command_runs_one_torchrun_per_node_under_srun(tmp_path: Path) -> None:
+    cmd = launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=8, nodes=2)
+    assert cmd[:3] == ["srun", "--nodes=2", "--ntasks-per-node=1"]
+    assert cmd[cmd.index("--nnodes") + 1] == "2" and "--rdzv-backend" in cmd and "--standalone" not in cmd
+
+
+def test_two_processes_through_the_launcher_match_one(tmp_path: Path) -> None:
+    general = make_shards(tmp_path / "general", domain=False)
+    domain = make_shards(tmp_path / "domain", domain=True, seed=1)
+    spec = tiny_spec(general, domain, ratio=0.5, tokens=12 * 8 * SEQ_LEN, checkpoint_tokens=[],
+                     deepspeed={"zero_stage": 2})
+    run_training(spec, tmp_path / "two", processes_per_node=2)
+    run_training(spec, tmp_path / "one")
+    final = json.loads((tmp_path / "two" / "checkpoints.json").read_text())["final"]
+    assert final == json.loads((tmp_path / "one" / "checkpoints.json").read_text())["final"]
+    two = load_file(tmp_path / "two" / final / "model.safetensors")
+    one = load_file(tmp_path / "one" / final / "model.safetensors")
+    for name, tensor in one.items():
+        assert np.allclose(tensor.numpy(), two[name].numpy(), rtol=0, atol=1e-5), name

@@ -21,7 +21,7 @@ rule evaluate:
 
 rule eval_table:
     input:
-        PLAN.all_evals(),
+        lambda wc: PLAN.all_evals(),
     output:
         csv=f"{RES}/tables/eval.csv",
         parquet=f"{RES}/tables/eval.parquet",

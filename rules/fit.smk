@@ -22,7 +22,7 @@ rule fit_dcpt:
 
 rule fit_chinchilla:
     input:
-        evals=PLAN.pretrain_evals(),
+        evals=lambda wc: PLAN.pretrain_evals(),
     output:
         law=f"{RES}/laws/chinchilla.json",
         points=f"{RES}/tables/chinchilla_points.csv",

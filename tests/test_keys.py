@@ -38,7 +38,7 @@ def test_equivalent_configs_give_identical_keys(micro_cfg: dict) -> None:
     base = plan_keys(micro_cfg)
     spelled = copy.deepcopy(micro_cfg)
     spelled["optimizer"] = {"lr": "3e-3"}  # YAML 1.1 reads 3e-3 as a string; the default is 3.0e-3
-    spelled["classifier"]["epoch"] = 10.0
+    spelled["classifier"] = {"epoch": 25.0}  # the default, spelled as a float
     assert plan_keys(spelled) == base
     changed = copy.deepcopy(micro_cfg)
     changed["optimizer"] = {"lr": 1.0e-3}

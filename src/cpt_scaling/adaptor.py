@@ -2,7 +2,9 @@
 
 A rule's job parameters arrive as one canonical JSON string (``params.job``); its artifact spec (``params.spec``)
 is written to ``spec.json`` beside the artifact after the library call succeeds. Bad input becomes one clear error
-line and a non-zero exit instead of a traceback.
+line and a non-zero exit instead of a traceback. Temporaries that a killed earlier attempt of the same job left
+(library writes go to a hidden temp and are renamed into place) are removed first: Snakemake's lock makes this
+job the only writer of its outputs and of its keyed artifact directory.
 """
 
 from __future__ import annotations
@@ -10,21 +12,31 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from cpt_scaling.atomic import write_text
+from cpt_scaling.atomic import remove_stale_temps, write_text
 from cpt_scaling.errors import InputError
 from cpt_scaling.logs import setup_logging
 
 log = logging.getLogger("cpt_scaling")
 
 
+def _launch_rank() -> int:
+    """This process's rank in a torchrun or multi-task srun launch (0 when launched once)."""
+    return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
 @contextlib.contextmanager
 def rule_job(smk: Any) -> Iterator[dict[str, Any]]:
     """Set up logging and threads, yield the job dict, then write ``spec.json`` if the rule declares one."""
     setup_logging(smk.log[0] if smk.log else None)
+    if _launch_rank() == 0:  # one cleaner per job: other ranks of a multi-task launch may already be writing
+        keyed = "key" in dict(smk.wildcards.items())
+        remove_stale_temps(list(smk.output), [Path(smk.output[0]).parent] if keyed else [])
     try:
         import torch
 

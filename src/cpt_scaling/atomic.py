@@ -7,6 +7,7 @@ never leaves a half-written file or directory that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -56,6 +57,25 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_stale_temps(outputs: list[str | os.PathLike[str]], owned_dirs: list[str | os.PathLike[str]]) -> None:
+    """Delete temporaries a killed writer left behind (only call this for paths the caller alone writes).
+
+    For each output file, its hidden ``.<name>.*.tmp`` siblings; for each owned directory (a keyed artifact
+    directory), every hidden ``.*.tmp`` entry inside it and its own ``.<dirname>.*.tmp`` siblings.
+    """
+    stale: list[Path] = []
+    for out in map(Path, outputs):
+        stale += out.parent.glob(f".{glob.escape(out.name)}.*.tmp")
+    for owned in map(Path, owned_dirs):
+        stale += owned.glob(".*.tmp")
+        stale += owned.parent.glob(f".{glob.escape(owned.name)}.*.tmp")
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -227,7 +227,7 @@ def classify_file(
     *,
     text_column: str = "text",
     id_column: str = "id",
-    batch_size: int = 4096,
+    batch_size: int = 1024,
 ) -> dict[str, Any]:
     """Label every document of ``pool_file``; write (doc_id, domain, score, n_chars) Parquet in input order.
 

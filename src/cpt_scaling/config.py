@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import glob
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,44 @@ def _check_semantics(cfg: dict[str, Any], where: str) -> None:
                                     f"(training.batch_size x shards.seq_len = {step_tokens} tokens)")
 
 
+def _check_sweep_entries(cfg: dict[str, Any], where: str) -> None:
+    """Refuse duplicated sweep entries: one model under two size names, unknown split-study domains.
+
+    (Repeated ratios or token budgets in one list break the schema's ``uniqueItems``.) Two names for the same
+    architecture and base weights would be the same runs under two labels: the sweep would count them twice.
+    """
+    seen: dict[str, str] = {}
+    for name, size in cfg["models"]["sizes"].items():
+        identity = repr(sorted((k, v) for k, v in size.items() if k not in ("n_kv_heads", "vocab_size")))
+        if identity in seen:
+            raise InputError(where, f"models.sizes.{name}: duplicates models.sizes.{seen[identity]} (same "
+                                    "architecture and base checkpoint); list each model once")
+        seen[identity] = name
+    for domain in cfg["studies"]["split"]["domains"] or []:
+        if domain not in cfg["domains"]:
+            known = ", ".join(cfg["domains"])
+            raise InputError(where, f"studies.split.domains: '{domain}' is not one of the domains ({known})")
+
+
+def _check_paths(cfg: dict[str, Any], where: str) -> None:
+    """Local inputs named in config exist (unless a declared identity stands in) and output roots can be written."""
+    tok = cfg["tokenizer"]
+    if tok["path"] and not tok["path_id"] and not Path(tok["path"]).is_dir():
+        raise InputError(where, f"tokenizer.path: '{tok['path']}' is not a directory")
+    for name, size in cfg["models"]["sizes"].items():
+        ckpt = size.get("base_checkpoint")
+        if ckpt and not size.get("base_checkpoint_id") and not Path(ckpt).exists():
+            raise InputError(where, f"models.sizes.{name}.base_checkpoint: '{ckpt}' does not exist")
+    for key in ("artifacts_dir", "results_dir"):
+        existing = Path(cfg[key])
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise InputError(where, f"{key}: '{cfg[key]}' cannot be created: '{existing}' is not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise InputError(where, f"{key}: '{cfg[key]}' is not writable ('{existing}' is read-only)")
+
+
 def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate ``raw`` against the schema, fill defaults, cast types and expand data globs."""
     cfg = _fill_and_cast(copy.deepcopy(raw), load_schema())
@@ -132,6 +171,8 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
         raise InputError(where, f"{_key_path(err.absolute_path)}: {err.message}")
     _check_finite(cfg, where)
     _check_semantics(cfg, where)
+    _check_sweep_entries(cfg, where)
+    _check_paths(cfg, where)
     data = cfg["data"]
     data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}
     data["pool"] = expand_globs(data["pool"], where, "data.pool")

@@ -22,11 +22,18 @@ import pyarrow.json as pa_json
 
 from cpt_scaling.errors import InputError
 
+try:  # ISA-L's gzip decompresses about twice as fast as zlib; Arrow's own gzip stream is the fallback
+    from isal import igzip as _isal_gzip
+    from isal.isal_zlib import error as _IsalError
+except ImportError:  # pragma: no cover - isal is a dependency, but the reader works without it
+    _isal_gzip = None
+    _IsalError = zlib.error
+
 log = logging.getLogger(__name__)
 
 # Bytes per Arrow JSON block: a record longer than this falls back to the Python reader.
-JSON_BLOCK_BYTES = 16 << 20
-_FAST_PATH_ERRORS = (pa.ArrowException, InputError, OSError, EOFError, zlib.error, UnicodeDecodeError)
+JSON_BLOCK_BYTES = 4 << 20
+_FAST_PATH_ERRORS = (pa.ArrowException, InputError, OSError, EOFError, zlib.error, _IsalError, UnicodeDecodeError)
 
 # (raw table, first row or line number of that table, "row"/"line"/"record") -> validated batch
 Normalise = Callable[[pa.Table, int, str], pa.RecordBatch]
@@ -49,10 +56,9 @@ def iter_jsonl(path: Path, batch_size: int, text_column: str, normalise: Normali
 
 def _arrow_tables(path: Path, batch_size: int, text_column: str) -> Iterator[pa.Table]:
     """Arrow's streaming JSON reader, re-cut into tables of ``batch_size`` rows (the last one shorter)."""
-    compression = "gzip" if path.name.endswith(".gz") else None
     read_options = pa_json.ReadOptions(block_size=JSON_BLOCK_BYTES)
     parse_options = pa_json.ParseOptions(explicit_schema=pa.schema([(text_column, pa.string())]))
-    with pa.input_stream(str(path), compression=compression) as stream:
+    with _open_stream(path) as stream:
         reader = pa_json.open_json(stream, read_options=read_options, parse_options=parse_options)
         pending: list[pa.RecordBatch] = []
         n_pending = 0
@@ -66,6 +72,15 @@ def _arrow_tables(path: Path, batch_size: int, text_column: str) -> Iterator[pa.
                 pending, n_pending = rest.to_batches(), rest.num_rows
         if n_pending:
             yield pa.Table.from_batches(pending, schema=reader.schema)
+
+
+def _open_stream(path: Path) -> pa.NativeFile:
+    """The file's bytes, gunzipped for ``.gz`` names (ISA-L when installed, else Arrow's zlib stream)."""
+    if not path.name.endswith(".gz"):
+        return pa.input_stream(str(path))
+    if _isal_gzip is None:
+        return pa.input_stream(str(path), compression="gzip")
+    return pa.PythonFile(_isal_gzip.open(path, "rb"), mode="r")
 
 
 def _python_tables(path: Path, batch_size: int, text_column: str, skip: int) -> Iterator[tuple[pa.Table, int]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
@@ -63,14 +64,23 @@ def load_model(path: Path, *, dtype: torch.dtype | None = None) -> PreTrainedMod
         raise InputError(str(path), "not a model checkpoint: config.json is missing")
     if not ((path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()):
         raise InputError(str(path), "not a model checkpoint: model.safetensors is missing")
+    for weights in sorted(path.glob("*.safetensors")):  # headers only: cheap even for sharded large models
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (OSError, SafetensorError) as exc:
+            raise InputError(str(weights), f"truncated or corrupt weights file: {exc}") from None
     hf_logging.disable_progress_bar()  # our own logs report progress; keep rule logs free of per-load bars
-    return AutoModelForCausalLM.from_pretrained(
-        path,
-        local_files_only=True,
-        use_safetensors=True,
-        dtype=dtype or default_dtype(),
-        attn_implementation=attention_implementation(),
-    )
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            path,
+            local_files_only=True,
+            use_safetensors=True,
+            dtype=dtype or default_dtype(),
+            attn_implementation=attention_implementation(),
+        )
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # truncated or corrupt files
+        raise InputError(str(path), f"cannot load the checkpoint (truncated or corrupt file?): {exc}") from None
 
 
 def save_model(model: PreTrainedModel, directory: Path) -> None:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from cpt_scaling.atomic import atomic_dir, write_json
 from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.errors import InputError
+from cpt_scaling.prefetch import prefetch
 from cpt_scaling.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ def build_shards(
         for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
             classified = _read_classified(cls_file)
             offset = 0
-            for batch in iter_document_batches(pool_file, text_column=text_column, id_column=id_column):
+            batches = iter_document_batches(pool_file, text_column=text_column, id_column=id_column)
+            for batch in prefetch(batches):  # read the next batch while this one is tokenized
                 chosen = _select(batch, classified.slice(offset, batch.num_rows), domain, threshold)
                 if chosen is None:
                     problem = f"rows do not match pool file {pool_file} (rerun classification for it)"

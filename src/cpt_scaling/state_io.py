@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cpt_scaling.atomic import atomic_path
+from cpt_scaling.errors import InputError
 
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -55,6 +57,12 @@ def save_state(obj: Any, stem: Path) -> None:
 
 
 def load_state(stem: Path) -> Any:
-    """Read back what :func:`save_state` wrote (tensors on CPU)."""
-    tensors = load_file(str(stem.with_suffix(".safetensors")))
-    return _decode(json.loads(stem.with_suffix(".json").read_text()), tensors)
+    """Read back what :func:`save_state` wrote (tensors on CPU); a truncated or corrupt file is an ``InputError``."""
+    try:
+        tensors = load_file(str(stem.with_suffix(".safetensors")))
+    except (OSError, SafetensorError) as exc:
+        raise InputError(str(stem.with_suffix(".safetensors")), f"cannot read train state: {exc}") from None
+    try:
+        return _decode(json.loads(stem.with_suffix(".json").read_text()), tensors)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(str(stem.with_suffix(".json")), f"cannot read train state: {exc!r}") from None

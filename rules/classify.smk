@@ -7,6 +7,8 @@ rule train_classifier:
     output:
         model=artifact_pattern("classifier", "model.bin"),
         metrics=artifact_pattern("classifier", "metrics.json"),
+        confusion=artifact_pattern("classifier", "confusion.pdf"),
+        thresholds=artifact_pattern("classifier", "thresholds.json"),
         spec=artifact_pattern("classifier", "spec.json"),
     params:
         job=job_of,

@@ -85,8 +85,12 @@ def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def write_model(model: Any, directory: Path) -> None:
     """``model.safetensors`` + ``config.json`` of an HF model (also for DeepSpeed's flat-buffer views)."""
     directory.mkdir(parents=True, exist_ok=True)
-    save_file(_model_tensors(model), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    tensors = _model_tensors(model)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     model.config.architectures = [type(model).__name__]
+    # The weights' dtype, always: a model built from config has none and a loaded (resumed) one has one, and a
+    # resumed run must write the same config.json as an uninterrupted one.
+    model.config.dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     model.config.to_json_file(str(directory / "config.json"))
 
 

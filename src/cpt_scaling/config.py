@@ -176,6 +176,10 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     data = cfg["data"]
     data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}
     data["pool"] = expand_globs(data["pool"], where, "data.pool")
+    # Canonical order: a config that only lists the same things in another order gives identical jobs.
+    data["seeds"] = dict(sorted(data["seeds"].items()))
+    cfg["domains"] = dict(sorted(cfg["domains"].items()))
+    cfg["models"]["sizes"] = dict(sorted(cfg["models"]["sizes"].items()))
     for domain in cfg["domains"].values():
         domain["ratios"] = sorted(domain["ratios"])
     cfg["cpt"]["tokens"] = sorted(cfg["cpt"]["tokens"])

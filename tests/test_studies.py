@@ -1,0 +1,99 @@
+"""The three studies as named targets: every figure exists with the expected axes, the report renders, and asking
+for one study's figure plans only that study's jobs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import make_workdir
+from workflow_utils import planned_jobs, run_snakemake
+
+from cpt_scaling.figures import chinchilla, dcpt, specialization, split
+
+pytestmark = pytest.mark.slow
+
+EXPECTED = {
+    "dcpt_legal.pdf", "dcpt_fit_legal.pdf", "dcpt_medical.pdf", "dcpt_fit_medical.pdf", "chinchilla_fit.pdf",
+    "chinchilla_frontier.pdf", "split_fraction_legal.pdf", "split_optimal_legal.pdf",
+    *(f"specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute") for d in ("legal", "medical")),
+}
+
+
+def pdf_pages(path: Path) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", path.read_bytes()))
+
+
+def labels(fig) -> set[str]:
+    return {t for ax in fig.axes for t in (ax.get_xlabel(), ax.get_ylabel())}
+
+
+def test_every_study_figure_is_a_one_page_pdf(micro_run: Path) -> None:
+    figures = micro_run / "results" / "figures"
+    assert {p.name for p in figures.glob("*.pdf")} >= EXPECTED
+    for name in EXPECTED:
+        assert pdf_pages(figures / name) == 1, name
+
+
+def test_figures_show_the_expected_axes_and_series(micro_run: Path) -> None:
+    res = micro_run / "results"
+    law = json.loads((res / "laws" / "dcpt_legal.json").read_text())
+    points = pd.read_csv(res / "tables" / "dcpt_points_legal.csv")
+    fig = dcpt.build_ratio_figure(law, points)
+    assert {"legal mixture ratio r", "held-out legal loss (nats/token)"} <= labels(fig)
+    n_curves = len(points["N"].unique()) * min(3, points["D"].nunique())
+    assert all(len(ax.get_lines()) >= n_curves for ax in fig.axes)
+    assert labels(dcpt.build_fit_figure(law, points)) >= {"observed domain loss", "predicted domain loss"}
+    chin = json.loads((res / "laws" / "chinchilla.json").read_text())
+    fig = chinchilla.build_fit_figure(chin, pd.read_csv(res / "tables" / "chinchilla_points.csv"))
+    assert fig.axes[0].get_xscale() == "log" and "pretraining tokens D" in labels(fig)
+    spec = json.loads((res / "laws" / "specialization_legal.json").read_text())
+    table = pd.read_csv(res / "tables" / "specialization_legal.csv")
+    fig = specialization.build_ppl_figure(spec, table)
+    assert {t.get_text().split(":")[0] for t in fig.axes[0].get_legend().get_texts()} == {"specialist", "general"}
+    assert "forgetting: Δ general loss vs base (nats)" in labels(specialization.build_forgetting_figure(spec, table))
+    split_law = json.loads((res / "laws" / "split_legal.json").read_text())
+    fig = split.build_optimal_figure(split_law, pd.read_csv(res / "tables" / "split_decisions_legal.csv"))
+    assert "optimal specialisation share f*" in labels(fig)
+
+
+def test_law_files_carry_uncertainty_and_held_out_points(micro_run: Path) -> None:
+    law = json.loads((micro_run / "results" / "laws" / "dcpt_legal.json").read_text())
+    for target in ("domain_loss", "general_loss"):
+        fit = law[target]
+        assert set(fit["ci"]) == set(fit["params"]) - set(fit["fixed_params"])
+        assert fit["n_points"] == len(fit["points_used"]) and 0.0 <= fit["r2"] <= 1.0
+    assert {row["usage"] for row in law["usages"]} == {1, 2, 3}
+
+
+def test_report_renders(micro_copy: Path) -> None:
+    result = run_snakemake(micro_copy, "micro.yaml", "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (micro_copy / "results" / "report.html").read_text(errors="replace")
+    assert "dcpt_legal.pdf" in html and "specialization_ppl_legal.pdf" in html
+
+
+@pytest.mark.parametrize(
+    ("target", "allowed", "forbidden"),
+    [
+        ("results/figures/chinchilla_fit.pdf", {"train_classifier", "classify_pool_file", "tokenizer", "shards",
+                                                 "train", "evaluate", "fit_chinchilla", "figures_chinchilla"},
+         ("cpt-", "legal", "medical")),
+        ("results/figures/specialization_ppl_legal.pdf", None, ("medical", "-p", "r0.5")),
+    ],
+)
+def test_one_figure_plans_only_its_study(tmp_path: Path, target: str, allowed: set[str] | None,
+                                         forbidden: tuple[str, ...]) -> None:
+    workdir = make_workdir(tmp_path / "w")
+    jobs = planned_jobs(workdir, "micro.yaml", target)
+    rules = {rule for rule, _ in jobs}
+    if allowed is not None:
+        assert rules == allowed
+    assert not {"fit_dcpt", "fit_split", "eval_table"} & rules
+    keyed = [out for _, out in jobs if out.startswith("artifacts/train/") or out.startswith("artifacts/eval/")]
+    assert keyed and not [out for out in keyed for word in forbidden if word in out.split("/")[2]]
+    shutil.rmtree(workdir)

@@ -8,7 +8,6 @@ the ``cpt-scaling fit`` command line.
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,11 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import make_workdir
-from reliability_utils import check_no_false_complete
+from reliability_utils import check_no_false_complete, plan_output
 from workflow_utils import run_snakemake
-
-from cpt_scaling.config import load_config
-from cpt_scaling.plan import build_plan
 
 Edit = Callable[[dict[str, Any], Path], None]
 
@@ -152,22 +148,10 @@ DATA_CASES: list[tuple[str, str, Any, Edit | None, str, tuple[str, ...]]] = [
 
 
 def _target(workdir: Path, configfile: str, stage: str, pool_file: str | None) -> str:
-    """Main output of the first artifact of ``stage`` that reads ``pool_file`` (or of size xs, for training)."""
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        plan = build_plan(load_config(configfile))
-    finally:
-        os.chdir(cwd)
-    for art in plan.by_key.values():
-        if art.stage != stage:
-            continue
-        if stage == "classified" and art.job["pool_file"] != pool_file:
-            continue
-        if stage == "train" and not art.name.startswith("cpt-xs-"):
-            continue
-        return art.output
-    raise AssertionError(f"no {stage} artifact for {pool_file}")
+    """Main output of the artifact of ``stage`` that reads ``pool_file`` (or of an xs CPT run, for training)."""
+    match = {"classified": f"a.job['pool_file'] == {pool_file!r}", "train": "a.name.startswith('cpt-xs-')"}
+    expr = f"next(a.output for a in plan.by_key.values() if a.stage == {stage!r} and {match.get(stage, 'True')})"
+    return plan_output(workdir, configfile, expr)
 
 
 @pytest.mark.slow

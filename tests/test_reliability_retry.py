@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from reliability_utils import check_no_false_complete, kill_group, log_says, resume, start_snakemake, wait_until
+from reliability_utils import (
+    check_no_false_complete,
+    kill_group,
+    log_says,
+    plan_output,
+    resume,
+    start_snakemake,
+    wait_until,
+)
 from workflow_utils import run_snakemake
-
-from cpt_scaling.config import load_config
-from cpt_scaling.plan import build_plan
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +34,7 @@ def long_pretrain(workdir: Path) -> tuple[str, Path]:
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
     cfg["pretrain"] = {"tokens": 65536, "checkpoints": 4}
     (workdir / "long.yaml").write_text(yaml.safe_dump(cfg))
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        run = build_plan(load_config("long.yaml")).pretrain["xs"]
-    finally:
-        os.chdir(cwd)
-    return "long.yaml", workdir / run.dir
+    return "long.yaml", workdir / plan_output(workdir, "long.yaml", "plan.pretrain['xs'].dir")
 
 
 def _train_process(workdir: Path) -> int | None:

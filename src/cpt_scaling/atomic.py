@@ -20,6 +20,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def publish(path: str | os.PathLike[str]) -> None:
+    """Give a file written by a library that creates private files (safetensors) the usual permissions."""
+    _publishable(Path(path), 0o666)
+
+
 def _publishable(path: Path, mode: int) -> None:
     """Give a temp file/dir the permissions a normal create would have (mkstemp/mkdtemp make them private)."""
     os.chmod(path, mode & ~_UMASK)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from cpt_scaling.atomic import write_json
+from cpt_scaling.atomic import publish, write_json
 from cpt_scaling.state_io import load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def write_model(model: Any, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tensors = _model_tensors(model)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    publish(directory / "model.safetensors")  # readable by the group on a shared filesystem
     model.config.architectures = [type(model).__name__]
     # The weights' dtype, always: a model built from config has none and a loaded (resumed) one has one, and a
     # resumed run must write the same config.json as an uninterrupted one.

@@ -111,8 +111,7 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
     result["sger"] = sger_rows
     sger_cols = ["size", "sger", "N_general_equivalent", "extrapolated"]
     sger = pd.DataFrame(sger_rows, columns=[*sger_cols, "N_specialist"])[sger_cols]
-    table = best.merge(sger, on="size", how="left")
-    table.loc[table["role"] != "specialist", ["sger", "N_general_equivalent", "extrapolated"]] = None
+    table = best.merge(sger.assign(role="specialist"), on=["size", "role"], how="left")
     optimal = compute_optimal_sizes(df, domain, specialist_ratio)
     result["specialist_beats_general"] = {
         str(size): bool(g.set_index("role").loc["specialist", "perplexity"] < g.set_index("role").loc["general",

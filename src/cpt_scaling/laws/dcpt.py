@@ -60,6 +60,14 @@ def _ratio_term(p: Params, r: Array) -> tuple[Array, dict[str, Array]]:
     return t, {"C": t / p["C"], "gamma": -t * ln_s, "epsilon": -p["gamma"] * t / shifted}
 
 
+def _discounted_data_term(p: Params, ln_d: Array, r: Array) -> tuple[Array, dict[str, Array]]:
+    """``B/(D^β·(r+ε)^η)`` and its derivatives in B, β, η, ε (the ratio scales the effective data)."""
+    shifted = r + p["epsilon"]
+    ln_s = np.log(shifted)
+    t = p["B"] * np.exp(-p["beta"] * ln_d - p["eta"] * ln_s)
+    return t, {"B": t / p["B"], "beta": -t * ln_d, "eta": -t * ln_s, "epsilon": -p["eta"] * t / shifted}
+
+
 def _model_term(p: Params, ln_n: Array) -> tuple[Array, dict[str, Array]]:
     t = power(p["A"], ln_n, p["alpha"])
     return t, {"A": t / p["A"], "alpha": -t * ln_n}
@@ -84,17 +92,9 @@ class DcptL2(Law):
     def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
         ln_n, ln_d, _, _ = _logs(x)
         t_n, g = _model_term(p, ln_n)
-        shifted = x["r"] + p["epsilon"]
-        ln_s = np.log(shifted)
-        t_d = p["B"] * np.exp(-p["beta"] * ln_d - p["eta"] * ln_s)
+        t_d, g_d = _discounted_data_term(p, ln_d, x["r"])
         pred = p["E"] + t_n + t_d
-        g.update(
-            E=np.ones_like(pred),
-            B=t_d / p["B"],
-            beta=-t_d * ln_d,
-            eta=-t_d * ln_s,
-            epsilon=-p["eta"] * t_d / shifted,
-        )
+        g.update(g_d, E=np.ones_like(pred))
         return pred, g
 
 
@@ -117,13 +117,12 @@ class DcptL4(Law):
     def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
         ln_n, ln_d, _, _ = _logs(x)
         t_n, g = _model_term(p, ln_n)
-        shifted = x["r"] + p["epsilon"]
-        ln_s = np.log(shifted)
-        t_d = p["B"] * np.exp(-p["beta"] * ln_d - p["eta"] * ln_s)
+        t_d, g_d = _discounted_data_term(p, ln_d, x["r"])
         t_r, g_r = _ratio_term(p, x["r"])
         pred = p["E"] + t_n + t_d + t_r
-        g.update(g_r, E=np.ones_like(pred), B=t_d / p["B"], beta=-t_d * ln_d, eta=-t_d * ln_s)
-        g["epsilon"] = g["epsilon"] - p["eta"] * t_d / shifted
+        g.update(g_d, E=np.ones_like(pred))
+        g["epsilon"] = g_d["epsilon"] + g_r["epsilon"]
+        g.update({k: v for k, v in g_r.items() if k != "epsilon"})
         return pred, g
 
 

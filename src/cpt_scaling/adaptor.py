@@ -37,12 +37,9 @@ def rule_job(smk: Any) -> Iterator[dict[str, Any]]:
     if _launch_rank() == 0:  # one cleaner per job: other ranks of a multi-task launch may already be writing
         keyed = "key" in dict(smk.wildcards.items())
         remove_stale_temps(list(smk.output), [Path(smk.output[0]).parent] if keyed else [])
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # only rules that compute with torch have imported it; others skip its ~1 s
+    if torch is not None:
         torch.set_num_threads(max(1, int(smk.threads)))
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        pass
     job = json.loads(smk.params.job) if hasattr(smk.params, "job") else {}
     log.info("rule %s: %s", smk.rule, ", ".join(str(o) for o in smk.output))
     try:

@@ -21,6 +21,7 @@ from cpt_scaling.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 GENERAL = "general"
+SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
 
 
 def load_schema() -> dict[str, Any]:

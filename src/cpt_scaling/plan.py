@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling import cost, resources
-from cpt_scaling.config import GENERAL
+from cpt_scaling.config import GENERAL, SPLIT_SEP
 from cpt_scaling.keys import DigestCache, canonical_json, key_of
-
-SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
 
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
 STAGE_VERSIONS: dict[str, int] = {
@@ -145,8 +143,7 @@ class Plan:
         ))
         self.shards: dict[str, Artifact] = {}
         for corpus in [GENERAL, *self.domains]:
-            threshold = cfg["general" if corpus == GENERAL else "domains"]
-            threshold = threshold["threshold"] if corpus == GENERAL else threshold[corpus]["threshold"]
+            threshold = cfg["general"]["threshold"] if corpus == GENERAL else cfg["domains"][corpus]["threshold"]
             self.shards[corpus] = self._add(Artifact(
                 "shards", corpus,
                 self._spec("shards", corpus=corpus, threshold=threshold, params=cfg["shards"],
@@ -341,10 +338,8 @@ class Plan:
 
     def dcpt_evals(self, domain: str) -> list[str]:
         """Eval tables a domain's D-CPT fit needs: its CPT runs and the base models, on its suite and general."""
-        wanted = {key for key, run in self.cpt.items() if key[1] == domain}
-        runs = {self.cpt[k].key for k in wanted} | {a.key for a in self.pretrain.values()}
-        return sorted(a.output for a in self.evals.values()
-                      if a.spec["run"] in runs and set(a.job["corpora"]) & {domain, GENERAL})
+        runs = {a.key for (_, d, _, _), a in self.cpt.items() if d == domain}
+        return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
 
     def _evals_of_runs(self, runs: set[str], corpora: set[str]) -> list[str]:
         return sorted(a.output for a in self.evals.values()
@@ -361,8 +356,7 @@ class Plan:
         return self._evals_of_runs({a.key for (_, d, _, _), a in self.split.items() if d == domain}, {domain})
 
     def pretrain_evals(self) -> list[str]:
-        return sorted(a.output for a in self.evals.values()
-                      if a.job["meta"]["kind"] == "pretrain" and GENERAL in a.job["corpora"])
+        return self._evals_of_runs({a.key for a in self.pretrain.values()}, {GENERAL})
 
     def all_evals(self) -> list[str]:
         return sorted({a.output for a in self.evals.values()})

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpt_scaling.atomic import atomic_path
+from cpt_scaling.config import SPLIT_SEP
 from cpt_scaling.evaluate import evaluate_run
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
         table[column] = meta.get(column)
     table["ratio"] = table["ratio"].astype("float64")
     table = table.rename(columns={"checkpoint_tokens": "D"})
-    parts = table["suite"].str.split(":", n=1, expand=True)
+    parts = table["suite"].str.split(SPLIT_SEP, n=1, expand=True)
     table["suite"], table["split"] = parts[0], parts[1]
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)

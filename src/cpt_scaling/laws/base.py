@@ -78,3 +78,26 @@ class Law:
         axes = [np.asarray(grid[name], dtype=float) for name in self.params]
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+def power_term(p: Params, ln_x: Array, coef: str, exponent: str) -> tuple[Array, dict[str, Array]]:
+    """``p[coef] / x^p[exponent]`` and its derivatives in both parameters."""
+    t = power(p[coef], ln_x, p[exponent])
+    return t, {coef: t / p[coef], exponent: -t * ln_x}
+
+
+def make_law(cls: type[Law], name: str, formula: str, *, columns: tuple[str, ...], params: tuple[str, ...],
+             grid: Mapping[str, tuple[float, ...]], coarse_grid: Mapping[str, tuple[float, ...]],
+             bounds: Mapping[str, tuple[float, float]], reconstructed: bool) -> Law:
+    """A law of class ``cls`` restricted to ``params`` (grids and bounds taken from the family's tables)."""
+    return cls(
+        name=name,
+        formula=formula,
+        columns=columns,
+        params=params,
+        grid={k: grid[k] for k in params},
+        coarse_grid={k: coarse_grid[k] for k in params},
+        bounds={k: v for k, v in bounds.items() if k in params},
+        reconstructed=reconstructed,
+        doc=cls.__doc__ or "",
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, power
+from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, power_term
 
 #: Coefficient grid of the Hoffmann et al. fit (exp of 0, 5, ..., 25), shared by the other laws.
 COEF_GRID = tuple(float(np.exp(v)) for v in (0.0, 5.0, 10.0, 15.0, 20.0, 25.0))
@@ -17,17 +17,10 @@ class ChinchillaLaw(Law):
 
     def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
         ln_n, ln_d = np.log(x["N"]), np.log(x["D"])
-        t_n = power(p["A"], ln_n, p["alpha"])
-        t_d = power(p["B"], ln_d, p["beta"])
+        t_n, g_n = power_term(p, ln_n, "A", "alpha")
+        t_d, g_d = power_term(p, ln_d, "B", "beta")
         pred = p["E"] + t_n + t_d
-        grads = {
-            "E": np.ones_like(pred),
-            "A": t_n / p["A"],
-            "alpha": -t_n * ln_n,
-            "B": t_d / p["B"],
-            "beta": -t_d * ln_d,
-        }
-        return pred, grads
+        return pred, {"E": np.ones_like(pred), **g_n, **g_d}
 
 
 CHINCHILLA = ChinchillaLaw(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, power
+from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, make_law, power, power_term
 
 COLUMNS = ("N", "D", "r")
 _EXP = EXPONENT_BOUNDS
@@ -69,8 +69,7 @@ def _discounted_data_term(p: Params, ln_d: Array, r: Array) -> tuple[Array, dict
 
 
 def _model_term(p: Params, ln_n: Array) -> tuple[Array, dict[str, Array]]:
-    t = power(p["A"], ln_n, p["alpha"])
-    return t, {"A": t / p["A"], "alpha": -t * ln_n}
+    return power_term(p, ln_n, "A", "alpha")
 
 
 class DcptL1(Law):
@@ -151,17 +150,8 @@ class DcptL5(Law):
 
 
 def _make(cls: type[Law], name: str, formula: str, params: tuple[str, ...], reconstructed: bool) -> Law:
-    return cls(
-        name=name,
-        formula=formula,
-        columns=COLUMNS,
-        params=params,
-        grid={k: FULL_GRID[k] for k in params},
-        coarse_grid={k: COARSE_GRID[k] for k in params},
-        bounds={k: v for k, v in BOUNDS.items() if k in params},
-        reconstructed=reconstructed,
-        doc=cls.__doc__ or "",
-    )
+    return make_law(cls, name, formula, columns=COLUMNS, params=params, grid=FULL_GRID, coarse_grid=COARSE_GRID,
+                    bounds=BOUNDS, reconstructed=reconstructed)
 
 
 _SEP = ("E", "A", "B", "C", "alpha", "beta", "gamma", "epsilon")

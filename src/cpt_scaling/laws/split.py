@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, power
+from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, make_law, power
 
 COLUMNS = ("N", "D", "D_spec")
 _C = tuple(float(np.exp(v)) for v in (3.0, 10.0))
@@ -78,17 +78,8 @@ class SplitEffective(Law):
 
 
 def _make(cls: type[Law], name: str, formula: str, params: tuple[str, ...]) -> Law:
-    return cls(
-        name=name,
-        formula=formula,
-        columns=COLUMNS,
-        params=params,
-        grid={k: _GRID[k] for k in params},
-        coarse_grid={k: _COARSE[k] for k in params},
-        bounds={k: v for k, v in _BOUNDS.items() if k in params},
-        reconstructed=True,
-        doc=cls.__doc__ or "",
-    )
+    return make_law(cls, name, formula, columns=COLUMNS, params=params, grid=_GRID, coarse_grid=_COARSE,
+                    bounds=_BOUNDS, reconstructed=True)
 
 
 _P = ("E", "A", "B", "C", "alpha", "beta", "gamma")

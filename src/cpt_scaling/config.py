@@ -8,6 +8,7 @@ key with default ``0.1`` all give the same artifact keys. Every error names the 
 from __future__ import annotations
 
 import copy
+import functools
 import glob
 import math
 import os
@@ -24,9 +25,14 @@ GENERAL = "general"
 SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
 
 
+@functools.cache
+def _schema_text() -> str:
+    return SCHEMA_PATH.read_text()
+
+
 def load_schema() -> dict[str, Any]:
-    """The config JSON schema."""
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The config JSON schema (read once per process; a fresh copy each call, as callers may fill it)."""
+    return yaml.safe_load(_schema_text())
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -164,8 +170,9 @@ def _check_paths(cfg: dict[str, Any], where: str) -> None:
 
 def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate ``raw`` against the schema, fill defaults, cast types and expand data globs."""
-    cfg = _fill_and_cast(copy.deepcopy(raw), load_schema())
-    validator = jsonschema.Draft202012Validator(load_schema())
+    schema = load_schema()
+    cfg = _fill_and_cast(copy.deepcopy(raw), schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]

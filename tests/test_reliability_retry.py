@@ -18,7 +18,6 @@ import yaml
 from reliability_utils import (
     check_no_false_complete,
     kill_group,
-    log_says,
     plan_output,
     resume,
     start_snakemake,
@@ -79,11 +78,17 @@ def test_second_snakemake_on_the_same_directory_is_refused(micro_copy: Path) -> 
     configfile, run_dir = long_pretrain(micro_copy)
     target = str((run_dir / "checkpoints.json").relative_to(micro_copy))
     first = start_snakemake(micro_copy, configfile, target)
-    wait_until(lambda: log_says(micro_copy, "train/*.log", "rule train"), first, "the training job to start")
-    second = run_snakemake(micro_copy, configfile, target)
+    pid = wait_until(lambda: _train_process(micro_copy), first, "the training job to start")
+    # Freeze the training job so the first invocation surely still holds its lock while the second one starts
+    # (the job alone takes about as long as a snakemake start-up); SIGCONT lets it finish undisturbed.
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        second = run_snakemake(micro_copy, configfile, target)
+        assert first.poll() is None, "the second invocation must not stop the first"
+    finally:
+        os.kill(pid, signal.SIGCONT)
     out = second.stdout + second.stderr
     assert second.returncode != 0 and "cannot be locked" in out, out[-3000:]
-    assert first.poll() is None, "the second invocation must not stop the first"
     assert first.wait(timeout=1200) == 0, (micro_copy / "snakemake.out").read_text()[-4000:]
     assert len(_starts(run_dir)) == 1, "only the first invocation trained"
     assert check_no_false_complete(micro_copy) == []

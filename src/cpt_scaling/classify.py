@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cpt_scaling.atomic import atomic_dir, atomic_path, write_json
+from cpt_scaling.batch_process import batches_in_child
 from cpt_scaling.classify_report import plot_confusion, plot_thresholds, threshold_report
 from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.errors import InputError
-from cpt_scaling.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -227,12 +229,15 @@ def classify_file(
     *,
     text_column: str = "text",
     id_column: str = "id",
-    batch_size: int = 1024,
+    batch_size: int = 256,
 ) -> dict[str, Any]:
     """Label every document of ``pool_file``; write (doc_id, domain, score, n_chars) Parquet in input order.
 
     ``domain`` is the top label, ``score`` its probability. Returns ``{"n_docs", "counts"}`` (docs per label).
     """
+    # A child process decompresses, parses and preprocesses the next batches while fastText predicts this one
+    # (predict holds the GIL, so a reader thread could not run beside it). It starts before the model loads.
+    ahead = batches_in_child(functools.partial(_prepared_batches, pool_file, text_column, id_column, batch_size))
     model = load_classifier(model_path)
     labels = sorted(lab[len(LABEL_PREFIX) :] for lab in model.get_labels())
     counts = dict.fromkeys(labels, 0)
@@ -240,19 +245,15 @@ def classify_file(
     next_log = LOG_EVERY_DOCS
     pending: list[pa.RecordBatch] = []
     n_pending = 0
-    batches = iter_document_batches(pool_file, text_column=text_column, id_column=id_column, batch_size=batch_size)
-    # The reader thread decompresses, parses and preprocesses the next batch while fastText predicts this one.
-    ahead = prefetch((batch, preprocess_array(batch.column("text")).to_pylist()) for batch in batches)
     with (
         atomic_path(out_parquet) as tmp,
         pq.ParquetWriter(tmp, CLASSIFIED_SCHEMA, compression="zstd") as writer,
     ):
-        for batch, lines in ahead:
-            names, probs = _top_labels(model, lines)
-            n_chars = pc.utf8_length(batch.column("text")).cast(pa.int32())
+        for batch in ahead:
+            names, probs = _top_labels(model, batch.column("line").to_pylist())
             pending.append(
                 pa.RecordBatch.from_arrays(
-                    [batch.column("doc_id"), pa.array(names, pa.string()), pa.array(probs), n_chars],
+                    [batch.column("doc_id"), pa.array(names, pa.string()), pa.array(probs), batch.column("n_chars")],
                     schema=CLASSIFIED_SCHEMA,
                 )
             )
@@ -268,6 +269,17 @@ def classify_file(
         _flush(writer, pending, keep_tail=False)
     log.info("classified %d documents of %s: %s", n_docs, pool_file, counts)
     return {"n_docs": n_docs, "counts": counts}
+
+
+def _prepared_batches(pool_file: Path, text_column: str, id_column: str, batch_size: int
+                      ) -> Iterator[pa.RecordBatch]:
+    """Batches of (doc_id, n_chars, line): the pool file's documents ready for ``predict``."""
+    for batch in iter_document_batches(pool_file, text_column=text_column, id_column=id_column,
+                                       batch_size=batch_size):
+        text = batch.column("text")
+        n_chars = pc.utf8_length(text).cast(pa.int32())
+        yield pa.RecordBatch.from_arrays([batch.column("doc_id"), n_chars, preprocess_array(text)],
+                                         names=["doc_id", "n_chars", "line"])
 
 
 def _flush(writer: pq.ParquetWriter, pending: list[pa.RecordBatch], *, keep_tail: bool) -> int:

@@ -10,3 +10,7 @@ class InputError(Exception):
         super().__init__(f"{where}: {problem}")
         self.where = where
         self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        """Pickle by (where, problem), so the error survives the trip from a reader process."""
+        return (type(self), (self.where, self.problem))

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - isal is a dependency, but the reader w
 log = logging.getLogger(__name__)
 
 # Bytes per Arrow JSON block: a record longer than this falls back to the Python reader.
-JSON_BLOCK_BYTES = 4 << 20
+JSON_BLOCK_BYTES = 1 << 20
 _FAST_PATH_ERRORS = (pa.ArrowException, InputError, OSError, EOFError, zlib.error, _IsalError, UnicodeDecodeError)
 
 # (raw table, first row or line number of that table, "row"/"line"/"record") -> validated batch

@@ -1,0 +1,79 @@
+"""Record batches read in a forked child process: order, errors, a killed child, early stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from cpt_scaling.batch_process import batches_in_child
+from cpt_scaling.errors import InputError
+
+
+def numbered(n: int, rows: int = 100) -> Iterator[pa.RecordBatch]:
+    for i in range(n):
+        yield pa.record_batch({"i": pa.array(range(i * rows, (i + 1) * rows)), "s": [f"doc {i}"] * rows})
+
+
+def test_batches_arrive_in_order_and_unchanged() -> None:
+    got = list(batches_in_child(lambda: numbered(7)))
+    assert [b.equals(e) for b, e in zip(got, numbered(7), strict=True)] == [True] * 7
+
+
+def test_an_error_in_the_child_is_raised_in_the_parent_after_the_batches_before_it() -> None:
+    def failing() -> Iterator[pa.RecordBatch]:
+        yield from numbered(2)
+        raise InputError("pool/a.jsonl", "line 3: not valid JSON")
+
+    seen = []
+    with pytest.raises(InputError, match=r"^pool/a.jsonl: line 3: not valid JSON$") as err:
+        for batch in batches_in_child(failing):
+            seen.append(batch)
+    assert len(seen) == 2 and err.value.where == "pool/a.jsonl"
+
+
+def test_a_killed_child_is_a_clear_error() -> None:
+    def suicide() -> Iterator[pa.RecordBatch]:
+        yield from numbered(1)
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield from numbered(1)
+
+    with pytest.raises(RuntimeError, match="reader process died"):
+        list(batches_in_child(suicide))
+
+
+def test_stopping_early_ends_the_child() -> None:
+    def endless() -> Iterator[pa.RecordBatch]:
+        while True:
+            yield from numbered(1)
+
+    it = batches_in_child(endless)
+    assert next(it).num_rows == 100
+    children = _children()
+    assert children
+    it.close()
+    deadline = time.monotonic() + 10
+    while _children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _children()
+
+
+def _children() -> list[int]:
+    """Live (non-zombie) child processes of this process."""
+    me = os.getpid()
+    found = []
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{stat}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            found.append(int(stat))
+    return found

@@ -1,6 +1,6 @@
 # cpt-scaling: domain continued-pretraining scaling studies, from a raw text pool to fitted laws and figures.
 # This file only loads and validates config, builds the sweep plan and includes the rule files.
-from cpt_scaling.config import normalise_config
+from cpt_scaling.config import check_config_files, normalise_config
 from cpt_scaling.keys import KEY_PATTERN
 from cpt_scaling.plan import build_plan
 
@@ -9,6 +9,7 @@ if not workflow.overwrite_configfiles:
     configfile: "config/demo.yaml"
 
 
+check_config_files(workflow.overwrite_configfiles)  # plain data only: no Python tags, no YTE templates
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.overwrite_configfiles) or "config/demo.yaml"
 CFG = normalise_config(config, CONFIG_SOURCE)
 PLAN = build_plan(CFG)

@@ -7,6 +7,8 @@ plus real config loads of a YAML file with a Python tag.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,32 @@ def test_snakemake_refuses_config_with_python_tag(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "not valid JSON or YAML" in result.stdout + result.stderr
     assert not (workdir / "PWNED").exists() and not (workdir / "artifacts").exists()
+
+
+YTE_CONFIG = "__use_yte__: true\npwn: ?__import__('pathlib').Path('YTE_RAN').touch()\n"
+
+
+def test_cost_command_refuses_a_templated_config_before_it_renders(tmp_path: Path) -> None:
+    """``cpt-scaling cost`` checks config files before Snakemake reads them: the template never runs."""
+    workdir = make_workdir(tmp_path / "w")
+    (workdir / "yte.yaml").write_text(YTE_CONFIG + (workdir / "micro.yaml").read_text())
+    result = subprocess.run([str(Path(sys.executable).with_name("cpt-scaling")), "cost", "--directory",
+                             str(workdir), "--configfile", "yte.yaml", "--quiet"],
+                            cwd=workdir, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "yte.yaml: '__use_yte__' found: templated configs (YTE) are not accepted" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "YTE_RAN").exists() and not (workdir / "artifacts").exists()
+
+
+@pytest.mark.slow
+def test_workflow_refuses_a_templated_config(tmp_path: Path) -> None:
+    """Direct ``snakemake --configfile``: Snakemake renders the template before the Snakefile starts (that
+    cannot be prevented from a workflow); the workflow then stops, so nothing runs from such a config."""
+    workdir = make_workdir(tmp_path / "w")
+    (workdir / "yte.yaml").write_text(YTE_CONFIG + (workdir / "micro.yaml").read_text())
+    result = run_snakemake(workdir, "yte.yaml")
+    assert result.returncode != 0
+    assert "yte.yaml: '__use_yte__' found: templated configs (YTE) are not accepted" in result.stdout + result.stderr
+    assert not (workdir / "artifacts").exists() and not (workdir / "results").exists()
+    assert (workdir / "YTE_RAN").exists(), "Snakemake rendered the template: the expression the cost test stops is live"

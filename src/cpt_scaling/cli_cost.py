@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cpt_scaling.config import check_config_files
 from cpt_scaling.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +25,8 @@ def _cmd_cost(args: argparse.Namespace) -> int:
     for f in args.configfile:
         if not (Path(args.directory) / f).is_file():
             raise InputError(str(f), "config file not found")
+    # Before Snakemake reads them: it would render a YTE-templated file (Python expressions) on load.
+    check_config_files(Path(args.directory) / f for f in args.configfile)
     if args.profile and not Path(args.profile).exists():
         raise InputError(str(args.profile), "profile not found")
     report = cost_report(args.targets, snakefile=snakefile, workdir=args.directory,

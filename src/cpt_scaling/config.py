@@ -12,6 +12,7 @@ import functools
 import glob
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from cpt_scaling.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 GENERAL = "general"
+YTE_MARKER = "__use_yte__"  # the top-level key that makes Snakemake render a config file as a template
 SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
 
 
@@ -47,6 +49,20 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(str(path), "config must be a mapping of keys to values")
     return data
+
+
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """Refuse config files that are not plain data: Python YAML tags, or Snakemake's YTE templating.
+
+    Snakemake renders a ``--configfile`` that sets ``__use_yte__: true`` as a template whose expressions are
+    Python. The ``cpt-scaling`` commands call this before Snakemake reads the files, so such a file never runs
+    there; a direct ``snakemake --configfile`` renders it before the Snakefile starts, which then stops with
+    this error, so no job ever runs from it.
+    """
+    for path in paths:
+        if YTE_MARKER in read_config_file(path):
+            raise InputError(str(path), f"'{YTE_MARKER}' found: templated configs (YTE) are not accepted, "
+                                        "a config must be plain YAML data")
 
 
 def _key_path(path: Any) -> str:

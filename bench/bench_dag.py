@@ -32,6 +32,39 @@ rule make:
     shell: "touch {{output}}"
 """
 
+# The same number of training jobs with the shape of ours: three inputs each (a pretraining run, the general and
+# a domain shard manifest), two outputs, two ~600-character params, log, benchmark, resources, conda directive.
+SHAPED_TOY = """N, SIZES, DOMS = {n}, {sizes}, ["a", "b", "c"]
+
+def inputs_of(wc):
+    i = int(wc.key)
+    return [f"pt/{{i % SIZES}}.txt", "shards/general.txt", f"shards/{{DOMS[i % 3]}}.txt"]
+
+def job_of(wc):
+    return '{{"run": ' + wc.key + ', "pad": "' + "p" * 600 + '"}}'
+
+rule all:
+    input: expand("train/{{key}}/ck.txt", key=range(N))
+
+rule shards:
+    output: "shards/{{d}}.txt"
+    shell: "touch {{output}}"
+
+rule pt:
+    output: "pt/{{s}}.txt"
+    shell: "touch {{output}}"
+
+rule train:
+    input: inputs_of
+    output: ck="train/{{key}}/ck.txt", spec="train/{{key}}/spec.json"
+    params: job=job_of, spec=job_of
+    resources: mem_mb=4000, runtime=10
+    log: "logs/train/{{key}}.log"
+    benchmark: "logs/bench/{{key}}.tsv"
+    conda: "{env}"
+    shell: "touch {{output}}"
+"""
+
 
 def sweep_config(sizes: int, ratios: int, budgets: int) -> dict:
     """A config of ``sizes`` from-scratch models x 3 domains x ``ratios`` ratios x ``budgets`` CPT budgets."""
@@ -111,23 +144,36 @@ def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str], list[str]
     return t1 - t0, t2 - t1, len(plan.by_key), plan.outputs("train"), list(plan.by_key)
 
 
-def compare(label: str, workdir: Path, targets: list[str]) -> dict:
+def compare(label: str, workdir: Path, targets: list[str], shaped_sizes: int = 0) -> dict:
     """Ours (cost report of ``targets``) vs the toy dry run of as many jobs; prints the numbers."""
     tfile = workdir / f"targets-{label}.txt"
     tfile.write_text("\n".join(targets))
     ours, out = timed([PY, __file__, "--child-cost", str(workdir), str(tfile)], REPO)
     totals = json.loads(out.splitlines()[-1])
-    toy_dir = Path(tempfile.mkdtemp(prefix="toy-"))
-    (toy_dir / "Snakefile").write_text(TOY.format(n=totals["jobs"] - 1))
-    toy, _ = timed([SNAKEMAKE, "-n", "--quiet", "--cores", "1", "--snakefile", str(toy_dir / "Snakefile"),
-                    "--directory", str(toy_dir)], toy_dir)
+    toy = toy_dry_run(TOY.format(n=totals["jobs"] - 1))
     ratio = ours / toy
     met = "met" if ours <= 20 else "NOT met"
     print(f"[{label}] ours: parse + DAG + cost report of {totals['jobs']} jobs "
           f"({totals['train_jobs']} training): {ours:.2f} s | toy `snakemake -n --quiet`, {totals['jobs']} "
           f"trivial jobs: {toy:.2f} s | ratio {ratio:.2f} (target <= 1.5) | absolute target <= 20 s: {met}")
-    return {"label": label, "jobs": totals["jobs"], "train_jobs": totals["train_jobs"], "ours_s": ours,
-            "toy_s": toy, "ratio": ratio}
+    result = {"label": label, "jobs": totals["jobs"], "train_jobs": totals["train_jobs"], "ours_s": ours,
+              "toy_s": toy, "ratio": ratio}
+    if shaped_sizes:
+        shaped = toy_dry_run(SHAPED_TOY.format(n=totals["train_jobs"], sizes=shaped_sizes,
+                                               env=REPO / "envs" / "cpt-scaling.yaml"))
+        print(f"[{label}] shaped toy (as many training jobs with our jobs' inputs, outputs, params, log, "
+              f"benchmark, resources, conda): {shaped:.2f} s | ours / shaped toy {ours / shaped:.2f}")
+        result.update(shaped_s=shaped, shaped_ratio=ours / shaped)
+    return result
+
+
+def toy_dry_run(snakefile: str) -> float:
+    """Wall seconds of ``snakemake -n --quiet`` of a Snakefile's default target, in a fresh directory."""
+    toy_dir = Path(tempfile.mkdtemp(prefix="toy-"))
+    (toy_dir / "Snakefile").write_text(snakefile)
+    seconds, _ = timed([SNAKEMAKE, "-n", "--quiet", "--cores", "1", "--snakefile", str(toy_dir / "Snakefile"),
+                        "--directory", str(toy_dir)], toy_dir)
+    return seconds
 
 
 def main() -> None:
@@ -153,7 +199,7 @@ def main() -> None:
     print(f"sweep: {args.sizes} sizes x 3 domains x {args.ratios} ratios x {args.budgets} budgets: "
           f"{len(train)} training jobs, {n_art} artifacts; in-process config load {cfg_s:.2f} s, "
           f"plan build {plan_s:.2f} s")
-    compare("training", workdir, train)
+    compare("training", workdir, train, shaped_sizes=args.sizes)
     if args.full:
         compare("full", workdir, [])
     one, out = timed([PY, __file__, "--child-one", str(workdir), train[len(train) // 2]], REPO)

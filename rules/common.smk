@@ -1,15 +1,19 @@
 # Shared helpers of the workflow: artifact path patterns, spec and param lookups, the default targets.
 import inspect
 
-from snakemake.common import overwrite_function_params
-
 from cpt_scaling.keys import canonical_json
+
+try:  # Snakemake-internal (9.x): where it is gone, input functions work unchanged, only slower to plan
+    from snakemake.common import overwrite_function_params
+except ImportError:
+    overwrite_function_params = None
 
 
 def fixed_signature(func):
     """Compute an input function's signature once: Snakemake otherwise inspects it for every job, about a
     tenth of building the DAG of a 10,000-job sweep (bench/bench_dag.py)."""
-    overwrite_function_params(func, inspect.signature(func).parameters)
+    if overwrite_function_params is not None:
+        overwrite_function_params(func, inspect.signature(func).parameters)
     return func
 
 

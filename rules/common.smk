@@ -56,6 +56,8 @@ def study_figures(plan):
     figs = [f"{RES}/figures/chinchilla_{w}.pdf" for w in ("fit", "frontier")]
     for d in plan.domains:
         figs += [f"{RES}/figures/dcpt_{d}.pdf", f"{RES}/figures/dcpt_fit_{d}.pdf"]
+    if plan.cross_domain_enabled:
+        figs.append(f"{RES}/figures/cross_domain.pdf")
     for d in plan.specialization_domains:
         figs += [f"{RES}/figures/specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute")]
     for d in plan.split_domains:

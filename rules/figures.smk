@@ -16,6 +16,20 @@ rule figures_dcpt:
         "../workflow_scripts/figures.py"
 
 
+rule figures_cross_domain:
+    input:
+        law=f"{RES}/laws/cross_domain.json",
+        points=f"{RES}/tables/cross_domain_points.csv",
+    output:
+        figure=report(f"{RES}/figures/cross_domain.pdf", caption="../report/cross_domain.rst", category="D-CPT Law"),
+    log:
+        "logs/results/figures_cross_domain.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/figures.py"
+
+
 rule figures_chinchilla:
     input:
         law=f"{RES}/laws/chinchilla.json",

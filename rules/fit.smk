@@ -20,6 +20,23 @@ rule fit_dcpt:
         "../workflow_scripts/fit.py"
 
 
+rule fit_cross_domain:
+    input:
+        evals=lambda wc: PLAN.cross_domain_evals(),
+    output:
+        law=f"{RES}/laws/cross_domain.json",
+        points=f"{RES}/tables/cross_domain_points.csv",
+    params:
+        fit=canonical_json(CFG["fit"]),
+        domains=PLAN.domains,
+    log:
+        "logs/results/fit_cross_domain.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/fit.py"
+
+
 rule fit_chinchilla:
     input:
         evals=lambda wc: PLAN.pretrain_evals(),

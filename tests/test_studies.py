@@ -13,13 +13,13 @@ import pytest
 from conftest import make_workdir
 from workflow_utils import planned_jobs, run_snakemake
 
-from cpt_scaling.figures import chinchilla, dcpt, specialization, split
+from cpt_scaling.figures import chinchilla, cross_domain, dcpt, specialization, split
 
 pytestmark = pytest.mark.slow
 
 EXPECTED = {
     "dcpt_legal.pdf", "dcpt_fit_legal.pdf", "dcpt_medical.pdf", "dcpt_fit_medical.pdf", "chinchilla_fit.pdf",
-    "chinchilla_frontier.pdf", "split_fraction_legal.pdf", "split_optimal_legal.pdf",
+    "chinchilla_frontier.pdf", "split_fraction_legal.pdf", "split_optimal_legal.pdf", "cross_domain.pdf",
     *(f"specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute") for d in ("legal", "medical")),
 }
 
@@ -59,6 +59,23 @@ def test_figures_show_the_expected_axes_and_series(micro_run: Path) -> None:
     split_law = json.loads((res / "laws" / "split_legal.json").read_text())
     fig = split.build_optimal_figure(split_law, pd.read_csv(res / "tables" / "split_decisions_legal.csv"))
     assert "optimal specialisation share f*" in labels(fig)
+
+
+def test_cross_domain_law_predicts_each_domain_from_the_others(micro_run: Path) -> None:
+    res = micro_run / "results"
+    law = json.loads((res / "laws" / "cross_domain.json").read_text())
+    points = pd.read_csv(res / "tables" / "cross_domain_points.csv")
+    assert set(law["probes"]) == set(points["domain"]) == {"legal", "medical"}
+    assert all(p["k1"] > 0 and p["k2"] > 0 for p in law["probes"].values())
+    splits = law["leave_one_domain_out"]["splits"]
+    assert [s["held_out"] for s in splits] == ["legal", "medical"]
+    for s in splits:  # each domain scored only by a fit that never saw it, on all of that domain's points
+        n_domain = int((points["domain"] == s["held_out"]).sum())
+        assert s["n_train"] == len(points) - n_domain and s["heldout"]["n_points"] == n_domain
+    assert points["lodo"].notna().all() and points["fit"].notna().all()
+    fig = cross_domain.build_figure(law, points)
+    assert labels(fig) == {"observed domain loss (nats/token)", "predicted domain loss (nats/token)"}
+    assert [len(ax.collections) for ax in fig.axes] == [2, 2]  # one series per domain in each panel
 
 
 def test_law_files_carry_uncertainty_and_held_out_points(micro_run: Path) -> None:

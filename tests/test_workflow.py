@@ -61,7 +61,8 @@ def test_changing_one_domain_reruns_only_that_domain(micro_copy: Path) -> None:
     keyed = {out for rule, out in jobs if out.startswith("artifacts/")}
     assert keyed == {p for p in expected}
     aggregates = sorted(rule for rule, out in jobs if not out.startswith("artifacts/"))
-    assert aggregates == ["all", "eval_table", "figures_dcpt", "fit_dcpt"]
+    # The cross-domain law learns from every domain's runs, legal's included.
+    assert aggregates == ["all", "eval_table", "figures_cross_domain", "figures_dcpt", "fit_cross_domain", "fit_dcpt"]
     assert [out for rule, out in jobs if rule == "fit_dcpt"] == ["results/laws/dcpt_legal.json"]
     assert not any("medical" in out for _, out in jobs)
 
@@ -85,7 +86,8 @@ def test_revert_after_running_a_change_recomputes_nothing_keyed(micro_copy: Path
     assert result.returncode == 0, result.stderr[-4000:]
     jobs = planned_jobs(micro_copy, "micro.yaml")
     assert all(not out.startswith("artifacts/") for _, out in jobs), jobs
-    assert {rule for rule, _ in jobs} <= {"all", "eval_table", "fit_dcpt", "figures_dcpt"}
+    assert {rule for rule, _ in jobs} <= {"all", "eval_table", "fit_dcpt", "figures_dcpt", "fit_cross_domain",
+                                          "figures_cross_domain"}
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,13 @@
 from pathlib import Path
 
 from cpt_scaling.adaptor import rule_job
-from cpt_scaling.figures import chinchilla, dcpt, specialization, split
+from cpt_scaling.figures import chinchilla, cross_domain, dcpt, specialization, split
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
 DRAW = {
     "figures_dcpt": dcpt.draw,
+    "figures_cross_domain": cross_domain.draw,
     "figures_chinchilla": chinchilla.draw,
     "figures_specialization": specialization.draw,
     "figures_split": split.draw,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from cpt_scaling.adaptor import rule_job
 from cpt_scaling.studies.chinchilla import fit_chinchilla_study
+from cpt_scaling.studies.cross_domain import fit_cross_domain_study
 from cpt_scaling.studies.dcpt import fit_dcpt_study
 from cpt_scaling.studies.specialization import fit_specialization_study
 from cpt_scaling.studies.split import fit_split_study
@@ -20,6 +21,8 @@ with rule_job(smk):
         manifest = json.loads(Path(smk.input.manifest).read_text())
         tokens = study["domain_tokens"] or manifest["train"]["n_tokens"]
         fit_dcpt_study(evals, smk.wildcards.domain, fit, study, tokens, out["law"], out["points"], out["usages"])
+    elif smk.rule == "fit_cross_domain":
+        fit_cross_domain_study(evals, list(smk.params.domains), fit, out["law"], out["points"])
     elif smk.rule == "fit_chinchilla":
         fit_chinchilla_study(evals, fit, out["law"], out["points"], out["frontier"])
     elif smk.rule == "fit_specialization":

@@ -272,6 +272,11 @@ class Plan:
         return [d for d in self.domains if study["domains"] is None or d in study["domains"]]
 
     @property
+    def cross_domain_enabled(self) -> bool:
+        """Whether the cross-domain study runs: enabled and at least two domains to learn across."""
+        return self.cfg["studies"]["cross_domain"]["enabled"] and len(self.domains) >= 2
+
+    @property
     def specialization_domains(self) -> list[str]:
         """Domains whose sweep has both a ratio-0 (generalist) and the specialist ratio."""
         study = self.cfg["studies"]["specialization"]
@@ -365,6 +370,10 @@ class Plan:
     def _evals_of_runs(self, runs: set[str], corpora: set[str]) -> list[str]:
         return sorted(a.output for a in self.evals.values()
                       if a.spec["run"] in runs and set(a.job["corpora"]) & corpora)
+
+    def cross_domain_evals(self) -> list[str]:
+        """Eval tables of the cross-domain fit: every domain's D-CPT evaluations."""
+        return sorted({path for domain in self.domains for path in self.dcpt_evals(domain)})
 
     def specialization_evals(self, domain: str) -> list[str]:
         """Eval tables of the specialisation study: base models, generalist (r=0) and specialist runs."""

@@ -1,0 +1,89 @@
+"""Cross-domain D-CPT Law study (Que et al. 2024): one law for all domains, tested on domains it never saw.
+
+Points are the domain test loss of every D-CPT run of every domain (its checkpoints included), each with its
+domain's two probe features from the smallest model size, the cheapest probe: ``k1``, the base model's loss on the
+domain before continued pretraining, and ``k2``, the early slope of the domain loss, ``(k1 - loss) / tokens`` at
+the first checkpoint of the domain's highest-ratio run at the smallest budget (a short probe run's reading; here
+it comes from the sweep's own first checkpoint). The law is fitted on every domain (the largest size held out
+with three sizes or more) and, for the question it exists for, leave-one-domain-out: fitted on the other domains,
+it predicts a domain from that domain's ``k1``, ``k2`` alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cpt_scaling.atomic import write_json
+from cpt_scaling.errors import InputError
+from cpt_scaling.laws import fit_law, predict
+from cpt_scaling.studies.common import fit_points, write_csv
+from cpt_scaling.studies.dcpt import base_losses, dcpt_points
+from cpt_scaling.tables import read_eval_tables
+
+log = logging.getLogger(__name__)
+
+LAW_COLUMNS = ["N", "D", "r", "k1", "k2"]
+
+
+def domain_probe(df: pd.DataFrame, points: pd.DataFrame, domain: str) -> dict[str, Any]:
+    """``k1`` and ``k2`` of ``domain`` from its smallest size (``points``: the domain's D-CPT domain-loss rows)."""
+    bases = base_losses(df, domain)
+    if not bases:
+        raise InputError(domain, "the cross-domain study needs the base model's evaluation on the domain")
+    size, base = min(bases.items(), key=lambda kv: kv[1]["N"])
+    rows = points[(points["size"] == size) & (points["ratio"] == points["ratio"].max())]
+    rows = rows[rows["budget"] == rows["budget"].min()]
+    first = rows[rows["D"] == rows["D"].min()].iloc[0]
+    k1 = base["domain_loss"]
+    slope = (k1 - float(first["loss"])) / float(first["D"])
+    if slope <= 0:
+        raise InputError(domain, f"domain loss did not fall in the probe ({k1:.4f} -> {first['loss']:.4f} after "
+                                 f"{first['D']:.0f} tokens): k2 must be positive")
+    return {"size": size, "k1": k1, "k2": slope, "probe_ratio": float(first["ratio"]), "probe_tokens": int(first["D"])}
+
+
+def cross_points(df: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Domain-loss points of every domain with columns domain, size, N, D, r, ratio, k1, k2, loss; the probes."""
+    frames, probes = [], {}
+    for domain in domains:
+        pts = dcpt_points(df, domain)
+        pts = pts[pts["target"] == "domain"]
+        probes[domain] = domain_probe(df, pts, domain)
+        frames.append(pts.assign(domain=domain, k1=probes[domain]["k1"], k2=probes[domain]["k2"]))
+    cols = ["domain", "size", "N", "D", "r", "ratio", "k1", "k2", "loss"]
+    return pd.concat(frames, ignore_index=True)[cols], probes
+
+
+def leave_one_domain_out(points: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.Series, list[dict[str, Any]]]:
+    """For each domain: fit on the others, predict it. Returns the predictions (by row) and the per-domain errors."""
+    pred = pd.Series(float("nan"), index=points.index)
+    splits = []
+    for domain in sorted(points["domain"].unique()):
+        mask = points["domain"] == domain
+        res = fit_law("cross_domain", points[[*LAW_COLUMNS, "loss"]], holdout=mask, coarse=True,
+                      huber_delta=fit["huber_delta"], seed=fit["seed"])
+        pred[mask] = predict(res.to_json(), points.loc[mask, LAW_COLUMNS])
+        splits.append({"held_out": domain, "n_train": res.n_points, "heldout": res.heldout})
+        log.info("cross-domain law without %s: held-out mean relative error %.4f", domain,
+                 res.heldout["mean_rel_error"] if res.heldout else float("nan"))
+    return pred, splits
+
+
+def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dict[str, Any], law_out: Path,
+                           points_out: Path) -> dict[str, Any]:
+    """Fit the cross-domain law on all domains and leave-one-domain-out; write the law JSON and its points."""
+    points, probes = cross_points(read_eval_tables(eval_tables), domains)
+    log.info("fitting the cross-domain law to %d points of %d domains", len(points), len(domains))
+    law = fit_points("cross_domain", points[[*LAW_COLUMNS, "loss"]], fit)
+    points["fit"] = predict(law, points[LAW_COLUMNS])
+    points["lodo"], splits = leave_one_domain_out(points, fit)
+    means = [s["heldout"]["mean_rel_error"] for s in splits]
+    result = {"study": "cross_domain", "domains": domains, "probes": probes, **law,
+              "leave_one_domain_out": {"splits": splits, "mean_rel_error": sum(means) / len(means)}}
+    write_csv(points, points_out)
+    write_json(law_out, result)
+    return result

@@ -1,0 +1,49 @@
+"""Stale build locks of PyTorch JIT extensions (DeepSpeed compiles its CPU communication op this way).
+
+torch guards each extension's build directory with a ``lock`` file and, while the file exists, every other
+process that loads the extension polls forever, even when the compiled library is already there. A training job
+killed while holding it (preemption, the OOM killer, a SIGKILL during the first ~40 s build) would leave every
+later training job on that machine hanging. So before DeepSpeed loads its ops, locks older than any real build
+are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER_S = 900.0  # an op build takes ~40 s on 2 CPU cores; a lock this old belongs to a dead process
+
+
+def extensions_root() -> Path:
+    """Where torch builds JIT extensions: ``$TORCH_EXTENSIONS_DIR`` or its per-user default cache."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root:
+        return Path(root)
+    from torch.utils.cpp_extension import get_default_build_root
+
+    return Path(get_default_build_root())
+
+
+def clear_stale_locks(max_age_s: float = STALE_AFTER_S, root: Path | None = None) -> list[Path]:
+    """Remove extension build locks older than ``max_age_s``; return the ones removed (each logged)."""
+    root = extensions_root() if root is None else root
+    now = time.time()
+    removed = []
+    # <root>/<extension>/lock with $TORCH_EXTENSIONS_DIR, <root>/<python>_<accelerator>/<extension>/lock otherwise
+    for lock in [*root.glob("*/lock"), *root.glob("*/*/lock")]:
+        try:
+            age = now - lock.stat().st_mtime
+            if age > max_age_s:
+                lock.unlink()
+        except FileNotFoundError:  # released meanwhile
+            continue
+        if age > max_age_s:
+            log.warning("removed a stale PyTorch extension build lock (%.0f s old, its process is gone): %s",
+                        age, lock)
+            removed.append(lock)
+    return removed

@@ -1,0 +1,39 @@
+"""Stale PyTorch extension build locks are cleared before training; live ones are left alone."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from cpt_scaling.extension_locks import STALE_AFTER_S, clear_stale_locks, extensions_root
+
+
+def _lock(path: Path, age_s: float) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    then = time.time() - age_s
+    os.utime(path, (then, then))
+    return path
+
+
+def test_only_locks_older_than_a_build_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert extensions_root() == tmp_path
+    stale = _lock(tmp_path / "deepspeed_shm_comm" / "lock", STALE_AFTER_S + 60)
+    nested = _lock(tmp_path / "py311_cpu" / "cpu_adam" / "lock", 10 * STALE_AFTER_S)
+    live = _lock(tmp_path / "fused_adam" / "lock", 30)
+    library = _lock(tmp_path / "deepspeed_shm_comm" / "deepspeed_shm_comm.so", 10 * STALE_AFTER_S)
+    assert sorted(clear_stale_locks()) == sorted([stale, nested])
+    assert not stale.exists() and not nested.exists()
+    assert live.exists() and library.exists()
+    assert clear_stale_locks() == []
+
+
+def test_default_root_is_torchs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.cpp_extension import get_default_build_root
+
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    assert extensions_root() == Path(get_default_build_root())

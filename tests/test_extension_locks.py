@@ -37,3 +37,21 @@ def test_default_root_is_torchs(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
     assert extensions_root() == Path(get_default_build_root())
+
+
+def test_watcher_clears_a_lock_once_it_goes_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lock that is fresh when the job starts (its owner died moments ago) is cleared once it is old enough."""
+    import cpt_scaling.extension_locks as locks
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(locks, "_watcher", None)
+    lock = _lock(tmp_path / "deepspeed_shm_comm" / "lock", 0)
+    stop = locks.watch_stale_locks(interval_s=0.05, max_age_s=0.5)
+    try:
+        assert lock.exists()
+        deadline = time.monotonic() + 10
+        while lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not lock.exists()
+    finally:
+        stop.set()

@@ -4,19 +4,22 @@ torch guards each extension's build directory with a ``lock`` file and, while th
 process that loads the extension polls forever, even when the compiled library is already there. A training job
 killed while holding it (preemption, the OOM killer, a SIGKILL during the first ~40 s build) would leave every
 later training job on that machine hanging. So before DeepSpeed loads its ops, locks older than any real build
-are removed.
+are removed, and a watcher thread keeps doing so while the job runs: a job that came upon a lock whose owner died
+moments ago waits ``STALE_AFTER_S`` at most, not forever.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 STALE_AFTER_S = 900.0  # an op build takes ~40 s on 2 CPU cores; a lock this old belongs to a dead process
+_watcher: tuple[threading.Thread, threading.Event] | None = None
 
 
 def extensions_root() -> Path:
@@ -47,3 +50,27 @@ def clear_stale_locks(max_age_s: float = STALE_AFTER_S, root: Path | None = None
                         age, lock)
             removed.append(lock)
     return removed
+
+
+def watch_stale_locks(interval_s: float = 30.0, max_age_s: float = STALE_AFTER_S) -> threading.Event:
+    """Clear stale locks now, then every ``interval_s`` from a daemon thread for the rest of the process (one per
+    process, on the extensions root of its start; torch's lock wait sleeps between polls, so the thread runs).
+    Returns the event that stops the watcher."""
+    global _watcher
+    root = extensions_root()
+    clear_stale_locks(max_age_s, root)
+    if _watcher is not None and _watcher[0].is_alive():
+        return _watcher[1]
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.wait(interval_s):
+            try:
+                clear_stale_locks(max_age_s, root)
+            except OSError as exc:  # e.g. the cache directory vanished: keep watching
+                log.debug("extension lock check failed: %s", exc)
+
+    thread = threading.Thread(target=run, name="extension-lock-watch", daemon=True)
+    thread.start()
+    _watcher = (thread, stop)
+    return stop

@@ -17,7 +17,7 @@ from cpt_scaling.atomic import write_json
 from cpt_scaling.cost import flops_per_token
 from cpt_scaling.ds_config import deepspeed_config, ensure_distributed
 from cpt_scaling.errors import InputError
-from cpt_scaling.extension_locks import clear_stale_locks
+from cpt_scaling.extension_locks import watch_stale_locks
 from cpt_scaling.mixture import MixtureSampler, domain_sequences_before
 from cpt_scaling.model import (
     attention_implementation,
@@ -95,7 +95,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     warmup_fraction, schedule, grad_clip}, checkpoint_tokens, seed, threads, deepspeed {zero_stage}; optional
     peak_flops (per device, for MFU) and log_every (steps between log records, default 10).
     """
-    clear_stale_locks()  # before DeepSpeed loads its ops: a job killed mid-build must not hang every later job
+    watch_stale_locks()  # before DeepSpeed loads its ops: a job killed mid-build must not hang every later job
     import deepspeed
 
     p = plan(spec)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,3 +79,50 @@ def _children() -> list[int]:
         if int(fields[1]) == me and fields[0] != "Z":
             found.append(int(stat))
     return found
+
+
+def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the consumer alone (e.g. the OOM killer) leaves no reader process behind."""
+    script = tmp_path / "consumer.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "import pyarrow as pa\n"
+        "from cpt_scaling.batch_process import batches_in_child\n"
+        "def endless():\n"
+        "    while True:\n"
+        "        yield pa.record_batch({'i': pa.array(range(100))})\n"
+        "it = batches_in_child(endless)\n"
+        "next(it)\n"
+        "print(os.getpid(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    parent = int(proc.stdout.split()[0])
+    orphans = [pid for pid in _all_processes() if _ppid_was(pid, parent)]
+    deadline = time.monotonic() + 10
+    while orphans and time.monotonic() < deadline:
+        time.sleep(0.1)
+        orphans = [pid for pid in orphans if _alive(pid)]
+    assert not orphans
+
+
+def _all_processes() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _ppid_was(pid: int, parent: int) -> bool:
+    """Whether ``pid`` is a live process started by ``parent`` (its name says so: reparented children keep it)."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"consumer.py" in cmd and pid != parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -23,6 +23,7 @@ import pyarrow as pa
 from cpt_scaling.prefetch import prefetch
 
 _ITEM, _END, _ERROR = range(3)
+_PARENT_CHECK_S = 1.0  # how often a child waiting for a free slot checks that its parent still lives
 # Fault the whole mapping in at once: touching a fresh mapping page by page costs ~1 µs per document.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
@@ -76,9 +77,12 @@ def _receive(conn: Connection, child: mp.process.BaseProcess, slots: Semaphore) 
 
 def _child(produce: Callable[[], Iterable[pa.RecordBatch]], conn: Connection, slots: Semaphore) -> None:
     """Child side: write each batch to a fresh memory file and send its size and descriptor."""
+    parent = os.getppid()
     try:
         for batch in produce():
-            slots.acquire()
+            while not slots.acquire(timeout=_PARENT_CHECK_S):
+                if os.getppid() != parent:  # the parent was killed: nobody will read, stop
+                    return
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, batch.schema) as writer:
                 writer.write_batch(batch)

@@ -20,9 +20,8 @@ from multiprocessing.synchronize import Semaphore
 
 import pyarrow as pa
 
-from cpt_scaling.prefetch import prefetch
+from cpt_scaling.prefetch import END, ERROR, ITEM, prefetch
 
-_ITEM, _END, _ERROR = range(3)
 _PARENT_CHECK_S = 1.0  # how often a child waiting for a free slot checks that its parent still lives
 # Fault the whole mapping in at once: touching a fresh mapping page by page costs ~1 µs per document.
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
@@ -52,14 +51,14 @@ def _receive(conn: Connection, child: mp.process.BaseProcess, slots: Semaphore) 
         while True:
             try:
                 kind, value = conn.recv()
-                if kind == _ITEM:
+                if kind == ITEM:
                     fd = reduction.recv_handle(conn)
             except EOFError:
                 child.join()
                 raise RuntimeError(f"the batch reader process died (exit code {child.exitcode})") from None
-            if kind == _END:
+            if kind == END:
                 return
-            if kind == _ERROR:
+            if kind == ERROR:
                 raise value
             try:  # the mapping lives as long as the batch's buffers; the descriptor is not needed after mmap
                 memory = mmap.mmap(fd, value, flags=_MAP_FLAGS, prot=mmap.PROT_READ)
@@ -91,16 +90,16 @@ def _child(produce: Callable[[], Iterable[pa.RecordBatch]], conn: Connection, sl
             try:
                 with os.fdopen(os.dup(fd), "wb", buffering=0) as f:
                     f.write(data)
-                conn.send((_ITEM, data.size))
+                conn.send((ITEM, data.size))
                 reduction.send_handle(conn, fd, os.getppid())
             finally:
                 os.close(fd)
-        conn.send((_END, None))
+        conn.send((END, None))
     except BaseException as exc:  # handed to the parent, which re-raises it
         try:
-            conn.send((_ERROR, exc))
+            conn.send((ERROR, exc))
         except Exception:  # an unpicklable exception, or the parent is gone
             with contextlib.suppress(Exception):
-                conn.send((_ERROR, RuntimeError(f"{type(exc).__name__}: {exc}")))
+                conn.send((ERROR, RuntimeError(f"{type(exc).__name__}: {exc}")))
     finally:
         conn.close()

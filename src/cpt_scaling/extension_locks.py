@@ -41,14 +41,13 @@ def clear_stale_locks(max_age_s: float = STALE_AFTER_S, root: Path | None = None
     for lock in [*root.glob("*/lock"), *root.glob("*/*/lock")]:
         try:
             age = now - lock.stat().st_mtime
-            if age > max_age_s:
-                lock.unlink()
+            if age <= max_age_s:
+                continue
+            lock.unlink()
         except FileNotFoundError:  # released meanwhile
             continue
-        if age > max_age_s:
-            log.warning("removed a stale PyTorch extension build lock (%.0f s old, its process is gone): %s",
-                        age, lock)
-            removed.append(lock)
+        log.warning("removed a stale PyTorch extension build lock (%.0f s old, its process is gone): %s", age, lock)
+        removed.append(lock)
     return removed
 
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-_ITEM, _END, _ERROR = range(3)
+ITEM, END, ERROR = range(3)  # kinds of the messages a producer sends (also used by batch_process)
 _POLL_S = 0.1
 
 
@@ -35,21 +35,21 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     def produce() -> None:
         try:
             for item in items:
-                if not put((_ITEM, item)):
+                if not put((ITEM, item)):
                     return
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            put((_ERROR, exc))
+            put((ERROR, exc))
             return
-        put((_END, None))
+        put((END, None))
 
     thread = threading.Thread(target=produce, name="prefetch", daemon=True)
     thread.start()
     try:
         while True:
             kind, value = slots.get()
-            if kind == _END:
+            if kind == END:
                 return
-            if kind == _ERROR:
+            if kind == ERROR:
                 assert isinstance(value, BaseException)
                 raise value
             yield value  # type: ignore[misc]

@@ -99,7 +99,10 @@ def leave_domains_out(
     coarse: bool = True,
     **fit: Any,
 ) -> dict[str, Any]:
-    """Cross-domain law: for each domain, fit on the others and score the held-out domain."""
+    """Cross-domain law: for each domain, fit on the others and score the held-out domain.
+
+    Each split keeps the parameters of its fit (fixed ones included), so the held-out domain can be predicted.
+    """
     if column not in df.columns:
         raise InputError(where, f"missing column {column!r} needed for leave-domains-out validation")
     df = df.reset_index(drop=True)
@@ -112,5 +115,6 @@ def leave_domains_out(
     for dom in domains:
         mask = (df[column].astype(str) == dom).to_numpy()
         res = fit_law(law, df, holdout=mask, coarse=coarse, where=where, **fit)
-        splits.append({"held_out": dom, "n_train": res.n_points, "heldout": res.heldout})
+        splits.append({"held_out": dom, "n_train": res.n_points, "heldout": res.heldout,
+                       "params": {**res.params, **res.fixed}})
     return _summary("leave_domains_out", law, splits)

@@ -19,10 +19,11 @@ import pandas as pd
 
 from cpt_scaling.atomic import write_json
 from cpt_scaling.errors import InputError
-from cpt_scaling.laws import fit_law, predict
+from cpt_scaling.laws import predict
 from cpt_scaling.studies.common import fit_points, write_csv
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points
 from cpt_scaling.tables import read_eval_tables
+from cpt_scaling.validation import leave_domains_out
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +59,17 @@ def cross_points(df: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, di
     return pd.concat(frames, ignore_index=True)[cols], probes
 
 
-def leave_one_domain_out(points: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.Series, list[dict[str, Any]]]:
-    """For each domain: fit on the others, predict it. Returns the predictions (by row) and the per-domain errors."""
+def leave_one_domain_out(points: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.Series, dict[str, Any]]:
+    """Each domain predicted by a fit on the others: the predictions (by row) and the validation summary."""
+    lodo = leave_domains_out(points[["domain", *LAW_COLUMNS, "loss"]], "cross_domain",
+                             huber_delta=fit["huber_delta"], seed=fit["seed"])
     pred = pd.Series(float("nan"), index=points.index)
-    splits = []
-    for domain in sorted(points["domain"].unique()):
-        mask = points["domain"] == domain
-        res = fit_law("cross_domain", points[[*LAW_COLUMNS, "loss"]], holdout=mask, coarse=True,
-                      huber_delta=fit["huber_delta"], seed=fit["seed"])
-        pred[mask] = predict(res.to_json(), points.loc[mask, LAW_COLUMNS])
-        splits.append({"held_out": domain, "n_train": res.n_points, "heldout": res.heldout})
-        log.info("cross-domain law without %s: held-out mean relative error %.4f", domain,
-                 res.heldout["mean_rel_error"] if res.heldout else float("nan"))
-    return pred, splits
+    for split in lodo["splits"]:
+        mask = points["domain"] == split["held_out"]
+        pred[mask] = predict({"law": "cross_domain", "params": split["params"]}, points.loc[mask, LAW_COLUMNS])
+        log.info("cross-domain law without %s: held-out mean relative error %.4f", split["held_out"],
+                 split["heldout"]["mean_rel_error"])
+    return pred, lodo
 
 
 def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dict[str, Any], law_out: Path,
@@ -80,10 +79,8 @@ def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dic
     log.info("fitting the cross-domain law to %d points of %d domains", len(points), len(domains))
     law = fit_points("cross_domain", points[[*LAW_COLUMNS, "loss"]], fit)
     points["fit"] = predict(law, points[LAW_COLUMNS])
-    points["lodo"], splits = leave_one_domain_out(points, fit)
-    means = [s["heldout"]["mean_rel_error"] for s in splits]
-    result = {"study": "cross_domain", "domains": domains, "probes": probes, **law,
-              "leave_one_domain_out": {"splits": splits, "mean_rel_error": sum(means) / len(means)}}
+    points["lodo"], lodo = leave_one_domain_out(points, fit)
+    result = {"study": "cross_domain", "domains": domains, "probes": probes, **law, "leave_one_domain_out": lodo}
     write_csv(points, points_out)
     write_json(law_out, result)
     return result

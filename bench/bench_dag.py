@@ -123,8 +123,8 @@ def child_one(workdir: str, target: str) -> None:
     print(json.dumps({"import_s": t1 - t0, "parse_s": t2 - t1, "dag_s": t3 - t2, "jobs": jobs}))
 
 
-def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str], list[str]]:
-    """(config load s, plan build s, artifacts, training outputs, all outputs) measured in this process."""
+def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str]]:
+    """(config load s, plan build s, artifacts, training outputs) measured in this process."""
     import os
 
     from cpt_scaling.config import load_config
@@ -142,7 +142,7 @@ def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str], list[str]
         t2 = time.perf_counter()
     finally:
         os.chdir(cwd)
-    return t1 - t0, t2 - t1, n_artifacts, plan.outputs("train"), list(plan.by_key)
+    return t1 - t0, t2 - t1, n_artifacts, plan.outputs("train")
 
 
 def compare(label: str, workdir: Path, targets: list[str], shaped_sizes: int = 0) -> dict:
@@ -196,7 +196,7 @@ def main() -> None:
     (workdir / "data").mkdir()
     (workdir / "data" / "demo").symlink_to(REPO / "data" / "demo")
     (workdir / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(args.sizes, args.ratios, args.budgets)))
-    cfg_s, plan_s, n_art, train, _ = plan_seconds(workdir)
+    cfg_s, plan_s, n_art, train = plan_seconds(workdir)
     print(f"sweep: {args.sizes} sizes x 3 domains x {args.ratios} ratios x {args.budgets} budgets: "
           f"{len(train)} training jobs, {n_art} artifacts; in-process config load {cfg_s:.2f} s, "
           f"plan build {plan_s:.2f} s")

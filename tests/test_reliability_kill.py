@@ -35,7 +35,9 @@ def _training_midway(workdir: Path) -> Path | None:
 
 STAGES = [
     ("classification", lambda w: log_says(w, "classified/*.log", "rule classify_pool_file")),
-    ("shard writing", lambda w: log_says(w, "shards/*.log", "wrote train-")),
+    # A shard job's temporary directory exists from its first write to its rename: the whole writing phase (its
+    # "wrote train-" log line came too close to the rename; one CI run killed after it).
+    ("shard writing", lambda w: sorted((w / "artifacts" / "shards").glob(".*.tmp"))),
     ("training", _training_midway),
     ("fitting", lambda w: log_says(w, "results/fit_*.log", "rule fit_")),
 ]
@@ -49,7 +51,7 @@ def test_kill_at_each_stage_then_resume_gives_the_uninterrupted_result(micro_run
             unlock(workdir, "micro.yaml")
         proc = start_snakemake(workdir, "micro.yaml", log_name=f"attempt{i}")
         try:
-            hit = wait_until(functools.partial(in_progress, workdir), proc, f"{stage} in progress")
+            hit = wait_until(functools.partial(in_progress, workdir), proc, f"{stage} in progress", interval=0.01)
         finally:
             kill_group(proc)
         assert not leftover_processes(workdir), f"jobs survived the kill during {stage}"

@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cpt_scaling import resources
 from cpt_scaling.errors import InputError
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
@@ -195,6 +196,7 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
         raise InputError(where, f"{_key_path(err.absolute_path)}: {err.message}")
     _check_finite(cfg, where)
     _check_semantics(cfg, where)
+    resources.resolve_processes_per_node(cfg, where)
     _check_sweep_entries(cfg, where)
     _check_paths(cfg, where)
     data = cfg["data"]

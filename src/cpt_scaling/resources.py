@@ -20,6 +20,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cpt_scaling.errors import InputError
+
 #: Start-up allowance added to every training job's runtime limit (minutes): imports, checkpoint load, launch.
 STARTUP_MINUTES = 5
 
@@ -33,6 +35,24 @@ def check_cost_config(cost: Mapping[str, Any]) -> None:
     gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
     if gpus and gpus % nodes:
         raise ValueError(f"cost.gpus_per_job={gpus} is not a multiple of cost.nodes_per_job={nodes}")
+
+
+def resolve_processes_per_node(cfg: dict[str, Any], where: str) -> None:
+    """Fill ``training.processes_per_node`` in place: one process per GPU of a node
+    (``cost.gpus_per_job / cost.nodes_per_job``), 1 without GPUs; an explicit value that contradicts the GPUs
+    of a node is an :class:`~cpt_scaling.errors.InputError` (so no GPU idles, none is oversubscribed)."""
+    cost, training = cfg["cost"], cfg["training"]
+    gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
+    if gpus and gpus % nodes:
+        raise InputError(where, f"cost.gpus_per_job={gpus} is not a multiple of cost.nodes_per_job={nodes}")
+    per_node = gpus // nodes if gpus else 1
+    given = training["processes_per_node"]
+    if given is None:
+        training["processes_per_node"] = per_node
+    elif gpus and given != per_node:
+        raise InputError(where, f"training.processes_per_node={given} does not match the {per_node} GPUs per node "
+                                f"(cost.gpus_per_job={gpus} / cost.nodes_per_job={nodes}): one process drives "
+                                "one GPU; leave it unset")
 
 
 def flops_rate(cost: Mapping[str, Any]) -> float:

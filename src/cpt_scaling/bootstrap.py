@@ -1,14 +1,19 @@
-"""Bootstrap confidence intervals of fitted law parameters.
+"""Bootstrap over whole runs: percentile intervals of law parameters, and the resampled parameter sets.
 
-Each resample draws the fitting points with replacement (multinomial counts as per-point weights) and is
-refitted from the full-data optimum; all resamples are minimised together by the batched L-BFGS. Intervals are
-the 2.5th and 97.5th percentiles of each parameter over the resamples (natural space).
+Checkpoints of one training run share its noise (one seed, one data order), so resampling them independently
+understates the uncertainty. Each resample here draws *groups* (runs; a column such as ``run``) with replacement;
+every point of a drawn group enters with the group's multiplicity as its weight. Each resample is refitted from
+several starts (the full-data optimum, the other distinct optima the multistart found, and random perturbations of
+the optimum) and keeps its best; all resamples × starts are minimised together by the batched L-BFGS. Intervals are
+percentiles of each parameter over the resamples that gave a finite objective (natural space); the others are
+counted as failed. The same ``seed`` and the same group labels give the same draws, so two laws fitted to the
+same runs (domain and general loss) get paired resamples.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,19 +22,69 @@ from cpt_scaling.optimize import Objective, batched_lbfgs, bounds_theta
 log = logging.getLogger(__name__)
 
 
-def bootstrap_params(
-    obj: Objective, theta: np.ndarray, resamples: int, seed: int = 0, level: float = 0.95
-) -> dict[str, list[float]]:
-    """``{param: [low, high]}`` percentile intervals from ``resamples`` refits of ``obj`` around ``theta``."""
-    n = obj.log_y.size
+@dataclass
+class BootstrapResult:
+    """Resampled parameters (natural space, ``(ok, P)``) and how many resamples failed or hit their cap."""
+
+    samples: np.ndarray
+    resamples: int
+    failed: int
+    not_converged: int
+    n_groups: int
+    starts: int
+
+    def interval(self, level: float = 0.95) -> np.ndarray | None:
+        """``(P, 2)`` percentile interval, or None when no resample succeeded."""
+        if not len(self.samples):
+            return None
+        tail = 50.0 * (1.0 - level)
+        return np.percentile(self.samples, [tail, 100.0 - tail], axis=0).T
+
+
+def group_weights(groups: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, int]:
+    """``(resamples, n)`` weights: each point's group multiplicity in each resample; and the number of groups."""
+    labels, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
-    boot = replace(obj, weights=weights)
+    counts = rng.multinomial(labels.size, np.full(labels.size, 1.0 / labels.size), size=resamples)
+    return counts[:, index].astype(float), int(labels.size)
+
+
+def bootstrap_fit(
+    obj: Objective,
+    theta: np.ndarray,
+    resamples: int,
+    *,
+    groups: np.ndarray | None = None,
+    candidates: np.ndarray | None = None,
+    starts: int = 4,
+    seed: int = 0,
+    max_iter: int = 200,
+    ftol: float = 1e-9,
+    screen_iters: int = 25,
+) -> BootstrapResult:
+    """Refit ``obj`` on ``resamples`` group resamples, each from ``starts`` starting points."""
+    n = obj.log_y.size
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    weights, n_groups = group_weights(groups, resamples, seed)
     lo, hi = bounds_theta(obj)
-    starts = np.repeat(theta[None, :], resamples, axis=0)
-    thetas, f, _ = batched_lbfgs(boot, starts, lo, hi, max_iter=500)
-    values = obj.natural(thetas[np.isfinite(f)])
-    tail = 50.0 * (1.0 - level)
-    low, high = np.percentile(values, [tail, 100.0 - tail], axis=0)
-    log.info("bootstrap: %d resamples of %d points", resamples, n)
-    return {name: [float(a), float(b)] for name, a, b in zip(obj.law.params, low, high, strict=True)}
+    pool = [theta] + [c for c in (candidates if candidates is not None else [])
+                      if np.max(np.abs(c - theta)) > 1e-3]
+    rng = np.random.default_rng(seed + 1)
+    while len(pool) < starts:
+        pool.append(np.clip(theta + rng.normal(0.0, 0.5, theta.size), lo, hi))
+    start = np.array(pool[:starts])
+    k = len(start)
+    # every start runs a few iterations; each resample's most promising one continues to convergence
+    screen = replace(obj, weights=np.repeat(weights, k, axis=0))
+    thetas, f, _ = batched_lbfgs(screen, np.tile(start, (resamples, 1)), lo, hi, max_iter=screen_iters, ftol=ftol)
+    f = np.where(np.isfinite(f), f, np.inf).reshape(resamples, k)
+    first = thetas[np.arange(resamples) * k + np.argmin(f, axis=1)]
+    thetas, f, done = batched_lbfgs(replace(obj, weights=weights), first, lo, hi, max_iter=max_iter, ftol=ftol)
+    ok = np.isfinite(f)
+    not_converged = int((~done & ok).sum())
+    pick = np.flatnonzero(ok)
+    samples = obj.natural(thetas[pick])
+    failed = int((~ok).sum())
+    log.info("bootstrap: %d resamples of %d groups (%d points), %d starts each; %d failed, %d at iteration cap",
+             resamples, n_groups, n, k, failed, not_converged)
+    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k)

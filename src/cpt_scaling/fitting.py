@@ -17,26 +17,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.bootstrap import bootstrap_params
+from cpt_scaling.bootstrap import bootstrap_fit
 from cpt_scaling.errors import InputError
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
-from cpt_scaling.optimize import Objective, huber, multistart_minimize
+from cpt_scaling.optimize import Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.points import TARGET, validate_points
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "fit_law", "heldout_metrics", "predict", "validate_points"]
+__all__ = ["FitResult", "extrapolation_factor", "fit_law", "fit_range", "heldout_metrics", "predict",
+           "validate_points"]
 
 
 @dataclass
 class FitResult:
-    """One fitted law: parameters, intervals, metrics, and the points used and held out."""
+    """One fitted law: parameters, intervals, metrics, diagnostics, and the points used and held out."""
 
     law: str
     formula: str
     params: dict[str, float]
     fixed: dict[str, float]
-    ci: dict[str, list[float]]
+    ci: dict[str, list[float] | None]
     r2: float
     huber: float
     rmse: float
@@ -49,10 +50,18 @@ class FitResult:
     points_held_out: list[dict[str, Any]]
     heldout: dict[str, float] | None = None
     selection: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    bootstrap_info: dict[str, Any] = field(default_factory=dict)
+    samples: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document ``cpt-scaling fit`` writes (and ``predict``/decisions read)."""
+        """The JSON document ``cpt-scaling fit`` writes (and ``predict``/decisions read).
+
+        ``ci`` holds ``[low, high]`` per fitted parameter, or null where no interval was computed (no bootstrap,
+        or every resample failed); ``bootstrap_samples`` keeps the resampled parameter sets so that decisions read
+        off the law carry intervals from the same resamples.
+        """
         out: dict[str, Any] = {
             "law": self.law,
             "formula": self.formula,
@@ -67,10 +76,17 @@ class FitResult:
             "n_points": self.n_points,
             "n_starts": self.n_starts,
             "bootstrap": self.bootstrap,
+            "bootstrap_info": self.bootstrap_info,
             "reconstructed_form": self.reconstructed,
+            "diagnostics": self.diagnostics,
             "points_used": self.points_used,
             "points_held_out": self.points_held_out,
         }
+        if self.samples is not None and len(self.samples):
+            out["bootstrap_samples"] = {
+                "params": list(self.params),
+                "values": [[float(f"{v:.9g}") for v in row] for row in self.samples],
+            }
         if self.heldout is not None:
             out["heldout"] = self.heldout
         if self.selection is not None:
@@ -122,6 +138,40 @@ def _holdout_mask(holdout: pd.Series | np.ndarray | None, df: pd.DataFrame, wher
     return mask
 
 
+#: Parameters that make a law depend on model size; fitted from fewer than three sizes they are barely pinned.
+SIZE_EXPONENTS = ("alpha", "p")
+
+
+def fit_range(df: pd.DataFrame) -> dict[str, float]:
+    """Largest model size and training compute (``6·N·tokens``) of a points table, the yardsticks of
+    extrapolation; tokens are ``D`` plus ``D_spec`` where present."""
+    out: dict[str, float] = {}
+    if "N" in df.columns and len(df):
+        out["N_max"] = float(df["N"].max())
+        if "D" in df.columns:
+            tokens = df["D"] + (df["D_spec"] if "D_spec" in df.columns else 0.0)
+            out["C_max"] = float((6.0 * df["N"] * tokens).max())
+    return out
+
+
+def extrapolation_factor(fitted: dict[str, float], N: Any, tokens: Any = None) -> np.ndarray:
+    """How far queries lie beyond a fit: ``max(N/N_max, C/C_max, 1)`` with ``C = 6·N·tokens`` (arrays broadcast)."""
+    n = np.asarray(N, dtype=float)
+    factor = np.ones(np.broadcast(n, np.asarray(tokens if tokens is not None else 0.0)).shape)
+    if "N_max" in fitted:
+        factor = np.maximum(factor, n / fitted["N_max"])
+    if tokens is not None and "C_max" in fitted:
+        factor = np.maximum(factor, 6.0 * n * np.asarray(tokens, dtype=float) / fitted["C_max"])
+    return factor
+
+
+def _at_bounds(law: Law, obj: Objective, theta: np.ndarray) -> list[str]:
+    lo, hi = bounds_theta(obj)
+    near = (np.abs(theta - lo) < 1e-6 * np.maximum(1.0, np.abs(lo))) | (
+        np.abs(theta - hi) < 1e-6 * np.maximum(1.0, np.abs(hi)))
+    return [name for name, flag in zip(law.params, near, strict=True) if flag]
+
+
 def fit_law(
     name: str,
     df: pd.DataFrame,
@@ -131,14 +181,17 @@ def fit_law(
     seed: int = 0,
     holdout: pd.Series | np.ndarray | None = None,
     coarse: bool = False,
+    groups: pd.Series | np.ndarray | None = None,
+    bootstrap_starts: int = 4,
     where: str = "points",
 ) -> FitResult:
     """Fit law ``name`` (a key of ``LAWS`` or ``"split"``) to ``df`` with columns of the law plus ``loss``.
 
-    ``holdout`` is a boolean mask of rows excluded from the fit and scored afterwards. ``bootstrap`` resamples
-    (with replacement, refitted from the optimum) give 95 % percentile intervals. ``coarse`` uses the law's
-    small initialisation grid and shorter iteration caps (repeated fits in cross-validation). ``where`` names
-    the data in error messages.
+    ``holdout`` is a boolean mask of rows excluded from the fit and scored afterwards. ``bootstrap`` resamples of
+    the ``groups`` (one label per row, e.g. the run; default: every row its own group), each refitted from
+    ``bootstrap_starts`` starts, give 95 % percentile intervals and the resampled parameter sets. ``coarse`` uses
+    the law's small initialisation grid and shorter iteration caps (repeated fits in cross-validation). ``where``
+    names the data in error messages.
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
     or else on the largest total-token rows, after which the winner is refitted on all rows).
     """
@@ -146,7 +199,10 @@ def fit_law(
         raise InputError(where, f"huber delta must be > 0, got {huber_delta}")
     if bootstrap < 0:
         raise InputError(where, f"bootstrap resamples must be >= 0, got {bootstrap}")
+    if groups is not None and len(groups) != len(df):
+        raise InputError(where, f"groups must give one label per row ({len(df)}), got {len(groups)}")
     df = validate_points(df, name, where).reset_index(drop=True)
+    group_arr = None if groups is None else np.asarray(groups)
     if name == "split":
         return _fit_split(
             df,
@@ -155,6 +211,8 @@ def fit_law(
             seed=seed,
             holdout=holdout,
             coarse=coarse,
+            groups=group_arr,
+            bootstrap_starts=bootstrap_starts,
             where=where,
         )
     law = LAWS[name]
@@ -171,15 +229,47 @@ def fit_law(
     y = train[TARGET].to_numpy(dtype=float)
     obj = Objective(law, x, np.log(y), huber_delta, scale=huber_delta * len(y))
     effort = {"polish_iter": 100, "n_polish": 1} if coarse else {}
-    theta, f_scaled, n_starts = multistart_minimize(obj, law.grid_points(coarse), **effort)
+    info: dict[str, Any] = {}
+    theta, f_scaled, n_starts = multistart_minimize(obj, law.grid_points(coarse, x), info=info, **effort)
     values = obj.natural(theta[None, :])[0]
     params = {k: float(v) for k, v in zip(law.params, values, strict=True)}
     pred = law.predict({**params, **law.fixed}, x)
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
-    ci = {k: [v, v] for k, v in {**params, **law.fixed}.items()}
+    ci: dict[str, list[float] | None] = {k: None for k in params}
+    boot_info: dict[str, Any] = {"resamples": bootstrap}
+    samples = None
     if bootstrap:
-        ci.update(bootstrap_params(obj, theta, bootstrap, seed))
+        boot = bootstrap_fit(obj, theta, bootstrap, groups=None if group_arr is None else group_arr[~mask],
+                             candidates=info.get("candidates"), starts=bootstrap_starts, seed=seed)
+        samples = boot.samples
+        interval = boot.interval()
+        if interval is not None:
+            ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
+        boot_info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=len(boot.samples),
+                         groups="rows" if group_arr is None else "groups", n_groups=boot.n_groups,
+                         starts_per_resample=boot.starts, method="percentile, whole-group resampling")
+        if boot.failed:
+            log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
+    n_sizes = int(train["N"].nunique()) if "N" in train.columns else 0
+    warnings: list[str] = []
+    if "N" in law.columns and any(p in law.params for p in SIZE_EXPONENTS) and n_sizes < 3:
+        warnings.append(f"size exponent fitted from {n_sizes} model size(s) (< 3): barely determined")
+        log.warning("%s: %s fit: %s", where, name, warnings[-1])
+    at_bound = _at_bounds(law, obj, theta)
+    if at_bound:
+        warnings.append(f"parameter(s) at a bound: {', '.join(at_bound)}")
+        log.warning("%s: %s fit: %s", where, name, warnings[-1])
+    if not info.get("converged", True):
+        warnings.append("the optimiser stopped at its iteration cap")
+        log.warning("%s: %s fit did not converge", where, name)
+    diagnostics = {
+        "converged": bool(info.get("converged", True)),
+        "params_at_bound": at_bound,
+        "n_sizes": n_sizes,
+        "fit_range": fit_range(train),
+        "warnings": warnings,
+    }
     heldout = None
     if len(test):
         heldout = heldout_metrics(
@@ -204,6 +294,9 @@ def fit_law(
         points_used=_records(train),
         points_held_out=_records(test),
         heldout=heldout,
+        diagnostics=diagnostics,
+        bootstrap_info=boot_info,
+        samples=samples,
     )
     log.info(
         "fitted %s to %d points: huber %.4g, R2 %.4f%s",
@@ -224,6 +317,8 @@ def _fit_split(
     seed: int,
     holdout: pd.Series | np.ndarray | None,
     coarse: bool,
+    groups: np.ndarray | None,
+    bootstrap_starts: int,
     where: str,
 ) -> FitResult:
     """Fit each split candidate; keep the one with the lowest held-out mean relative error."""
@@ -244,6 +339,8 @@ def _fit_split(
             seed=seed,
             holdout=mask,
             coarse=coarse,
+            groups=groups,
+            bootstrap_starts=bootstrap_starts,
             where=where,
         )
         assert fits[cand].heldout is not None
@@ -253,7 +350,8 @@ def _fit_split(
         fits[best]
         if user_mask
         else fit_law(
-            best, df, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, coarse=coarse, where=where
+            best, df, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, coarse=coarse, groups=groups,
+            bootstrap_starts=bootstrap_starts, where=where,
         )
     )
     chosen.selection = {

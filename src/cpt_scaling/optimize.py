@@ -192,13 +192,15 @@ def multistart_minimize(
     n_polish: int = 2,
     max_iter: int = 200,
     polish_iter: int = 300,
+    info: dict | None = None,
 ) -> tuple[np.ndarray, float, int]:
     """Best ``theta`` from a grid of natural-space ``starts`` ``(G, P)``; returns ``(theta, f, n_starts)``.
 
     The objective is evaluated at every start; the best ``prescreen`` fraction (at least ``min_screen``; 1.0
     keeps all) gets ``screen_iters`` batched L-BFGS iterations; the ``keep`` best of those continue to
     convergence; the ``n_polish`` best distinct results (within 1 % of the best) are refined to tight
-    tolerances.
+    tolerances. ``info``, when given, receives ``converged`` (the best row met a convergence test before its
+    iteration cap) and ``candidates`` (distinct converged optima, best first; the bootstrap restarts from them).
     """
     lo, hi = bounds_theta(obj)
     theta0 = np.clip(obj.to_theta(starts), lo, hi)
@@ -209,8 +211,9 @@ def multistart_minimize(
     theta, f, _ = batched_lbfgs(obj, theta0, lo, hi, max_iter=screen_iters)
     f = np.where(np.isfinite(f), f, np.inf)
     best = np.argsort(f)[: max(keep, n_polish)]
-    theta, f, _ = batched_lbfgs(obj, theta[best], lo, hi, max_iter=max_iter, ftol=1e-10)
+    theta, f, done = batched_lbfgs(obj, theta[best], lo, hi, max_iter=max_iter, ftol=1e-10)
     order = np.argsort(np.where(np.isfinite(f), f, np.inf))
+    converged = bool(done[order[0]])
     picked: list[np.ndarray] = []
     for i in order:
         if len(picked) == n_polish:
@@ -221,12 +224,21 @@ def multistart_minimize(
             picked.append(theta[i])
     best_theta, best_f = theta[order[0]], float(f[order[0]])
     if picked:
-        pol, fp, _ = batched_lbfgs(
+        pol, fp, dp = batched_lbfgs(
             obj, np.array(picked), lo, hi, max_iter=polish_iter, ftol=1e-15, gtol=1e-11
         )
         i = int(np.argmin(np.where(np.isfinite(fp), fp, np.inf)))
         if fp[i] < best_f:
             best_theta, best_f = pol[i], float(fp[i])
+            converged = bool(dp[i])
+    if info is not None:
+        _, _, check = batched_lbfgs(obj, best_theta[None, :], lo, hi, max_iter=100, ftol=1e-10)
+        converged = converged or bool(check[0])
+        cands: list[np.ndarray] = [best_theta]
+        for i in order:
+            if np.isfinite(f[i]) and all(np.max(np.abs(theta[i] - t)) > 1e-3 for t in cands):
+                cands.append(theta[i])
+        info.update(converged=converged, candidates=np.array(cands))
     log.debug("multistart %s: %d starts, best objective %.6g", obj.law.name, len(starts), best_f * obj.scale)
     return best_theta, best_f, len(starts)
 

@@ -72,9 +72,16 @@ class Law:
             return self.bounds[name]
         return (-50.0, 50.0) if name in self.linear else COEF_BOUNDS
 
-    def grid_points(self, coarse: bool = False) -> np.ndarray:
-        """The initialisation grid as an array ``(G, P)`` of natural-space values, in ``params`` order."""
-        grid = self.coarse_grid if coarse else self.grid
+    def data_grid(self, x: Columns) -> dict[str, tuple[float, ...]]:
+        """Initialisation axes that depend on the data (overrides of ``grid``); none by default."""
+        return {}
+
+    def grid_points(self, coarse: bool = False, x: Columns | None = None) -> np.ndarray:
+        """The initialisation grid as an array ``(G, P)`` of natural-space values, in ``params`` order; with the
+        fitting columns ``x``, the law's data-dependent axes (:meth:`data_grid`) replace the static ones."""
+        grid = dict(self.coarse_grid if coarse else self.grid)
+        if x is not None:
+            grid.update(self.data_grid(x))
         axes = [np.asarray(grid[name], dtype=float) for name in self.params]
         mesh = np.meshgrid(*axes, indexing="ij")
         return np.stack([m.ravel() for m in mesh], axis=1)

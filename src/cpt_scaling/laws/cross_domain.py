@@ -5,7 +5,9 @@ model before continued pretraining, ``k2`` the early slope of the domain loss in
 decrease per token at the start of CPT, positive). Within one domain ``K`` is constant, so the term is a
 per-domain offset whose shape across domains is learned; fitting needs several domains (columns ``domain``
 optional, used by leave-domains-out validation). ``w1`` is fixed to 1 because a common scale of ``(w1, w2)``
-is absorbed by ``F``.
+is absorbed by ``F``. ``w2`` is started over a log-grid centred where both parts of ``K`` are equal on the data
+(``w2·median k2 = median 1/k1``) and spanning four decades, so the fit does not depend on the unit of ``k2`` (the
+study states it per billion tokens).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ class CrossDomainLaw(Law):
         t = power(p["F"], ln_k, p["mu"])
         grads.update(F=t / p["F"], mu=-t * ln_k, w2=-p["mu"] * t * k2 / big_k)
         return base + t, grads
+
+    def data_grid(self, x: Columns) -> dict[str, tuple[float, ...]]:
+        """``w2`` starts spanning 1e-2..1e2 times the scale that balances ``w1/k1`` and ``w2·k2``."""
+        k1, k2 = np.asarray(x["k1"], dtype=float), np.asarray(x["k2"], dtype=float)
+        centre = float(np.median(self.fixed["w1"] / k1) / np.median(k2))
+        return {"w2": tuple(centre * np.geomspace(1e-2, 1e2, 5))}
 
 
 _GRID = dict(COARSE_GRID)

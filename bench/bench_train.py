@@ -25,6 +25,7 @@ import torch
 from cpt_scaling.mixture import MixtureSampler
 from cpt_scaling.model import build_model
 from cpt_scaling.schedule import learning_rate
+from cpt_scaling.shards import write_token_file
 from cpt_scaling.train_log import read_log
 from cpt_scaling.trainer import train
 
@@ -38,8 +39,9 @@ def make_shards(directory: Path, n: int, seed: int) -> np.ndarray:
     column = pa.array(list(rows), type=pa.list_(pa.int32()))
     pq.write_table(pa.table({"input_ids": column}), directory / "train-00000.parquet")
     shard = {"file": "train-00000.parquet", "n_sequences": n, "n_tokens": n * SEQ_LEN}
+    tokens = write_token_file(directory / "train.u32", rows)
     manifest = {"seq_len": SEQ_LEN, "vocab_size": VOCAB,
-                "train": {"n_tokens": n * SEQ_LEN, "n_sequences": n, "shards": [shard]}}
+                "train": {"n_tokens": n * SEQ_LEN, "n_sequences": n, "shards": [shard], **tokens}}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return rows
 

@@ -15,6 +15,7 @@ import pytest
 from cpt_scaling.classify import classify_file, train_classifier
 from cpt_scaling.docs_io import hash_fraction, read_documents
 from cpt_scaling.errors import InputError
+from cpt_scaling.sequences import read_train_sequences
 from cpt_scaling.shards import build_shards, read_sequences, write_sequences
 from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
 
@@ -101,7 +102,44 @@ def test_manifest_counts_match_parquet(built: tuple[Path, dict[str, Any]]) -> No
     assert 0 < len(heldout) <= SHARD_PARAMS["heldout_max_sequences"]
     expected_files = {"manifest.json", "heldout.parquet", "validation.parquet", "documents.parquet"}
     expected_files |= {s["file"] for s in manifest["train"]["shards"]}
+    expected_files |= {"train.u32", "validation.u32", "heldout.u32"}
     assert {p.name for p in out.iterdir()} == expected_files
+
+
+def test_token_store_holds_each_split_as_memory_mappable_uint32(
+    built: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Each split's token file is its Parquet rows as raw uint32; the manifest's row count and max id are exact."""
+    out, manifest = built
+    seq_len = SHARD_PARAMS["seq_len"]
+    assert manifest["token_dtype"] == "uint32"
+    parquet = {
+        "train": np.concatenate([read_sequences(out / s["file"]) for s in manifest["train"]["shards"]]),
+        "validation": read_sequences(out / manifest["validation"]["file"]),
+        "heldout": read_sequences(out / manifest["heldout"]["file"]),
+    }
+    for split, rows in parquet.items():
+        entry = manifest[split]
+        path = out / entry["token_file"]
+        assert path.stat().st_size == entry["n_sequences"] * seq_len * 4
+        stored = np.fromfile(path, dtype="<u4").reshape(-1, seq_len)
+        assert np.array_equal(stored, rows) and len(rows) > 0
+        assert entry["max_token_id"] == int(rows.max())
+    mapped = read_train_sequences(out, seq_len, manifest["vocab_size"])
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    assert np.array_equal(mapped, parquet["train"])
+    # Bad stores are refused from the manifest and the file size alone: an id past the vocabulary, a short file.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.u32").write_bytes((out / "train.u32").read_bytes())
+    wrong = {**manifest, "train": {**manifest["train"], "max_token_id": manifest["vocab_size"]}}
+    (bad / "manifest.json").write_text(json.dumps(wrong))
+    with pytest.raises(InputError, match="max_token_id"):
+        read_train_sequences(bad, seq_len, manifest["vocab_size"])
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    (bad / "train.u32").write_bytes((out / "train.u32").read_bytes()[:-4])
+    with pytest.raises(InputError, match="bytes"):
+        read_train_sequences(bad, seq_len, manifest["vocab_size"])
 
 
 def test_heldout_documents_never_reach_training(setup: dict[str, Any], built: tuple[Path, dict]) -> None:
@@ -163,6 +201,8 @@ def test_build_is_deterministic(setup: dict[str, Any], built: tuple[Path, dict],
     assert again == manifest
     for name in [s["file"] for s in manifest["train"]["shards"]] + ["heldout.parquet"]:
         assert np.array_equal(read_sequences(tmp_path / "again" / name), read_sequences(out / name))
+    for name in ("train.u32", "validation.u32", "heldout.u32"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_exact_duplicates_removed(setup: dict[str, Any], tmp_path: Path) -> None:

@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cpt_scaling.shards import write_token_file
+
 VOCAB = 64
 SEQ_LEN = 32
 
@@ -34,21 +36,26 @@ def write_parquet(path: Path, rows: np.ndarray) -> None:
 
 
 def make_shards(
-    directory: Path, *, domain: bool, n_train: int = 96, n_heldout: int = 16, n_files: int = 2, seed: int = 0
+    directory: Path, *, domain: bool, n_train: int = 96, n_heldout: int = 16, n_files: int = 2, seed: int = 0,
+    seq_len: int = SEQ_LEN,
 ) -> Path:
-    """A shard directory with ``n_files`` train shards, ``heldout.parquet`` and ``manifest.json``."""
+    """A shard directory: ``n_files`` Parquet train shards, the token file ``train.u32``, ``heldout.parquet``
+    and ``manifest.json``."""
     directory.mkdir(parents=True, exist_ok=True)
-    train = sequences(n_train, domain=domain, seed=seed)
+    train = sequences(n_train, domain=domain, seed=seed, seq_len=seq_len)
     shards = []
     for i, part in enumerate(np.array_split(train, n_files)):
         name = f"train-{i:05d}.parquet"
         write_parquet(directory / name, part)
         shards.append({"file": name, "n_sequences": len(part), "n_tokens": int(part.size)})
-    write_parquet(directory / "heldout.parquet", sequences(n_heldout, domain=domain, seed=seed + 1000))
+    tokens = write_token_file(directory / "train.u32", train)
+    write_parquet(directory / "heldout.parquet", sequences(n_heldout, domain=domain, seed=seed + 1000, seq_len=seq_len))
     manifest = {
-        "seq_len": SEQ_LEN,
+        "seq_len": seq_len,
         "vocab_size": VOCAB,
-        "train": {"n_tokens": int(train.size), "n_sequences": len(train), "shards": shards},
+        "token_dtype": "uint32",
+        "train": {"n_tokens": int(train.size), "n_sequences": len(train), "shards": shards,
+                  "token_file": tokens["token_file"], "max_token_id": tokens["max_token_id"]},
     }
     (directory / "manifest.json").write_text(json.dumps(manifest))
     return directory

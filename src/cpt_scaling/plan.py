@@ -20,10 +20,13 @@ STAGE_VERSIONS: dict[str, int] = {
     "classifier": 2,
     "classified": 2,
     "tokenizer": 1,
-    "shards": 2,
+    "shards": 3,
     "train": 1,
     "eval": 1,
 }
+
+# Paths in a training job: where its inputs are, not what they hold (their keys are in the spec), so not in keys.
+JOB_PATHS = ("general_shards", "domain_shards", "tokenizer")
 
 # The file each stage's job writes last; its presence means the artifact is complete.
 MAIN_OUTPUT: dict[str, str] = {
@@ -177,15 +180,15 @@ class Plan:
             ))
 
     # -- training ------------------------------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return self.cfg["tokenizer"]["vocab_size"]
+    def vocab_size(self, size: str) -> int:
+        """Embedding rows of a size: a checkpoint's own (config.json), else the size's or the tokenizer's."""
+        return self.cfg["models"]["sizes"][size]["vocab_size"] or self.cfg["tokenizer"]["vocab_size"]
 
     def _train_common(self) -> dict[str, Any]:
         t = self.cfg["training"]
-        return {"seq_len": self.cfg["shards"]["seq_len"], "vocab_size": self.vocab_size,
-                "batch_size": t["batch_size"], "micro_batch_size": t["micro_batch_size"], "seed": t["seed"],
-                "deepspeed": {"zero_stage": t["zero_stage"]}}
+        return {"seq_len": self.cfg["shards"]["seq_len"], "batch_size": t["batch_size"],
+                "micro_batch_size": t["micro_batch_size"], "seed": t["seed"],
+                "deepspeed": {"zero_stage": t["zero_stage"]}, "tokenizer": self.tokenizer.dir}
 
     def _step_tokens(self) -> int:
         return self.cfg["training"]["batch_size"] * self.cfg["shards"]["seq_len"]
@@ -204,7 +207,7 @@ class Plan:
         self.size_of: dict[str, str] = {}  # train artifact key -> model size name (for the cost model)
         for size, arch in cfg["models"]["sizes"].items():
             model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
-            if arch.get("base_checkpoint"):
+            if arch["base_checkpoint"]:
                 ckpt = arch["base_checkpoint"]
                 if arch.get("base_checkpoint_id"):
                     # A declared identity (e.g. 'Qwen/Qwen2.5-7B@<commit>') stands in for the content
@@ -216,12 +219,12 @@ class Plan:
                                         "inputs": ckpt_inputs}
                 continue
             tokens = cfg["pretrain"]["tokens"]
-            job = {**common, "model": model, "init": {"kind": "scratch"}, "general_shards": general.dir,
+            job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"}, "general_shards": general.dir,
                    "domain_shards": None, "ratio": 0.0, "tokens": tokens, "optimizer": cfg["optimizer"],
                    "checkpoint_tokens": checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"],
                                                             self._step_tokens())}
             art = self._train_artifact(
-                f"pt-{size}", {"job": {k: v for k, v in job.items() if k != "general_shards"},
+                f"pt-{size}", {"job": {k: v for k, v in job.items() if k not in JOB_PATHS},
                                "general": general.key}, job, (general.output,))
             self.pretrain[size] = art
             self.size_of[art.key] = size
@@ -291,12 +294,13 @@ class Plan:
         is shared by every domain."""
         general = self.shards[GENERAL]
         dom = self.shards[domain] if ratio > 0 else None
-        job = {**common, "model": model, "init": base["init"], "general_shards": general.dir,
+        job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": base["init"],
+               "general_shards": general.dir,
                "domain_shards": dom.dir if dom else None, "ratio": ratio, "tokens": tokens,
                "optimizer": optimizer,
                "checkpoint_tokens": checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"],
                                                         self._step_tokens())}
-        stable = {k: v for k, v in job.items() if k not in ("general_shards", "domain_shards", "init")}
+        stable = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
         label = domain if dom else "general"
         name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"
         inputs = (*base["inputs"], general.output, *((dom.output,) if dom else ()))

@@ -1,4 +1,4 @@
-"""Read packed fixed-length token sequences (Parquet column ``input_ids``) and shard-directory manifests."""
+"""Read packed fixed-length token sequences: Parquet (column ``input_ids``), memory-mapped token files, manifests."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 from cpt_scaling.errors import InputError
 
 COLUMN = "input_ids"
+TOKEN_DTYPE = np.dtype("<u4")  # the token store of cpt_scaling.shards
+TOKEN_BYTES = TOKEN_DTYPE.itemsize
 
 
 def read_sequences(path: Path, *, seq_len: int | None = None, dtype: Any = np.int64) -> np.ndarray:
@@ -48,9 +50,12 @@ def read_manifest(shard_dir: Path) -> dict[str, Any]:
 
 
 def read_train_sequences(shard_dir: Path, seq_len: int, vocab_size: int) -> np.ndarray:
-    """All training sequences of a shard directory, in manifest order, as an int32 ``(n, seq_len)`` array.
+    """The training sequences of a shard directory as a read-only ``(n, seq_len)`` uint32 memory map.
 
-    Checks the manifest's ``seq_len`` and that its ``vocab_size`` fits the model's.
+    Opens the split's token file (``train.token_file`` in the manifest, written by :mod:`cpt_scaling.shards`)
+    without reading it: the row count and the max token id come from the manifest, the file size is checked
+    against them, so start-up time and resident memory do not grow with the corpus. Checks the manifest's
+    ``seq_len`` and that its ``vocab_size`` and ``max_token_id`` fit the model's vocabulary.
     """
     shard_dir = Path(shard_dir)
     manifest = read_manifest(shard_dir)
@@ -59,16 +64,23 @@ def read_train_sequences(shard_dir: Path, seq_len: int, vocab_size: int) -> np.n
         raise InputError(where, f"seq_len is {manifest.get('seq_len')}, the run needs {seq_len}")
     if int(manifest.get("vocab_size", 0)) > vocab_size:
         raise InputError(where, f"vocab_size {manifest.get('vocab_size')} exceeds the model's {vocab_size}")
-    try:
-        files = [s["file"] for s in manifest["train"]["shards"]]
-    except (KeyError, TypeError) as err:
-        raise InputError(where, "needs train.shards: [{file, n_sequences, n_tokens}, ...]") from err
-    if not files:
-        raise InputError(where, "train.shards is empty")
-    parts = [read_sequences(shard_dir / f, seq_len=seq_len, dtype=np.int32) for f in files]
-    data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    if len(data) == 0:
+    train = manifest.get("train")
+    if not isinstance(train, dict) or not train.get("token_file") or "n_sequences" not in train:
+        problem = "needs train.token_file and train.n_sequences (shards of an older version: rebuild them)"
+        raise InputError(where, problem)
+    if manifest.get("token_dtype", "uint32") != "uint32":
+        raise InputError(where, f"token_dtype {manifest['token_dtype']!r} is not uint32")
+    n = int(train["n_sequences"])
+    if n <= 0:
         raise InputError(where, "the training shards hold no sequences")
-    if int(data.min()) < 0 or int(data.max()) >= vocab_size:
-        raise InputError(where, f"token ids must lie in [0, {vocab_size})")
-    return data
+    max_id = train.get("max_token_id")
+    if max_id is None or not 0 <= int(max_id) < vocab_size:
+        raise InputError(where, f"train.max_token_id {max_id} does not lie in [0, {vocab_size})")
+    path = shard_dir / train["token_file"]
+    if not path.is_file():
+        raise InputError(str(path), "token file does not exist")
+    expected = n * seq_len * TOKEN_BYTES
+    if path.stat().st_size != expected:
+        problem = f"holds {path.stat().st_size} bytes, the manifest says {n} × {seq_len} uint32 = {expected}"
+        raise InputError(str(path), problem)
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", shape=(n, seq_len))

@@ -4,6 +4,9 @@ Output directory layout (written atomically):
 
 - ``train-00000.parquet``, ... : column ``input_ids`` (list<int32>, every row ``seq_len`` long), at most
   ``shard_max_sequences`` rows each;
+- ``train.u32``, ``validation.u32``, ``heldout.u32``: the same sequences of each split as one uncompressed
+  little-endian uint32 array of ``n_sequences × seq_len`` ids (no header; shape and max id are in the manifest),
+  the token store training memory-maps (:func:`cpt_scaling.sequences.read_train_sequences`);
 - ``heldout.parquet``: same column, at most ``heldout_max_sequences`` rows;
 - ``documents.parquet``: one row per kept (selected, deduplicated) document: ``doc_id``, ``doc_hash``,
   ``split`` (train/validation/heldout) and ``n_tokens`` (with EOS; null for held-out documents past the cap, which are
@@ -33,6 +36,8 @@ log = logging.getLogger(__name__)
 HELDOUT_SUITES = ("validation", "heldout")
 LOG_EVERY_DOCS = 50_000
 ROW_GROUP_SEQUENCES = 1024
+TOKEN_DTYPE = "<u4"  # the token store's element type: little-endian uint32
+TOKEN_SUFFIX = ".u32"
 DOCS_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("doc_hash", pa.string()), ("split", pa.string()), ("n_tokens", pa.int64())]
 )
@@ -84,8 +89,47 @@ def read_sequences(path: Path) -> np.ndarray:
     return values.astype(np.int64, copy=False).reshape(len(col), seq_len)
 
 
+class TokenFileWriter:
+    """Appends whole ``seq_len`` sequences to a raw uint32 token file; tracks the row count and the max id."""
+
+    def __init__(self, path: Path, seq_len: int) -> None:
+        self.path = Path(path)
+        self.seq_len = seq_len
+        self.n_sequences = 0
+        self.max_token_id: int | None = None
+        self._file = self.path.open("wb")
+
+    def add(self, flat: np.ndarray) -> None:
+        """Append tokens (a whole number of sequences; ids must be non-negative and below 2**32)."""
+        if len(flat) % self.seq_len:
+            raise ValueError(f"{len(flat)} tokens are not a whole number of {self.seq_len}-token sequences")
+        if len(flat) == 0:
+            return
+        low, high = int(flat.min()), int(flat.max())
+        if low < 0 or high >= 2**32:
+            raise ValueError(f"token ids must lie in [0, 2**32), got [{low}, {high}]")
+        np.ascontiguousarray(flat, dtype=TOKEN_DTYPE).tofile(self._file)
+        self.n_sequences += len(flat) // self.seq_len
+        self.max_token_id = high if self.max_token_id is None else max(self.max_token_id, high)
+
+    def close(self) -> dict[str, Any]:
+        """Close the file; return its manifest entry: ``token_file``, ``n_sequences``, ``max_token_id``."""
+        self._file.close()
+        return {"token_file": self.path.name, "n_sequences": self.n_sequences, "max_token_id": self.max_token_id}
+
+
+def write_token_file(path: Path, rows: np.ndarray) -> dict[str, Any]:
+    """Write an ``(n, seq_len)`` array of token ids as a token file; return its manifest entry."""
+    writer = TokenFileWriter(path, rows.shape[1])
+    writer.add(rows.reshape(-1))
+    return writer.close()
+
+
 class _TrainWriter:
-    """Packs a token stream into ``seq_len`` sequences and writes shards of ``shard_max_sequences`` rows."""
+    """Packs a token stream into ``seq_len`` sequences and writes shards of ``shard_max_sequences`` rows.
+
+    Every shard also goes to the split's token file ``train.u32`` (in shard order).
+    """
 
     def __init__(self, out_dir: Path, seq_len: int, shard_max_sequences: int) -> None:
         self.out_dir = out_dir
@@ -94,6 +138,7 @@ class _TrainWriter:
         self.chunks: list[np.ndarray] = []
         self.n_buffered = 0
         self.shards: list[dict[str, Any]] = []
+        self.tokens = TokenFileWriter(out_dir / f"train{TOKEN_SUFFIX}", seq_len)
 
     def add(self, tokens: np.ndarray) -> None:
         """Append tokens; write every full shard."""
@@ -116,6 +161,7 @@ class _TrainWriter:
     def _write(self, flat: np.ndarray) -> None:
         name = f"train-{len(self.shards):05d}.parquet"
         write_sequences(self.out_dir / name, flat, self.seq_len)
+        self.tokens.add(flat)
         n_seq = len(flat) // self.seq_len
         self.shards.append({"file": name, "n_sequences": n_seq, "n_tokens": n_seq * self.seq_len})
         log.info("wrote %s (%d sequences)", name, n_seq)
@@ -259,10 +305,12 @@ def build_shards(
         if n_selected == 0:
             raise InputError(where_cls, f"no documents of domain {domain!r} with score >= {threshold}")
         train.finish()
+        train_tokens = train.tokens.close()
         if not train.shards:
             problem = f"domain {domain!r}: too few tokens for one training sequence of {seq_len} tokens"
             raise InputError(where_cls, problem)
         n_suite_seq: dict[str, int] = {}
+        suite_tokens: dict[str, dict[str, Any]] = {}
         for kind, suite in suites.items():
             flat = np.concatenate(suite["chunks"]) if suite["chunks"] else np.empty(0, np.int32)
             n_seq = min(heldout_max_sequences, len(flat) // seq_len)
@@ -272,7 +320,9 @@ def build_shards(
                     "suite would be empty; raise heldout_fraction"
                 )
                 raise InputError(where_cls, problem)
-            write_sequences(tmp / f"{kind}.parquet", flat[: n_seq * seq_len], seq_len)
+            kept = flat[: n_seq * seq_len]
+            write_sequences(tmp / f"{kind}.parquet", kept, seq_len)
+            suite_tokens[kind] = write_token_file(tmp / f"{kind}{TOKEN_SUFFIX}", kept.reshape(n_seq, seq_len))
             n_suite_seq[kind] = n_seq
         n_heldout_seq = n_suite_seq["heldout"]
         pq.write_table(pa.table(doc_rows, schema=DOCS_SCHEMA), tmp / "documents.parquet", compression="zstd")
@@ -283,6 +333,7 @@ def build_shards(
             "seq_len": seq_len,
             "vocab_size": len(tok),
             "eos_token_id": eos_id,
+            "token_dtype": "uint32",
             "n_scanned": n_seen,
             "n_selected": n_selected,
             "n_duplicates_removed": n_duplicates,
@@ -291,17 +342,23 @@ def build_shards(
                 "n_tokens": n_train_seq * seq_len,
                 "n_sequences": n_train_seq,
                 "shards": train.shards,
+                "token_file": train_tokens["token_file"],
+                "max_token_id": train_tokens["max_token_id"],
             },
             "heldout": {
                 "n_docs": len(heldout_hashes),
                 "n_tokens": n_heldout_seq * seq_len,
                 "n_sequences": n_heldout_seq,
                 "file": "heldout.parquet",
+                "token_file": suite_tokens["heldout"]["token_file"],
+                "max_token_id": suite_tokens["heldout"]["max_token_id"],
             },
             "validation": {
                 "n_tokens": n_suite_seq["validation"] * seq_len,
                 "n_sequences": n_suite_seq["validation"],
                 "file": "validation.parquet",
+                "token_file": suite_tokens["validation"]["token_file"],
+                "max_token_id": suite_tokens["validation"]["max_token_id"],
             },
             "heldout_doc_hashes": sorted(heldout_hashes),
             "documents": "documents.parquet",

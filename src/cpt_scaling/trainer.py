@@ -197,7 +197,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         lr = learning_rate(step, p.steps, opt_cfg)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
-        rows = sampler.batch(step)[rank * per_rank:(rank + 1) * per_rank]
+        rows = sampler.batch(step, rank * per_rank, (rank + 1) * per_rank)  # this rank's rows only
         batch = torch.from_numpy(rows.astype(np.int64)).to(device)
         loss_sum = torch.zeros((), device=device)
         for i in range(gas):

@@ -128,6 +128,7 @@ def register_predict(subparsers: Subparsers) -> None:
 REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict]
 REGISTRARS.append(__import__("cpt_scaling.cli_cost", fromlist=["_"]).register_cost)
 REGISTRARS.append(__import__("cpt_scaling.cli_train", fromlist=["_"]).register_train)
+REGISTRARS.append(__import__("cpt_scaling.cli_explain", fromlist=["_"]).register_explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ SPLIT_TRUE = {
     "beta": 0.28,
     "gamma": 0.35,
     "kappa": 0.05,
+    "s": 3e6,
 }
 
 
@@ -92,7 +93,8 @@ def cross_domain_points(seed: int = 0) -> pd.DataFrame:
 
 def split_points(law: str, seed: int = 0) -> pd.DataFrame:
     """Sizes x pretraining tokens x specialisation tokens for a split-law candidate."""
-    params = SPLIT_TRUE if law == "split_effective" else {k: v for k, v in SPLIT_TRUE.items() if k != "kappa"}
+    drop = "s" if law == "split_effective" else "kappa"
+    params = {k: v for k, v in SPLIT_TRUE.items() if k != drop}
     df = grid_frame(
         N=[*np.geomspace(3e7, 6e8, 5), 1.2e9], D=np.geomspace(1e9, 3e10, 5), D_spec=np.geomspace(1e7, 3e9, 5)
     )

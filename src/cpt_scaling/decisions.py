@@ -2,31 +2,39 @@
 
 Compute is counted as ``C = 6·N·D`` FLOPs (N parameters, D tokens) throughout this module.
 
-* D-CPT usage 1 — :func:`dcpt_max_domain_ratio`: the largest domain ratio whose general-loss increase over the
-  base model stays within a tolerance.
+Every decision is computed for the fitted parameters and, when the law JSON carries ``bootstrap_samples``, for
+each resampled parameter set too, all at once (the laws evaluate a batch of parameter sets in one call); the
+decision's ``<key>_lo``/``<key>_hi`` are the 2.5th/97.5th percentiles over the resamples (widened to include the
+point value where the percentile interval missed it), null without resamples.
+
+* D-CPT usage 1 — :func:`dcpt_max_domain_ratio`: the domain ratio minimising the domain loss subject to the
+  general loss staying within ``(1 + T)`` of the base model's (Que et al. 2024).
 * D-CPT usage 2 — :func:`dcpt_ratio_for_limited_domain_data`: the best ratio when the domain corpus is limited
   (all of it is used once, so ``D = D_domain / r``).
 * D-CPT usage 3 — :func:`dcpt_compute_allocation`: the best ``(N, D)`` for a compute budget at fixed ratio.
 * :func:`chinchilla_compute_optimal`: closed-form compute-optimal ``N`` and ``D`` of the Chinchilla form.
 * :func:`split_optimal_fraction`, :func:`split_compute_multiplier`: the split law's best specialisation share
-  and its compute advantage over a reference split.
-* :func:`sger`: specialist-vs-general compute ratio; :func:`optimal_model_size_per_compute`.
+  and its compute advantage over standard pretraining (no specialisation tokens).
+* :func:`sger_from_curves`: the seed's SGER per size from validation curves along training;
+  :func:`equivalent_general_size`: the across-size comparison of two power laws.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
 
 from cpt_scaling.errors import InputError
 from cpt_scaling.laws import LAWS, Law
 
 LawJson = Mapping[str, Any]
+Params = dict[str, np.ndarray]
 DCPT_NAMES = ("dcpt", "dcpt_l1", "dcpt_l2", "dcpt_l3", "dcpt_l4", "dcpt_l5")
+SPLIT_NAMES = ("split_separable", "split_effective")
+LEVEL = 0.95
 
 
 def _law(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple[Law, dict[str, float]]:
@@ -39,6 +47,52 @@ def _law(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple[Law, 
     return LAWS[name], params
 
 
+def param_sets(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple[Law, Params, int]:
+    """The law and a batch of parameter sets ``{name: (G, 1)}``: row 0 the fit, then each bootstrap resample;
+    and the number of resample rows (0 without ``bootstrap_samples``)."""
+    law, point = _law(law_json, allowed)
+    names = (*law.params, *law.fixed)
+    rows = [[point[k] for k in names]]
+    boot = law_json.get("bootstrap_samples") or {}
+    n_boot = 0
+    if boot.get("values"):
+        cols = list(boot["params"])
+        values = np.asarray(boot["values"], dtype=float)
+        sample_rows = np.empty((len(values), len(names)))
+        for j, k in enumerate(names):
+            sample_rows[:, j] = values[:, cols.index(k)] if k in cols else point[k]
+        rows.extend(sample_rows.tolist())
+        n_boot = len(values)
+    arr = np.asarray(rows, dtype=float)
+    return law, {k: arr[:, j : j + 1] for j, k in enumerate(names)}, n_boot
+
+
+def _eval(law: Law, p: Params, **cols: Any) -> np.ndarray:
+    """Loss of every parameter row at columns that broadcast against ``(G, m)``."""
+    pred, _ = law.evaluate(p, {c: np.asarray(cols[c], dtype=float) for c in law.columns})
+    return pred
+
+
+def interval(point: float | None, samples: np.ndarray, level: float = LEVEL) -> tuple[float | None, float | None]:
+    """Percentile interval of the finite ``samples``, widened to contain ``point``; ``(None, None)`` if none."""
+    s = np.asarray(samples, dtype=float)
+    s = s[np.isfinite(s)]
+    if not s.size or point is None or not math.isfinite(point):
+        return None, None
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.percentile(s, [tail, 100.0 - tail])
+    return float(min(lo, point)), float(max(hi, point))
+
+
+def _with_interval(out: dict[str, Any], key: str, values: np.ndarray, n_boot: int) -> None:
+    point = values[0]
+    out[key] = None if not math.isfinite(point) else float(point)
+    lo, hi = interval(out[key], values[1:]) if n_boot else (None, None)
+    out[f"{key}_lo"], out[f"{key}_hi"] = lo, hi
+    if n_boot:
+        out[f"{key}_resamples_failed"] = int((~np.isfinite(values[1:])).sum())
+
+
 def law_loss(law_json: LawJson, **columns: float | np.ndarray) -> np.ndarray:
     """Loss predicted by a fitted law at the given columns (scalars or arrays, broadcast together)."""
     law, params = _law(law_json)
@@ -47,16 +101,31 @@ def law_loss(law_json: LawJson, **columns: float | np.ndarray) -> np.ndarray:
     return law.predict(params, cols).reshape(arrays[0].shape)
 
 
-def _argmin_1d(fun: Any, lo: float, hi: float, n_grid: int = 2001) -> float:
-    """Global minimiser of a scalar function on ``[lo, hi]``: dense grid, then bounded Brent refinement."""
-    grid = np.linspace(lo, hi, n_grid)
-    values = np.array([fun(v) for v in grid])
-    i = int(np.nanargmin(values))
-    a, b = grid[max(i - 1, 0)], grid[min(i + 1, n_grid - 1)]
-    if b <= a:
-        return float(grid[i])
-    res = minimize_scalar(fun, bounds=(a, b), method="bounded", options={"xatol": 1e-12 * max(1.0, abs(b))})
-    return float(res.x) if res.fun <= values[i] else float(grid[i])
+def batched_argmin(
+    fun: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, rows: int, *, n_grid: int = 801, levels: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row global minimiser of ``fun(x) -> (rows, m)`` on ``[lo, hi]`` (x of shape ``(rows, m)``; inf marks
+    infeasible points): a dense grid, then ``levels - 1`` zooms into the bracket of each row's best grid point.
+    Returns the minimiser and the minimum per row (nan where every point is infeasible)."""
+    a = np.full((rows, 1), float(lo))
+    b = np.full((rows, 1), float(hi))
+    t = np.linspace(0.0, 1.0, n_grid)[None, :]
+    best_x = np.full(rows, np.nan)
+    best_f = np.full(rows, np.inf)
+    for _ in range(levels):
+        x = a + (b - a) * t
+        f = np.asarray(fun(x), dtype=float)
+        f = np.where(np.isfinite(f), f, np.inf)
+        i = np.argmin(f, axis=1)
+        r = np.arange(rows)
+        fi = f[r, i]
+        better = fi <= best_f
+        best_x = np.where(better & np.isfinite(fi), x[r, i], best_x)
+        best_f = np.where(better, fi, best_f)
+        a = x[r, np.maximum(i - 1, 0)][:, None]
+        b = x[r, np.minimum(i + 1, n_grid - 1)][:, None]
+    best_f = np.where(np.isfinite(best_f), best_f, np.nan)
+    return best_x, best_f
 
 
 def dcpt_max_domain_ratio(
@@ -66,39 +135,45 @@ def dcpt_max_domain_ratio(
     D: float,
     base_general_loss: float,
     tolerance: float,
+    domain_law: LawJson | None = None,
     relative: bool = True,
-    n_grid: int = 1001,
 ) -> dict[str, Any]:
-    """D-CPT usage 1: the largest domain ratio ``r_d`` whose general loss stays within the tolerance.
+    """D-CPT usage 1: ``argmin_r L_d(N, D, r)`` subject to ``L_g(N, D, 1 - r) <= (1 + T)·L_g(base)``.
 
     ``general_law`` is a D-CPT law fitted to the *general* loss with ``r`` = general-corpus ratio, so it is
-    evaluated at ``1 - r_d``. The constraint is ``L_g(N, D, 1 - r_d) <= base·(1 + tolerance)`` (``relative``)
-    or ``<= base + tolerance``. The largest feasible grid ratio is refined to the exact crossing by Brent's
-    method, so a monotone constraint returns its root to machine precision. ``ratio`` is None when even
-    ``r_d = 0`` violates the constraint.
+    evaluated at ``1 - r``; ``domain_law`` the law of the domain loss. The limit is ``base·(1 + tolerance)``
+    (``relative``) or ``base + tolerance``. Without ``domain_law`` the domain loss is taken to fall with ``r``
+    (the objective is ``-r``: the largest feasible ratio). ``ratio`` is None when even ``r = 0`` violates the
+    constraint. Resamples of the two laws are paired by index (the same run resamples).
     """
-    _law(general_law, DCPT_NAMES)
+    gl, gp, g_boot = param_sets(general_law, DCPT_NAMES)
     limit = base_general_loss * (1.0 + tolerance) if relative else base_general_loss + tolerance
+    if domain_law is not None:
+        dl, dp, d_boot = param_sets(domain_law, DCPT_NAMES)
+        n_boot = min(g_boot, d_boot)
+    else:
+        dl, dp, n_boot = None, None, g_boot
+    rows = 1 + n_boot
+    gp = {k: v[:rows] for k, v in gp.items()}
+    dp = None if dp is None else {k: v[:rows] for k, v in dp.items()}
 
-    def excess(r_d: float) -> float:
-        return float(law_loss(general_law, N=N, D=D, r=1.0 - r_d)) - limit
+    def objective(r: np.ndarray) -> np.ndarray:
+        general = _eval(gl, gp, N=N, D=D, r=1.0 - r)
+        value = -r if dl is None else _eval(dl, dp, N=N, D=D, r=r)
+        return np.where(general <= limit, value, np.inf)
 
-    grid = np.linspace(0.0, 1.0, n_grid)
-    values = np.array([excess(v) for v in grid])
-    feasible = np.flatnonzero(values <= 0)
-    out: dict[str, Any] = {
-        "usage": 1,
-        "N": N,
-        "D": D,
-        "limit": limit,
-        "tolerance": tolerance,
-        "relative": relative,
-    }
-    if feasible.size == 0:
-        return {**out, "ratio": None, "general_loss": None, "note": "infeasible even at r_d = 0"}
-    j = int(feasible[-1])
-    ratio = 1.0 if j == n_grid - 1 else float(brentq(excess, grid[j], grid[j + 1], xtol=1e-15, rtol=1e-15))
-    return {**out, "ratio": ratio, "general_loss": excess(ratio) + limit}
+    ratio, _ = batched_argmin(objective, 0.0, 1.0, rows)
+    out: dict[str, Any] = {"usage": 1, "N": N, "D": D, "limit": limit, "tolerance": tolerance,
+                           "relative": relative}
+    _with_interval(out, "ratio", ratio, n_boot)
+    if out["ratio"] is None:
+        return {**out, "general_loss": None, "domain_loss": None, "note": "infeasible even at r_d = 0"}
+    one = {k: v[:1] for k, v in gp.items()}
+    out["general_loss"] = float(_eval(gl, one, N=N, D=D, r=np.array([[1.0 - out["ratio"]]]))[0, 0])
+    out["domain_loss"] = (None if dl is None else
+                          float(_eval(dl, {k: v[:1] for k, v in dp.items()}, N=N, D=D,
+                                      r=np.array([[out["ratio"]]]))[0, 0]))
+    return out
 
 
 def dcpt_ratio_for_limited_domain_data(
@@ -109,67 +184,56 @@ def dcpt_ratio_for_limited_domain_data(
     All domain tokens are used once, so a ratio ``r`` implies ``D = domain_tokens / r`` total tokens (smaller
     ratios mean more general tokens and more compute); the total is at most ``domain_tokens / r_min``.
     """
-    _law(domain_law, DCPT_NAMES)
-
-    def loss(r: float) -> float:
-        return float(law_loss(domain_law, N=N, D=domain_tokens / r, r=r))
-
-    r = _argmin_1d(loss, r_min, r_max)
-    return {
-        "usage": 2,
-        "N": N,
-        "domain_tokens": domain_tokens,
-        "ratio": r,
-        "D": domain_tokens / r,
-        "loss": loss(r),
-    }
+    law, p, n_boot = param_sets(domain_law, DCPT_NAMES)
+    ratio, loss = batched_argmin(lambda r: _eval(law, p, N=N, D=domain_tokens / r, r=r), r_min, r_max, 1 + n_boot)
+    out: dict[str, Any] = {"usage": 2, "N": N, "domain_tokens": domain_tokens}
+    _with_interval(out, "ratio", ratio, n_boot)
+    _with_interval(out, "D", domain_tokens / ratio, n_boot)
+    out["loss"] = float(loss[0])
+    return out
 
 
 def dcpt_compute_allocation(
-    law_json: LawJson, *, compute: float, r: float, n_range: tuple[float, float] = (1e6, 1e13)
+    law_json: LawJson, *, compute: float, r: float, n_range: tuple[float, float] = (1e2, 1e14)
 ) -> dict[str, Any]:
     """D-CPT usage 3: ``N`` and ``D = C/(6N)`` minimising the loss at ratio ``r`` for compute ``C``."""
-    _law(law_json, (*DCPT_NAMES, "chinchilla"))
-    has_r = "r" in LAWS[law_json["law"]].columns
+    law, p, n_boot = param_sets(law_json, (*DCPT_NAMES, "chinchilla"))
+    has_r = "r" in law.columns
 
-    def loss(log_n: float) -> float:
-        n = math.exp(log_n)
-        cols: dict[str, float] = {"N": n, "D": compute / (6.0 * n)}
+    def loss(log_n: np.ndarray) -> np.ndarray:
+        n = np.exp(log_n)
+        cols: dict[str, Any] = {"N": n, "D": compute / (6.0 * n)}
         if has_r:
             cols["r"] = r
-        return float(law_loss(law_json, **cols))
+        return _eval(law, p, **cols)
 
-    log_n = _argmin_1d(loss, math.log(n_range[0]), math.log(n_range[1]))
-    n = math.exp(log_n)
-    return {
-        "usage": 3,
-        "compute": compute,
-        "ratio": r,
-        "N": n,
-        "D": compute / (6.0 * n),
-        "loss": loss(log_n),
-        "at_bound": bool(np.isclose(log_n, np.log(n_range), atol=1e-3).any()),
-    }
+    log_n, best = batched_argmin(loss, math.log(n_range[0]), math.log(n_range[1]), 1 + n_boot)
+    n = np.exp(log_n)
+    out: dict[str, Any] = {"usage": 3, "compute": compute, "ratio": r}
+    _with_interval(out, "N", n, n_boot)
+    _with_interval(out, "D", compute / (6.0 * n), n_boot)
+    out["loss"] = float(best[0])
+    out["at_bound"] = bool(np.isclose(log_n[0], np.log(n_range), atol=1e-3).any())
+    return out
 
 
-def chinchilla_compute_optimal(law_json: LawJson, compute: float) -> dict[str, float]:
+def chinchilla_compute_optimal(law_json: LawJson, compute: float) -> dict[str, Any]:
     """Compute-optimal ``N*``, ``D*`` of ``E + A/N^α + B/D^β`` under ``C = 6ND`` (closed form).
 
     Minimising over N with ``D = C/(6N)`` gives ``N* = G·(C/6)^(β/(α+β))``, ``D* = G⁻¹·(C/6)^(α/(α+β))`` with
     ``G = (αA/(βB))^(1/(α+β))``.
     """
-    _, p = _law(law_json, ("chinchilla",))
-    a, b = p["alpha"], p["beta"]
-    g = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
+    _, p, n_boot = param_sets(law_json, ("chinchilla",))
+    a, b = p["alpha"][:, 0], p["beta"][:, 0]
+    g = (a * p["A"][:, 0] / (b * p["B"][:, 0])) ** (1.0 / (a + b))
     n = g * (compute / 6.0) ** (b / (a + b))
     d = compute / (6.0 * n)
-    return {
-        "compute": compute,
-        "N": n,
-        "D": d,
-        "tokens_per_param": d / n,
-        "loss": float(law_loss(law_json, N=n, D=d)),
-    }
+    out: dict[str, Any] = {"compute": compute}
+    _with_interval(out, "N", n, n_boot)
+    _with_interval(out, "D", d, n_boot)
+    out["tokens_per_param"] = out["D"] / out["N"]
+    out["loss"] = float(law_loss(law_json, N=out["N"], D=out["D"]))
+    return out
 
 
 def optimal_model_size_per_compute(
@@ -183,56 +247,119 @@ def optimal_model_size_per_compute(
     return [dcpt_compute_allocation(law_json, compute=c, r=r) for c in budgets]
 
 
-def _split_loss(law_json: LawJson, n: float, total: float, frac: float) -> float:
-    return float(law_loss(law_json, N=n, D=total * (1.0 - frac), D_spec=total * frac))
+def _split_fraction_rows(law: Law, p: Params, n: float, total: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal share ``f`` in ``[0, 1)`` per parameter row, and its loss (``f = 0``: standard pretraining)."""
+    hi = 1.0 - 1e-9
+    return batched_argmin(lambda f: _eval(law, p, N=n, D=total * (1.0 - f), D_spec=total * f), 0.0, hi, rows)
 
 
-def split_optimal_fraction(law_json: LawJson, *, N: float, total_tokens: float) -> dict[str, float]:
+def split_optimal_fraction(law_json: LawJson, *, N: float, total_tokens: float) -> dict[str, Any]:
     """Specialisation share ``f* = D′/(D + D′)`` minimising the split law's loss at a fixed token total."""
-    _law(law_json, ("split_separable", "split_effective"))
-    eps = 1e-9
-    f = _argmin_1d(lambda v: _split_loss(law_json, N, total_tokens, v), eps, 1.0 - eps)
-    return {
-        "N": N,
-        "total_tokens": total_tokens,
-        "fraction": f,
-        "D": total_tokens * (1 - f),
-        "D_spec": total_tokens * f,
-        "loss": _split_loss(law_json, N, total_tokens, f),
-    }
+    law, p, n_boot = param_sets(law_json, SPLIT_NAMES)
+    f, loss = _split_fraction_rows(law, p, N, total_tokens, 1 + n_boot)
+    out: dict[str, Any] = {"N": N, "total_tokens": total_tokens}
+    _with_interval(out, "fraction", f, n_boot)
+    out.update(D=total_tokens * (1 - f[0]), D_spec=total_tokens * f[0], loss=float(loss[0]))
+    return out
 
 
 def split_compute_multiplier(
-    law_json: LawJson, *, N: float, total_tokens: float, reference_fraction: float
-) -> dict[str, float]:
-    """Compute multiplier of the optimal split over a reference ("standard") split at the same model size.
+    law_json: LawJson, *, N: float, total_tokens: float, limit: float = 1e4
+) -> dict[str, Any]:
+    """Compute multiplier of the optimal split over standard pretraining at the same model size.
 
-    ``multiplier = T_ref / T``: the token total (hence compute, ``6·N·T``) a run spending the fixed share
-    ``reference_fraction`` of its tokens on specialisation needs to match the loss the optimal split reaches
-    with ``T = total_tokens``. Values above 1 mean the optimal split saves compute; ``inf`` when the reference
-    split cannot reach that loss at any budget.
+    ``multiplier = T_std / T``: the tokens (hence compute, ``6·N·T``) standard pretraining (``D′ = 0``) needs to
+    reach the loss the optimal split reaches with ``T = total_tokens`` — "the multiplicative factor on the amount
+    of data required for standard pretraining to match optimal split model training". 1 when not splitting is
+    optimal; ``inf`` (``beyond_limit``) when standard pretraining does not get there within ``limit`` × T.
     """
-    if not 0.0 < reference_fraction < 1.0:
-        raise InputError("reference_fraction", f"must lie in (0, 1), got {reference_fraction}")
-    best = split_optimal_fraction(law_json, N=N, total_tokens=total_tokens)
-    target = best["loss"]
+    law, p, n_boot = param_sets(law_json, SPLIT_NAMES)
+    rows = 1 + n_boot
+    f, target = _split_fraction_rows(law, p, N, total_tokens, rows)
 
-    def gap(log_t: float) -> float:
-        return _split_loss(law_json, N, math.exp(log_t), reference_fraction) - target
+    def gap(log_t: np.ndarray) -> np.ndarray:
+        t = np.exp(log_t)[:, None]
+        return _eval(law, p, N=N, D=t, D_spec=np.zeros_like(t))[:, 0] - target
 
-    lo = math.log(total_tokens)
-    if gap(lo) <= 0:
-        return {**best, "reference_fraction": reference_fraction, "multiplier": 1.0}
-    hi = lo
-    for _ in range(200):
-        hi += 1.0
-        if gap(hi) <= 0:
-            t_ref = math.exp(brentq(gap, hi - 1.0, hi, xtol=1e-13))
-            return {**best, "reference_fraction": reference_fraction, "multiplier": t_ref / total_tokens}
-    return {**best, "reference_fraction": reference_fraction, "multiplier": math.inf}
+    a = np.full(rows, math.log(total_tokens))
+    b = a + math.log(limit)
+    reached_at_start = gap(a) <= 0
+    beyond = gap(b) > 0
+    for _ in range(80):  # bisection on log T_std, every row at once
+        mid = 0.5 * (a + b)
+        up = gap(mid) > 0
+        a, b = np.where(up, mid, a), np.where(up, b, mid)
+    mult = np.exp(b) / total_tokens
+    mult = np.where(reached_at_start, 1.0, np.where(beyond, np.inf, mult))
+    out: dict[str, Any] = {"N": N, "total_tokens": total_tokens, "limit": limit}
+    _with_interval(out, "fraction", f, n_boot)
+    out["loss"] = float(target[0])
+    out["beyond_limit"] = bool(beyond[0])
+    finite = np.where(np.isinf(mult), limit, mult)  # "> limit" resamples count at the limit
+    _with_interval(out, "multiplier", finite, n_boot)
+    if beyond[0]:
+        out["multiplier"] = math.inf
+    return out
 
 
-def sger(
+def sger_from_curves(
+    specialist: tuple[np.ndarray, np.ndarray],
+    general: tuple[np.ndarray, np.ndarray],
+    *,
+    general_start_loss: float | None = None,
+    limit: float = 100.0,
+) -> dict[str, Any]:
+    """SGER of one size from validation curves ``(compute, loss)`` along training (Malaquias Junior et al.).
+
+    ``C_specialist`` is the compute at which the specialist reaches its lowest validation loss (perplexity),
+    ``C_general`` the compute at which the general model of the same size first reaches that loss: linear in log
+    compute between the checkpoints that bracket it (between its start, ``general_start_loss`` at compute 0, and
+    its first checkpoint, linear in compute). If the general model never gets there in the sweep, a power law
+    ``loss = a·C^b`` fitted to its last three checkpoints is extrapolated (``status`` "extrapolated") up to
+    ``limit`` × its largest compute; beyond, ``status`` is "> limit", ``sger`` is None and ``sger_lo`` the bound.
+    ``sger_lo``/``sger_hi``: the checkpoints that bracket the crossing (the curve's resolution), ``inf`` above an
+    extrapolation. Each model's compute to its own minimum is reported too.
+    """
+    cs, ls = (np.asarray(v, dtype=float) for v in specialist)
+    cg, lg = (np.asarray(v, dtype=float) for v in general)
+    order = np.argsort(cg)
+    cg, lg = cg[order], lg[order]
+    i = int(np.argmin(ls))
+    c_spec, target = float(cs[i]), float(ls[i])
+    out: dict[str, Any] = {"C_specialist": c_spec, "specialist_best_loss": target,
+                           "C_general_own_min": float(cg[int(np.argmin(lg))]), "general_best_loss": float(lg.min()),
+                           "limit": limit}
+    hit = np.flatnonzero(lg <= target)
+    if hit.size:
+        j = int(hit[0])
+        if j == 0:
+            start = general_start_loss
+            c = cg[0] * (start - target) / (start - lg[0]) if start is not None and start > target else cg[0]
+            lo_c, hi_c = 0.0, cg[0]
+        else:
+            x0, x1 = math.log(cg[j - 1]), math.log(cg[j])
+            frac = (lg[j - 1] - target) / (lg[j - 1] - lg[j])
+            c = math.exp(x0 + frac * (x1 - x0))
+            lo_c, hi_c = cg[j - 1], cg[j]
+        status = "interpolated"
+    else:
+        tail = slice(max(0, cg.size - 3), cg.size)
+        slope = np.polyfit(np.log(cg[tail]), np.log(lg[tail]), 1) if cg[tail].size >= 2 else (0.0, 0.0)
+        log_c = (math.log(target) - slope[1]) / slope[0] if slope[0] < 0 else math.inf
+        lo_c, hi_c = float(cg[-1]), math.inf
+        status = "extrapolated" if log_c <= math.log(limit * cg[-1]) else "> limit"
+        c = math.exp(log_c) if status == "extrapolated" else math.inf
+    out["C_general"] = None if status == "> limit" else float(c)
+    out["status"] = status
+    if status == "> limit":
+        out.update(sger=None, sger_lo=limit * float(cg[-1]) / c_spec, sger_hi=math.inf)
+    else:
+        out.update(sger=float(c) / c_spec, sger_lo=min(lo_c / c_spec, c / c_spec), sger_hi=max(hi_c / c_spec,
+                                                                                               c / c_spec))
+    return out
+
+
+def equivalent_general_size(
     general_law: LawJson,
     specialist_law: LawJson,
     *,
@@ -240,28 +367,28 @@ def sger(
     tokens_general: float = 1.0,
     tokens_specialist: float = 1.0,
 ) -> dict[str, Any]:
-    """Specialist-vs-general compute ratio (SGER) from two ``powerlaw`` fits of best domain perplexity vs N.
+    """The general model size whose power-law best domain perplexity equals the specialist's (across sizes).
 
-    Definition used here: ``SGER = C_general / C_specialist`` where ``C_specialist = 6·N_s·tokens_specialist``
-    is the specialist's training compute and ``C_general = 6·N_g*·tokens_general`` the compute of the general
-    model size ``N_g*`` whose predicted best domain perplexity equals the specialist's, ``k_g·N_g*^p_g =
-    k_s·N_s^p_s``. SGER > 1: reaching the specialist's domain perplexity with a general model costs more.
-    Count in ``tokens_specialist`` whatever the comparison should charge the specialist (e.g. its general
-    pretraining plus specialisation tokens). ``extrapolated`` flags ``N_g*`` outside the general fit's sizes.
+    From two ``powerlaw`` fits ppl = k·N^p: ``N_g*`` solves ``k_g·N_g*^p_g = k_s·N_s^p_s``;
+    ``compute_ratio_across_sizes = (N_g*·tokens_general)/(N_s·tokens_specialist)``. This is *not* the seed's SGER
+    (see :func:`sger_from_curves`); it extrapolates in size wherever ``N_g*`` leaves the general fit's sizes
+    (``extrapolated``). Resamples of the two fits are paired by index.
     """
-    _, pg = _law(general_law, ("powerlaw",))
-    _, ps = _law(specialist_law, ("powerlaw",))
-    target = ps["k"] * N_specialist ** ps["p"]
-    if pg["p"] == 0:
+    _, pg, bg = param_sets(general_law, ("powerlaw",))
+    _, ps, bs = param_sets(specialist_law, ("powerlaw",))
+    rows = 1 + min(bg, bs)
+    kg, pgx = pg["k"][:rows, 0], pg["p"][:rows, 0]
+    ks, psx = ps["k"][:rows, 0], ps["p"][:rows, 0]
+    if pgx[0] == 0:
         raise InputError("general law", "power-law exponent is 0; perplexity does not change with size")
-    n_general = (target / pg["k"]) ** (1.0 / pg["p"])
+    target = ks * N_specialist**psx
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        n_general = (target / kg) ** (1.0 / pgx)
     sizes = [pt["N"] for pt in general_law.get("points_used", []) if "N" in pt]
-    extrapolated = bool(sizes) and not (min(sizes) <= n_general <= max(sizes))
-    ratio = (n_general * tokens_general) / (N_specialist * tokens_specialist)
-    return {
-        "N_specialist": N_specialist,
-        "specialist_perplexity": target,
-        "N_general_equivalent": n_general,
-        "sger": ratio,
-        "extrapolated": extrapolated,
-    }
+    out: dict[str, Any] = {"N_specialist": N_specialist, "specialist_perplexity": float(target[0])}
+    _with_interval(out, "N_general_equivalent", n_general, rows - 1)
+    _with_interval(out, "compute_ratio_across_sizes",
+                   n_general * tokens_general / (N_specialist * tokens_specialist), rows - 1)
+    ng = out["N_general_equivalent"]
+    out["extrapolated"] = bool(sizes) and (ng is None or not (min(sizes) <= ng <= max(sizes)))
+    return out

@@ -1,8 +1,8 @@
 """Reading and validating tables of (inputs, loss) points for the law fitters.
 
 A points table has one row per measured run/checkpoint: the law's input columns (``N`` model parameters, ``D``
-tokens, ``r`` mixture ratio in [0, 1], ``D_spec`` specialisation tokens, ``k1``/``k2`` cross-domain
-coefficients) and ``loss`` (the target, natural-log cross-entropy or any positive quantity). Extra columns
+tokens, ``r`` mixture ratio in [0, 1], ``D_spec`` specialisation tokens (0 for an unsplit run), ``k1``/``k2``
+cross-domain coefficients) and ``loss`` (the target, natural-log cross-entropy or any positive quantity). Extra columns
 (e.g. ``domain``) are kept and ignored by the law.
 """
 
@@ -16,8 +16,9 @@ import pandas as pd
 from cpt_scaling.errors import InputError
 
 TARGET = "loss"
-#: Columns that must be strictly positive; ratio columns must lie in [0, 1].
-POSITIVE = ("N", "D", "D_spec", "k1", "k2", TARGET)
+#: Columns that must be strictly positive, or non-negative (``D_spec`` = 0: an unsplit run); ratios lie in [0, 1].
+POSITIVE = ("N", "D", "k1", "k2", TARGET)
+NONNEGATIVE = ("D_spec",)
 RATIOS = ("r",)
 
 
@@ -75,6 +76,8 @@ def validate_points(
             raise InputError(where, f"column {col!r} has NaN or inf in {_rows(bad)}")
         if col in POSITIVE and (arr <= 0).any():
             raise InputError(where, f"column {col!r} must be > 0; non-positive in {_rows(arr <= 0)}")
+        if col in NONNEGATIVE and (arr < 0).any():
+            raise InputError(where, f"column {col!r} must be >= 0; negative in {_rows(arr < 0)}")
         if col in RATIOS and ((arr < 0) | (arr > 1)).any():
             raise InputError(
                 where, f"column {col!r} must lie in [0, 1]; outside in {_rows((arr < 0) | (arr > 1))}"

@@ -4,7 +4,9 @@ Reconstructed: the exact form of the optimal-splitting paper (Seto et al. 2026) 
 candidate forms are provided and ``fit_law("split", ...)`` fits both and keeps the one with the lower held-out
 relative error (default protocol: hold out the largest total token count ``D + D_spec``):
 
-* ``split_separable``: ``E + A/N^α + B/D^β + C/D_spec^γ`` — pretraining and specialisation act independently;
+* ``split_separable``: ``E + A/N^α + B/D^β + C/(D_spec + s)^γ`` — pretraining and specialisation act
+  independently; the offset ``s`` (tokens) keeps the specialisation term finite without D′, so "do not split"
+  (D′ = 0, standard pretraining) is a point of the law;
 * ``split_effective``: ``E + A/N^α + B/D^β + C/(D_spec + κ·D)^γ`` — pretraining tokens count as ``κ``
   effective specialisation tokens (transfer), so the specialisation term stays finite without D′.
 """
@@ -26,6 +28,7 @@ _GRID = {
     "beta": (0.2, 0.6),
     "gamma": (0.2, 0.6),
     "kappa": (0.01, 0.3),
+    "s": (1e3, 1e6, 1e9),
 }
 _COARSE = {
     "E": (1.5,),
@@ -36,8 +39,10 @@ _COARSE = {
     "beta": (0.3,),
     "gamma": (0.3,),
     "kappa": (0.1,),
+    "s": (1e4, 1e7),
 }
-_BOUNDS = {"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, "gamma": EXPONENT_BOUNDS, "kappa": (1e-8, 1.0)}
+_BOUNDS = {"alpha": EXPONENT_BOUNDS, "beta": EXPONENT_BOUNDS, "gamma": EXPONENT_BOUNDS, "kappa": (1e-8, 1.0),
+           "s": (1.0, 1e15)}
 
 
 def _common(p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
@@ -55,13 +60,14 @@ def _common(p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
 
 
 class SplitSeparable(Law):
-    """``E + A/N^α + B/D^β + C/D_spec^γ`` (reconstructed candidate)."""
+    """``E + A/N^α + B/D^β + C/(D_spec + s)^γ`` (reconstructed candidate)."""
 
     def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
         pred, g = _common(p, x)
-        ln_s = np.log(x["D_spec"])
+        shifted = x["D_spec"] + p["s"]
+        ln_s = np.log(shifted)
         t_s = power(p["C"], ln_s, p["gamma"])
-        g.update(C=t_s / p["C"], gamma=-t_s * ln_s)
+        g.update(C=t_s / p["C"], gamma=-t_s * ln_s, s=-p["gamma"] * t_s / shifted)
         return pred + t_s, g
 
 
@@ -83,7 +89,9 @@ def _make(cls: type[Law], name: str, formula: str, params: tuple[str, ...]) -> L
 
 
 _P = ("E", "A", "B", "C", "alpha", "beta", "gamma")
-SPLIT_SEPARABLE = _make(SplitSeparable, "split_separable", "E + A/N^alpha + B/D^beta + C/D_spec^gamma", _P)
+SPLIT_SEPARABLE = _make(
+    SplitSeparable, "split_separable", "E + A/N^alpha + B/D^beta + C/(D_spec + s)^gamma", (*_P, "s")
+)
 SPLIT_EFFECTIVE = _make(
     SplitEffective, "split_effective", "E + A/N^alpha + B/D^beta + C/(D_spec + kappa*D)^gamma", (*_P, "kappa")
 )

@@ -50,6 +50,8 @@ def test_fit_predict_round_trip(chinchilla_csv: Path, tmp_path: Path, capsys) ->
     doc = json.loads(out.read_text())
     assert doc["law"] == "chinchilla" and set(doc["params"]) == {"E", "A", "B", "alpha", "beta"}
     assert set(doc["ci"]) == set(doc["params"]) and all(lo <= hi for lo, hi in doc["ci"].values())
+    assert doc["bootstrap_info"]["failed"] == 0 and doc["bootstrap_info"]["n_groups"] == 30
+    assert len(doc["bootstrap_samples"]["values"]) == 8 and "diagnostics" in doc
     for key in ("r2", "huber", "rmse"):
         assert np.isfinite(doc[key])
     assert doc["n_points"] == 30 and len(doc["points_used"]) == 30 and len(doc["points_held_out"]) == 6
@@ -57,7 +59,9 @@ def test_fit_predict_round_trip(chinchilla_csv: Path, tmp_path: Path, capsys) ->
     capsys.readouterr()
     assert main(["predict", "--law", str(out), "--data", str(chinchilla_csv)]) == 0
     pred = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert list(pred.columns) == ["N", "D", "loss", "predicted_loss"]
+    assert list(pred.columns) == ["N", "D", "loss", "predicted_loss", "extrapolation"]
+    sizes = np.sort(pred["N"].unique())  # the largest size was held out: it lies N_max / N_second beyond the fit
+    assert pred["extrapolation"].max() == pytest.approx(sizes[-1] / sizes[-2])
     np.testing.assert_allclose(pred["predicted_loss"], predict(doc, pd.read_csv(chinchilla_csv)), rtol=1e-12)
     assert np.max(np.abs(pred["predicted_loss"] / pred["loss"] - 1)) < 0.03
 
@@ -71,9 +75,10 @@ def test_dcpt_parquet_round_trip(tmp_path: Path, capsys) -> None:
     )
     data = tmp_path / "points.parquet"
     df[["N", "D", "r", "loss"]].to_parquet(data)
-    assert main(["fit", "dcpt", "--data", str(data), "--coarse-grid"]) == 0
+    assert main(["fit", "dcpt", "--data", str(data), "--coarse-grid", "--bootstrap", "0"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["params"]) == {"E", "A", "B", "C", "alpha", "beta", "gamma", "eta", "epsilon"}
+    assert all(v is None for v in doc["ci"].values()) and "bootstrap_samples" not in doc  # none computed
     law = tmp_path / "law.json"
     law.write_text(json.dumps(doc))
     assert main(["predict", "--law", str(law), "--data", str(data)]) == 0
@@ -195,3 +200,58 @@ def test_real_subprocess_fit_succeeds(chinchilla_csv: Path, tmp_path: Path) -> N
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["n_points"] == 36
+
+
+def test_fit_refuses_to_overwrite_its_own_input(chinchilla_csv: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "points.csv"
+    data.write_bytes(chinchilla_csv.read_bytes())
+    before = data.read_bytes()
+    link = tmp_path / "law.json"
+    link.symlink_to(data)
+    hard = tmp_path / "hard.csv"
+    hard.hardlink_to(data)
+    for out in (data, link, hard, tmp_path / "." / "points.csv"):
+        assert main(["fit", "chinchilla", "--data", str(data), "--out", str(out), "--bootstrap", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "overwrite" in err[0] and str(out) in err[0]
+        assert data.read_bytes() == before
+    assert main(["fit", "chinchilla", "--data", str(data), "--out", str(tmp_path / "new.json"),
+                 "--bootstrap", "0"]) == 0
+
+
+def test_group_bootstrap_resamples_whole_runs(tmp_path: Path, capsys) -> None:
+    """Runs with a shared offset across their checkpoints: resampling runs gives wider intervals than resampling
+    checkpoints as if independent, and the JSON says how many groups were resampled."""
+    rng = np.random.default_rng(3)
+    df = grid_frame(N=np.geomspace(2e7, 1e9, 6), D=np.geomspace(1e9, 1e11, 6))
+    df = with_loss(df, "chinchilla", CHINCHILLA_TRUE, seed=4, noise=0.001)
+    df["run"] = [f"n{n:.0f}" for n in df["N"]]
+    offsets = dict(zip(df["run"].unique(), rng.normal(0, 0.01, 6), strict=True))
+    df["loss"] *= np.exp(df["run"].map(offsets))
+    data = tmp_path / "runs.csv"
+    df[["run", "N", "D", "loss"]].to_csv(data, index=False)
+    widths = {}
+    for group in (None, "run"):
+        out = tmp_path / f"law_{group}.json"
+        args = ["fit", "chinchilla", "--data", str(data), "--out", str(out), "--bootstrap", "200"]
+        assert main(args + (["--group", group] if group else [])) == 0
+        doc = json.loads(out.read_text())
+        assert doc["bootstrap_info"]["n_groups"] == (6 if group else 36)
+        lo, hi = doc["ci"]["alpha"]
+        widths[group] = hi - lo
+    assert widths["run"] > 2 * widths[None]
+    assert main(["fit", "chinchilla", "--data", str(data), "--group", "nope"]) == 2
+    assert "--group column 'nope'" in capsys.readouterr().err
+
+
+def test_predict_flags_extrapolation(chinchilla_csv: Path, tmp_path: Path, capsys) -> None:
+    law = tmp_path / "law.json"
+    assert main(["fit", "chinchilla", "--data", str(chinchilla_csv), "--out", str(law), "--bootstrap", "0"]) == 0
+    grid = tmp_path / "grid.csv"
+    pd.DataFrame({"N": [1e9, 5e9, 1e11], "D": [1e11, 1e11, 1e11]}).to_csv(grid, index=False)
+    capsys.readouterr()
+    assert main(["predict", "--law", str(law), "--data", str(grid)]) == 0
+    captured = capsys.readouterr()
+    pred = pd.read_csv(io.StringIO(captured.out))
+    np.testing.assert_allclose(pred["extrapolation"], [1.0, 5.0, 100.0])
+    assert "1 of 3 prediction(s) lie more than 10x beyond" in captured.err

@@ -28,7 +28,7 @@ with rule_job(smk):
     elif smk.rule == "fit_specialization":
         study = json.loads(smk.params.study)
         fit_specialization_study(evals, smk.wildcards.domain, study["specialist_ratio"], fit, out["law"],
-                                 out["table"], out["compute"])
+                                 out["table"], out["compute"], sger_limit=study.get("sger_limit", 100.0))
     else:
         fit_split_study(evals, smk.wildcards.domain, json.loads(smk.params.study), fit, out["law"], out["points"],
                         out["decisions"])

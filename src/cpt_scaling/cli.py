@@ -1,6 +1,6 @@
 """``cpt-scaling`` command line: one argparse subcommand per task, each added by a ``register_*`` function.
 
-    cpt-scaling fit LAW --data FILE [--out law.json] [--bootstrap N] [--holdout EXPR] [--huber-delta D]
+    cpt-scaling fit LAW --data FILE [--out law.json] [--bootstrap N] [--group COLUMN] [--holdout EXPR]
     cpt-scaling predict --law law.json --data FILE [--out predictions.csv]
 
 Bad input (unreadable file, missing column, NaN/inf, out-of-range values, too few points) prints one line
@@ -23,6 +23,7 @@ from cpt_scaling.errors import InputError
 from cpt_scaling.logs import setup_logging
 
 Subparsers = Any  # argparse's private _SubParsersAction
+log = logging.getLogger("cpt_scaling.cli")
 
 HOLDOUT_HELP = (
     "pandas expression over the data's columns selecting rows to hold out of the fit and score afterwards, "
@@ -42,14 +43,34 @@ def _holdout_mask(df: Any, expr: str, where: str) -> Any:
     return mask
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (through symlinks and hard links too)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from cpt_scaling.atomic import write_json
     from cpt_scaling.fitting import fit_law
     from cpt_scaling.points import read_points, validate_points
 
     where = str(args.data)
+    if args.out is not None and _same_file(args.out, args.data):
+        raise InputError(str(args.out), f"--out would overwrite the input --data {args.data}; choose another path")
     df = validate_points(read_points(args.data), args.law, where)
     mask = _holdout_mask(df, args.holdout, where) if args.holdout else None
+    groups = None
+    if args.group:
+        if args.group not in df.columns:
+            raise InputError(where, f"--group column {args.group!r} not found (columns: {', '.join(df.columns)})")
+        if df[args.group].isna().any():
+            raise InputError(where, f"--group column {args.group!r} has empty values")
+        groups = df[args.group].astype(str)
     result = fit_law(
         args.law,
         df,
@@ -58,9 +79,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         seed=args.seed,
         holdout=mask,
         coarse=args.coarse_grid,
+        groups=groups,
+        bootstrap_starts=args.bootstrap_starts,
         where=where,
     ).to_json()
     result["data"] = where
+    if args.group:
+        result["bootstrap_info"]["group_column"] = args.group
     if args.holdout:
         result["holdout_expr"] = args.holdout
     if args.out:
@@ -85,7 +110,13 @@ def register_fit(subparsers: Subparsers) -> None:
     p.add_argument("law", choices=FIT_NAMES, metavar="LAW", help=f"one of: {', '.join(FIT_NAMES)}")
     p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet (.parquet/.pq)")
     p.add_argument("--out", type=Path, metavar="JSON", help="write the law JSON here (default: stdout)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for 95%% CIs")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="bootstrap resamples for 95%% percentile intervals (0: none; default 1000)")
+    p.add_argument("--group", metavar="COLUMN",
+                   help="resample whole groups of rows sharing this column's value (e.g. run: all checkpoints of "
+                        "a run together); default: every row on its own")
+    p.add_argument("--bootstrap-starts", type=int, default=4, metavar="K",
+                   help="starts each bootstrap resample is refitted from (default 4)")
     p.add_argument("--holdout", metavar="EXPR", help=HOLDOUT_HELP)
     p.add_argument("--huber-delta", type=float, default=1e-3, metavar="DELTA", help="Huber δ on log-loss")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -106,6 +137,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     df = read_points(args.data)
     out = df.copy()
     out["predicted_loss"] = predict(law_json, df, where=str(args.data))
+    out["extrapolation"] = _extrapolation(law_json, out)
+    far = out["extrapolation"] > WARN_EXTRAPOLATION
+    if far.any():
+        log.warning("%d of %d prediction(s) lie more than %gx beyond the fit's largest N or compute (up to %.3gx)",
+                    int(far.sum()), len(out), WARN_EXTRAPOLATION, float(out["extrapolation"].max()))
     if args.out:
         from cpt_scaling.atomic import write_text
 
@@ -115,8 +151,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``predict`` warns when a query lies further than this factor beyond the fit's largest N or compute.
+WARN_EXTRAPOLATION = 10.0
+
+
+def _extrapolation(law_json: dict[str, Any], df: Any) -> Any:
+    """Per row: ``max(N/N_max, C/C_max, 1)`` against the fit's range (from its diagnostics or its points)."""
+    import pandas as pd
+
+    from cpt_scaling.fitting import extrapolation_factor, fit_range
+
+    fitted = (law_json.get("diagnostics") or {}).get("fit_range")
+    if not fitted:
+        fitted = fit_range(pd.DataFrame(law_json.get("points_used") or []))
+    if "N" not in df.columns:
+        return 1.0
+    tokens = None
+    if "D" in df.columns:
+        tokens = df["D"].to_numpy(float) + (df["D_spec"].to_numpy(float) if "D_spec" in df.columns else 0.0)
+    return extrapolation_factor(fitted, df["N"].to_numpy(float), tokens)
+
+
 def register_predict(subparsers: Subparsers) -> None:
-    """``predict --law law.json --data FILE``: CSV of the input columns plus ``predicted_loss``."""
+    """``predict --law law.json --data FILE``: CSV of the input columns plus ``predicted_loss`` and
+    ``extrapolation`` (how far each row lies beyond the fit's largest N and compute; a warning past 10x)."""
     p = subparsers.add_parser("predict", help="predict loss at new points from a fitted law JSON")
     p.add_argument("--law", required=True, type=Path, metavar="JSON", help="output of `cpt-scaling fit`")
     p.add_argument("--data", required=True, type=Path, metavar="FILE", help="CSV or Parquet of points")

@@ -8,16 +8,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.figures.style import colors, marker, plt, read_json, save
+from cpt_scaling.figures.style import colors, fit_flags, marker, plt, read_json, save
 
 
 def build_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
     """Predicted against observed domain loss: left, leave-one-domain-out (each domain from its k1, k2 alone);
     right, the law fitted on every domain. One colour per domain, the error of each in the legend."""
     fig, axes = plt.subplots(1, 2, figsize=(7.8, 3.6), constrained_layout=True)
-    errors = {s["held_out"]: s["heldout"]["mean_rel_error"] for s in law["leave_one_domain_out"]["splits"]}
+    lodo = law.get("leave_one_domain_out")
+    errors = {s["held_out"]: s["heldout"]["mean_rel_error"] for s in (lodo or {"splits": []})["splits"]}
     domains = sorted(points["domain"].unique())
     for ax, column in zip(axes, ("lodo", "fit"), strict=True):
+        if column == "lodo" and lodo is None:
+            ax.text(0.5, 0.5, law.get("leave_one_domain_out_note", "no leave-one-domain-out"), ha="center",
+                    va="center", fontsize=7, wrap=True, transform=ax.transAxes)
+            ax.set_xlabel("observed domain loss (nats/token)")
+            ax.set_ylabel("predicted domain loss (nats/token)")
+            continue
         for color, domain in zip(colors(len(domains), "tab10"), domains, strict=True):
             rows = points[points["domain"] == domain]
             probe = law["probes"][domain]
@@ -30,9 +37,9 @@ def build_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
         ax.set_xlabel("observed domain loss (nats/token)")
         ax.set_ylabel("predicted domain loss (nats/token)")
         ax.legend(fontsize=6, title="domain: mean rel. error", title_fontsize=6)
-    mean = law["leave_one_domain_out"]["mean_rel_error"]
-    axes[0].set_title(f"leave one domain out (★): mean error {100 * mean:.1f}%", fontsize=9)
-    axes[1].set_title(f"fitted on all domains: R²={law['r2']:.3f}", fontsize=9)
+    if lodo is not None:
+        axes[0].set_title(f"leave one domain out (★): mean error {100 * lodo['mean_rel_error']:.1f}%", fontsize=9)
+    axes[1].set_title(f"fitted on all domains: R²={law['r2']:.3f}{fit_flags(law)}", fontsize=9)
     fig.suptitle("Cross-domain D-CPT Law: a new domain from its probe features k1, k2")
     return fig
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.figures.style import colors, held_out_sizes, marker, plt, read_json, save, size_label
+from cpt_scaling.figures.style import colors, fit_flags, held_out_sizes, marker, plt, read_json, save, size_label
 from cpt_scaling.laws import predict
 
 TARGETS = ("domain", "general")
@@ -45,11 +45,11 @@ def build_ratio_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
                     ax.axhline(b[f"{target}_loss"], color=color, ls=":", lw=0.8)
         ax.set_xlabel(f"{domain} mixture ratio r")
         ax.set_ylabel(f"held-out {domain if target == 'domain' else 'general'} loss (nats/token)")
-        heldout = fit.get("heldout", {}).get("mean_rel_error")
-        extra = f", held-out err {100 * heldout:.2f}%" if heldout is not None else ""
-        ax.set_title(f"{target} loss: L3 fit R²={fit['r2']:.3f}{extra}", fontsize=9)
+        heldout = ((fit.get("validation") or {}).get("heldout") or {}).get("mean_rel_error")
+        extra = f", largest size held out: err {100 * heldout:.2f}%" if heldout is not None else ""
+        ax.set_title(f"{target} loss: L3 fit R²={fit['r2']:.3f}{extra}{fit_flags(fit)}", fontsize=8)
     axes[0].legend(fontsize=6, ncol=1)
-    fig.suptitle(f"D-CPT Law for '{domain}' (dotted: base model; ★ held-out size)")
+    fig.suptitle(f"D-CPT Law for '{domain}' (dotted: base model; ★ size held out in validation)")
     return fig
 
 
@@ -60,10 +60,14 @@ def build_fit_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
         fit = law[f"{target}_loss"]
         pts = points[points["target"] == target]
         pred = predict(fit, pts[["N", "D", "r"]])
-        held = pts["N"].isin(held_out_sizes(fit)).to_numpy()
-        ax.scatter(pts["loss"][~held], pred[~held], color="tab:blue", label="fitted", **marker(False))
-        if held.any():
-            ax.scatter(pts["loss"][held], pred[held], color="tab:red", label="held out", **marker(True))
+        ax.scatter(pts["loss"], pred, color="tab:blue", label="fit on all sizes", **marker(False))
+        val = fit.get("validation")
+        if val:
+            held = pts["N"].isin(val["held_out_sizes"]).to_numpy()
+            pv = predict({"law": fit["law"], "params": val["params"]}, pts[["N", "D", "r"]][held])
+            ax.scatter(pts["loss"][held], pv, color="tab:red", label="largest size, predicted without it",
+                       **marker(True))
+            pred = np.concatenate([pred, pv])
         lo, hi = float(min(pts["loss"].min(), pred.min())), float(max(pts["loss"].max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls="--")
         ax.set_xlabel(f"observed {target} loss")

@@ -37,23 +37,35 @@ def build_ppl_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
 
 
 def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
-    """SGER per specialist size: generalist compute to match the specialist's best perplexity, over its own."""
+    """SGER per size: compute the general model of that size needs to first reach the specialist's lowest
+    validation perplexity, over the specialist's compute to it; bars span the bracketing checkpoints, open
+    markers are extrapolated beyond the sweep, triangles are lower bounds ("> limit")."""
     fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
-    rows = pd.DataFrame(law["sger"], columns=["N_specialist", "sger", "extrapolated"])
+    rows = pd.DataFrame(law.get("sger") or [], columns=["size", "sger", "sger_lo", "sger_hi", "sger_status",
+                                                       "C_specialist"])
     if rows.empty:
         ax.text(0.5, 0.5, law.get("note", "no SGER"), ha="center", va="center", fontsize=8, wrap=True,
                 transform=ax.transAxes)
-    ax.plot(rows["N_specialist"], rows["sger"], color="tab:purple", marker="o")
-    for _, r in rows[rows["extrapolated"].astype(bool)].iterrows():
-        ax.annotate("extrapolated", (r["N_specialist"], r["sger"]), fontsize=6, textcoords="offset points",
-                    xytext=(3, 3))
+    x = np.arange(len(rows))
+    for i, r in rows.iterrows():
+        status = r["sger_status"]
+        if status == "> limit":
+            ax.scatter(i, r["sger_lo"], marker="^", color="tab:purple", zorder=3)
+            ax.annotate(f"> {r['sger_lo']:.3g}", (i, r["sger_lo"]), fontsize=6, textcoords="offset points",
+                        xytext=(3, 3))
+            continue
+        hi = r["sger_hi"] if np.isfinite(r["sger_hi"]) else r["sger"] * 1.5
+        ax.errorbar(i, r["sger"], yerr=[[r["sger"] - r["sger_lo"]], [hi - r["sger"]]], color="tab:purple",
+                    marker="o", mfc="white" if status == "extrapolated" else "tab:purple", capsize=3)
+        if status == "extrapolated":
+            ax.annotate("extrapolated", (i, r["sger"]), fontsize=6, textcoords="offset points", xytext=(3, 3))
     ax.axhline(1.0, color="gray", ls=":", lw=0.8)
+    ax.set_xticks(x, [str(s) for s in rows["size"]])
     if not rows.empty:
-        ax.set_xscale("log")
         ax.set_yscale("log")
-    ax.set_xlabel("specialist size N")
+    ax.set_xlabel("model size")
     ax.set_ylabel("SGER = C_general / C_specialist")
-    ax.set_title(f"Compute a general model needs to match the '{law['domain']}' specialist", fontsize=9)
+    ax.set_title(f"'{law['domain']}': compute to the specialist's best perplexity (same size)", fontsize=9)
     return fig
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.figures.style import colors, marker, plt, read_json, save, size_label
+from cpt_scaling.figures.style import colors, extrapolation_limit, fit_flags, marker, plt, read_json, save, size_label
 from cpt_scaling.laws import predict
 
 
@@ -35,23 +35,32 @@ def build_fraction_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figu
 
 
 def build_optimal_figure(law: dict[str, Any], decisions: pd.DataFrame) -> plt.Figure:
-    """Optimal specialisation share and the compute multiplier over the reference split, against compute."""
+    """Optimal specialisation share and the compute multiplier over standard pretraining, against compute;
+    bands are bootstrap intervals, dashed beyond the sweep, nothing beyond the extrapolation limit."""
     fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.3), constrained_layout=True)
-    ns = sorted(decisions["N"].unique())
+    limit = extrapolation_limit(law)
+    shown = decisions[decisions["extrapolation"] <= limit] if "extrapolation" in decisions else decisions
+    ns = sorted(shown["N"].unique())
     for color, n in zip(colors(len(ns)), ns, strict=True):
-        rows = decisions[decisions["N"] == n]
-        axes[0].plot(rows["compute"], rows["optimal_spec_fraction"], color=color, marker="o", ms=3,
-                     label=size_label(n))
-        axes[1].plot(rows["compute"], rows["multiplier"], color=color, marker="o", ms=3, label=size_label(n))
-    ref = float(decisions["reference_fraction"].iloc[0])
+        rows = shown[shown["N"] == n]
+        inside = rows[rows["extrapolation"] <= 1.0 + 1e-9] if "extrapolation" in rows else rows
+        for ax, col in zip(axes, ("optimal_spec_fraction", "multiplier"), strict=True):
+            ax.plot(inside["compute"], inside[col], color=color, marker="o", ms=3, label=size_label(n))
+            ax.plot(rows["compute"], rows[col], color=color, ls="--", lw=0.8)
+            lo, hi = rows.get(f"{col}_lo"), rows.get(f"{col}_hi")
+            if col == "optimal_spec_fraction":
+                lo, hi = rows.get("optimal_spec_fraction_lo"), rows.get("optimal_spec_fraction_hi")
+            if lo is not None and hi is not None and lo.notna().any():
+                ax.fill_between(rows["compute"], lo.astype(float), hi.astype(float), color=color, alpha=0.15, lw=0)
     axes[0].set_ylabel("optimal specialisation share f*")
-    axes[1].set_ylabel(f"compute multiplier vs f = {ref:g}")
+    axes[1].set_ylabel("compute multiplier vs standard pretraining")
     axes[1].axhline(1.0, color="gray", ls=":", lw=0.8)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("compute 6·N·(D + D′) (FLOPs)")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Optimal split for '{law['domain']}'")
+    fig.suptitle(f"Optimal split for '{law['domain']}' (dashed: beyond the sweep, to {limit:g}x){fit_flags(law)}",
+                 fontsize=9)
     return fig
 
 

@@ -31,8 +31,27 @@ def colors(n: int, cmap: str = "viridis") -> np.ndarray:
 
 
 def held_out_sizes(fit: dict[str, Any]) -> set[float]:
-    """Model sizes of the points a fit held out."""
-    return {float(p["N"]) for p in fit.get("points_held_out") or [] if "N" in p}
+    """Model sizes of the points a fit held out, or that its validation fit held out."""
+    held = {float(p["N"]) for p in fit.get("points_held_out") or [] if "N" in p}
+    return held | {float(n) for n in (fit.get("validation") or {}).get("held_out_sizes", [])}
+
+
+def extrapolation_limit(fit: dict[str, Any]) -> float:
+    """How far beyond the sweep (factor on its largest N and compute) a figure may draw this fit's curves."""
+    return float(fit.get("diagnostics", {}).get("extrapolation_limit", 100.0))
+
+
+def fit_flags(fit: dict[str, Any]) -> str:
+    """A short visible mark of a fit's diagnostics: '' when clean, else e.g. ' [not converged; at bound: E]'."""
+    d = fit.get("diagnostics", {})
+    flags = []
+    if d.get("converged") is False:
+        flags.append("not converged")
+    if d.get("params_at_bound"):
+        flags.append("at bound: " + ", ".join(d["params_at_bound"]))
+    if d.get("n_sizes") and d["n_sizes"] < 3:
+        flags.append(f"{d['n_sizes']} sizes")
+    return f" [{'; '.join(flags)}]" if flags else ""
 
 
 def marker(held: bool) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pandas as pd
 from cpt_scaling.atomic import write_json
 from cpt_scaling.errors import InputError
 from cpt_scaling.laws import predict
-from cpt_scaling.studies.common import fit_points, write_csv
+from cpt_scaling.studies.common import fit_points, run_groups, write_csv
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points
 from cpt_scaling.tables import read_eval_tables
 from cpt_scaling.validation import leave_domains_out
@@ -28,6 +28,9 @@ from cpt_scaling.validation import leave_domains_out
 log = logging.getLogger(__name__)
 
 LAW_COLUMNS = ["N", "D", "r", "k1", "k2"]
+K2_UNIT = 1e9  # k2 is the domain-loss fall per billion tokens
+MIN_LODO_DOMAINS = 3  # fitting on the others must leave at least two domains to pin the domain term
+DOMAIN_TERM_PARAMS = ("F", "mu", "w2")
 
 
 def domain_probe(df: pd.DataFrame, points: pd.DataFrame, domain: str) -> dict[str, Any]:
@@ -40,11 +43,12 @@ def domain_probe(df: pd.DataFrame, points: pd.DataFrame, domain: str) -> dict[st
     rows = rows[rows["budget"] == rows["budget"].min()]
     first = rows[rows["D"] == rows["D"].min()].iloc[0]
     k1 = base["domain_loss"]
-    slope = (k1 - float(first["loss"])) / float(first["D"])
+    slope = (k1 - float(first["loss"])) / float(first["D"]) * K2_UNIT
     if slope <= 0:
         raise InputError(domain, f"domain loss did not fall in the probe ({k1:.4f} -> {first['loss']:.4f} after "
                                  f"{first['D']:.0f} tokens): k2 must be positive")
-    return {"size": size, "k1": k1, "k2": slope, "probe_ratio": float(first["ratio"]), "probe_tokens": int(first["D"])}
+    return {"size": size, "k1": k1, "k2": slope, "k2_unit": "loss drop per 1e9 tokens",
+            "probe_ratio": float(first["ratio"]), "probe_tokens": int(first["D"])}
 
 
 def cross_points(df: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
@@ -55,7 +59,7 @@ def cross_points(df: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, di
         pts = pts[pts["target"] == "domain"]
         probes[domain] = domain_probe(df, pts, domain)
         frames.append(pts.assign(domain=domain, k1=probes[domain]["k1"], k2=probes[domain]["k2"]))
-    cols = ["domain", "size", "N", "D", "r", "ratio", "k1", "k2", "loss"]
+    cols = ["domain", "run", "size", "N", "D", "r", "ratio", "k1", "k2", "loss"]
     return pd.concat(frames, ignore_index=True)[cols], probes
 
 
@@ -74,13 +78,31 @@ def leave_one_domain_out(points: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.
 
 def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dict[str, Any], law_out: Path,
                            points_out: Path) -> dict[str, Any]:
-    """Fit the cross-domain law on all domains and leave-one-domain-out; write the law JSON and its points."""
+    """Fit the cross-domain law on all domains and, with three or more, leave-one-domain-out; write the law JSON
+    and its points."""
     points, probes = cross_points(read_eval_tables(eval_tables), domains)
     log.info("fitting the cross-domain law to %d points of %d domains", len(points), len(domains))
-    law = fit_points("cross_domain", points[[*LAW_COLUMNS, "loss"]], fit)
+    law = fit_points("cross_domain", points[[*LAW_COLUMNS, "loss"]], fit, groups=run_groups(points))
     points["fit"] = predict(law, points[LAW_COLUMNS])
-    points["lodo"], lodo = leave_one_domain_out(points, fit)
-    result = {"study": "cross_domain", "domains": domains, "probes": probes, **law, "leave_one_domain_out": lodo}
+    identifiability = {"domain_term_free_params": list(DOMAIN_TERM_PARAMS), "n_free_params": len(DOMAIN_TERM_PARAMS),
+                       "n_domains": len(domains),
+                       "note": "the domain term is pinned only by one offset per domain (k1, k2 constant within a "
+                               "domain); with fewer domains than free parameters it is not identified"}
+    if len(domains) <= len(DOMAIN_TERM_PARAMS):
+        law["diagnostics"]["warnings"].append(
+            f"{len(domains)} domains for {len(DOMAIN_TERM_PARAMS)} free domain-term parameters: not identified")
+        log.warning("cross-domain law: %s", law["diagnostics"]["warnings"][-1])
+    result = {"study": "cross_domain", "domains": domains, "probes": probes, **law,
+              "identifiability": identifiability}
+    if len(domains) >= MIN_LODO_DOMAINS:
+        points["lodo"], lodo = leave_one_domain_out(points, fit)
+        result["leave_one_domain_out"] = lodo
+    else:
+        points["lodo"] = float("nan")
+        result["leave_one_domain_out"] = None
+        result["leave_one_domain_out_note"] = (f"needs at least {MIN_LODO_DOMAINS} domains (each fit on the others "
+                                               f"must see two or more); the sweep has {len(domains)}")
+        log.warning("cross-domain law: %s", result["leave_one_domain_out_note"])
     write_csv(points, points_out)
     write_json(law_out, result)
     return result

@@ -1,10 +1,12 @@
 """D-CPT Law study (Que et al. 2024) for one domain.
 
 The domain loss is fitted against (N, D, r) with r the domain ratio, and the general loss against (N, D, 1 - r),
-both with the L3 form, on the test suites at every checkpoint of the D-CPT runs. With three or more sizes the
-largest is held out of the fit and predicted. Usages: (1) the largest domain ratio whose general loss stays within
-a tolerance of the base model's, (2) the best ratio when domain data is limited, (3) the best (N, D) for a compute
-budget at fixed r. With nine or more ratios the paper's 7-of-9 ratio cross-validation is reported too.
+both with the L3 form, on the test suites at every checkpoint of the D-CPT runs, with a bootstrap over whole runs.
+Decisions use the fit on all sizes; with three or more sizes a second fit without the largest is reported as the
+validation error. Usages: (1) the ratio minimising the domain loss subject to the general loss staying within
+``(1 + T)`` of the base model's, (2) the best ratio when domain data is limited, (3) the best (N, D) for a compute
+budget at fixed r; each with ``lo``/``hi`` from the bootstrap resamples and its extrapolation factor. With nine or
+more ratios the paper's 7-of-9 ratio cross-validation is reported too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,16 @@ import pandas as pd
 from cpt_scaling import decisions
 from cpt_scaling.atomic import write_json
 from cpt_scaling.config import GENERAL
-from cpt_scaling.studies.common import fit_points, test_rows, write_csv
+from cpt_scaling.studies.common import (
+    BASE_KINDS,
+    extrapolation,
+    fit_points,
+    records,
+    run_groups,
+    summary_diagnostics,
+    test_rows,
+    write_csv,
+)
 from cpt_scaling.tables import read_eval_tables
 from cpt_scaling.validation import ratio_cross_validation
 
@@ -33,14 +44,14 @@ def dcpt_points(df: pd.DataFrame, domain: str) -> pd.DataFrame:
     gen = cpt[cpt["suite"] == GENERAL].assign(target="general", r=lambda x: 1.0 - x["ratio"])
     pts = pd.concat([dom, gen], ignore_index=True)
     pts = pts[pts["D"] > 0]
-    return pts[["target", "size", "N", "D", "r", "ratio", "budget", "loss"]].sort_values(
+    return pts[["target", "run", "size", "N", "D", "r", "ratio", "budget", "loss"]].sort_values(
         ["target", "N", "ratio", "D"]).reset_index(drop=True)
 
 
 def base_losses(df: pd.DataFrame, domain: str) -> dict[str, dict[str, float]]:
     """Loss of each base (pretrained) model before continued pretraining, on the domain and general suites."""
     df = test_rows(df)
-    pre = df[df["kind"] == "pretrain"]
+    pre = df[df["kind"].isin(BASE_KINDS)]
     out: dict[str, dict[str, float]] = {}
     for size, rows in pre.groupby("size"):
         final = rows[rows["D"] == rows["D"].max()]
@@ -52,29 +63,43 @@ def base_losses(df: pd.DataFrame, domain: str) -> dict[str, dict[str, float]]:
     return out
 
 
+def _row(usage: int, size: Any, decision: str, out: dict[str, Any], key: str, **cols: Any) -> dict[str, Any]:
+    return {"usage": usage, "size": size, "decision": decision, "value": out[key], "lo": out[f"{key}_lo"],
+            "hi": out[f"{key}_hi"], **cols}
+
+
 def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
            domain_tokens: float) -> pd.DataFrame:
-    """The three D-CPT usages per model size of the sweep, as one table."""
+    """The three D-CPT usages per model size of the sweep, as one table: each row's decided quantity
+    (``decision``) with its ``value``, ``lo``/``hi`` and ``extrapolation`` factor."""
     rows: list[dict[str, Any]] = []
     d_max = float(points["D"].max())
+    dom, gen = result["domain_loss"], result["general_loss"]
     for size, base in sorted(result["base"].items(), key=lambda kv: kv[1]["N"]):
         n = float(base["N"])
-        u1 = decisions.dcpt_max_domain_ratio(result["general_loss"], N=n, D=d_max,
-                                             base_general_loss=base["general_loss"],
-                                             tolerance=study["general_tolerance"])
-        rows.append({"usage": 1, "size": size, "N": n, "D": d_max, "ratio": u1["ratio"],
-                     "loss": u1["general_loss"], "note": f"general loss <= {u1['limit']:.4f}"})
-        u2 = decisions.dcpt_ratio_for_limited_domain_data(result["domain_loss"], N=n, domain_tokens=domain_tokens)
-        rows.append({"usage": 2, "size": size, "N": n, "D": u2["D"], "ratio": u2["ratio"], "loss": u2["loss"],
-                     "note": f"{domain_tokens:.0f} domain tokens"})
+        u1 = decisions.dcpt_max_domain_ratio(gen, N=n, D=d_max, base_general_loss=base["general_loss"],
+                                             tolerance=study["general_tolerance"], domain_law=dom)
+        rows.append(_row(1, size, "ratio", u1, "ratio", N=n, D=d_max, ratio=u1["ratio"], loss=u1["domain_loss"],
+                         general_loss=u1["general_loss"], extrapolation=extrapolation(dom, n, d_max),
+                         note=f"min domain loss s.t. general loss <= {u1['limit']:.4f}"))
+        u2 = decisions.dcpt_ratio_for_limited_domain_data(dom, N=n, domain_tokens=domain_tokens)
+        rows.append(_row(2, size, "ratio", u2, "ratio", N=n, D=u2["D"], ratio=u2["ratio"], loss=u2["loss"],
+                         extrapolation=extrapolation(dom, n, u2["D"]), note=f"{domain_tokens:.0f} domain tokens"))
     largest = 6.0 * float(points["N"].max()) * d_max
     budgets = study["compute_budgets"] or [largest * f for f in (10.0, 100.0, 1000.0)]
     best_r = float(points.loc[points["target"] == "domain"].groupby("ratio")["loss"].mean().idxmin())
     for c in budgets:
-        u3 = decisions.dcpt_compute_allocation(result["domain_loss"], compute=c, r=best_r)
-        rows.append({"usage": 3, "size": None, "N": u3["N"], "D": u3["D"], "ratio": best_r, "loss": u3["loss"],
-                     "note": f"compute {c:.3g} FLOPs" + (" (at search bound)" if u3["at_bound"] else "")})
-    return pd.DataFrame(rows)
+        u3 = decisions.dcpt_compute_allocation(dom, compute=c, r=best_r)
+        rows.append(_row(3, None, "N", u3, "N", N=u3["N"], D=u3["D"], D_lo=u3["D_lo"], D_hi=u3["D_hi"],
+                         ratio=best_r, loss=u3["loss"], extrapolation=extrapolation(dom, u3["N"], u3["D"]),
+                         note=f"compute {c:.3g} FLOPs" + (" (at search bound)" if u3["at_bound"] else "")))
+    table = pd.DataFrame(rows)
+    limit = dom["diagnostics"].get("extrapolation_limit", 100.0)
+    far = table["extrapolation"] > 10.0
+    if far.any():
+        log.warning("D-CPT usages: %d decision(s) extrapolate more than 10x beyond the sweep (limit for figures "
+                    "%gx)", int(far.sum()), limit)
+    return table
 
 
 def fit_dcpt_study(eval_tables: list[Path], domain: str, fit: dict[str, Any], study: dict[str, Any],
@@ -86,12 +111,18 @@ def fit_dcpt_study(eval_tables: list[Path], domain: str, fit: dict[str, Any], st
     for target in ("domain", "general"):
         sub = points[points["target"] == target][["N", "D", "r", "loss"]]
         log.info("fitting D-CPT L3 to %d %s-loss points of %s", len(sub), target, domain)
-        result[f"{target}_loss"] = fit_points("dcpt", sub, fit)
+        rows = points[points["target"] == target]
+        result[f"{target}_loss"] = fit_points("dcpt", sub, fit, groups=run_groups(rows))
         if sub["r"].nunique() >= 9:
             cv = ratio_cross_validation(sub.reset_index(drop=True), "dcpt", huber_delta=fit["huber_delta"])
             result[f"{target}_loss"]["ratio_cv"] = {k: v for k, v in cv.items() if k != "splits"}
     table = usages(result, points, study, domain_tokens)
-    result["usages"] = table.to_dict(orient="records")
+    result["usages"] = records(table)
+    result["diagnostics"] = summary_diagnostics(
+        {"domain_loss": result["domain_loss"], "general_loss": result["general_loss"]},
+        list(table["extrapolation"]),
+        [f"{int((table['extrapolation'] > 10).sum())} usage decision(s) extrapolate beyond 10x the sweep"]
+        if (table["extrapolation"] > 10).any() else [])
     write_csv(points, points_out)
     write_csv(table, usage_out)
     write_json(law_out, result)

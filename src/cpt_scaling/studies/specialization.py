@@ -3,11 +3,15 @@
 For each model size, the specialist is the continued-pretraining run at the specialist ratio and the generalist the
 ratio-0 run of the same budget (same N, same tokens: matched compute). Each is scored at its best checkpoint,
 selected on the domain *validation* suite and reported on the *test* suites: domain perplexity, and forgetting
-(general test loss minus the base model's). Power laws ppl = k·N^p are fitted across sizes for both roles, and
-SGER (see :func:`cpt_scaling.decisions.sger`: the compute a generalist needs to reach the specialist's best domain
-perplexity, over the specialist's compute, both counting their continued-pretraining tokens) is reported per
-size. The optimal model size per compute is read off the checkpoints: for each compute budget 6·N·D, the size
-with the lowest domain test loss.
+(general test loss minus the base model's). SGER per size is the seed's: from the domain *validation* curves along
+training, the continued-pretraining compute the general model of the same size needs to first reach the
+specialist's lowest validation perplexity, over the compute at which the specialist reached it
+(:func:`cpt_scaling.decisions.sger_from_curves`; interpolated between checkpoints, extrapolated and flagged
+beyond the sweep up to ``studies.specialization.sger_limit`` times its compute, else "> limit"). Power laws
+ppl = k·N^p are fitted across sizes for both roles; the general size whose fitted perplexity equals the
+specialist's is reported separately (``N_general_equivalent``, ``compute_ratio_across_sizes``), with bootstrap
+intervals. The optimal model size per compute is read off the checkpoints: for each compute budget 6·N·D, the
+size with the lowest domain test loss (``N_lo``/``N_hi``: the sizes within 0.5 % of that loss).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pandas as pd
 from cpt_scaling import decisions
 from cpt_scaling.atomic import write_json
 from cpt_scaling.config import GENERAL
-from cpt_scaling.studies.common import fit_points, write_csv
+from cpt_scaling.studies.common import BASE_KINDS, fit_points, records, summary_diagnostics, write_csv
 from cpt_scaling.tables import read_eval_tables
 
 log = logging.getLogger(__name__)
@@ -38,7 +42,7 @@ def _role_rows(df: pd.DataFrame, ratio: float, budget: int) -> pd.DataFrame:
 def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float) -> pd.DataFrame:
     """One row per (size, role): best checkpoint by domain validation loss and its test metrics."""
     budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
-    pre = df[(df["kind"] == "pretrain") & (df["split"] == "test")]
+    pre = df[df["kind"].isin(BASE_KINDS) & (df["split"] == "test")]
     base_general = {s: r.loc[(r["suite"] == GENERAL) & (r["D"] == r["D"].max()), "loss"].mean()
                     for s, r in pre.groupby("size")}
     base_domain = {s: r.loc[(r["suite"] == domain) & (r["D"] == r["D"].max()), "loss"].mean()
@@ -62,9 +66,43 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float) -> 
     return pd.DataFrame(rows).sort_values(["role", "N"]).reset_index(drop=True)
 
 
-def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float) -> pd.DataFrame:
+def _val_curve(df: pd.DataFrame, domain: str, ratio: float, budget: int, size: str) -> pd.DataFrame:
+    """Domain validation loss along one run's training: columns D, compute (6·N·D), loss (D = 0 included)."""
+    r = df[(df["kind"] == "cpt") & (df["ratio"] == ratio) & (df["budget"] == budget) & (df["size"] == size)
+           & (df["suite"] == domain) & (df["split"] == "val")]
+    r = r.groupby("D", as_index=False).agg(N=("N", "first"), loss=("loss", "mean")).sort_values("D")
+    return r.assign(compute=6.0 * r["N"] * r["D"])
+
+
+def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit: float) -> pd.DataFrame:
+    """The seed's SGER per size from the validation curves of the specialist and the general run."""
+    budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
+    rows = []
+    for size in sorted(set(df.loc[df["kind"] == "cpt", "size"].dropna())):
+        spec = _val_curve(df, domain, specialist_ratio, budget, size)
+        gen = _val_curve(df, domain, 0.0, budget, size)
+        spec, start = spec[spec["D"] > 0], gen.loc[gen["D"] == 0, "loss"]
+        gen = gen[gen["D"] > 0]
+        if spec.empty or gen.empty:
+            continue
+        out = decisions.sger_from_curves((spec["compute"].to_numpy(), np.exp(spec["loss"].to_numpy())),
+                                         (gen["compute"].to_numpy(), np.exp(gen["loss"].to_numpy())),
+                                         general_start_loss=float(np.exp(start.iloc[0])) if len(start) else None,
+                                         limit=limit)
+        rows.append({"size": size, "role": "specialist", "sger": out["sger"], "sger_lo": out["sger_lo"],
+                     "sger_hi": out["sger_hi"], "sger_status": out["status"], "C_specialist": out["C_specialist"],
+                     "C_general": out["C_general"], "C_general_own_min": out["C_general_own_min"]})
+        if out["status"] != "interpolated":
+            log.warning("SGER %s %s: %s (the general model does not reach the specialist's perplexity in the sweep)",
+                        domain, size, out["status"])
+    return pd.DataFrame(rows)
+
+
+def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float, tie: float = 0.005
+                          ) -> pd.DataFrame:
     """For each compute budget 6·N·D reached by some checkpoint, the size with the lowest domain test loss
-    (per role), interpolating each size's loss linearly in log-compute between its checkpoints."""
+    (per role), interpolating each size's loss linearly in log-compute between its checkpoints; ``N_lo``/``N_hi``
+    span the sizes whose loss there is within ``tie`` (relative) of the best."""
     budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
     rows = []
     for role, ratio in (("specialist", specialist_ratio), ("general", 0.0)):
@@ -73,45 +111,64 @@ def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float
         curves = {size: g.sort_values("compute") for size, g in r.groupby("size")}
         budgets = np.geomspace(r["compute"].min(), r["compute"].max(), 12)
         for c in budgets:
-            best, best_loss = None, math.inf
+            losses = {}
             for size, g in curves.items():
                 lc = np.log(g["compute"].to_numpy())
                 if not lc[0] - 1e-9 <= math.log(c) <= lc[-1] + 1e-9:
                     continue
-                loss = float(np.interp(math.log(c), lc, g["loss"].to_numpy()))
-                if loss < best_loss:
-                    best, best_loss = size, loss
-            if best is not None:
+                losses[size] = float(np.interp(math.log(c), lc, g["loss"].to_numpy()))
+            if losses:
+                best = min(losses, key=losses.__getitem__)
+                near = [int(curves[s]["N"].iloc[0]) for s, v in losses.items() if v <= losses[best] * (1 + tie)]
                 rows.append({"role": role, "compute": float(c), "best_size": best,
-                             "N": int(curves[best]["N"].iloc[0]), "loss": best_loss})
+                             "N": int(curves[best]["N"].iloc[0]), "N_lo": min(near), "N_hi": max(near),
+                             "loss": losses[best]})
     return pd.DataFrame(rows)
 
 
 def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ratio: float, fit: dict[str, Any],
-                             law_out: Path, table_out: Path, compute_out: Path) -> dict[str, Any]:
-    """Best checkpoints, power laws, SGER and compute-optimal sizes for one domain."""
+                             law_out: Path, table_out: Path, compute_out: Path,
+                             sger_limit: float = 100.0) -> dict[str, Any]:
+    """Best checkpoints, SGER per size, power laws, equivalent general sizes and compute-optimal sizes."""
     df = read_eval_tables(eval_tables)
     best = best_checkpoints(df, domain, specialist_ratio)
-    result: dict[str, Any] = {"study": "specialization", "domain": domain, "specialist_ratio": specialist_ratio}
+    best["compute_to_own_min"] = best["compute"]
+    result: dict[str, Any] = {"study": "specialization", "domain": domain, "specialist_ratio": specialist_ratio,
+                              "sger_definition": "C_general / C_specialist per size from the domain validation "
+                                                 "curves (continued-pretraining compute 6·N·D)",
+                              "sger_limit": sger_limit}
+    sger = sger_per_size(df, domain, specialist_ratio, sger_limit)
+    result["sger"] = records(sger)
     n_sizes = int(best["N"].nunique())
+    equiv_rows = []
     if n_sizes < MIN_SIZES:
-        result["note"] = f"power laws and SGER need at least {MIN_SIZES} model sizes; the sweep has {n_sizes}"
+        result["note"] = (f"power laws and equivalent general sizes need at least {MIN_SIZES} model sizes; the sweep "
+                          f"has {n_sizes}")
         log.warning("specialization %s: %s", domain, result["note"])
     else:
         for role in ("specialist", "general"):
             pts = best[best["role"] == role][["N", "perplexity"]].rename(columns={"perplexity": "loss"})
             result[f"{role}_powerlaw"] = fit_points("powerlaw", pts, fit, holdout=False)
-    sger_rows = []
-    for _, row in best[best["role"] == "specialist"].iterrows():
-        if n_sizes < MIN_SIZES:
-            break
-        s = decisions.sger(result["general_powerlaw"], result["specialist_powerlaw"], N_specialist=float(row["N"]),
-                           tokens_general=float(row["budget"]), tokens_specialist=float(row["budget"]))
-        sger_rows.append({"size": row["size"], **s})
-    result["sger"] = sger_rows
-    sger_cols = ["size", "sger", "N_general_equivalent", "extrapolated"]
-    sger = pd.DataFrame(sger_rows, columns=[*sger_cols, "N_specialist"])[sger_cols]
-    table = best.merge(sger.assign(role="specialist"), on=["size", "role"], how="left")
+        for _, row in best[best["role"] == "specialist"].iterrows():
+            e = decisions.equivalent_general_size(result["general_powerlaw"], result["specialist_powerlaw"],
+                                                  N_specialist=float(row["N"]), tokens_general=float(row["budget"]),
+                                                  tokens_specialist=float(row["budget"]))
+            equiv_rows.append({"size": row["size"], "role": "specialist",
+                               **{k: e[k] for k in ("N_general_equivalent", "N_general_equivalent_lo",
+                                                    "N_general_equivalent_hi", "compute_ratio_across_sizes",
+                                                    "compute_ratio_across_sizes_lo",
+                                                    "compute_ratio_across_sizes_hi", "extrapolated")}})
+    result["equivalent_general_size"] = equiv_rows
+    flagged = [f"SGER of {r['size']}: {r['sger_status']}" for r in result["sger"] if r["sger_status"] != "interpolated"]
+    flagged += [f"equivalent general size of {r['size']} extrapolated in N" for r in equiv_rows if r["extrapolated"]]
+    result["diagnostics"] = summary_diagnostics(
+        {"specialist_powerlaw": result.get("specialist_powerlaw"), "general_powerlaw": result.get("general_powerlaw")},
+        None, ([result["note"]] if "note" in result else []) + flagged)
+    table = best
+    if len(sger):
+        table = table.merge(sger, on=["size", "role"], how="left")
+    if equiv_rows:
+        table = table.merge(pd.DataFrame(equiv_rows), on=["size", "role"], how="left")
     optimal = compute_optimal_sizes(df, domain, specialist_ratio)
     result["specialist_beats_general"] = {
         str(size): bool(g.set_index("role").loc["specialist", "perplexity"] < g.set_index("role").loc["general",

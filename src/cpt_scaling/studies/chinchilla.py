@@ -12,6 +12,7 @@ import pandas as pd
 from cpt_scaling.atomic import write_json
 from cpt_scaling.config import GENERAL
 from cpt_scaling.decisions import chinchilla_compute_optimal
+from cpt_scaling.fitting import extrapolation_factor
 from cpt_scaling.studies.common import fit_points, test_rows, write_csv
 from cpt_scaling.tables import read_eval_tables
 
@@ -29,7 +30,9 @@ def frontier(law: dict[str, Any], points: pd.DataFrame, n: int = 25) -> pd.DataF
     """Compute-optimal N*, D* and loss over budgets from the smallest run's compute to 10^4 times the largest."""
     c = 6.0 * points["N"] * points["D"]
     budgets = np.geomspace(float(c.min()), float(c.max()) * 1e4, n)
-    return pd.DataFrame([chinchilla_compute_optimal(law, float(b)) for b in budgets])
+    table = pd.DataFrame([chinchilla_compute_optimal(law, float(b)) for b in budgets])
+    table["extrapolation"] = extrapolation_factor(law["diagnostics"]["fit_range"], table["N"], table["D"])
+    return table
 
 
 def fit_chinchilla_study(eval_tables: list[Path], fit: dict[str, Any], law_out: Path, points_out: Path,
@@ -37,7 +40,8 @@ def fit_chinchilla_study(eval_tables: list[Path], fit: dict[str, Any], law_out: 
     """Fit the Chinchilla form; write the law JSON, its points and the compute-optimal frontier."""
     points = chinchilla_points(read_eval_tables(eval_tables))
     log.info("fitting Chinchilla to %d points", len(points))
-    result = {"study": "chinchilla", **fit_points("chinchilla", points[["N", "D", "loss"]], fit)}
+    result = {"study": "chinchilla",
+              **fit_points("chinchilla", points[["N", "D", "loss"]], fit, groups=points["size"])}
     write_csv(points, points_out)
     write_csv(frontier(result, points), frontier_out)
     write_json(law_out, result)

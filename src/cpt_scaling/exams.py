@@ -1,0 +1,195 @@
+"""Domain exams: multiple-choice questions scored through lm-eval-harness on a model already in memory.
+
+An exam is an lm-eval task YAML (``output_type: multiple_choice``) over a local JSONL file with one question a
+line: ``question`` (the context), ``choices`` (continuations) and ``answer`` (index of the right one). lm-eval
+scores each choice by the summed log-likelihood of its tokens after the question; ``acc`` is the share of
+questions whose right choice has the highest sum, ``acc_norm`` the same with sums divided by the choices' byte
+lengths. The answer perplexity (the specialisation paper's exam measure) is ``exp(-sum ll / sum tokens)`` of the
+right choices.
+
+The demo's exams are cloze questions built from held-out documents by :func:`build_cloze_exam` (see
+``scripts/make_demo_exams.py``): a held-out sentence cut just before one of its domain terms is the question,
+that term is the right choice and the distractors are domain terms of other documents of the same domain.
+lm-eval is an optional dependency (``pip install -e '.[exams]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cpt_scaling.errors import InputError
+
+log = logging.getLogger(__name__)
+
+WORD = re.compile(r"[A-Za-z][A-Za-z-]{3,}[A-Za-z]")
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+# -- building cloze exams --------------------------------------------------------------------------------------
+def domain_terms(domain_docs: Sequence[str], background_docs: Sequence[str], *, max_terms: int = 300,
+                 min_docs: int = 2) -> list[str]:
+    """Lower-cased words over-represented in the domain: in at least ``min_docs`` domain documents, ranked by the
+    log ratio of their document frequency in the domain to that in the background (add-one smoothed)."""
+    def doc_freq(docs: Sequence[str]) -> Counter[str]:
+        return Counter(w for d in docs for w in {m.group().lower() for m in WORD.finditer(d)})
+
+    dom, bg = doc_freq(domain_docs), doc_freq(background_docs)
+    n_dom, n_bg = len(domain_docs), len(background_docs)
+    scored = [(math.log((c + 1) / (n_dom + 1)) - math.log((bg[w] + 1) / (n_bg + 1)), w)
+              for w, c in dom.items() if c >= min_docs]
+    return [w for s, w in sorted(scored, key=lambda t: (-t[0], t[1])) if s > 0][:max_terms]
+
+
+def build_cloze_exam(domain_docs: Sequence[str], background_docs: Sequence[str], *, n_questions: int,
+                     n_choices: int = 4, per_doc: int = 3, min_context_words: int = 6, seed: int = 0
+                     ) -> list[dict[str, Any]]:
+    """Cloze questions from ``domain_docs`` (held-out documents of one domain).
+
+    Each question is a sentence of a document cut just before a domain term (:func:`domain_terms`) that has at
+    least ``min_context_words`` words before it; the right choice is that term (with its leading space and
+    casing), the distractors are ``n_choices - 1`` distinct domain terms that occur in other documents of the
+    domain but not in this one. At most ``per_doc`` questions per document, documents visited in a seeded order.
+    """
+    terms = domain_terms(domain_docs, background_docs)
+    term_set = set(terms)
+    doc_terms = [{m.group().lower() for m in WORD.finditer(d)} & term_set for d in domain_docs]
+    rng = random.Random(seed)
+    order = list(range(len(domain_docs)))
+    rng.shuffle(order)
+    questions: list[dict[str, Any]] = []
+    for i in order:
+        others = sorted(set().union(*(doc_terms[j] for j in range(len(domain_docs)) if j != i)) - doc_terms[i])
+        if len(others) < n_choices - 1:
+            continue
+        asked = 0
+        for sentence in SENTENCE_END.split(domain_docs[i]):
+            if asked >= per_doc or len(questions) >= n_questions:
+                break
+            for m in WORD.finditer(sentence):
+                word = m.group()
+                if word.lower() not in term_set or len(sentence[:m.start()].split()) < min_context_words:
+                    continue
+                if not sentence[m.start() - 1:m.start()].isspace():
+                    continue
+                distractors = rng.sample(others, n_choices - 1)
+                choices = [" " + word, *(" " + _cased_like(d, word) for d in distractors)]
+                rng.shuffle(choices)
+                questions.append({"id": f"q{len(questions):04d}", "question": sentence[:m.start() - 1],
+                                  "choices": choices, "answer": choices.index(" " + word), "doc": i})
+                asked += 1
+                break
+        if len(questions) >= n_questions:
+            break
+    return questions
+
+
+def _cased_like(term: str, word: str) -> str:
+    """``term`` capitalised like ``word`` (so casing does not give the answer away)."""
+    if word.isupper():
+        return term.upper()
+    return term.capitalize() if word[:1].isupper() else term
+
+
+def write_exam(questions: Sequence[dict[str, Any]], out_dir: Path, name: str) -> Path:
+    """Write ``<name>.jsonl`` and the lm-eval task ``<name>.yaml`` reading it; return the YAML's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = out_dir / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions))
+    task = task_config(name, data.name)
+    path = out_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(task, sort_keys=False))
+    return path
+
+
+def task_config(name: str, data_file: str) -> dict[str, Any]:
+    """An lm-eval multiple-choice task over a local JSONL file (question, choices, answer)."""
+    return {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": data_file}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "answer",
+        "target_delimiter": "",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+                        {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}],
+        "metadata": {"version": 1.0},
+    }
+
+
+# -- scoring ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExamScore:
+    """One exam's scores on one model, and the per-question log-likelihoods lm-eval computed."""
+
+    task: str
+    n: int
+    acc: float
+    acc_norm: float
+    answer_ppl: float
+    loglik: list[list[float]]  # per question, per choice: summed log-likelihood
+    answers: list[int]
+
+
+def load_task(task_yaml: Path) -> dict[str, Any]:
+    """An exam YAML as an lm-eval task dict, with its local data files resolved against the YAML's folder."""
+    try:
+        task = yaml.safe_load(Path(task_yaml).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(str(task_yaml), f"cannot read exam task: {exc}") from None
+    if not isinstance(task, dict) or "task" not in task or task.get("output_type") != "multiple_choice":
+        raise InputError(str(task_yaml), "an exam is an lm-eval task with a 'task' name and "
+                                         "output_type: multiple_choice")
+    files = task.get("dataset_kwargs", {}).get("data_files")
+    if task.get("dataset_path") == "json" and isinstance(files, dict):
+        resolved = {}
+        for split, f in files.items():
+            path = Path(f) if Path(f).is_absolute() else Path(task_yaml).parent / f
+            if not path.is_file():
+                raise InputError(str(task_yaml), f"data file {f} not found")
+            resolved[split] = str(path.resolve())
+        task = {**task, "dataset_kwargs": {**task["dataset_kwargs"], "data_files": resolved}}
+    return task
+
+
+def score_exam(model: Any, tokenizer: Any, task_yaml: Path, *, batch_size: int = 8) -> ExamScore:
+    """Score a loaded HF causal LM on one exam through lm-eval-harness's Python API (no download, no reload)."""
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise InputError(str(task_yaml), "scoring exams needs lm-eval: pip install -e '.[exams]'") from None
+    task = load_task(task_yaml)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=_max_length(model))
+    out = simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_defaults=False),
+                          num_fewshot=0, log_samples=True, bootstrap_iters=0, random_seed=0)
+    name = task["task"]
+    metrics = out["results"][name]
+    samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
+    loglik = [[float(r[0][0]) for r in s["resps"]] for s in samples]
+    answers = [int(s["target"]) for s in samples]
+    ll_right, n_tokens = 0.0, 0
+    for s, lls, a in zip(samples, loglik, answers, strict=True):
+        context, continuation = s["arguments"][a][0], s["arguments"][a][1]
+        n_tokens += len(lm._encode_pair(context, continuation)[1])
+        ll_right += lls[a]
+    return ExamScore(name, len(samples), float(metrics["acc,none"]), float(metrics["acc_norm,none"]),
+                     math.exp(-ll_right / max(1, n_tokens)), loglik, answers)
+
+
+def _max_length(model: Any) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)

@@ -1,0 +1,89 @@
+"""Exams: cloze questions from domain documents, scored with lm-eval-harness, checked against a hand computation
+of the choices' summed log-likelihoods on a tiny model built here (no download)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from workflow_utils import REPO
+
+from cpt_scaling.docs_io import read_documents
+from cpt_scaling.errors import InputError
+from cpt_scaling.exams import build_cloze_exam, domain_terms, load_task, write_exam
+
+SEEDS = REPO / "data" / "demo" / "seeds"
+
+
+def _texts(name: str) -> list[str]:
+    return [str(t) for t in read_documents(SEEDS / f"{name}.jsonl.gz").column("text").to_pylist()]
+
+
+def test_cloze_questions_are_well_formed() -> None:
+    legal, general = _texts("legal")[:40], _texts("general")[:40]
+    terms = set(domain_terms(legal, general))
+    qs = build_cloze_exam(legal, general, n_questions=30, seed=1)
+    assert len(qs) == 30
+    assert qs == build_cloze_exam(legal, general, n_questions=30, seed=1)  # seeded
+    for q in qs:
+        doc = legal[q["doc"]]
+        right = q["choices"][q["answer"]]
+        assert len(q["choices"]) == len(set(q["choices"])) == 4
+        assert right.strip().lower() in terms
+        assert (q["question"] + right) in doc  # the question is the document's text up to the term
+        for c in q["choices"]:
+            if c != right:  # distractors: domain terms absent from this document
+                assert c.strip().lower() in terms and c.strip().lower() not in doc.lower()
+    assert len({q["answer"] for q in qs}) > 1  # the right answer's position varies
+
+
+def test_exam_task_with_a_missing_data_file_is_refused(tmp_path: Path) -> None:
+    path = write_exam([{"question": "a b c", "choices": [" x", " y"], "answer": 0}], tmp_path, "exam_t")
+    (tmp_path / "exam_t.jsonl").unlink()
+    with pytest.raises(InputError, match=r"exam_t\.jsonl not found"):
+        load_task(path)
+
+
+def _hand_loglik(model: torch.nn.Module, tokenizer: object, context: str, continuation: str) -> float:
+    """Summed log-probability of the continuation's tokens after the context, computed directly."""
+    whole = tokenizer(context + continuation)["input_ids"]
+    n_ctx = len(tokenizer(context)["input_ids"])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([whole])).logits[0].double(), dim=-1)
+    return float(sum(logp[t - 1, whole[t]] for t in range(n_ctx, len(whole))))
+
+
+def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from cpt_scaling.exams import score_exam
+    from cpt_scaling.model import build_model
+    from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
+
+    train_tokenizer([SEEDS / "legal.jsonl.gz"], tmp_path / "tok", vocab_size=400)
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = build_model({"n_layers": 1, "d_model": 32, "n_heads": 2, "d_ff": 64}, len(tokenizer), 1024).eval()
+    legal, general = _texts("legal")[:30], _texts("general")[:30]
+    questions = build_cloze_exam(legal, general, n_questions=24, seed=0)
+    task = write_exam(questions, tmp_path / "exams", "exam_legal")
+
+    score = score_exam(model, tokenizer, task, batch_size=4)
+
+    hand = [[_hand_loglik(model, tokenizer, q["question"], c) for c in q["choices"]] for q in questions]
+    assert score.n == len(questions) == 24
+    assert score.answers == [q["answer"] for q in questions]
+    for mine, theirs in zip(hand, score.loglik, strict=True):
+        assert theirs == pytest.approx(mine, abs=1e-3)
+    acc = sum(max(range(len(h)), key=h.__getitem__) == q["answer"] for h, q in zip(hand, questions, strict=True))
+    norm = [[ll / len(c.encode()) for ll, c in zip(h, q["choices"], strict=True)] for h, q in
+            zip(hand, questions, strict=True)]
+    acc_norm = sum(max(range(len(n)), key=n.__getitem__) == q["answer"] for n, q in
+                   zip(norm, questions, strict=True))
+    assert score.acc == pytest.approx(acc / len(questions))
+    assert score.acc_norm == pytest.approx(acc_norm / len(questions))
+    assert 1.0 < score.answer_ppl < len(tokenizer) * 10
+    json.dumps(score.loglik)  # plain floats

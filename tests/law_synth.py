@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pandas as pd
@@ -99,3 +100,64 @@ def split_points(law: str, seed: int = 0) -> pd.DataFrame:
         N=[*np.geomspace(3e7, 6e8, 5), 1.2e9], D=np.geomspace(1e9, 3e10, 5), D_spec=np.geomspace(1e7, 3e9, 5)
     )
     return with_loss(df, law, params, seed)
+
+
+def eval_table(seed: int = 0, domains: tuple[str, ...] = ("legal", "medical", "accounting"),
+               sizes: dict[str, float] | None = None) -> pd.DataFrame:
+    """A sweep's tidy evaluation table (the columns of ``results/tables/eval.csv``) from a known loss model: the
+    demo's structure (3 sizes, pretraining with 4 checkpoints, CPT at 5 ratios with 4 checkpoints, split branches
+    from every pretraining checkpoint), loss falling with N and tokens, the domain loss falling with the domain
+    ratio, forgetting rising with it; a noise offset per run and small noise per checkpoint."""
+    sizes = sizes or {"xs": 3e4, "s": 1e5, "m": 3e5}
+    rng = np.random.default_rng(seed)
+    pre_tokens, cpt_tokens, ratios = 262144, 65536, (0.0, 0.25, 0.5, 0.75, 1.0)
+    ckpts = [pre_tokens // 4 * k for k in range(1, 5)]
+    cpt_ckpts = [0] + [cpt_tokens // 4 * k for k in range(1, 5)]
+    gap = {d: 0.6 + 0.2 * i for i, d in enumerate(domains)}
+
+    def general(n: float, d: float) -> float:
+        return 1.6 + 40.0 / n**0.3 + 60.0 / d**0.3
+
+    rows: list[dict] = []
+
+    def add(run: str, kind: str, size: str, domain, ratio, budget, pre, d, suite, loss) -> None:
+        for split, jitter in (("test", 0.0), ("val", rng.normal(0.0, 0.002))):
+            value = loss * math.exp(jitter)
+            rows.append({"run": run, "kind": kind, "size": size, "N": int(sizes[size]), "domain": domain,
+                         "ratio": ratio, "budget": budget, "pretrain_tokens": pre, "D": d, "suite": suite,
+                         "split": split, "loss": value, "perplexity": math.exp(value), "n_tokens": 1000})
+
+    for size, n in sizes.items():
+        run = f"pretrain-{size}"
+        off = rng.normal(0.0, 0.005)
+        for d in ckpts:
+            add(run, "pretrain", size, None, None, pre_tokens, 0, d, "general", general(n, d) * math.exp(off))
+            for dom in domains:
+                add(run, "pretrain", size, None, None, pre_tokens, 0, d, dom,
+                    (general(n, d) + gap[dom]) * math.exp(off))
+        base_g = general(n, pre_tokens)
+        for dom in domains:
+            for ratio in ratios:
+                if ratio == 0.0 and dom != domains[0]:
+                    continue
+                run = f"cpt-{size}-{dom if ratio else 'general'}-r{ratio}"
+                off = rng.normal(0.0, 0.005)
+                for d in cpt_ckpts:
+                    progress = 1.0 - math.exp(-d / 20000.0)
+                    for target in domains if ratio == 0.0 else (dom,):
+                        gain = gap[target] * (0.15 + 0.55 * ratio ** 0.7) * progress * (1.0 + 20.0 / n**0.3)
+                        if ratio == 0.0:
+                            gain = gap[target] * 0.1 * progress
+                        loss = (base_g + gap[target] - gain + 0.05 * ratio * (d / cpt_tokens) ** 2) * math.exp(off)
+                        add(run, "cpt", size, dom if ratio else None, ratio, cpt_tokens, pre_tokens, d, target, loss)
+                    add(run, "cpt", size, dom if ratio else None, ratio, cpt_tokens, pre_tokens, d, "general",
+                        (base_g * (1.0 + 0.04 * ratio * progress)) * math.exp(off))
+        for branch in ckpts[:-1]:
+            run = f"split-{size}-{domains[0]}-{branch}"
+            off = rng.normal(0.0, 0.005)
+            for d in cpt_ckpts[1:]:
+                progress = 1.0 - math.exp(-d / 20000.0)
+                loss = (general(n, branch) + gap[domains[0]] * (1 - 0.6 * progress)) * math.exp(off)
+                add(run, "split", size, domains[0], 1.0, cpt_tokens, branch, d, domains[0], loss)
+                add(run, "split", size, domains[0], 1.0, cpt_tokens, branch, d, "general", general(n, branch + d))
+    return pd.DataFrame(rows)

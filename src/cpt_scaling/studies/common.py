@@ -36,16 +36,19 @@ def run_groups(points: pd.DataFrame) -> pd.Series | None:
 def fit_points(law: str, points: pd.DataFrame, fit: dict[str, Any], holdout: bool = True,
                groups: pd.Series | None = None) -> dict[str, Any]:
     """Fit ``law`` to all of ``points`` (bootstrap over ``groups``); with ``holdout`` and three sizes or more, a
-    second fit without the largest size is reported beside it as the validation error (decisions never use it)."""
+    second fit without the largest size is reported beside it as the validation error (decisions never use it).
+    ``fit["coarse_grid"]`` (not a config key; tests) uses the law's small initialisation grid."""
     points = points.reset_index(drop=True)
     groups = None if groups is None else pd.Series(groups).reset_index(drop=True)
     cols = [c for c in points.columns if c != "run"]
     result = fit_law(law, points[cols], huber_delta=fit["huber_delta"], bootstrap=fit["bootstrap"],
-                     seed=fit["seed"], groups=groups, bootstrap_starts=fit.get("bootstrap_starts", 4)).to_json()
+                     seed=fit["seed"], groups=groups, bootstrap_starts=fit.get("bootstrap_starts", 4),
+                     coarse=fit.get("coarse_grid", False), where=f"{law} points").to_json()
     result["diagnostics"]["extrapolation_limit"] = float(fit.get("extrapolation_limit", 100.0))
     mask = holdout_largest(points) if holdout else None
     if mask is not None:
-        val = fit_law(law, points[cols], huber_delta=fit["huber_delta"], seed=fit["seed"], holdout=mask)
+        val = fit_law(law, points[cols], huber_delta=fit["huber_delta"], seed=fit["seed"], holdout=mask,
+                      coarse=fit.get("coarse_grid", False), where=f"{law} points without the largest size")
         result["validation"] = {
             "protocol": "largest_model",
             "held_out": f"N == {points['N'].max():g}",

@@ -1,0 +1,115 @@
+"""The studies on a synthetic sweep table: every decision carries lo <= value <= hi from the bootstrap, every law
+JSON a diagnostics block, decisions come from the fit on all sizes (the held-out fit is validation only)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from law_synth import eval_table
+
+from cpt_scaling.studies.chinchilla import fit_chinchilla_study
+from cpt_scaling.studies.cross_domain import fit_cross_domain_study
+from cpt_scaling.studies.dcpt import fit_dcpt_study
+from cpt_scaling.studies.specialization import fit_specialization_study
+from cpt_scaling.studies.split import fit_split_study
+
+FIT = {"huber_delta": 1e-3, "bootstrap": 30, "seed": 0, "bootstrap_starts": 2, "extrapolation_limit": 100.0,
+       "coarse_grid": True}
+STUDY = {"general_tolerance": 0.03, "domain_tokens": None, "compute_budgets": []}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("studies")
+    path = root / "eval.parquet"
+    table = eval_table(seed=1)
+    table.to_parquet(path)
+    # what the plan gives the legal D-CPT fit: the base models, the shared ratio-0 runs and legal's own runs
+    table[table["domain"].isna() | (table["domain"] == "legal")].query("kind != 'split'").to_parquet(
+        root / "legal.parquet")
+    return root, path
+
+
+def _bracketed(table: pd.DataFrame, value: str, lo: str, hi: str) -> None:
+    rows = table[table[value].notna()]
+    assert len(rows) and rows[lo].notna().all() and rows[hi].notna().all(), (value, rows)
+    assert (rows[lo] <= rows[value] * (1 + 1e-12)).all() and (rows[value] <= rows[hi] * (1 + 1e-12)).all()
+
+
+def test_dcpt_decisions_have_intervals_and_use_all_sizes(sweep) -> None:
+    root, _ = sweep
+    out = {k: root / f"dcpt_{k}" for k in ("law.json", "points.csv", "usages.csv")}
+    result = fit_dcpt_study([root / "legal.parquet"], "legal", FIT, STUDY, 65536.0, out["law.json"], out["points.csv"],
+                            out["usages.csv"])
+    usages = pd.read_csv(out["usages.csv"])
+    assert set(usages["usage"]) == {1, 2, 3} and set(usages["decision"]) == {"ratio", "N"}
+    _bracketed(usages, "value", "lo", "hi")
+    assert (usages["extrapolation"] >= 1).all() and (usages.loc[usages["usage"] == 3, "extrapolation"] > 1).all()
+    law = json.loads(out["law.json"].read_text())
+    assert "diagnostics" in law and law["diagnostics"]["converged"] in (True, False)
+    for target in ("domain_loss", "general_loss"):
+        fit = law[target]
+        assert fit["n_points"] == int((pd.read_csv(out["points.csv"])["target"] == target.split("_")[0]).sum())
+        assert fit["points_held_out"] == [] and fit["validation"]["held_out_sizes"] == [3e5]
+        assert fit["bootstrap_info"]["n_groups"] == 15 and fit["bootstrap_info"]["failed"] == 0
+        assert set(fit["ci"]) == set(fit["params"]) and all(lo < hi for lo, hi in fit["ci"].values())
+    assert result["usages"][0]["note"].startswith("min domain loss")
+
+
+def test_specialization_sger_per_size_and_equivalent_size(sweep) -> None:
+    root, _ = sweep
+    law_out, table_out, compute_out = (root / f"spec_{k}" for k in ("law.json", "table.csv", "compute.csv"))
+    result = fit_specialization_study([root / "legal.parquet"], "legal", 1.0, FIT, law_out, table_out, compute_out)
+    table = pd.read_csv(table_out)
+    spec = table[table["role"] == "specialist"]
+    assert len(spec) == 3 and set(spec["sger_status"]) <= {"interpolated", "extrapolated", "> limit"}
+    beyond = spec[spec["sger_status"] == "> limit"]  # the general model never gets there: a lower bound only
+    assert beyond["sger"].isna().all() and (beyond["sger_lo"] > 0).all()
+    if len(beyond) < len(spec):
+        _bracketed(spec, "sger", "sger_lo", "sger_hi")
+    _bracketed(spec, "compute_ratio_across_sizes", "compute_ratio_across_sizes_lo", "compute_ratio_across_sizes_hi")
+    assert (table["compute_to_own_min"] > 0).all()
+    for r in result["sger"]:  # C_general / C_specialist, both continued-pretraining compute to the same perplexity
+        if r["sger"] is not None:
+            assert r["sger"] == pytest.approx(r["C_general"] / r["C_specialist"])
+    compute = pd.read_csv(compute_out)
+    assert ((compute["N_lo"] <= compute["N"]) & (compute["N"] <= compute["N_hi"])).all()
+    assert "diagnostics" in json.loads(law_out.read_text())
+
+
+def test_split_points_include_unsplit_runs_and_decisions_have_intervals(sweep) -> None:
+    root, path = sweep
+    law_out, points_out, dec_out = (root / f"split_{k}" for k in ("law.json", "points.csv", "decisions.csv"))
+    fit_split_study([path], "legal", {"ratio": 1.0}, FIT, law_out, points_out, dec_out)
+    points = pd.read_csv(points_out)
+    assert (points["D_spec"] == 0).sum() == 3 * 4  # every pretraining checkpoint of every size, unsplit
+    table = pd.read_csv(dec_out)
+    _bracketed(table, "optimal_spec_fraction", "optimal_spec_fraction_lo", "optimal_spec_fraction_hi")
+    finite = table[np.isfinite(table["multiplier"])]
+    _bracketed(finite, "multiplier", "multiplier_lo", "multiplier_hi")
+    assert (table["multiplier"] >= 1.0).all() and (table["extrapolation"] >= 1.0).all()
+    law = json.loads(law_out.read_text())
+    assert law["diagnostics"]["max_decision_extrapolation"] == pytest.approx(table["extrapolation"].max())
+
+
+def test_chinchilla_and_cross_domain_json_have_diagnostics(sweep) -> None:
+    root, path = sweep
+    law = fit_chinchilla_study([path], FIT, root / "chin.json", root / "chin_points.csv", root / "frontier.csv")
+    assert law["bootstrap_info"]["n_groups"] == 3 and "diagnostics" in law
+    frontier = pd.read_csv(root / "frontier.csv")
+    _bracketed(frontier, "N", "N_lo", "N_hi")
+    assert frontier["extrapolation"].max() > 100  # the frontier table runs to 1e4 x; figures stop at the limit
+    cross = fit_cross_domain_study([path], ["legal", "medical", "accounting"], {**FIT, "bootstrap": 0},
+                                   root / "cross.json", root / "cross_points.csv")
+    assert cross["identifiability"]["n_domains"] == 3 and cross["identifiability"]["n_free_params"] == 3
+    assert cross["leave_one_domain_out"]["n_splits"] == 3 and "diagnostics" in cross
+    assert all(v is None for v in cross["ci"].values())  # no bootstrap, no interval
+    assert all(p["k2_unit"] == "loss drop per 1e9 tokens" and math.isfinite(p["k2"]) for p in cross["probes"].values())
+    two = fit_cross_domain_study([path], ["legal", "medical"], {**FIT, "bootstrap": 0}, root / "cross2.json",
+                                 root / "cross2_points.csv")
+    assert two["leave_one_domain_out"] is None and "at least 3 domains" in two["leave_one_domain_out_note"]

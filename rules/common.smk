@@ -1,5 +1,9 @@
 # Shared helpers of the workflow: artifact path patterns, spec and param lookups, the default targets.
 import inspect
+import os
+import sys
+
+from snakemake.logging import logger
 
 from cpt_scaling.keys import canonical_json
 
@@ -53,7 +57,7 @@ TRAIN_RESOURCES = {name: train_resource(name) for name in PLAN.train_resource_na
 
 def study_figures(plan):
     """Every figure of the sweep's studies, by name (README lists them)."""
-    figs = [f"{RES}/figures/chinchilla_{w}.pdf" for w in ("fit", "frontier")]
+    figs = [f"{RES}/figures/chinchilla_{w}.pdf" for w in ("fit", "frontier")] if plan.chinchilla_enabled else []
     for d in plan.domains:
         figs += [f"{RES}/figures/dcpt_{d}.pdf", f"{RES}/figures/dcpt_fit_{d}.pdf"]
     if plan.cross_domain_enabled:
@@ -65,5 +69,20 @@ def study_figures(plan):
     return figs
 
 
+def refuse_unavailable_targets(plan, argv):
+    """Studies without data leave the default target with one INFO line; naming one of their outputs on the
+    command line stops here with one line that says why and which config keys enable it (not a traceback)."""
+    unavailable = plan.unavailable_studies()
+    for study, reason in unavailable.items():
+        logger.info(f"left out of the default target: {reason}")
+    results = os.path.abspath(RES) + os.sep
+    for arg in argv[1:]:
+        study = os.path.basename(arg).split("_")[0].split(".")[0]
+        if study in unavailable and os.path.abspath(arg).startswith(results):
+            print(f"{CONFIG_SOURCE}: {arg}: {unavailable[study]}", file=sys.stderr)
+            sys.exit(1)
+
+
+refuse_unavailable_targets(PLAN, sys.argv)
 FIGURES = study_figures(PLAN)
 TABLES = [f"{RES}/tables/eval.csv"]

@@ -21,10 +21,13 @@ import yaml
 
 from cpt_scaling import resources
 from cpt_scaling.errors import InputError
+from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
+from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
 GENERAL = "general"
 YTE_MARKER = "__use_yte__"  # the top-level key that makes Snakemake render a config file as a template
+DEFAULT_VOCAB_SIZE = 2048  # the BPE trained on the seeds when tokenizer.vocab_size is not given
 SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
 
 
@@ -133,13 +136,14 @@ def _check_semantics(cfg: dict[str, Any], where: str) -> None:
         if domain not in seeds:
             raise InputError(where, f"domains.{domain}: unknown domain (no seed files under data.seeds.{domain})")
     for name, size in cfg["models"]["sizes"].items():
-        if size["d_model"] % size["n_heads"]:
+        if not size["base_checkpoint"] and size["d_model"] % size["n_heads"]:
             raise InputError(where, f"models.sizes.{name}: d_model {size['d_model']} is not divisible by n_heads")
     train = cfg["training"]
     if train["batch_size"] % train["micro_batch_size"]:
         raise InputError(where, "training.batch_size: must be a multiple of training.micro_batch_size")
     step_tokens = train["batch_size"] * cfg["shards"]["seq_len"]
-    budgets = [("pretrain.tokens", cfg["pretrain"]["tokens"])]
+    scratch = any(not size["base_checkpoint"] for size in cfg["models"]["sizes"].values())
+    budgets = [("pretrain.tokens", cfg["pretrain"]["tokens"])] if scratch else []  # only pretraining runs read it
     budgets += [(f"cpt.tokens[{i}]", t) for i, t in enumerate(cfg["cpt"]["tokens"])]
     for key, tokens in budgets:
         if tokens < step_tokens or tokens % step_tokens:
@@ -185,6 +189,56 @@ def _check_paths(cfg: dict[str, Any], where: str) -> None:
             raise InputError(where, f"{key}: '{cfg[key]}' is not writable ('{existing}' is read-only)")
 
 
+def _resolve_model_shapes(cfg: dict[str, Any], where: str) -> None:
+    """Fill each checkpoint size's shape from its ``config.json`` (values in the config must agree) and check
+    that every size has the shape keys it needs: a from-scratch size its four, a checkpoint not on disk all the
+    cost model uses."""
+    for name, size in cfg["models"]["sizes"].items():
+        ckpt = size["base_checkpoint"]
+        on_disk = bool(ckpt) and (Path(ckpt) / "config.json").is_file()
+        if ckpt and not on_disk and Path(ckpt).exists():
+            raise InputError(str(Path(ckpt) / "config.json"), f"models.sizes.{name}.base_checkpoint: missing "
+                                                              "(not a Hugging Face checkpoint directory)")
+        if on_disk:
+            for key, value in read_checkpoint_shape(ckpt).items():
+                if size[key] is not None and size[key] != value:
+                    raise InputError(where, f"models.sizes.{name}.{key}: {size[key]!r} in the config, but "
+                                            f"{Path(ckpt) / 'config.json'} says {value!r}")
+                size[key] = value
+            continue
+        needed = [*SHAPE_REQUIRED, "vocab_size"] if ckpt else list(SHAPE_REQUIRED)
+        missing = [k for k in needed if size[k] is None]
+        if missing:
+            why = (f"needed while base_checkpoint '{ckpt}' is not on disk" if ckpt
+                   else "needed by a size trained from scratch (or give base_checkpoint)")
+            raise InputError(where, f"models.sizes.{name}: {', '.join(missing)} {why}")
+        if not ckpt and size["model_type"] not in (None, "llama"):
+            raise InputError(where, f"models.sizes.{name}.model_type: from-scratch sizes are Llama-style decoders; "
+                                    "for another architecture give a base_checkpoint")
+
+
+def _resolve_tokenizer_vocab(cfg: dict[str, Any], where: str) -> None:
+    """The vocabulary comes from its source of truth: a local tokenizer on disk, else the config (2048 for the
+    BPE trained on the seeds when not given)."""
+    tok = cfg["tokenizer"]
+    if tok["path"] and Path(tok["path"]).is_dir():
+        vocab = tokenizer_vocab_size(Path(tok["path"]))
+        if tok["vocab_size"] is not None and tok["vocab_size"] != vocab:
+            raise InputError(where, f"tokenizer.vocab_size: {tok['vocab_size']} in the config, but the tokenizer at "
+                                    f"'{tok['path']}' has {vocab} tokens (leave vocab_size out to use it)")
+        tok["vocab_size"] = vocab
+    elif not tok["path"] and tok["vocab_size"] is None:
+        tok["vocab_size"] = DEFAULT_VOCAB_SIZE
+    for name, size in cfg["models"]["sizes"].items():
+        rows = size["vocab_size"]
+        if tok["vocab_size"] is not None and rows is not None and rows < tok["vocab_size"]:
+            raise InputError(where, f"models.sizes.{name}.vocab_size: {rows} embedding rows cannot hold the "
+                                    f"tokenizer's {tok['vocab_size']} tokens")
+        if not size["base_checkpoint"] and rows is None and tok["vocab_size"] is None:
+            raise InputError(where, f"tokenizer.vocab_size: needed by the from-scratch size {name} while "
+                                    f"tokenizer.path '{tok['path']}' is not on disk")
+
+
 def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate ``raw`` against the schema, fill defaults, cast types and expand data globs."""
     schema = load_schema()
@@ -195,10 +249,12 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
         err = errors[0]
         raise InputError(where, f"{_key_path(err.absolute_path)}: {err.message}")
     _check_finite(cfg, where)
+    _check_paths(cfg, where)
+    _resolve_model_shapes(cfg, where)
+    _resolve_tokenizer_vocab(cfg, where)
     _check_semantics(cfg, where)
     resources.resolve_processes_per_node(cfg, where)
     _check_sweep_entries(cfg, where)
-    _check_paths(cfg, where)
     data = cfg["data"]
     data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}
     data["pool"] = expand_globs(data["pool"], where, "data.pool")

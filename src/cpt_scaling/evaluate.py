@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch.nn.functional as F
 
 from cpt_scaling.errors import InputError
 from cpt_scaling.model import load_model
+from cpt_scaling.runs import run_checkpoints
 from cpt_scaling.sequences import read_sequences
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ SCHEMA = pa.schema([
 LOGIT_ROWS = 4096  # positions per LM-head chunk, so full-vocabulary logits never fill memory
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sequence_loss(
     model: torch.nn.Module, sequences: np.ndarray, *, batch_size: int = 16
 ) -> tuple[float, int]:
@@ -59,36 +59,41 @@ def sequence_loss(
 def evaluate_run(
     run_dir: Path, suites: dict[str, Path], *, batch_size: int = 16, max_sequences: int | None = None
 ) -> pa.Table:
+    """:func:`evaluate_checkpoints` of every checkpoint in ``run_dir/checkpoints.json``."""
+    return evaluate_checkpoints(run_checkpoints(Path(run_dir)), suites, batch_size=batch_size,
+                                max_sequences=max_sequences)
+
+
+def evaluate_checkpoints(
+    checkpoints: list[tuple[int, Path]], suites: dict[str, Path], *, batch_size: int = 16,
+    max_sequences: int | None = None,
+) -> pa.Table:
     """Loss (mean token cross-entropy, nats), perplexity and token count per checkpoint and suite.
 
-    Deterministic: eval mode (no dropout), fixed batch order, float64 accumulation.
-
-    ``suites`` maps a suite name to a ``heldout.parquet``; the first ``max_sequences`` sequences of each are
-    used. Checkpoints come from ``run_dir/checkpoints.json``.
+    ``checkpoints`` are (training tokens, HF checkpoint directory); ``suites`` maps a suite name to a
+    ``heldout.parquet``, of which the first ``max_sequences`` sequences are used. Deterministic: eval mode (no
+    dropout), fixed batch order, float64 accumulation; weights in bf16 on GPU, under ``torch.inference_mode``.
     """
-    run_dir = Path(run_dir)
-    index = run_dir / "checkpoints.json"
-    if not index.is_file():
-        raise InputError(str(index), "missing: the run has not finished")
-    entries = json.loads(index.read_text())["checkpoints"]
     data = {name: read_sequences(Path(path))[:max_sequences] for name, path in sorted(suites.items())}
     for name, seqs in data.items():
         if len(seqs) == 0 or seqs.shape[1] < 2:
             raise InputError(str(suites[name]), f"suite {name!r} holds no sequences of length ≥ 2")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows: dict[str, list] = {field.name: [] for field in SCHEMA}
-    for entry in entries:
-        model = load_model(run_dir / entry["path"]).to(device)
+    for tokens, path in checkpoints:
+        model = load_model(path).to(device)
+        model.config.use_cache = False  # one forward per batch: a KV cache would only cost memory
         vocab = model.config.vocab_size
         for name, seqs in data.items():
             if int(seqs.max()) >= vocab:
                 raise InputError(str(suites[name]), f"token ids exceed the model's vocabulary ({vocab})")
             total, n = sequence_loss(model, seqs, batch_size=batch_size)
             loss = total / n
-            rows["checkpoint_tokens"].append(int(entry["tokens"]))
+            rows["checkpoint_tokens"].append(int(tokens))
             rows["suite"].append(name)
             rows["loss"].append(loss)
             rows["perplexity"].append(math.exp(loss))
             rows["n_tokens"].append(n)
-            log.info("checkpoint %s suite %s: loss %.4f over %d tokens", entry["path"], name, loss, n)
+            log.info("checkpoint %s suite %s: loss %.4f over %d tokens", path, name, loss, n)
+        del model
     return pa.table(rows, schema=SCHEMA)

@@ -219,7 +219,8 @@ class Plan:
                                         "inputs": ckpt_inputs}
                 continue
             tokens = cfg["pretrain"]["tokens"]
-            job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"}, "general_shards": general.dir,
+            job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"},
+                   "general_shards": general.dir,
                    "domain_shards": None, "ratio": 0.0, "tokens": tokens, "optimizer": cfg["optimizer"],
                    "checkpoint_tokens": checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"],
                                                             self._step_tokens())}
@@ -268,9 +269,31 @@ class Plan:
                         self.size_of[run.key] = size
 
     @property
+    def chinchilla_enabled(self) -> bool:
+        """Whether the Chinchilla study has data: pretraining runs, i.e. sizes trained from scratch."""
+        return bool(self.pretrain)
+
+    def unavailable_studies(self) -> dict[str, str]:
+        """Studies that this config cannot feed, each with the reason and the config keys that would enable it.
+
+        Both need pretraining runs of ours: Chinchilla fits them, the split study branches from their
+        checkpoints. A sweep whose every size continues from a local checkpoint has none.
+        """
+        if self.pretrain:
+            return {}
+        reason = ("needs pretraining runs, but every size continues from models.sizes.<name>.base_checkpoint; "
+                  "add a size trained from scratch (n_layers, d_model, n_heads, d_ff and no base_checkpoint) "
+                  "to run it")
+        studies = {"chinchilla": f"the Chinchilla study {reason}"}
+        if self.cfg["studies"]["split"]["enabled"]:
+            studies["split"] = f"the split study (studies.split.enabled) {reason}"
+        return studies
+
+    @property
     def split_domains(self) -> list[str]:
+        """Domains of the split study; none without pretraining runs (it branches from their checkpoints)."""
         study = self.cfg["studies"]["split"]
-        if not study["enabled"]:
+        if not study["enabled"] or not self.pretrain:
             return []
         return [d for d in self.domains if study["domains"] is None or d in study["domains"]]
 
@@ -310,11 +333,17 @@ class Plan:
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def n_params(self, size: str) -> int:
-        a = self.cfg["models"]["sizes"][size]
-        return cost.n_params_non_embedding(a["n_layers"], a["d_model"], a["d_ff"])
+        """Non-embedding parameters ``N`` of a size, exact for its architecture (:mod:`cpt_scaling.cost`)."""
+        return cost.size_non_embedding_params(self.cfg["models"]["sizes"][size])
 
     def _eval_stage(self) -> None:
         pre_tokens = self.cfg["pretrain"]["tokens"]
+        self.base_evals: dict[str, Artifact] = {}
+        for size, base in self.base_init.items():
+            if base["init"]["kind"] == "checkpoint":  # a local base model: evaluated like a run's checkpoint
+                meta = {"kind": "base", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
+                        "budget": 0, "pretrain_tokens": 0}
+                self.base_evals[size] = self._eval(None, [GENERAL, *self.domains], meta, base=(size, base))
         for size, run in self.pretrain.items():
             meta = {"kind": "pretrain", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
                     "budget": pre_tokens, "pretrain_tokens": 0}
@@ -336,19 +365,28 @@ class Plan:
                     "ratio": self.cfg["studies"]["split"]["ratio"], "budget": tokens, "pretrain_tokens": branch}
             self._eval(run, [domain, GENERAL], meta)
 
-    def _eval(self, run: Artifact, corpora: list[str], meta: dict[str, Any]) -> Artifact:
-        """Loss of every checkpoint of ``run`` on the held-out suites of ``corpora`` (one job, one model load)."""
+    def _eval(self, run: Artifact | None, corpora: list[str], meta: dict[str, Any],
+              base: tuple[str, dict[str, Any]] | None = None) -> Artifact:
+        """Loss of every checkpoint of ``run`` (or of the local base model ``base`` = (size, base init)) on the
+        held-out suites of ``corpora`` (one job, one model load per checkpoint)."""
         suites = {c: self.shards[c] for c in corpora}
+        if run is not None:
+            source, name, target, upstream = {"run": run.key}, run.name, {"run_dir": run.dir}, (run.output,)
+        else:
+            assert base is not None
+            size, init = base
+            source, name = {"base": init["spec"]}, f"base-{size}"
+            target, upstream = {"checkpoint_dir": init["init"]["path"]}, init["inputs"]
         art = Artifact(
-            "eval", f"{run.name}--{'+'.join(corpora)}",
-            self._spec("eval", run=run.key, suites={c: a.key for c, a in suites.items()},
+            "eval", f"{name}--{'+'.join(corpora)}",
+            self._spec("eval", **source, suites={c: a.key for c, a in suites.items()},
                        batch_size=self.cfg["evaluate"]["batch_size"]),
             self.root,
-            job={"run_dir": run.dir, "corpora": corpora,
+            job={**target, "corpora": corpora,
                  "suites": {f"{c}{SPLIT_SEP}{split}": a.file(f"{fname}.parquet") for c, a in suites.items()
                             for split, fname in (("test", "heldout"), ("val", "validation"))},
-                 "batch_size": self.cfg["evaluate"]["batch_size"], "meta": {"run": run.name, **meta}},
-            inputs=(run.output, *(a.output for a in suites.values())),
+                 "batch_size": self.cfg["evaluate"]["batch_size"], "meta": {"run": name, **meta}},
+            inputs=(*upstream, *(a.output for a in suites.values())),
         )
         assert self._evals is not None
         self._evals[art.key] = art
@@ -372,8 +410,11 @@ class Plan:
         return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
 
     def _evals_of_runs(self, runs: set[str], corpora: set[str]) -> list[str]:
-        return sorted(a.output for a in self.evals.values()
-                      if a.spec["run"] in runs and set(a.job["corpora"]) & corpora)
+        """Eval tables of the given runs on any of ``corpora``, plus the local base models' (every suite)."""
+        evals = self.evals  # builds the evaluation stage (and base_evals) on first use
+        bases = {a.key for a in self.base_evals.values()}
+        return sorted(a.output for a in evals.values()
+                      if (a.spec.get("run") in runs and set(a.job["corpora"]) & corpora) or a.key in bases)
 
     def cross_domain_evals(self) -> list[str]:
         """Eval tables of the cross-domain fit: every domain's D-CPT evaluations."""
@@ -390,21 +431,20 @@ class Plan:
         return self._evals_of_runs({a.key for (_, d, _, _), a in self.split.items() if d == domain}, {domain})
 
     def pretrain_evals(self) -> list[str]:
-        return self._evals_of_runs({a.key for a in self.pretrain.values()}, {GENERAL})
+        """Eval tables of the Chinchilla study: the from-scratch pretraining runs on the general suite."""
+        runs = {a.key for a in self.pretrain.values()}
+        return sorted(a.output for a in self.evals.values()
+                      if a.spec.get("run") in runs and GENERAL in a.job["corpora"])
 
     def all_evals(self) -> list[str]:
         return sorted({a.output for a in self.evals.values()})
 
     def train_flops(self, key: str) -> float:
-        """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost`), with
-        the size's grouped-query key/value width and embedding rows when the config gives them."""
+        """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost`), with the
+        size's exact ``N`` and its embedding rows."""
         job = self.artifact(key).job
         arch = self.cfg["models"]["sizes"][self.size_of[key]]
-        kv_heads = arch.get("n_kv_heads")
-        kv_dim = kv_heads * (arch["d_model"] // arch["n_heads"]) if kv_heads else None
-        vocab = arch.get("vocab_size") or job["vocab_size"]
-        return job["tokens"] * cost.flops_per_token(arch["n_layers"], arch["d_model"], arch["d_ff"],
-                                                    job["seq_len"], vocab, kv_dim=kv_dim)
+        return job["tokens"] * cost.size_flops_per_token(arch, job["seq_len"], job["vocab_size"])
 
     def train_resources(self, key: str) -> dict[str, int | str]:
         """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.resources`)."""

@@ -23,6 +23,14 @@ def run_checkpoint(run_dir: str | Path, tokens: int | None = None) -> Path:
     raise InputError(str(index), f"run has no checkpoint at {tokens} tokens")
 
 
+def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(training tokens, directory) of every checkpoint of a finished run, from its ``checkpoints.json``."""
+    index = Path(run_dir) / "checkpoints.json"
+    if not index.is_file():
+        raise InputError(str(index), "missing: the run has not finished")
+    return [(int(c["tokens"]), Path(run_dir) / c["path"]) for c in json.loads(index.read_text())["checkpoints"]]
+
+
 def resolve_init(init: dict[str, Any]) -> dict[str, Any]:
     """Turn a plan's ``{"kind": "run", "run_dir": ...}`` into the trainer's ``{"kind": "checkpoint", ...}``."""
     if init["kind"] == "run":

@@ -29,7 +29,7 @@ from cpt_scaling.atomic import atomic_dir, write_json
 from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.errors import InputError
 from cpt_scaling.prefetch import prefetch
-from cpt_scaling.tokenizer import load_tokenizer
+from cpt_scaling.tokenizer import document_separator, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,7 @@ def build_shards(
     if heldout_max_sequences < 0:
         raise InputError("heldout_max_sequences", f"must be at least 0, got {heldout_max_sequences}")
     tok = load_tokenizer(Path(tokenizer_path))
-    eos_id = tok.eos_token_id
-    if eos_id is None:
-        raise InputError(str(tokenizer_path), "tokenizer has no EOS token")
+    eos_id = document_separator(tok, str(tokenizer_path))
     backend = tok.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.atomic import atomic_path
 from cpt_scaling.config import SPLIT_SEP
-from cpt_scaling.evaluate import evaluate_run
+from cpt_scaling.evaluate import evaluate_checkpoints
+from cpt_scaling.runs import run_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +23,12 @@ META_COLUMNS = ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretra
 
 
 def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
-    """Evaluate every checkpoint of ``job['run_dir']`` on its suites and add the run's sweep coordinates."""
+    """Evaluate every checkpoint of ``job['run_dir']`` (or the base model ``job['checkpoint_dir']``) on its suites
+    and add the sweep coordinates."""
     suites = {name: Path(path) for name, path in job["suites"].items()}
-    table = evaluate_run(Path(job["run_dir"]), suites, batch_size=job["batch_size"]).to_pandas()
+    # A run's checkpoints, or a local base model (before any training of ours: 0 tokens).
+    checkpoints = (run_checkpoints(job["run_dir"]) if "run_dir" in job else [(0, Path(job["checkpoint_dir"]))])
+    table = evaluate_checkpoints(checkpoints, suites, batch_size=job["batch_size"]).to_pandas()
     meta = job["meta"]
     for column in META_COLUMNS:
         table[column] = meta.get(column)

@@ -95,6 +95,29 @@ def train_tokenizer(
     log.info("trained tokenizer with %d tokens into %s", tok.get_vocab_size(), out_dir)
 
 
+# End-of-turn tokens of chat templates, and the end-of-document tokens a base tokenizer keeps beside them.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>")
+END_OF_DOCUMENT = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+
+
+def document_separator(tok: PreTrainedTokenizerFast, where: str) -> int:
+    """Id of the token that ends each document in packed sequences: the tokenizer's EOS, unless that is a chat
+    end-of-turn token (an instruct tokenizer's ``<|im_end|>``) while an end-of-document token exists; that
+    mismatch is logged as a warning naming both, and the end-of-document token is used."""
+    eos = tok.eos_token
+    if eos is None or tok.eos_token_id is None:
+        raise InputError(where, "tokenizer has no EOS token to end documents with")
+    if eos in END_OF_TURN:
+        vocab = tok.get_vocab()
+        for name in END_OF_DOCUMENT:
+            if name in vocab:
+                log.warning("%s: eos_token is the chat end-of-turn token %s while the end-of-document token %s "
+                            "exists; documents are joined with %s (an instruct tokenizer for continued "
+                            "pretraining?)", where, eos, name, name)
+                return int(vocab[name])
+    return int(tok.eos_token_id)
+
+
 def _write_json(path: Path, obj: object) -> None:
     """Write indented, key-sorted JSON (inside an atomic directory, so no per-file atomicity needed)."""
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -126,7 +126,9 @@ def test_schedules() -> None:
         ({"ratio": 0.5, "domain_shards": None}, "domain_shards"),
         ({"ratio": 1.5}, "ratio"),
         ({"micro_batch_size": 3}, "batch_size"),
-        ({"deepspeed": {"zero_stage": 3}}, "zero_stage"),
+        ({"deepspeed": {"zero_stage": 4}}, "zero_stage"),
+        ({"deepspeed": {"zero_stage": 0, "offload_optimizer": True}}, "offload_optimizer"),
+        ({"deepspeed": {"zero_stage": 2, "grad_accum_dtype": "fp16"}}, "grad_accum_dtype"),
     ],
 )
 def test_bad_specs_name_the_key(shards: tuple[Path, Path], tmp_path: Path, change: dict, key: str) -> None:

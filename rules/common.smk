@@ -6,6 +6,7 @@ import sys
 from snakemake.logging import logger
 
 from cpt_scaling.keys import canonical_json
+from cpt_scaling.resources import eval_resource_names, eval_resources_of
 
 try:  # Snakemake-internal (9.x): where it is gone, input functions work unchanged, only slower to plan
     from snakemake.common import overwrite_function_params
@@ -54,6 +55,15 @@ def train_resource(name):
 # Resources of training jobs: memory, runtime limit, CPUs; GPUs (gres) only when cost.gpus_per_job > 0; nodes,
 # tasks and the srun launcher when cost.nodes_per_job > 1; partition/account/... when the config's cluster sets them.
 TRAIN_RESOURCES = {name: train_resource(name) for name in PLAN.train_resource_names()}
+
+
+def eval_resource(name):
+    """Input function of one SLURM resource of an evaluation job, from the same cost model (forward FLOPs of the
+    suites, one GPU when cost.gpus_per_job > 0; cpt_scaling.resources.eval_resources_of)."""
+    return fixed_signature(lambda wildcards: eval_resources_of(PLAN, wildcards.key)[name])
+
+
+EVAL_RESOURCES = {name: eval_resource(name) for name in eval_resource_names(CFG["cost"], CFG.get("cluster"))}
 
 def study_figures(plan):
     """Every figure of the sweep's studies, by name (README lists them)."""

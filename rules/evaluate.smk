@@ -1,4 +1,5 @@
 # Stage "evaluate": held-out loss of every checkpoint of a run on one suite, then one tidy table for the sweep.
+# Resources (one GPU when cost.gpus_per_job > 0, memory, runtime) come from the project's single cost model.
 
 
 rule evaluate:
@@ -11,6 +12,8 @@ rule evaluate:
         job=job_of,
         spec=spec_of,
     threads: CFG["training"]["threads"]
+    resources:
+        **EVAL_RESOURCES,
     log:
         log_pattern("eval"),
     conda:

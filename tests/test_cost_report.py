@@ -16,22 +16,31 @@ from cpt_scaling.cost_report import schedule_wall_hours
 EXAMPLE = REPO / "config" / "examples" / "paper_qwen.yaml"
 
 
-def hand_flops_per_token(L: int, d: int, heads: int, kv_heads: int, ff: int, V: int, T: int) -> int:
-    """6·(N + d·V) + 12·L·d·T with N = L·(2d² + 2·d·d_kv + 3·d·ff + 2d) + d, written out by hand."""
+def hand_n(L: int, d: int, heads: int, kv_heads: int, ff: int) -> int:
+    """Qwen2 non-embedding parameters, written out by hand: q, k, v, o projections with q/k/v biases, gated MLP,
+    two RMSNorms per block and the final norm."""
     d_kv = kv_heads * (d // heads)
-    attention = d * d + d * d_kv + d * d_kv + d * d  # q, k, v, o projections
+    attention = d * d + d * d_kv + d * d_kv + d * d + (d + 2 * d_kv)  # q, k, v, o projections, q/k/v biases
     mlp = d * ff * 3  # gate, up, down
     norms = 2 * d
-    N = L * (attention + mlp + norms) + d  # plus the final norm
-    return 6 * N + 6 * d * V + 12 * L * d * T
+    return L * (attention + mlp + norms) + d  # plus the final norm
+
+
+def hand_flops_per_token(L: int, d: int, heads: int, kv_heads: int, ff: int, V: int, T: int) -> int:
+    """6·(N + d·V) + 12·L·d·T with N from :func:`hand_n`."""
+    return 6 * hand_n(L, d, heads, kv_heads, ff) + 6 * d * V + 12 * L * d * T
+
+
+def run_cost(workdir: Path, config: str, out: Path) -> int:
+    return main(["cost", "--directory", str(workdir), "--configfile", config, "--json", str(out), "-q",
+                 "--profile", str(REPO / "profiles" / "slurm")])
 
 
 def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
     workdir = make_workdir(tmp_path / "w")
     shutil.copy(EXAMPLE, workdir / "paper.yaml")
     out = tmp_path / "cost.json"
-    assert main(["cost", "--directory", str(workdir), "--configfile", "paper.yaml", "--json", str(out), "-q",
-                 "--profile", str(REPO / "profiles" / "slurm")]) == 0
+    assert run_cost(workdir, "paper.yaml", out) == 0
     report = json.loads(out.read_text())
 
     # Qwen2.5 model cards: (layers, width, heads, kv heads, MLP width, embedding rows).
@@ -44,20 +53,59 @@ def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
     tokens = len(sizes) * runs_per_budget * sum(budgets)
 
     totals = report["totals"]
-    assert totals["train_jobs"] == len(sizes) * len(budgets) * runs_per_budget == 400
-    assert totals["tokens"] == tokens
-    assert totals["flops"] == pytest.approx(flops, rel=1e-12)
-    assert totals["gpu_hours"] == pytest.approx(flops / (peak * mfu) / 3600, rel=1e-12)
+    train = [j for j in report["jobs"] if j["kind"] == "train"]
+    evals = [j for j in report["jobs"] if j["kind"] == "eval"]
+    assert totals["train_jobs"] == len(train) == len(sizes) * len(budgets) * runs_per_budget == 400
+    assert sum(j["tokens"] for j in train) == tokens
+    assert sum(j["flops"] for j in train) == pytest.approx(flops, rel=1e-12)
+    assert sum(j["gpu_hours"] for j in train) == pytest.approx(flops / (peak * mfu) / 3600, rel=1e-12)
+    assert totals["flops"] == pytest.approx(flops + sum(j["flops"] for j in evals), rel=1e-12)
+    assert totals["gpu_hours"] == pytest.approx(sum(j["gpu_hours"] for j in report["jobs"]), rel=1e-12)
     assert totals["parallelism"] == 100  # profiles/slurm: jobs
     # One 14B run at the largest budget, by hand: 8 GPUs, so an eighth of its GPU-hours in wall-clock.
     f14 = budgets[-1] * hand_flops_per_token(*sizes[-1], T)
-    top = max(report["jobs"], key=lambda j: j["flops"])
+    top = max(train, key=lambda j: j["flops"])
     assert top["flops"] == pytest.approx(f14, rel=1e-12)
     assert top["hours"] == pytest.approx(f14 / (8 * peak * mfu) / 3600, rel=1e-12)
     assert top["gpus"] == 8
-    # Non-embedding parameters of Qwen2.5-7B: 6.53B on its model card (biases of q/k/v left out here).
-    L, d, h, kv, ff, _ = sizes[2]
-    assert 6.50e9 < L * (2 * d * d + 2 * d * kv * d // h + 3 * d * ff + 2 * d) + d < 6.54e9
+    # Its evaluation on its domain and the general suite (test and validation each): 5 checkpoints x 4 suite
+    # files x at most 2048 sequences of 4096 tokens, forward FLOPs 2·(N + d·V) + 4·L·d·T per token, one GPU.
+    run = top["output"].split("/")[-2].rsplit("-", 1)[0]  # <name>-<key> -> name
+    ev = next(j for j in evals if f"/{run}--" in j["output"])
+    L, d, h, kv, ff, V = sizes[-1]
+    assert ev["tokens"] == 5 * 4 * 2048 * T and ev["gpus"] == 1
+    assert ev["flops"] == pytest.approx(ev["tokens"] * (2 * (hand_n(L, d, h, kv, ff) + d * V) + 4 * L * d * T),
+                                        rel=1e-12)
+    # Non-embedding parameters of Qwen2.5-7B: 6.53B on its model card.
+    assert 6.52e9 < hand_n(*sizes[2][:5]) < 6.54e9
+
+
+def test_example_fits_80_gb_per_gpu_and_without_checkpointing_fails_naming_the_largest_size(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Must-show 4: every training job of the paper example fits 80 GB per GPU by the memory model; the same
+    config with activation checkpointing off fails when the workflow is parsed, naming the 14B size."""
+    workdir = make_workdir(tmp_path / "w")
+    text = EXAMPLE.read_text()
+    (workdir / "paper.yaml").write_text(text)
+    out = tmp_path / "cost.json"
+    assert run_cost(workdir, "paper.yaml", out) == 0
+    train = [j for j in json.loads(out.read_text())["jobs"] if j["kind"] == "train"]
+    assert len(train) == 400 and all(0 < j["gpu_memory_gb"] <= 80 for j in train)
+    largest = max(train, key=lambda j: j["gpu_memory_gb"])
+    assert "qwen2_5_14b" in largest["output"]
+    print(f"paper_qwen: max training gpu_memory_gb {largest['gpu_memory_gb']:.1f}")
+
+    assert "activation_checkpointing: true" in text
+    (workdir / "nock.yaml").write_text(text.replace("activation_checkpointing: true",
+                                                    "activation_checkpointing: false"))
+    capsys.readouterr()
+    assert run_cost(workdir, "nock.yaml", tmp_path / "nock.json") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "nock.yaml" in err and "models.sizes.qwen2_5_14b" in err and "GiB per GPU" in err
+    assert "training.activation_checkpointing: true" in err
+    assert not (tmp_path / "nock.json").exists()
+    print(err)
 
 
 def test_schedule_respects_dependencies_and_slots() -> None:

@@ -24,7 +24,7 @@ LINE = re.compile(r"^\s*([\d.]+)GB \|\s*([\d.]+)GB \| (.*)$")
 def qwen_size(name: str) -> dict:
     L, d, h, kv, ff, V, tied = QWEN25[name]
     return {"n_layers": L, "d_model": d, "n_heads": h, "n_kv_heads": kv, "d_ff": ff, "vocab_size": V,
-            "model_type": "qwen2", "tie_word_embeddings": tied}
+            "model_type": "qwen2", "tied_embeddings": tied}
 
 
 def deepspeed_gpu_gib(name: str, gpus: int) -> dict[tuple[int, bool], float]:

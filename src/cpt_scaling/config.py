@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cpt_scaling import resources
+from cpt_scaling import memory, resources
 from cpt_scaling.errors import InputError
 from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
@@ -254,6 +254,7 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     _resolve_tokenizer_vocab(cfg, where)
     _check_semantics(cfg, where)
     resources.resolve_processes_per_node(cfg, where)
+    memory.check_fits(cfg, where)  # with GPUs: every training job fits cost.gpu_memory_gb
     _check_sweep_entries(cfg, where)
     data = cfg["data"]
     data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}

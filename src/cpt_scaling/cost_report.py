@@ -7,11 +7,15 @@ is priced by the one cost model (:mod:`cpt_scaling.cost`, :mod:`cpt_scaling.reso
 * FLOPs = tokens · (6·(N + d·V) + 12·L·d·T): N non-embedding parameters, d·V the LM head, L layers, d width,
   T sequence length;
 * GPU-hours = FLOPs / (peak FLOP/s per GPU · expected MFU) / 3600 (``cost`` section of the config);
-* expected hours = FLOPs / (GPUs per job · peak · MFU) / 3600, or FLOPs / ``cost.cpu_flops`` without GPUs.
+* expected hours = FLOPs / (GPUs per job · peak · MFU) / 3600, or FLOPs / ``cost.cpu_flops`` without GPUs;
+* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.memory`), with GPUs.
 
-Every other job counts as a CPU-only job of ``cost.other_job_minutes``. Wall-clock is a list schedule of the
-jobs in dependency order on as many slots as the profile runs jobs at once (``jobs``, else ``cores``, else
-``cost.parallel_jobs``).
+Each evaluation job (rule ``evaluate``) is priced by the same model on one GPU: forward FLOPs (a third of
+training's per token) of every checkpoint on its suites, plus reading the checkpoints
+(:func:`cpt_scaling.resources.eval_job_cost`). Every other job counts as a CPU-only job of
+``cost.other_job_minutes``. Each job also carries the resources Snakemake would submit it with. Wall-clock is
+a list schedule of the jobs in dependency order on as many slots as the profile runs jobs at once (``jobs``,
+else ``cores``, else ``cost.parallel_jobs``).
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from typing import Any
 
 import yaml
 
-from cpt_scaling import resources
+from cpt_scaling import memory, resources
 
 TRAIN_RULE = "train"
+EVAL_RULE = "evaluate"
 #: Rerun triggers of the project's profiles (no mtime, no code: keys carry stage versions).
 PROJECT_RERUN_TRIGGERS = ("input", "params", "software-env")
 FLOPS_FORMULA = "tokens * (6*(N + d*V) + 12*L*d*T)"
@@ -43,7 +48,7 @@ class JobCost:
     jobid: int
     rule: str
     output: str
-    kind: str  # "train" (priced by the cost model) or "cpu" (a small CPU-only job)
+    kind: str  # "train", "eval" (priced by the cost model) or "cpu" (a small CPU-only job)
     tokens: int
     flops: float
     gpus: int
@@ -52,6 +57,8 @@ class JobCost:
     gpu_hours: float
     runtime_limit_min: int
     deps: tuple[int, ...] = field(default=(), compare=False)
+    gpu_memory_gb: float | None = None  # predicted peak GiB per GPU (memory model); None without GPUs
+    resources: dict[str, Any] = field(default_factory=dict, compare=False)  # what Snakemake would submit
 
 
 @dataclass
@@ -67,7 +74,10 @@ class CostReport:
     def totals(self) -> dict[str, Any]:
         """Sums over the jobs, and the wall-clock at the profile's parallelism."""
         train = [j for j in self.jobs if j.kind == "train"]
-        return {"jobs": len(self.jobs), "train_jobs": len(train), "tokens": sum(j.tokens for j in self.jobs),
+        evals = [j for j in self.jobs if j.kind == "eval"]
+        peak = max((j.gpu_memory_gb for j in train if j.gpu_memory_gb is not None), default=None)
+        return {"jobs": len(self.jobs), "train_jobs": len(train), "eval_jobs": len(evals),
+                "max_train_gpu_memory_gb": peak, "tokens": sum(j.tokens for j in self.jobs),
                 "flops": sum(j.flops for j in self.jobs), "gpu_hours": sum(j.gpu_hours for j in self.jobs),
                 "job_hours": sum(j.hours for j in self.jobs), "wall_hours": self.wall_hours,
                 "parallelism": self.parallelism}
@@ -80,7 +90,7 @@ class CostReport:
     def to_csv(self) -> str:
         """One CSV row per job."""
         buf = io.StringIO()
-        names = [f for f in JobCost.__dataclass_fields__ if f != "deps"]
+        names = [f for f in JobCost.__dataclass_fields__ if f not in ("deps", "resources")]
         writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
         writer.writeheader()
         for j in self.jobs:
@@ -89,12 +99,13 @@ class CostReport:
 
     def format_table(self, max_rows: int = 200) -> str:
         """An aligned table of the jobs (the most expensive first when there are many) plus totals."""
-        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "hours", "GPU-h", "limit")
+        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "GB/GPU", "hours", "GPU-h", "limit")
         jobs = sorted(self.jobs, key=lambda j: (-j.flops, j.output))[:max_rows]
-        rows = [(j.rule, _short(j.output), f"{j.tokens:,}", f"{j.flops:.3e}", str(j.gpus), f"{j.hours:.4g}",
+        rows = [(j.rule, _short(j.output), f"{j.tokens:,}", f"{j.flops:.3e}", str(j.gpus),
+                 "-" if j.gpu_memory_gb is None else f"{j.gpu_memory_gb:.1f}", f"{j.hours:.4g}",
                  f"{j.gpu_hours:.2f}", f"{j.runtime_limit_min}m") for j in jobs]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        right = {2, 3, 4, 5, 6, 7}
+        right = {2, 3, 4, 5, 6, 7, 8}
 
         def line(cells: Sequence[str]) -> str:
             return "  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -104,12 +115,15 @@ class CostReport:
         if len(self.jobs) > max_rows:
             out.append(f"... {len(self.jobs) - max_rows} cheaper jobs not shown (see --json/--csv)")
         t = self.totals
-        out += ["", f"jobs that would run: {t['jobs']} ({t['train_jobs']} training)",
+        out += ["", f"jobs that would run: {t['jobs']} ({t['train_jobs']} training, {t['eval_jobs']} evaluation)",
                 f"tokens:              {t['tokens']:,}",
                 f"FLOPs:               {t['flops']:.4e}   ({FLOPS_FORMULA})",
                 f"GPU-hours:           {t['gpu_hours']:,.2f}",
                 f"job-hours:           {t['job_hours']:,.2f}",
                 f"wall-clock:          {t['wall_hours']:,.2f} h at {t['parallelism']} jobs at a time"]
+        if t["max_train_gpu_memory_gb"] is not None:
+            out.append(f"peak GB per GPU:     {t['max_train_gpu_memory_gb']:.1f} GiB (largest training job; "
+                       f"cost.gpu_memory_gb {self.assumptions['gpu_memory_gb']:g})")
         a = self.assumptions
         out.append(f"assumptions:         {a['gpus_per_job']} GPU(s)/job x {a['nodes_per_job']} node(s), "
                    f"peak {a['peak_flops_per_gpu']:.3g} FLOP/s/GPU, MFU {a['expected_mfu']}, "
@@ -170,27 +184,37 @@ def profile_parallelism(profile: Mapping[str, Any], default: int) -> int:
     return default
 
 
-#: A job that would run: (job id, rule, first output, artifact key wildcard or None, ids of its dependencies).
-PlannedJob = tuple[int, str, str, "str | None", tuple[int, ...]]
+#: A job that would run: (job id, rule, first output, artifact key wildcard or None, ids of its dependencies,
+#: the resources Snakemake would submit it with).
+PlannedJob = tuple[int, str, str, "str | None", tuple[int, ...], dict[str, Any]]
 
 
 def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) -> list[JobCost]:
     """Costs of the planned jobs under the plan's cost model."""
     cost = cfg["cost"]
     gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
+    train_gb = {size: memory.train_estimate(cfg, size).gib for size in cfg["models"]["sizes"]} if gpus else {}
     out = []
-    for jobid, rule, output, key, deps in jobs:
+    for jobid, rule, output, key, deps, submitted in jobs:
         if rule == TRAIN_RULE and key is not None:
             flops = plan.train_flops(key)
             tokens = int(plan.artifact(key).job["tokens"])
             out.append(JobCost(jobid, rule, output, "train", tokens, flops, gpus, nodes,
                                resources.expected_seconds(flops, cost) / 3600,
                                resources.gpu_hours(flops, cost), resources.runtime_minutes(flops, cost),
-                               deps))
+                               deps, train_gb.get(plan.size_of[key]), submitted))
+        elif rule == EVAL_RULE and key is not None:
+            c = resources.eval_job_cost(plan, key)
+            rate = cost["peak_flops_per_gpu"] * cost["expected_mfu"] if gpus else float(cost["cpu_flops"])
+            hours = (c["flops"] / rate + c["load_bytes"] / resources.LOAD_BYTES_PER_SECOND) / 3600
+            limit = resources.eval_resources(c["flops"], c["host_bytes"], c["load_bytes"], cost)["runtime"]
+            out.append(JobCost(jobid, rule, output, "eval", int(c["tokens"]), c["flops"], 1 if gpus else 0, 1,
+                               hours, hours if gpus else 0.0, int(limit), deps,
+                               c["gpu_bytes"] / memory.GIB if gpus else None, submitted))
         else:
             minutes = float(cost["other_job_minutes"])
             out.append(JobCost(jobid, rule, output, "cpu", 0, 0.0, 0, 1, minutes / 60, 0.0,
-                               round(minutes), deps))
+                               round(minutes), deps, None, submitted))
     return out
 
 
@@ -253,7 +277,8 @@ def _needrun(targets: Sequence[str], snakefile: Path, workdir: Path, configs: tu
             deps = tuple(sorted(ids[d] for d in dag.dependencies[job] if d in ids))
             output_file = str(job.output[0]) if job.output else job.rule.name
             key = job.wildcards_dict.get("key")
-            jobs.append((ids[job], job.rule.name, output_file, key, deps))
+            submitted = {k: v for k, v in job.resources.items() if not k.startswith("_")}
+            jobs.append((ids[job], job.rule.name, output_file, key, deps, submitted))
         return jobs, {"PLAN": workflow.globals["PLAN"], "CFG": workflow.globals["CFG"]}
 
 
@@ -268,7 +293,7 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     slots = profile_parallelism(settings, cfg["cost"]["parallel_jobs"])
     wall = schedule_wall_hours({j.jobid: j.hours for j in priced}, {j.jobid: j.deps for j in priced}, slots)
     keys = ("gpus_per_job", "nodes_per_job", "peak_flops_per_gpu", "expected_mfu", "cpu_flops",
-            "other_job_minutes", "runtime_margin")
+            "other_job_minutes", "runtime_margin", "gpu_memory_gb")
     assumptions = {k: cfg["cost"][k] for k in keys}
     assumptions.update(flops_formula=FLOPS_FORMULA,
                        parallelism_source="profile" if settings else "cost.parallel_jobs")

@@ -66,6 +66,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cpt_scaling import cost
+from cpt_scaling.errors import InputError
 
 GIB = 2**30
 #: DeepSpeed's default reduce / all-gather bucket (elements).
@@ -113,7 +114,7 @@ class ModelShape:
         vocab = size.get("vocab_size") or vocab_size
         kv_heads = size.get("n_kv_heads") or size["n_heads"]
         return cls(size["n_layers"], size["d_model"], size["n_heads"], kv_heads, size["d_ff"], vocab,
-                   _non_embedding(size), bool(size.get("tie_word_embeddings", False)))
+                   _non_embedding(size), bool(size.get("tied_embeddings")))
 
 
 def _non_embedding(size: Mapping[str, Any]) -> int:
@@ -322,3 +323,59 @@ def describe_change(base: TrainSetup, s: TrainSetup) -> str:
     if s.offload_optimizer != base.offload_optimizer:
         parts.append("training.offload_optimizer: true")
     return ", ".join(parts)
+
+
+# -- evaluation ----------------------------------------------------------------------------------------------------
+#: Positions per LM-head chunk of the evaluator (:data:`cpt_scaling.evaluate.LOGIT_ROWS`).
+EVAL_LOGIT_ROWS = 4096
+
+
+def eval_estimate(shape: ModelShape, seq_len: int, batch_size: int, *, on_gpu: bool = True) -> MemoryEstimate:
+    """Peak memory of evaluating ``shape`` (bf16 on GPU, fp32 on CPU; no gradients, no KV cache).
+
+    Weights ``e·P``; the decoder's output and its shifted copy (``2·e·d`` per token) plus one layer's transient
+    tensors (``e·(4d + 2·d_kv + 3f)`` per token) for a batch of ``batch_size·T`` tokens; one LM-head chunk of
+    :data:`EVAL_LOGIT_ROWS` positions (``e·V`` logits, their fp32 copy and the log-softmax: ``(e + 8)·V``).
+    """
+    e = 2 if on_gpu else 4
+    tokens = batch_size * seq_len
+    d = shape.d_model
+    acts = tokens * (2 * e * d + e * (4 * d + 2 * shape.kv_dim + 3 * shape.d_ff))
+    logits = min(tokens, EVAL_LOGIT_ROWS) * shape.vocab_size * (e + 8)
+    overhead = GPU_FIXED_OVERHEAD + round(FRAGMENTATION * (acts + logits)) if on_gpu else 0
+    return MemoryEstimate(e * shape.total_params, 0, 0, acts, logits, 0, overhead)
+
+
+# -- the parse-time check ------------------------------------------------------------------------------------------
+def size_shape(cfg: Mapping[str, Any], size: str) -> ModelShape:
+    """The memory model's shape of ``models.sizes.<size>`` (embedding rows: the size's, else the tokenizer's)."""
+    return ModelShape.from_size(cfg["models"]["sizes"][size], cfg["tokenizer"]["vocab_size"] or 0)
+
+
+def train_estimate(cfg: Mapping[str, Any], size: str) -> MemoryEstimate:
+    """Predicted peak per GPU (per process without GPUs) of a training job of ``size`` under the config.
+
+    Assumes the unfused loss: a fused cross-entropy (Liger) is used only where installed on the nodes."""
+    return estimate(size_shape(cfg, size), TrainSetup.from_config(cfg))
+
+
+def check_fits(cfg: Mapping[str, Any], where: str) -> None:
+    """With GPUs (``cost.gpus_per_job > 0``), refuse a sweep whose largest training job is predicted above
+    ``cost.gpu_memory_gb``: one :class:`~cpt_scaling.errors.InputError` line naming the size, the prediction
+    and the cheapest setting that fits (:func:`cheapest_fit`). Optimizer offload needs ZeRO stage 1 or more."""
+    training = cfg["training"]
+    if training["offload_optimizer"] and training["zero_stage"] == 0:
+        raise InputError(where, "training.offload_optimizer: needs training.zero_stage 1, 2 or 3")
+    if not cfg["cost"]["gpus_per_job"]:
+        return
+    limit = cfg["cost"]["gpu_memory_gb"] * GIB
+    estimates = {size: train_estimate(cfg, size) for size in cfg["models"]["sizes"]}
+    size, worst = max(estimates.items(), key=lambda kv: kv[1].total)
+    if worst.total <= limit:
+        return
+    setup = TrainSetup.from_config(cfg)
+    fit = cheapest_fit(size_shape(cfg, size), setup, limit, training["batch_size"])
+    advice = (f"the cheapest setting that fits: {describe_change(setup, fit[0])} ({fit[1].gib:.1f} GiB)" if fit
+              else "no setting of checkpointing, ZeRO stage, micro-batch or offload fits: use more GPUs per job")
+    raise InputError(where, f"models.sizes.{size}: a training job needs {worst.gib:.1f} GiB per GPU by the memory "
+                            f"model, above cost.gpu_memory_gb={cfg['cost']['gpu_memory_gb']:g}; {advice}")

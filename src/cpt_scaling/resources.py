@@ -10,6 +10,10 @@ config's ``cost`` and ``cluster`` sections. Conventions:
   The SLURM runtime limit adds ``cost.runtime_margin`` (a factor) and 5 minutes of start-up.
 * Multi-node jobs (``nodes_per_job > 1``) follow the plugin's ``mpi`` pattern: one task per node, the job's
   command launches ``srun`` itself (``resources.mpi``), e.g. ``srun torchrun --nnodes {resources.nodes} ...``.
+* Evaluation jobs (:func:`eval_resources_of`) are priced by the same model: forward FLOPs (a third of training's,
+  ``2·(N + d·V) + 4·L·d·T`` per token) of every checkpoint on every suite token, on one GPU when
+  ``cost.gpus_per_job > 0``, plus reading each checkpoint (:data:`LOAD_BYTES_PER_SECOND`); host memory holds the
+  loaded weights (:func:`cpt_scaling.memory.eval_estimate`).
 * Partition, account, constraint and QoS come from ``cluster`` when set; otherwise from the profile or the
   command line (``--default-resources slurm_partition=... slurm_account=...``). Nothing is hard-coded.
 """
@@ -20,6 +24,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cpt_scaling import cost as cost_model
+from cpt_scaling import memory
 from cpt_scaling.errors import InputError
 
 #: Start-up allowance added to every training job's runtime limit (minutes): imports, checkpoint load, launch.
@@ -109,3 +115,68 @@ def train_resources(flops: float, cost: Mapping[str, Any], cluster: Mapping[str,
 def train_resource_names(cost: Mapping[str, Any], cluster: Mapping[str, Any] | None = None) -> list[str]:
     """The resource names :func:`train_resources` gives under this config (the same for every job)."""
     return list(train_resources(1.0, cost, cluster))
+
+
+#: Checkpoint read rate assumed for evaluation jobs (bytes/s: a shared filesystem, safetensors into memory).
+LOAD_BYTES_PER_SECOND = 1.0e9
+#: Host memory floor of an evaluation job (MB; the profiles' default) and the process's own share (bytes).
+EVAL_MIN_MEM_MB = 4000
+EVAL_PROCESS_BYTES = 3 * memory.GIB
+
+
+def eval_resources(flops: float, host_bytes: float, load_bytes: float, cost: Mapping[str, Any],
+                   cluster: Mapping[str, Any] | None = None, threads: int = 1) -> dict[str, int | str]:
+    """Plugin resources of one evaluation job: ``mem_mb``, ``runtime`` and ``cpus_per_task``; with GPUs one GPU
+    (``gres=gpu[:model]:1``, ``cpus_per_gpu`` CPUs) and the ``cluster`` placement of training jobs."""
+    gpus = cost["gpus_per_job"]
+    rate = cost["peak_flops_per_gpu"] * cost["expected_mfu"] if gpus else float(cost["cpu_flops"])
+    seconds = flops / rate + load_bytes / LOAD_BYTES_PER_SECOND
+    res: dict[str, int | str] = {"mem_mb": max(EVAL_MIN_MEM_MB, math.ceil(host_bytes / 2**20)),
+                                 "runtime": math.ceil(seconds / 60 * cost["runtime_margin"]) + STARTUP_MINUTES}
+    if gpus:
+        model = cost.get("gpu_model")
+        res["gres"] = f"gpu:{model}:1" if model else "gpu:1"
+        res["tasks_per_gpu"] = 0
+        res["cpus_per_task"] = int(cost["cpus_per_gpu"])
+        for key, name in CLUSTER_RESOURCES.items():
+            if cluster and cluster.get(key):
+                res[name] = str(cluster[key])
+    else:
+        res["cpus_per_task"] = int(threads)
+    return res
+
+
+def eval_resource_names(cost: Mapping[str, Any], cluster: Mapping[str, Any] | None = None) -> list[str]:
+    """The resource names :func:`eval_resources` gives under this config (the same for every job)."""
+    return list(eval_resources(1.0, 0.0, 0.0, cost, cluster))
+
+
+def eval_job_cost(plan: Any, key: str) -> dict[str, float]:
+    """Tokens, forward FLOPs, checkpoint bytes read, host and GPU bytes of the evaluation job ``key`` of ``plan``.
+
+    Tokens: every checkpoint of the run (the base model: one) on each suite file, each at most
+    ``shards.heldout_max_sequences`` sequences of ``shards.seq_len`` tokens (an upper bound).
+    """
+    cfg = plan.cfg
+    art = plan.artifact(key)
+    size = art.job["meta"]["size"]
+    arch = cfg["models"]["sizes"][size]
+    seq_len = cfg["shards"]["seq_len"]
+    run_key = art.spec.get("run")
+    checkpoints = len(plan.artifact(run_key).job["checkpoint_tokens"]) if run_key else 1
+    tokens = checkpoints * len(art.job["suites"]) * cfg["shards"]["heldout_max_sequences"] * seq_len
+    shape = memory.size_shape(cfg, size)
+    forward = cost_model.size_flops_per_token(arch, seq_len, shape.vocab_size) / 3
+    on_gpu = cfg["cost"]["gpus_per_job"] > 0
+    est = memory.eval_estimate(shape, seq_len, cfg["evaluate"]["batch_size"], on_gpu=on_gpu)
+    weights = est.params
+    host = 1.2 * (weights if on_gpu else est.total) + EVAL_PROCESS_BYTES
+    return {"tokens": tokens, "flops": tokens * forward, "load_bytes": checkpoints * weights,
+            "host_bytes": host, "gpu_bytes": est.total if on_gpu else 0.0}
+
+
+def eval_resources_of(plan: Any, key: str) -> dict[str, int | str]:
+    """SLURM resources of the evaluation job ``key`` of ``plan`` (:func:`eval_job_cost`, :func:`eval_resources`)."""
+    c = eval_job_cost(plan, key)
+    return eval_resources(c["flops"], c["host_bytes"], c["load_bytes"], plan.cfg["cost"], plan.cfg.get("cluster"),
+                          plan.cfg["training"]["threads"])

@@ -76,3 +76,65 @@ def test_plan_train_resources_use_the_cost_model(tmp_path: Any, monkeypatch: pyt
     res = plan.train_resources(key)
     assert res == train_resources(plan.train_flops(key), cfg["cost"], cfg["cluster"], 1)
     assert res["gres"] == "gpu:4" and set(res) == set(plan.train_resource_names())
+
+
+def test_processes_per_node_follow_the_gpus_and_a_mismatch_is_a_config_error(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cpt_scaling.config import normalise_config, read_config_file
+    from cpt_scaling.errors import InputError
+
+    monkeypatch.chdir(REPO)
+    raw = read_config_file("config/demo.yaml")
+    assert normalise_config(raw, "demo.yaml")["training"]["processes_per_node"] == 1  # no GPUs: one process
+    raw["cost"] = {"gpus_per_job": 8, "nodes_per_job": 2}
+    assert normalise_config(raw, "demo.yaml")["training"]["processes_per_node"] == 4  # one per GPU of a node
+    raw.setdefault("training", {})["processes_per_node"] = 4
+    assert normalise_config(raw, "demo.yaml")["training"]["processes_per_node"] == 4
+    raw["training"]["processes_per_node"] = 8
+    with pytest.raises(InputError, match=r"demo.yaml: training.processes_per_node=8 does not match the 4 GPUs"):
+        normalise_config(raw, "demo.yaml")
+
+
+def test_eval_resources_from_the_cost_model() -> None:
+    from cpt_scaling.resources import LOAD_BYTES_PER_SECOND, eval_resources
+
+    gpu = {**CPU, "gpus_per_job": 8, "gpu_model": "h100"}
+    flops, load = 9.89e14 * 0.4 * 1800, 3600 * LOAD_BYTES_PER_SECOND  # 30 min of compute, 1 h of reading
+    res = eval_resources(flops, 30e9, load, gpu, {"partition": "gpu"})
+    assert res["gres"] == "gpu:h100:1" and res["cpus_per_task"] == 8 and res["slurm_partition"] == "gpu"
+    assert res["runtime"] == math.ceil(90 * 2.0) + 5 and res["mem_mb"] == math.ceil(30e9 / 2**20)
+    cpu = eval_resources(6.0e12, 1e6, 0.0, CPU, {"partition": "gpu"}, threads=3)
+    assert cpu == {"mem_mb": 4000, "runtime": math.ceil(6.0e12 / 2.0e10 / 60 * 2.0) + 5, "cpus_per_task": 3}
+    assert "--gres" not in sbatch_line(cpu, threads=3)
+
+
+def test_paper_dry_run_submits_8_gpu_8_process_training_and_1_gpu_evaluation(tmp_path: Any) -> None:
+    """Must-show 5: the jobs of a dry run of config/examples/paper_qwen.yaml through profiles/slurm, with the
+    resources Snakemake evaluates for each, turned into sbatch lines by the SLURM plugin."""
+    import shutil
+
+    from conftest import make_workdir
+
+    from cpt_scaling.cost_report import read_profile, snakemake_needrun
+    from cpt_scaling.launch import launch_command
+
+    workdir = make_workdir(tmp_path / "w")
+    shutil.copy(REPO / "config" / "examples" / "paper_qwen.yaml", workdir / "paper.yaml")
+    jobs, _ = snakemake_needrun([], snakefile=REPO / "Snakefile", workdir=workdir, configfiles=["paper.yaml"],
+                                profile=read_profile(REPO / "profiles" / "slurm"))
+    train = [res for _, rule, _, _, _, res in jobs if rule == "train"]
+    evals = [res for _, rule, _, _, _, res in jobs if rule == "evaluate"]
+    assert len(train) == 400 and len(evals) >= 400
+    for res in train:
+        assert res["gres"] == "gpu:8" and res["processes_per_node"] == 8 and res["cpus_per_task"] == 64
+        line = sbatch_line(res)
+        assert "--gres=gpu:8" in line and "--ntasks-per-gpu" not in line and "--nodes" not in line
+    cmd = launch_command(tmp_path / "spec.json", tmp_path / "out", processes_per_node=train[0]["processes_per_node"],
+                         nodes=train[0].get("nodes", 1))
+    assert cmd[cmd.index("--nproc_per_node") + 1] == "8"
+    for res in evals:
+        assert res["gres"] == "gpu:1" and res["cpus_per_task"] == 8
+        assert 4000 <= res["mem_mb"] < 100_000 and 5 < res["runtime"] < 24 * 60
+        line = sbatch_line(res)
+        assert "--gres=gpu:1" in line and f"--mem {res['mem_mb']}" in line and f"-t {res['runtime']}" in line
+    print(f"train: {sbatch_line(train[0])}\neval: {sbatch_line(max(evals, key=lambda r: r['runtime']))}")

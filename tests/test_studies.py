@@ -67,15 +67,13 @@ def test_cross_domain_law_predicts_each_domain_from_the_others(micro_run: Path) 
     points = pd.read_csv(res / "tables" / "cross_domain_points.csv")
     assert set(law["probes"]) == set(points["domain"]) == {"legal", "medical"}
     assert all(p["k1"] > 0 and p["k2"] > 0 for p in law["probes"].values())
-    splits = law["leave_one_domain_out"]["splits"]
-    assert [s["held_out"] for s in splits] == ["legal", "medical"]
-    for s in splits:  # each domain scored only by a fit that never saw it, on all of that domain's points
-        n_domain = int((points["domain"] == s["held_out"]).sum())
-        assert s["n_train"] == len(points) - n_domain and s["heldout"]["n_points"] == n_domain
-    assert points["lodo"].notna().all() and points["fit"].notna().all()
+    # two domains: a fit on "the others" would see one domain, so leave-one-domain-out is not run, and said so
+    assert law["leave_one_domain_out"] is None and "at least 3 domains" in law["leave_one_domain_out_note"]
+    assert law["identifiability"] == {**law["identifiability"], "n_domains": 2, "n_free_params": 3}
+    assert points["lodo"].isna().all() and points["fit"].notna().all() and "diagnostics" in law
     fig = cross_domain.build_figure(law, points)
     assert labels(fig) == {"observed domain loss (nats/token)", "predicted domain loss (nats/token)"}
-    assert [len(ax.collections) for ax in fig.axes] == [2, 2]  # one series per domain in each panel
+    assert [len(ax.collections) for ax in fig.axes] == [0, 2]  # the all-domain panel: one series per domain
 
 
 def test_law_files_carry_uncertainty_and_held_out_points(micro_run: Path) -> None:
@@ -83,8 +81,12 @@ def test_law_files_carry_uncertainty_and_held_out_points(micro_run: Path) -> Non
     for target in ("domain_loss", "general_loss"):
         fit = law[target]
         assert set(fit["ci"]) == set(fit["params"]) - set(fit["fixed_params"])
+        assert all(v is None for v in fit["ci"].values())  # the micro config runs no bootstrap: no interval
         assert fit["n_points"] == len(fit["points_used"]) and 0.0 <= fit["r2"] <= 1.0
-    assert {row["usage"] for row in law["usages"]} == {1, 2, 3}
+        assert fit["points_held_out"] == [] and "diagnostics" in fit  # decisions use the fit on all sizes
+    assert {row["usage"] for row in law["usages"]} == {1, 2, 3} and "diagnostics" in law
+    for name in ("chinchilla", "split_legal", "specialization_legal", "cross_domain"):
+        assert "diagnostics" in json.loads((micro_run / "results" / "laws" / f"{name}.json").read_text()), name
 
 
 def test_report_renders(micro_copy: Path) -> None:

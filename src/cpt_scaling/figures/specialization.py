@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.figures.style import colors, marker, plt, read_json, save, size_label
+from cpt_scaling.figures.style import colors, fit_flags, marker, plt, read_json, save, size_label
 from cpt_scaling.laws import predict
 
 ROLES = {"specialist": ("tab:red", "-"), "general": ("tab:blue", "--")}
@@ -23,9 +23,9 @@ def build_ppl_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
         fit = law.get(f"{role}_powerlaw")
         label = role
         if fit is not None:
-            p, ci = fit["params"]["p"], fit["ci"].get("p", [np.nan, np.nan])
+            p, ci = fit["params"]["p"], (fit.get("ci") or {}).get("p")
             ax.plot(n_grid, predict(fit, pd.DataFrame({"N": n_grid})), color=color, ls=ls)
-            label = f"{role}: p={p:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+            label = f"{role}: p={p:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "") + fit_flags(fit)
         ax.scatter(rows["N"], rows["perplexity"], color=color, label=label, **marker(False))
     ax.set_xscale("log")
     ax.set_yscale("log")

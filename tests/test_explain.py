@@ -80,7 +80,10 @@ def _leaves(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return [path]
 
 
-@pytest.mark.parametrize("config", [MICRO, REPO / "config" / "demo.yaml"])
+PAPER = REPO / "config" / "examples" / "paper_qwen.yaml"
+
+
+@pytest.mark.parametrize("config", [MICRO, REPO / "config" / "demo.yaml", PAPER])
 def test_every_spec_field_has_a_known_source(config: Path, tmp_path: Path) -> None:
     plan = _plan(_raw(config), tmp_path)
     contexts = artifact_contexts(plan)
@@ -111,6 +114,18 @@ def test_one_changed_key_is_named_exactly(key: str, value: Any, tmp_path: Path) 
     assert explained, f"changing {key} re-keyed no artifact that has an old one of its name"
     wrong = {name: c for name, c in explained.items() if c != ({key}, set(), set(), set())}
     assert not wrong
+
+
+@pytest.mark.parametrize(("key", "value"), [("models.sizes.qwen2_5_3b.base_checkpoint_id", "Qwen/Qwen2.5-3B@abc"),
+                                            ("models.sizes.qwen2_5_3b.vocab_size", 152064)])
+def test_checkpoint_sizes_name_their_keys(key: str, value: Any, tmp_path: Path) -> None:
+    raw = _raw(PAPER)
+    _write_specs(_plan(raw, tmp_path))
+    explained = _explain_new(_plan(_set(raw, key, value), tmp_path), tmp_path)
+    assert explained and all("qwen2_5_3b" in name for name in explained)
+    if "checkpoint" in key:  # the base model's own evaluation too
+        assert any(name.startswith("eval/base-qwen2_5_3b--") for name in explained)
+    assert all(c == ({key}, set(), set(), set()) for c in explained.values())
 
 
 def test_legal_threshold_rekeys_exactly_the_legal_chain(tmp_path: Path) -> None:

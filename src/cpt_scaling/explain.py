@@ -140,6 +140,9 @@ def artifact_contexts(plan: Any) -> dict[str, dict[str, Any]]:
         ctx.setdefault(art.key, {"size": size, "domain": domain, "kind": "cpt"})
     for (size, domain, _, _), art in plan.split.items():  # the final-checkpoint branch is a D-CPT run (same key)
         ctx.setdefault(art.key, {"size": size, "domain": domain, "kind": "split"})
+    plan.evals  # noqa: B018 (builds the evaluation stage, base_evals included)
+    for size, art in getattr(plan, "base_evals", {}).items():
+        ctx[art.key] = {"size": size, "kind": "base"}
     return ctx
 
 
@@ -191,17 +194,10 @@ def spec_source(cfg: Mapping[str, Any], stage: str, ctx: Mapping[str, Any], path
         if head in ("general", "domain") and both:
             return UPSTREAM, None
         if head == "base":
-            size = ctx.get("size")
-            if rest[:1] == ("pretrain",) and both:
-                return UPSTREAM, None
-            if rest[:1] == ("branch_tokens",):
-                return KEY, "pretrain.checkpoints"
-            if rest[:1] == ("checkpoint",) and both:
-                return FILE, cfg["models"]["sizes"][size]["base_checkpoint"]
-            if rest[:1] == ("checkpoint_id",) and both:
-                return KEY, f"models.sizes.{size}.base_checkpoint_id"
-            return KEY, f"models.sizes.{size}.base_checkpoint"
+            return _base_source(cfg, ctx.get("size"), rest, both)
     if stage == "eval":
+        if head == "base":  # a local base model's own evaluation
+            return _base_source(cfg, ctx.get("size"), rest, both)
         if head == "run" or (head == "suites" and len(rest) == 1 and both):
             return UPSTREAM, None
         if head == "batch_size":
@@ -209,9 +205,22 @@ def spec_source(cfg: Mapping[str, Any], stage: str, ctx: Mapping[str, Any], path
     return SPEC, where
 
 
-_TRAIN_KEYS = {"seq_len": "shards.seq_len", "vocab_size": "tokenizer.vocab_size",
-               "batch_size": "training.batch_size", "micro_batch_size": "training.micro_batch_size",
-               "seed": "training.seed", "deepspeed": "training.zero_stage"}
+def _base_source(cfg: Mapping[str, Any], size: Any, rest: Path_, both: bool) -> tuple[str, Any]:
+    """Source of a field of a run's (or base evaluation's) ``base``: the pretraining run or the size's checkpoint."""
+    if rest[:1] == ("pretrain",) and both:
+        return UPSTREAM, None
+    if rest[:1] == ("branch_tokens",):
+        return KEY, "pretrain.checkpoints"
+    if rest[:1] == ("checkpoint",) and both:
+        return FILE, cfg["models"]["sizes"][size]["base_checkpoint"]
+    if rest[:1] == ("checkpoint_id",) and both:
+        return KEY, f"models.sizes.{size}.base_checkpoint_id"
+    return KEY, f"models.sizes.{size}.base_checkpoint"
+
+
+_TRAIN_KEYS = {"seq_len": "shards.seq_len", "batch_size": "training.batch_size",
+               "micro_batch_size": "training.micro_batch_size", "seed": "training.seed",
+               "deepspeed": "training.zero_stage"}
 
 
 def _train_job_source(cfg: Mapping[str, Any], ctx: Mapping[str, Any], rest: Path_) -> tuple[str, Any]:
@@ -219,6 +228,9 @@ def _train_job_source(cfg: Mapping[str, Any], ctx: Mapping[str, Any], rest: Path
     head, kind, size = rest[0], ctx.get("kind"), ctx.get("size")
     if head in _TRAIN_KEYS:
         return KEY, _TRAIN_KEYS[head]
+    if head == "vocab_size":  # the size's embedding rows, else the tokenizer's vocabulary
+        own = size is not None and cfg["models"]["sizes"][size].get("vocab_size")
+        return KEY, f"models.sizes.{size}.vocab_size" if own else "tokenizer.vocab_size"
     if head == "model":
         return KEY, dotted(f"models.sizes.{size}", rest[1:])
     if head == "init":  # a pretraining run starts from scratch; a size with base weights has none
@@ -251,6 +263,8 @@ class Explainer:
         self.root = Path(root)
         self.contexts = artifact_contexts(plan)
         self._memo: dict[tuple[str, str], Changes] = {}
+        self._dirs: dict[str, dict[str, list[tuple[str, Path]]]] = {}
+        self._keys: dict[tuple[str, str], Path] = {}
 
     def _read_spec(self, path: Path) -> dict[str, Any] | None:
         try:
@@ -260,19 +274,28 @@ class Explainer:
             return None
         return spec if isinstance(spec, dict) else None
 
+    def _index(self, stage: str) -> dict[str, list[tuple[str, Path]]]:
+        """The artifacts of ``stage`` on disk with a spec.json, by name: [(key, spec.json)] (listed once)."""
+        if stage not in self._dirs:
+            index: dict[str, list[tuple[str, Path]]] = {}
+            pattern = re.compile(f"(.+)-({KEY_PATTERN})")
+            folder = self.root / stage
+            for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+                m = pattern.fullmatch(entry.name)
+                if m and (entry / "spec.json").is_file():
+                    index.setdefault(m.group(1), []).append((m.group(2), entry / "spec.json"))
+                    self._keys[(stage, m.group(2))] = entry / "spec.json"
+            self._dirs[stage] = index
+        return self._dirs[stage]
+
     def on_disk(self, stage: str, name: str) -> list[tuple[str, Path]]:
         """(key, spec.json) of every artifact of ``stage`` and ``name`` on disk."""
-        pattern = re.compile(re.escape(name) + f"-({KEY_PATTERN})")
-        out = []
-        for spec in (self.root / stage).glob(f"{glob_escape(name)}-*/spec.json"):
-            m = pattern.fullmatch(spec.parent.name)
-            if m:
-                out.append((m.group(1), spec))
-        return out
+        return self._index(stage).get(name, [])
 
     def by_key(self, stage: str, key: str) -> Path | None:
         """The spec.json of the artifact of ``stage`` with ``key`` on disk, if any."""
-        return next(iter(sorted((self.root / stage).glob(f"*-{key}/spec.json"))), None)
+        self._index(stage)
+        return self._keys.get((stage, key))
 
     def nearest(self, art: Any) -> tuple[str, dict[str, Any]] | None:
         """The artifact of the same stage and name on disk whose spec differs from ``art``'s in the fewest
@@ -313,7 +336,9 @@ class Explainer:
                     out.keys.add(primary)
             elif kind == UPSTREAM:
                 out.update(self._upstream(_get(art.spec, path), _get(old, path)))
-            else:  # SPEC, CONSTANT
+            elif kind == CONSTANT:  # fixed by stage and name: only a change of the plan's code moves it
+                out.code.add(f"src/cpt_scaling/plan.py ({value})")
+            else:
                 out.notes.add(f"{value} (no config key known)")
         return out
 
@@ -326,11 +351,6 @@ class Explainer:
         if spec is None:
             return Changes(notes={f"{up.stage}/{up.name}: the old artifact {old_key} is not on disk"})
         return self.diff(up, old_key, spec)
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob metacharacters taken literally."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def _get(obj: Any, path: Path_) -> Any:
@@ -373,7 +393,9 @@ def params_changes(cfg: Mapping[str, Any], rule: str, old: Sequence[str], new: S
     for text in new:
         value = _parse_param(text)
         where = config_paths_of(cfg, value) if isinstance(value, dict | list) else []
-        match = [o for o in olds if type(o) is type(value) and (not isinstance(o, dict) or set(o) == set(value))]
+        match = [o for o in olds if type(o) is type(value)]
+        if isinstance(value, dict):  # the old copy of the same section: the one sharing most of its keys
+            match = [o for o in match if len(set(o) & set(value)) * 2 > len(set(o) | set(value))]
         if len(where) != 1 or not match:
             out.notes.add(f"params of rule {rule}")
             continue
@@ -391,12 +413,14 @@ def explain_jobs(plan: Any, jobs: Sequence[PlannedJob], workdir: str | Path = ".
     root = Path(plan.root)
     explainer = Explainer(plan, root if root.is_absolute() else Path(workdir) / root)
     by_id = {j.jobid: j for j in jobs}
-    done: dict[int, tuple[Changes, JobExplanation]] = {}
+    done: dict[int, tuple[Changes, JobExplanation, frozenset[int]]] = {}
 
-    def visit(job: PlannedJob) -> tuple[Changes, JobExplanation]:
+    def visit(job: PlannedJob) -> tuple[Changes, JobExplanation, frozenset[int]]:
+        """(what changed, the explanation, the new keyed jobs among this job and its planned inputs)."""
         if job.jobid in done:
             return done[job.jobid]
-        changes, nearest, artifact = Changes(), None, None
+        changes, nearest, artifact, notes = Changes(), None, None, set()
+        new: frozenset[int] = frozenset()
         if job.key is not None:
             art = plan.artifact(job.key)
             artifact = f"{art.stage}/{art.name}-{art.key}"
@@ -405,26 +429,25 @@ def explain_jobs(plan: Any, jobs: Sequence[PlannedJob], workdir: str | Path = ".
             else:
                 found = explainer.nearest(art)
                 if found is None:
-                    status = "new"
+                    status, new = "new", frozenset({job.jobid})
                 else:
                     nearest = f"{art.stage}/{found[0]}"
                     changes = explainer.diff(art, found[0].rsplit("-", 1)[1], found[1])
                     status = "changed"
         else:
-            new_inputs = 0
             for d in job.deps:
-                dep_changes, dep = visit(by_id[d])
+                dep_changes, _, dep_new = visit(by_id[d])
                 changes.update(dep_changes)
-                new_inputs += dep.status == "new"
-            if new_inputs:
-                changes.notes.add(f"{new_inputs} new input(s)")
+                new |= dep_new
             if job.params_new or job.params_old:
                 changes.update(params_changes(plan.cfg, job.rule, job.params_old, job.params_new))
-            status = "changed" if changes else "new" if "Missing output" in job.reason else "rerun"
+            status = "changed" if changes else "new" if new or "Missing output" in job.reason else "rerun"
+            if new:
+                notes.add(f"reads {len(new)} new artifact(s)")
         result = JobExplanation(job.jobid, job.rule, job.output, artifact, status, nearest,
                                 tuple(sorted(changes.keys)), tuple(sorted(changes.files)),
-                                tuple(sorted(changes.code)), tuple(sorted(changes.notes)), job.reason)
-        done[job.jobid] = (changes, result)
+                                tuple(sorted(changes.code)), tuple(sorted(changes.notes | notes)), job.reason)
+        done[job.jobid] = (changes, result, new)
         return done[job.jobid]
 
     return [visit(j)[1] for j in sorted(jobs, key=lambda j: j.jobid)]

@@ -146,3 +146,37 @@ def test_cheapest_fit_names_a_setting_that_fits() -> None:
     assert est.gib <= 80 and describe_change(base, setup)
     # Nothing fits a 1 GiB GPU.
     assert cheapest_fit(shape, base, 1 * GIB, batch_size=512) is None
+
+
+def test_parse_time_check_only_with_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workflow_utils import REPO
+
+    from cpt_scaling.config import normalise_config, read_config_file
+    from cpt_scaling.errors import InputError
+
+    monkeypatch.chdir(REPO)
+    raw = read_config_file("config/examples/paper_qwen.yaml")
+    raw["training"]["activation_checkpointing"] = False
+    with pytest.raises(InputError, match=r"^p.yaml: models.sizes.qwen2_5_14b: a training job needs [\d.]+ GiB"):
+        normalise_config(raw, "p.yaml")
+    raw["cost"]["gpus_per_job"] = 0  # a CPU-only cluster: no GPU memory to check
+    assert normalise_config(raw, "p.yaml")["cost"]["gpus_per_job"] == 0
+    raw["cost"].update(gpus_per_job=8, gpu_memory_gb=4)
+    with pytest.raises(InputError, match="no setting of checkpointing, ZeRO stage, micro-batch or offload fits"):
+        normalise_config(raw, "p.yaml")
+    raw["cost"]["gpu_memory_gb"] = 80
+    raw["training"].update(zero_stage=0, offload_optimizer=True)
+    with pytest.raises(InputError, match=r"training\.offload_optimizer: needs training\.zero_stage 1, 2 or 3"):
+        normalise_config(raw, "p.yaml")
+
+
+def test_eval_estimate_holds_bf16_weights_and_one_logit_chunk() -> None:
+    from cpt_scaling.evaluate import LOGIT_ROWS
+    from cpt_scaling.memory import EVAL_LOGIT_ROWS, eval_estimate
+
+    assert EVAL_LOGIT_ROWS == LOGIT_ROWS
+    shape = ModelShape.from_size(qwen_size("14B"), 0)
+    est = eval_estimate(shape, 4096, 16)
+    assert est.params == 2 * shape.total_params and est.grads == est.optimizer == 0
+    assert est.logits == LOGIT_ROWS * shape.vocab_size * 10
+    assert 40 < est.gib < 80

@@ -1,4 +1,5 @@
-"""``cpt-scaling cost [TARGET...]``: price what a dry run of the targets would run, before running it.
+"""``cpt-scaling cost [TARGET...]``: price what a dry run of the targets would run, before running it, with each
+job's predicted peak GB per GPU (a sweep whose training jobs exceed ``cost.gpu_memory_gb`` fails when parsed).
 
     cpt-scaling cost results/figures/dcpt_legal.pdf --configfile my_study.yaml --profile profiles/slurm
     cpt-scaling cost --configfile config/examples/paper_qwen.yaml --json cost.json --csv cost.csv
@@ -38,12 +39,15 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def register_cost(subparsers: Any) -> None:
-    """``cost [TARGET...]``: per job and in total, tokens, FLOPs, GPU-hours and wall-clock of a dry run."""
+    """``cost [TARGET...]``: per job and in total, tokens, FLOPs, GPU-hours, GB per GPU and wall-clock of a dry
+    run."""
     p = subparsers.add_parser(
-        "cost", help="price the jobs a dry run would run (tokens, FLOPs, GPU-hours, wall-clock)",
+        "cost", help="price the jobs a dry run would run (tokens, FLOPs, GPU-hours, GB per GPU, wall-clock)",
         description="List the jobs `snakemake -n TARGET...` would run (finished artifacts cost nothing) and "
                     "price them with the cost model: FLOPs = tokens*(6*(N + d*V) + 12*L*d*T), GPU-hours = "
-                    "FLOPs/(peak*MFU)/3600 from the config's cost section, wall-clock at the profile's jobs.")
+                    "FLOPs/(peak*MFU)/3600 from the config's cost section, wall-clock at the profile's jobs, "
+                    "and each job's predicted peak GB per GPU (the memory model, cpt_scaling.memory). "
+                    "Evaluation jobs: forward FLOPs of their suites on one GPU.")
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="files or rules (default: the default target)")
     p.add_argument("--configfile", action="append", default=[], metavar="FILE",

@@ -90,3 +90,26 @@ def test_compute_optimal_closed_form_matches_numeric(chinchilla_fit) -> None:
         assert closed["N"] == pytest.approx(numeric["N"], rel=1e-5)
         assert closed["N"] * closed["D"] * 6 == pytest.approx(budget)
         assert closed["loss"] <= float(law_loss(doc, N=closed["N"] * 1.1, D=budget / (6 * closed["N"] * 1.1)))
+
+
+def test_no_interval_without_bootstrap_and_a_warning_below_three_sizes(chinchilla_df, caplog) -> None:
+    two = chinchilla_df[chinchilla_df.N.isin(sorted(chinchilla_df.N.unique())[:2])]
+    with caplog.at_level("WARNING"):
+        res = fit_law("chinchilla", two, where="two.csv")
+    doc = res.to_json()
+    assert all(v is None for v in doc["ci"].values()) and "bootstrap_samples" not in doc
+    assert doc["diagnostics"]["n_sizes"] == 2
+    assert any("size exponent fitted from 2 model size(s)" in w for w in doc["diagnostics"]["warnings"])
+    assert "two.csv" in caplog.text and "size exponent" in caplog.text
+    full = fit_law("chinchilla", chinchilla_df).to_json()["diagnostics"]
+    assert full["converged"] and full["n_sizes"] == 9 and not any("size exponent" in w for w in full["warnings"])
+    assert full["fit_range"] == {"N_max": 2e9, "C_max": pytest.approx(6 * 2e9 * 1e11)}
+
+
+def test_run_bootstrap_counts_groups_and_pairs_resamples(chinchilla_df) -> None:
+    """Resampling whole runs (here: one group per size) with the same seed draws the same runs for two fits."""
+    a = fit_law("chinchilla", chinchilla_df, bootstrap=30, groups=chinchilla_df.N, seed=5)
+    b = fit_law("chinchilla", chinchilla_df, bootstrap=30, groups=chinchilla_df.N, seed=5)
+    assert a.bootstrap_info["n_groups"] == 9 and a.bootstrap_info["failed"] == 0
+    assert a.bootstrap_info["starts_per_resample"] == 4 and a.samples.shape == (30, 5)
+    np.testing.assert_allclose(a.samples, b.samples)

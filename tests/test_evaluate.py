@@ -38,7 +38,8 @@ def test_losses_per_checkpoint_and_suite(run: tuple[Path, dict[str, Path]]) -> N
     loss = {(r["checkpoint_tokens"], r["suite"]): r["loss"] for r in rows}
     for suite in suites:
         assert loss[(0, suite)] == pytest.approx(math.log(VOCAB), abs=0.2)  # untrained: near uniform
-        assert loss[(40 * 8 * SEQ_LEN, suite)] < loss[(20 * 8 * SEQ_LEN, suite)] < loss[(0, suite)] - 1.0
+        assert loss[(40 * 8 * SEQ_LEN, suite)] < loss[(20 * 8 * SEQ_LEN, suite)] < loss[(0, suite)] - 0.8
+        assert loss[(40 * 8 * SEQ_LEN, suite)] < loss[(0, suite)] - 1.0
     for r in rows:
         assert r["perplexity"] == pytest.approx(math.exp(r["loss"]))
         assert r["n_tokens"] == 16 * (SEQ_LEN - 1)

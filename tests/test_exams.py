@@ -4,6 +4,7 @@ of the choices' summed log-likelihoods on a tiny model built here (no download).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -85,5 +86,8 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
                    zip(norm, questions, strict=True))
     assert score.acc == pytest.approx(acc / len(questions))
     assert score.acc_norm == pytest.approx(acc_norm / len(questions))
-    assert 1.0 < score.answer_ppl < len(tokenizer) * 10
+    right_tokens = sum(len(tokenizer(q["question"] + q["choices"][q["answer"]])["input_ids"])
+                       - len(tokenizer(q["question"])["input_ids"]) for q in questions)
+    right_ll = sum(h[q["answer"]] for h, q in zip(hand, questions, strict=True))
+    assert score.answer_ppl == pytest.approx(math.exp(-right_ll / right_tokens), rel=1e-4)
     json.dumps(score.loglik)  # plain floats

@@ -15,7 +15,7 @@ ZeRO paper's mixed-precision Adam, DeepSpeed's ``18 = 2 + 4 + 4 + 8`` bytes per 
 ==========  ================  ======================================  ===========================
 ZeRO stage  weights           gradients                               optimizer (master, m, v)
 ==========  ================  ======================================  ===========================
-0           2·P               2·P + a·P                               12·P
+0           2·P               2·P + 4·P                               12·P
 1           2·P               2·P + a·P (fp32 accum) or 4·P/G (bf16)  12·P/G
 2           2·P               (2 + 4)·P/G                             12·P/G
 3           2·P/G + 4·P_big   4·P/G                                   12·P/G
@@ -23,11 +23,13 @@ ZeRO stage  weights           gradients                               optimizer 
 
 ``a`` = 4 with ``grad_accum_dtype: fp32`` (a full fp32 accumulation buffer), 0 with bf16. At stages 2 and 3 the
 gradient partitions are fp32 either way (DeepSpeed converts them for the optimizer step), so the dtype only
-changes memory at stages 0-1. ``P_big`` is the largest module's parameter count (the embedding or LM head here):
-ZeRO-3 gathers the module being computed and prefetches the next (``4·P_big`` = two bf16 copies, DeepSpeed's
-``largest_layer_memory``). With ``offload_optimizer`` (stages 1-3) the fp32 gradients, master weights and moments
-live in CPU memory: the GPU keeps the bf16 weights (``2·P``, ``2·P/G + 4·P_big`` at stage 3) and at stage 1 the
-bf16 gradients. These are DeepSpeed's ``estimate_zero2/zero3_model_states_mem_needs`` (tests/test_memory.py).
+changes memory at stage 1. Stage 0 (DeepSpeed's bf16 optimizer wrapper: accumulation in bf16, fp32 master
+weights) holds an fp32 copy of the gradients at the optimizer step. ``P_big`` is the largest module's parameter
+count (the embedding or LM head here): ZeRO-3 gathers the module being computed and prefetches the next
+(``4·P_big`` = two bf16 copies, DeepSpeed's ``largest_layer_memory``). With ``offload_optimizer`` (stages 1-3)
+the fp32 gradients, master weights and moments live in CPU memory: the GPU keeps the bf16 weights (``2·P``,
+``2·P/G + 4·P_big`` at stage 3) and at stage 1 the bf16 gradients. These are DeepSpeed's
+``estimate_zero2/zero3_model_states_mem_needs`` (tests/test_memory.py).
 ``precision="fp32"`` (CPU training): 4-byte weights and gradients, 8-byte moments, no master copy.
 
 Activations saved for the backward pass, per layer and token, as the HF decoder layer stores them with
@@ -219,7 +221,7 @@ def model_state_bytes(shape: ModelShape, setup: TrainSetup) -> tuple[int, int, i
         if setup.offload_optimizer:
             grads, optim = 2.0 * p, 0.0
     else:
-        params, grads, optim = 2.0 * p, (2.0 + accum) * p, 12.0 * p
+        params, grads, optim = 2.0 * p, 6.0 * p, 12.0 * p
     return round(params), round(grads), round(optim)
 
 
@@ -355,7 +357,8 @@ def size_shape(cfg: Mapping[str, Any], size: str) -> ModelShape:
 def train_estimate(cfg: Mapping[str, Any], size: str) -> MemoryEstimate:
     """Predicted peak per GPU (per process without GPUs) of a training job of ``size`` under the config.
 
-    Assumes the unfused loss: a fused cross-entropy (Liger) is used only where installed on the nodes."""
+    Assumes the unfused loss: the trainer uses Liger's fused cross-entropy only where it is installed on the
+    nodes, and never under ZeRO-3."""
     return estimate(size_shape(cfg, size), TrainSetup.from_config(cfg))
 
 

@@ -215,3 +215,8 @@ def test_explain_names_the_changed_threshold_after_a_micro_run(micro_copy: Path,
     config.write_text(original)
     assert main(args) == 0
     assert capsys.readouterr().out.strip() == "nothing to run"
+
+
+def test_missing_config_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "--directory", str(tmp_path), "--configfile", "nope.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == "cpt-scaling: error: nope.yaml: config file not found"

@@ -15,6 +15,8 @@ rule train:
     resources:
         **TRAIN_RESOURCES,
         processes_per_node=CFG["training"]["processes_per_node"],
+        # Passed as a resource, not a param: it changes memory, not weights, so toggling it reruns nothing.
+        activation_checkpointing=int(CFG["training"]["activation_checkpointing"]),
     log:
         log_pattern("train"),
     benchmark:

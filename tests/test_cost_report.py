@@ -37,11 +37,13 @@ def run_cost(workdir: Path, config: str, out: Path) -> int:
 
 
 def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
+    """The paper example priced with one cosine run per budget (cpt.budgets: separate_runs)."""
     workdir = make_workdir(tmp_path / "w")
-    shutil.copy(EXAMPLE, workdir / "paper.yaml")
+    (workdir / "paper.yaml").write_text(EXAMPLE.read_text().replace("\ncpt:\n", "\ncpt:\n  budgets: separate_runs\n"))
     out = tmp_path / "cost.json"
     assert run_cost(workdir, "paper.yaml", out) == 0
     report = json.loads(out.read_text())
+    assert report["budgets"] is None
 
     # Qwen2.5 model cards: (layers, width, heads, kv heads, MLP width, embedding rows).
     sizes = [(28, 1536, 12, 2, 8960, 151936), (36, 2048, 16, 2, 11008, 151936),
@@ -80,6 +82,26 @@ def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
     assert 6.52e9 < hand_n(*sizes[2][:5]) < 6.54e9
 
 
+def test_wsd_branches_price_the_example_below_065_of_separate_runs(tmp_path: Path) -> None:
+    """Issue 14, must-show 1: the same sweep with budgets as WSD branches of one trunk per (size, domain, ratio).
+    By hand: a trunk trains (1 - c)·max(D) and the branches c·ΣD, against ΣD for separate runs, at the same
+    FLOPs per token; so the training price falls by ((1 - c)·max(D) + c·ΣD) / ΣD."""
+    workdir = make_workdir(tmp_path / "w")
+    shutil.copy(EXAMPLE, workdir / "paper.yaml")
+    out = tmp_path / "cost.json"
+    assert run_cost(workdir, "paper.yaml", out) == 0
+    report = json.loads(out.read_text())
+    budgets, c = [500, 1000, 2500, 5000], 0.1  # optimizer steps of the four budgets, cpt.decay_fraction
+    hand = ((1 - c) * max(budgets) + c * sum(budgets)) / sum(budgets)
+    b = report["budgets"]
+    assert b["ratio"] == pytest.approx(hand, rel=1e-9) and hand <= 0.65
+    train = [j for j in report["jobs"] if j["kind"] == "train"]
+    assert sum(j["gpu_hours"] for j in train) == pytest.approx(b["branches_gpu_hours"], rel=1e-9)
+    # 100 trunks of 4 segments (one per branch point) and 4 branches each.
+    assert len(train) == 4 * (3 * 8 + 1) * (4 + 4)
+    assert report["totals"]["gpu_hours"] <= 0.65 * b["separate_runs_gpu_hours"]
+
+
 def test_example_fits_80_gb_per_gpu_and_without_checkpointing_fails_naming_the_largest_size(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Must-show 4: every training job of the paper example fits 80 GB per GPU by the memory model; the same
@@ -90,7 +112,8 @@ def test_example_fits_80_gb_per_gpu_and_without_checkpointing_fails_naming_the_l
     out = tmp_path / "cost.json"
     assert run_cost(workdir, "paper.yaml", out) == 0
     train = [j for j in json.loads(out.read_text())["jobs"] if j["kind"] == "train"]
-    assert len(train) == 400 and all(0 < j["gpu_memory_gb"] <= 80 for j in train)
+    assert len(train) >= 400 and all(0 < j["gpu_memory_gb"] <= 80 for j in train)
+    assert {f"qwen2_5_{s}" for s in ("1_5b", "3b", "7b", "14b")} <= {j["output"].split("-")[1] for j in train}
     largest = max(train, key=lambda j: j["gpu_memory_gb"])
     assert "qwen2_5_14b" in largest["output"]
     print(f"paper_qwen: max training gpu_memory_gb {largest['gpu_memory_gb']:.1f}")

@@ -124,7 +124,7 @@ def test_paper_dry_run_submits_8_gpu_8_process_training_and_1_gpu_evaluation(tmp
                                 profile=read_profile(REPO / "profiles" / "slurm"))
     train = [res for _, rule, _, _, _, res in jobs if rule == "train"]
     evals = [res for _, rule, _, _, _, res in jobs if rule == "evaluate"]
-    assert len(train) == 400 and len(evals) >= 400
+    assert len(train) >= 400 and len(evals) >= 400  # every run (WSD trunks and branches: more jobs)
     for res in train:
         assert res["gres"] == "gpu:8" and res["processes_per_node"] == 8 and res["cpus_per_task"] == 64
         line = sbatch_line(res)

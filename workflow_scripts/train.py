@@ -11,6 +11,7 @@ smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 with rule_job(smk) as job:
     job["init"] = resolve_init(job["init"])
     job["threads"] = int(smk.threads)
+    job["activation_checkpointing"] = bool(int(smk.resources.get("activation_checkpointing", 0)))
     run_training(job, Path(smk.output.checkpoints).parent,
                  processes_per_node=int(smk.resources.get("processes_per_node", 1)),
                  nodes=int(smk.resources.get("nodes", 1)))

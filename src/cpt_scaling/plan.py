@@ -188,7 +188,11 @@ class Plan:
         t = self.cfg["training"]
         return {"seq_len": self.cfg["shards"]["seq_len"], "batch_size": t["batch_size"],
                 "micro_batch_size": t["micro_batch_size"], "seed": t["seed"],
-                "deepspeed": {"zero_stage": t["zero_stage"]}, "tokenizer": self.tokenizer.dir}
+                # ZeRO stage, optimizer offload (DeepSpeed's CPU Adam) and the gradient accumulation dtype change
+                # the numerics: in keys. Activation checkpointing does not: it reaches the job as a resource.
+                "deepspeed": {"zero_stage": t["zero_stage"], "offload_optimizer": t["offload_optimizer"],
+                              "grad_accum_dtype": t["grad_accum_dtype"]},
+                "tokenizer": self.tokenizer.dir}
 
     def _step_tokens(self) -> int:
         return self.cfg["training"]["batch_size"] * self.cfg["shards"]["seq_len"]

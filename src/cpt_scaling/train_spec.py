@@ -16,7 +16,8 @@ OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2", "schedule")
 # Keys that do not change the trained weights, so a resumed run may differ in them. Data and checkpoint
 # paths are left out too: the caller's content-addressed keys identify what they hold, and a moved or copied
 # working directory must still resume.
-NON_DETERMINING = ("threads", "peak_flops", "log_every", "general_shards", "domain_shards", "tokenizer")
+NON_DETERMINING = ("threads", "peak_flops", "log_every", "general_shards", "domain_shards", "tokenizer",
+                   "activation_checkpointing")
 
 
 @dataclass(frozen=True)

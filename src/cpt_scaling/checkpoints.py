@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 NAME = re.compile(r"^tokens-(\d{12})$")
 TRAIN_STATE = "train_state"
+# Name prefixes of the files that make up a Hugging Face tokenizer directory.
+TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "added_tokens", "vocab", "merges", "chat_template")
 
 
 def checkpoint_name(tokens: int) -> str:
@@ -96,7 +98,9 @@ def _model_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor] | None
         if key in seen:
             continue
         seen.add(key)
-        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
+        t = t.detach()
+        # A gathered state is rank 0's own CPU copy already: no second copy of a large model in host memory.
+        tensors[name] = (t if state is not None and t.device.type == "cpu" else t.to("cpu", copy=True)).contiguous()
     return tensors
 
 
@@ -114,6 +118,14 @@ def write_model(model: Any, directory: Path, state: dict[str, torch.Tensor] | No
     # resumed run must write the same config.json as an uninterrupted one.
     model.config.dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     model.config.to_json_file(str(directory / "config.json"))
+
+
+def copy_tokenizer_files(tokenizer_dir: Path, directory: Path) -> None:
+    """Copy a HF tokenizer's files (``tokenizer.json``, its config, vocabularies, chat template) into
+    ``directory``, so ``AutoTokenizer.from_pretrained(directory)`` works without the sweep."""
+    for path in sorted(Path(tokenizer_dir).iterdir()):
+        if path.is_file() and path.name.startswith(TOKENIZER_FILES):
+            shutil.copyfile(path, directory / path.name)
 
 
 def _master_partitions(optimizer: Any) -> list[torch.Tensor] | None:
@@ -188,12 +200,13 @@ def _barrier() -> None:
 
 def save_checkpoint(
     out_dir: Path, tokens: int, model: Any, optimizer: Any, state: dict[str, Any], *, rank: int,
-    tensors: dict[str, torch.Tensor] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None, tokenizer_dir: Path | None = None,
 ) -> Path:
     """Write checkpoint ``tokens`` (all ranks call this); returns its directory.
 
     ``state`` (JSON) goes to ``train_state/state.json``. Older checkpoints lose their train state afterwards.
     ``tensors``: rank 0's full model weights when the model is partitioned (ZeRO-3), else None.
+    ``tokenizer_dir``: its tokenizer files are copied in, so the checkpoint is a self-contained HF directory.
     """
     root = Path(out_dir) / CHECKPOINT_DIR
     final = root / checkpoint_name(tokens)
@@ -207,6 +220,8 @@ def save_checkpoint(
     _barrier()
     if rank == 0:
         write_model(model, staging, tensors)
+        if tokenizer_dir is not None:
+            copy_tokenizer_files(Path(tokenizer_dir), staging)
         write_json(staging / TRAIN_STATE / "state.json", state)
         if final.exists():
             shutil.rmtree(final)

@@ -20,6 +20,7 @@ else ``cores``, else ``cost.parallel_jobs``).
 
 from __future__ import annotations
 
+import copy
 import csv
 import heapq
 import io
@@ -33,6 +34,7 @@ from typing import Any
 import yaml
 
 from cpt_scaling import memory, resources
+from cpt_scaling.plan import Plan
 
 TRAIN_RULE = "train"
 EVAL_RULE = "evaluate"
@@ -69,6 +71,7 @@ class CostReport:
     parallelism: int
     wall_hours: float
     assumptions: dict[str, Any]
+    budgets: dict[str, Any] | None = None  # the whole sweep as WSD branches vs separate runs (budgets_comparison)
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -85,7 +88,7 @@ class CostReport:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: assumptions, totals and one entry per job."""
         jobs = [{k: v for k, v in asdict(j).items() if k != "deps"} for j in self.jobs]
-        return {"assumptions": self.assumptions, "totals": self.totals, "jobs": jobs}
+        return {"assumptions": self.assumptions, "totals": self.totals, "jobs": jobs, "budgets": self.budgets}
 
     def to_csv(self) -> str:
         """One CSV row per job."""
@@ -124,6 +127,10 @@ class CostReport:
         if t["max_train_gpu_memory_gb"] is not None:
             out.append(f"peak GB per GPU:     {t['max_train_gpu_memory_gb']:.1f} GiB (largest training job; "
                        f"cost.gpu_memory_gb {self.assumptions['gpu_memory_gb']:g})")
+        if self.budgets is not None:
+            b = self.budgets
+            out.append(f"CPT budgets:         whole sweep as WSD branches {b['branches_gpu_hours']:,.0f} GPU-h, as "
+                       f"separate runs {b['separate_runs_gpu_hours']:,.0f} GPU-h ({b['ratio']:.2f}x)")
         a = self.assumptions
         out.append(f"assumptions:         {a['gpus_per_job']} GPU(s)/job x {a['nodes_per_job']} node(s), "
                    f"peak {a['peak_flops_per_gpu']:.3g} FLOP/s/GPU, MFU {a['expected_mfu']}, "
@@ -198,7 +205,7 @@ def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) ->
     for jobid, rule, output, key, deps, submitted in jobs:
         if rule == TRAIN_RULE and key is not None:
             flops = plan.train_flops(key)
-            tokens = int(plan.artifact(key).job["tokens"])
+            tokens = plan.trained_tokens(key)
             out.append(JobCost(jobid, rule, output, "train", tokens, flops, gpus, nodes,
                                resources.expected_seconds(flops, cost) / 3600,
                                resources.gpu_hours(flops, cost), resources.runtime_minutes(flops, cost),
@@ -297,7 +304,23 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     assumptions = {k: cfg["cost"][k] for k in keys}
     assumptions.update(flops_formula=FLOPS_FORMULA,
                        parallelism_source="profile" if settings else "cost.parallel_jobs")
-    return CostReport(priced, slots, wall, assumptions)
+    return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]))
+
+
+def sweep_train_gpu_hours(plan: Any) -> float:
+    """GPU-hours of every training job of the sweep (finished or not) under the plan's cost model."""
+    return sum(resources.gpu_hours(plan.train_flops(key), plan.cfg["cost"]) for key in plan.size_of)
+
+
+def budgets_comparison(plan: Any) -> dict[str, Any] | None:
+    """The whole sweep's training GPU-hours with CPT budgets as WSD branches and as separate runs (the same
+    config with ``cpt.budgets: separate_runs``); None when the plan has no branches."""
+    if not plan.branches:
+        return None
+    separate = copy.deepcopy(plan.cfg)
+    separate["cpt"]["budgets"] = "separate_runs"
+    branches, runs = sweep_train_gpu_hours(plan), sweep_train_gpu_hours(Plan(separate, plan.digests))
+    return {"branches_gpu_hours": branches, "separate_runs_gpu_hours": runs, "ratio": branches / runs}
 
 
 def write_outputs(report: CostReport, json_path: str | Path | None = None, csv_path: str | Path | None = None

@@ -14,6 +14,7 @@ from typing import Any
 from cpt_scaling import cost, resources
 from cpt_scaling.config import GENERAL, SPLIT_SEP
 from cpt_scaling.keys import DigestCache, canonical_json, key_of
+from cpt_scaling.schedule import warmup_steps, wsd_decay_start
 
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
 STAGE_VERSIONS: dict[str, int] = {
@@ -209,6 +210,8 @@ class Plan:
         self.pretrain: dict[str, Artifact] = {}
         self.base_init: dict[str, dict[str, Any]] = {}
         self.size_of: dict[str, str] = {}  # train artifact key -> model size name (for the cost model)
+        self.trained: dict[str, int] = {}  # trunk segment or branch key -> tokens it trains (else: its budget)
+        self.curve_of: dict[str, str] = {}  # branch key -> its trunk's name: the run its points belong to
         for size, arch in cfg["models"]["sizes"].items():
             model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
             if arch["base_checkpoint"]:
@@ -244,11 +247,75 @@ class Plan:
             base = self.base_init[size]
             for domain, dcfg in cfg["domains"].items():
                 for ratio in dcfg["ratios"]:
-                    for tokens in cfg["cpt"]["tokens"]:
-                        run = self._cpt_run(size, model, base, domain, ratio, tokens, optimizer, common)
+                    if self.branches:
+                        runs = self._cpt_branches(size, model, base, domain, ratio, optimizer, common)
+                    else:
+                        runs = {tokens: self._cpt_run(size, model, base, domain, ratio, tokens, optimizer, common)
+                                for tokens in cfg["cpt"]["tokens"]}
+                    for tokens, run in runs.items():
                         self.cpt[(size, domain, ratio, tokens)] = run
                         self.size_of[run.key] = size
         self._split_stage(optimizer, common)
+
+    @property
+    def branches(self) -> bool:
+        """Whether CPT budgets are WSD branches of one trunk per (size, domain, ratio): the default with more
+        than one budget (``cpt.budgets: separate_runs`` keeps one cosine run per budget)."""
+        cpt = self.cfg["cpt"]
+        return cpt["budgets"] == "branches" and len(cpt["tokens"]) > 1
+
+    def _wsd_optimizers(self, optimizer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(trunk, branch) optimizer settings: warmup in absolute steps (the same for every budget), then a
+        constant LR on the trunk; each branch decays over the last ``cpt.decay_fraction`` of its budget."""
+        cpt = self.cfg["cpt"]
+        warmup = cpt["warmup_steps"]
+        if warmup is None:  # the warmup a cosine run of the smallest budget would have
+            warmup = warmup_steps(min(cpt["tokens"]) // self._step_tokens(), optimizer["warmup_fraction"])
+        common = {k: v for k, v in optimizer.items() if k not in ("warmup_fraction", "schedule")}
+        trunk = {**common, "schedule": "constant", "warmup_steps": warmup}
+        branch = {**trunk, "schedule": "wsd", "decay_fraction": cpt["decay_fraction"],
+                  "decay_shape": cpt["decay_shape"]}
+        return trunk, branch
+
+    def _cpt_branches(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
+                      optimizer: dict[str, Any], common: dict[str, Any]) -> dict[int, Artifact]:
+        """One WSD trunk per (size, domain, ratio) and a decay branch per budget D off the trunk's state at its
+        branch point. The trunk is a chain of segments, one per branch point, each keyed by the trunk and its end
+        only: a larger budget added later extends the trunk from its last state, and nothing done reruns."""
+        trunk_opt, branch_opt = self._wsd_optimizers(optimizer)
+        general = self.shards[GENERAL]
+        dom = self.shards[domain] if ratio > 0 else None
+        data = {"general": general.key, "domain": dom.key if dom else None}
+        inputs = (general.output, *((dom.output,) if dom else ()))
+        label = f"{size}{base.get('label', '')}-{domain if dom else 'general'}-{ratio_label(ratio)}"
+        step_tokens = self._step_tokens()
+        points = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens
+                  for tokens in self.cfg["cpt"]["tokens"]}
+        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
+                  "domain_shards": dom.dir if dom else None, "ratio": ratio}
+        segments: dict[int, Artifact] = {}
+        previous: Artifact | None = None
+        for point in sorted(set(points.values())):
+            init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.dir}
+            job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
+                   "checkpoint_tokens": [point], "keep_final_state": True}
+            trunk = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+            seg = self._train_artifact(f"trunk-{label}-t{point}", {"trunk": trunk, "base": base["spec"], **data},
+                                       job, (*(base["inputs"] if previous is None else (previous.output,)), *inputs))
+            self.trained[seg.key] = point - (previous.job["tokens"] if previous else 0)
+            self.size_of[seg.key] = size
+            segments[point] = previous = seg
+        runs: dict[int, Artifact] = {}
+        for tokens, point in points.items():
+            seg = segments[point]
+            job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.dir}, "tokens": tokens,
+                   "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
+            branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+            runs[tokens] = self._train_artifact(f"cpt-{label}-d{tokens}", {"branch": branch, "trunk": seg.key},
+                                                job, (seg.output, *inputs))
+            self.trained[runs[tokens].key] = tokens - point
+            self.curve_of[runs[tokens].key] = f"cpt-{label}"
+        return runs
 
     def _split_stage(self, optimizer: dict[str, Any], common: dict[str, Any]) -> None:
         """Split study: every pretraining checkpoint D branched into specialisation runs of D' tokens per domain.
@@ -357,15 +424,18 @@ class Plan:
             base_tokens = 0 if size not in self.pretrain else pre_tokens
             meta = {"kind": "cpt", "size": size, "N": self.n_params(size), "domain": domain if ratio > 0 else None,
                     "ratio": ratio, "budget": tokens, "pretrain_tokens": base_tokens}
+            if run.key in self.curve_of:  # a WSD branch: its annealed end is one point of its trunk's curve
+                meta |= {"run": self.curve_of[run.key], "budget": None}
             if ratio > 0:
                 self._eval(run, [domain, GENERAL], meta)
             else:  # shared by every domain: one job per suite keeps domains independent
                 self._eval(run, [domain], meta)
                 self._eval(run, [GENERAL], meta)
 
+        cpt_runs = {a.key for a in self.cpt.values()}
         for (size, domain, branch, tokens), run in self.split.items():
-            final = branch == self.pretrain[size].job["checkpoint_tokens"][-1]
-            meta = {"kind": "cpt" if final else "split", "size": size, "N": self.n_params(size), "domain": domain,
+            meta = {"kind": "cpt" if run.key in cpt_runs else "split", "size": size, "N": self.n_params(size),
+                    "domain": domain,
                     "ratio": self.cfg["studies"]["split"]["ratio"], "budget": tokens, "pretrain_tokens": branch}
             self._eval(run, [domain, GENERAL], meta)
 
@@ -448,7 +518,11 @@ class Plan:
         size's exact ``N`` and its embedding rows."""
         job = self.artifact(key).job
         arch = self.cfg["models"]["sizes"][self.size_of[key]]
-        return job["tokens"] * cost.size_flops_per_token(arch, job["seq_len"], job["vocab_size"])
+        return self.trained_tokens(key) * cost.size_flops_per_token(arch, job["seq_len"], job["vocab_size"])
+
+    def trained_tokens(self, key: str) -> int:
+        """Tokens one training job trains: a run's budget, a trunk segment's or a branch's own stretch."""
+        return self.trained.get(key, self.artifact(key).job["tokens"])
 
     def train_resources(self, key: str) -> dict[str, int | str]:
         """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.resources`)."""

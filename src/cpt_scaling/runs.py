@@ -32,7 +32,10 @@ def run_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def resolve_init(init: dict[str, Any]) -> dict[str, Any]:
-    """Turn a plan's ``{"kind": "run", "run_dir": ...}`` into the trainer's ``{"kind": "checkpoint", ...}``."""
+    """Turn a plan's ``{"kind": "run", "run_dir": ...}`` into the trainer's ``{"kind": "checkpoint", ...}``, and
+    ``{"kind": "run_state", "run_dir": ...}`` into ``{"kind": "state", ...}``."""
     if init["kind"] == "run":
         return {"kind": "checkpoint", "path": str(run_checkpoint(init["run_dir"], init.get("tokens")))}
+    if init["kind"] == "run_state":  # continue the run's final state: weights, optimizer, RNG, step
+        return {"kind": "state", "path": str(run_checkpoint(init["run_dir"]))}
     return init

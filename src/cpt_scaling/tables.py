@@ -47,7 +47,13 @@ def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
 def read_eval_tables(paths: list[Path]) -> pd.DataFrame:
     """Concatenate per-run evaluation tables into one frame."""
     frames = [pq.read_table(p).to_pandas() for p in paths]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(df) and df["budget"].isna().any():
+        # WSD branches: each is one annealed point of its trunk's curve (they share the run name), so the curve
+        # reads like one run's checkpoints, its budget the longest branch.
+        longest = df.groupby("run")["D"].transform("max")
+        df["budget"] = df["budget"].where(df["budget"].notna() | (df["kind"] != "cpt"), longest)
+    return df
 
 
 def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> pd.DataFrame:

@@ -57,10 +57,10 @@ def plan(spec: dict[str, Any]) -> TrainPlan:
     for key in ("vocab_size", "seq_len", "tokens", "batch_size", "micro_batch_size"):
         _positive_int(spec, key)
     init = spec["init"]
-    if not isinstance(init, dict) or init.get("kind") not in ("scratch", "checkpoint"):
-        raise InputError("init.kind", "must be 'scratch' or 'checkpoint'")
-    if init["kind"] == "checkpoint" and not init.get("path"):
-        raise InputError("init.path", "a checkpoint init needs a path")
+    if not isinstance(init, dict) or init.get("kind") not in ("scratch", "checkpoint", "state"):
+        raise InputError("init.kind", "must be 'scratch', 'checkpoint' or 'state'")
+    if init["kind"] in ("checkpoint", "state") and not init.get("path"):
+        raise InputError("init.path", f"a {init['kind']} init needs a path")
     if init["kind"] == "scratch" and not isinstance(spec.get("model"), dict):
         raise InputError("model", "a scratch init needs model: {n_layers, d_model, n_heads, d_ff}")
     ratio = spec["ratio"]

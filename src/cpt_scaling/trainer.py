@@ -59,7 +59,7 @@ def _initial_model(spec: dict[str, Any], resume_dir: Path | None) -> torch.nn.Mo
     if resume_dir is not None:
         return load_model(resume_dir, dtype=default_dtype())
     init = spec["init"]
-    if init["kind"] == "checkpoint":
+    if init["kind"] in ("checkpoint", "state"):
         return load_model(Path(init["path"]), dtype=default_dtype())
     torch.manual_seed(spec["seed"])
     return build_model(spec["model"], spec["vocab_size"], spec["seq_len"])
@@ -140,11 +140,27 @@ def _check_resume(state: dict[str, Any], p: TrainPlan, n_ranks: int, where: Path
         raise InputError(str(where), problem)
 
 
+def _continued_state(spec: dict[str, Any], p: TrainPlan, n_ranks: int) -> tuple[Path, int]:
+    """The checkpoint (with its train state) that an ``init: {kind: state}`` run continues, and its step."""
+    path = Path(spec["init"]["path"])
+    state_file = path / ckpt.TRAIN_STATE / "state.json"
+    if not state_file.is_file():
+        raise InputError(str(state_file), "missing: the run to continue kept no train state at this checkpoint")
+    state = json.loads(state_file.read_text())
+    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) > 0:
+        raise InputError(str(path), f"was trained on {state['world_size']} ranks under ZeRO; continue on as many")
+    if not 0 < state["step"] < p.steps:
+        raise InputError(str(path), f"its step {state['step']} is not inside this run's {p.steps} steps")
+    return path, int(state["step"])
+
+
 def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Train as ``spec`` says into ``out_dir``, resuming from its newest checkpoint; return checkpoints.json.
 
     Spec keys: model {n_layers, d_model, n_heads, d_ff} (scratch init), vocab_size, seq_len, init
-    {kind: scratch} or {kind: checkpoint, path}, general_shards, domain_shards, ratio (domain fraction of
+    {kind: scratch}, {kind: checkpoint, path} or {kind: state, path} (continue that checkpoint's weights,
+    optimizer, RNG and step: a WSD branch or trunk segment), keep_final_state (keep the last checkpoint's
+    train state, for a trunk segment), general_shards, domain_shards, ratio (domain fraction of
     sequences), tokens, batch_size, micro_batch_size, optimizer {lr, min_lr_ratio, weight_decay, beta1, beta2,
     warmup_fraction, schedule, grad_clip}, checkpoint_tokens, seed, threads, deepspeed {zero_stage}; optional
     peak_flops (per device, for MFU) and log_every (steps between log records, default 10). Optional
@@ -183,6 +199,9 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         _check_resume(state, p, n_ranks, out_dir)
         start_step = state["step"]
         log.info("resuming from %s (step %d of %d)", resume_dir, start_step, p.steps)
+    elif spec["init"]["kind"] == "state":  # continue another run's full state (a WSD trunk's branch point)
+        resume_dir, start_step = _continued_state(spec, p, n_ranks)
+        log.info("continuing %s (step %d of %d)", resume_dir, start_step, p.steps)
 
     zero = zero_settings(spec)
     config = deepspeed_config(spec, n_ranks, bf16=torch.cuda.is_available())
@@ -199,11 +218,13 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         problem = f"{spec['vocab_size']} exceeds the model's vocabulary ({shape['vocab_size']})"
         raise InputError("vocab_size", problem)
 
+    keep_state = bool(spec.get("keep_final_state"))  # a WSD trunk segment: later segments and branches go on
     if start_step == p.steps:  # killed after the final checkpoint, before checkpoints.json
         result = _result(out_dir, attention, n_params, p.digest)
         if rank == 0:
             write_json(result_file, result)
-            ckpt.drop_train_state(final_dir)
+            if not keep_state:
+                ckpt.drop_train_state(final_dir)
         return result
 
     opt_cfg = spec["optimizer"]
@@ -242,7 +263,8 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
         tensors = engine._zero3_consolidated_16bit_state_dict() if zero["zero_stage"] == 3 else None
         path = ckpt.save_checkpoint(
-            out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank, tensors=tensors
+            out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank, tensors=tensors,
+            tokenizer_dir=Path(spec["tokenizer"]) if spec.get("tokenizer") else None,
         )
         if rank == 0:
             log.info("saved checkpoint %s", path)
@@ -298,7 +320,8 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         assert log_file is not None
         log_file.close()
         write_json(result_file, result)
-        ckpt.drop_train_state(final_dir)
+        if not keep_state:
+            ckpt.drop_train_state(final_dir)
     if n_ranks > 1:
         torch.distributed.barrier()
     return result

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BootstrapResult:
-    """Resampled parameters (natural space, ``(ok, P)``) and how many resamples failed or hit their cap."""
+    """Resampled parameters (natural space, ``(resamples, P)``, NaN rows for failed resamples, so that the rows
+    of two laws fitted to the same runs stay paired) and how many resamples failed or hit their cap."""
 
     samples: np.ndarray
     resamples: int
@@ -35,10 +36,11 @@ class BootstrapResult:
 
     def interval(self, level: float = 0.95) -> np.ndarray | None:
         """``(P, 2)`` percentile interval, or None when no resample succeeded."""
-        if not len(self.samples):
+        ok = self.samples[np.isfinite(self.samples).all(axis=1)]
+        if not len(ok):
             return None
         tail = 50.0 * (1.0 - level)
-        return np.percentile(self.samples, [tail, 100.0 - tail], axis=0).T
+        return np.percentile(ok, [tail, 100.0 - tail], axis=0).T
 
 
 def group_weights(groups: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, int]:
@@ -82,8 +84,8 @@ def bootstrap_fit(
     thetas, f, done = batched_lbfgs(replace(obj, weights=weights), first, lo, hi, max_iter=max_iter, ftol=ftol)
     ok = np.isfinite(f)
     not_converged = int((~done & ok).sum())
-    pick = np.flatnonzero(ok)
-    samples = obj.natural(thetas[pick])
+    samples = obj.natural(thetas)
+    samples[~ok] = np.nan
     failed = int((~ok).sum())
     log.info("bootstrap: %d resamples of %d groups (%d points), %d starts each; %d failed, %d at iteration cap",
              resamples, n_groups, n, k, failed, not_converged)

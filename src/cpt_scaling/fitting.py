@@ -85,7 +85,7 @@ class FitResult:
         if self.samples is not None and len(self.samples):
             out["bootstrap_samples"] = {
                 "params": list(self.params),
-                "values": [[float(f"{v:.9g}") for v in row] for row in self.samples],
+                "values": [[float(f"{v:.9g}") if math.isfinite(v) else None for v in row] for row in self.samples],
             }
         if self.heldout is not None:
             out["heldout"] = self.heldout
@@ -246,7 +246,7 @@ def fit_law(
         interval = boot.interval()
         if interval is not None:
             ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
-        boot_info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=len(boot.samples),
+        boot_info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
                          groups="rows" if group_arr is None else "groups", n_groups=boot.n_groups,
                          starts_per_resample=boot.starts, method="percentile, whole-group resampling")
         if boot.failed:

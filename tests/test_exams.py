@@ -90,4 +90,15 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
                        - len(tokenizer(q["question"])["input_ids"]) for q in questions)
     right_ll = sum(h[q["answer"]] for h, q in zip(hand, questions, strict=True))
     assert score.answer_ppl == pytest.approx(math.exp(-right_ll / right_tokens), rel=1e-4)
+
+    # The same from a checkpoint on disk, as the workflow would score it: one tidy row per metric.
+    from cpt_scaling.exams import score_checkpoints
+    from cpt_scaling.model import save_model
+
+    save_model(model, tmp_path / "ckpt")
+    table = score_checkpoints([(4096, tmp_path / "ckpt")], tmp_path / "tok", {"exam_legal": task}, batch_size=4)
+    got = {r["metric"]: r["value"] for r in table.to_pylist()}
+    assert table.column("suite").to_pylist() == ["exam_legal"] * 3
+    assert got["acc"] == pytest.approx(score.acc) and got["acc_norm"] == pytest.approx(score.acc_norm)
+    assert got["answer_ppl"] == pytest.approx(score.answer_ppl, rel=1e-4)
     json.dumps(score.loglik)  # plain floats

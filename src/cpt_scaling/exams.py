@@ -193,3 +193,38 @@ def score_exam(model: Any, tokenizer: Any, task_yaml: Path, *, batch_size: int =
 
 def _max_length(model: Any) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
+
+
+EXAM_FIELDS = ("checkpoint_tokens", "suite", "metric", "value", "n_questions")
+
+
+def score_checkpoints(checkpoints: Sequence[tuple[int, Path]], tokenizer_dir: Path, exams: dict[str, Path], *,
+                      batch_size: int = 8) -> Any:
+    """Tidy exam scores of each checkpoint, one row per (checkpoint, exam, metric): ``checkpoint_tokens``,
+    ``suite`` (the exam's name), ``metric`` (acc, acc_norm, answer_ppl), ``value``, ``n_questions``. Each
+    checkpoint is loaded once and scored on every exam in memory."""
+    import pyarrow as pa
+    import torch
+
+    from cpt_scaling.model import load_model
+    from cpt_scaling.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(Path(tokenizer_dir))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows: dict[str, list[Any]] = {f: [] for f in EXAM_FIELDS}
+    for tokens, path in checkpoints:
+        model = load_model(Path(path)).to(device).eval()
+        for name, task in sorted(exams.items()):
+            score = score_exam(model, tokenizer, Path(task), batch_size=batch_size)
+            for metric in ("acc", "acc_norm", "answer_ppl"):
+                rows["checkpoint_tokens"].append(int(tokens))
+                rows["suite"].append(name)
+                rows["metric"].append(metric)
+                rows["value"].append(float(getattr(score, metric)))
+                rows["n_questions"].append(score.n)
+            log.info("checkpoint %s exam %s: acc %.3f acc_norm %.3f answer ppl %.2f", path, name, score.acc,
+                     score.acc_norm, score.answer_ppl)
+        del model
+    return pa.table(rows, schema=pa.schema([("checkpoint_tokens", pa.int64()), ("suite", pa.string()),
+                                            ("metric", pa.string()), ("value", pa.float64()),
+                                            ("n_questions", pa.int64())]))

@@ -21,6 +21,7 @@ from cpt_scaling.errors import InputError
 from cpt_scaling.mixture import MixtureSampler, _Source
 from cpt_scaling.schedule import learning_rate
 from cpt_scaling.sequences import read_train_sequences
+from cpt_scaling.shards import write_token_file
 from cpt_scaling.train_log import read_log
 from cpt_scaling.trainer import train
 
@@ -106,6 +107,29 @@ def test_sampler_is_seeded_and_wraps_around_epochs() -> None:
         assert sorted(map(tuple, block.tolist())) == sorted(map(tuple, data.tolist()))  # permuted per epoch
     assert not np.array_equal(rows[:10], rows[10:20])
     assert np.array_equal(_Source(data, seed=5, source_id=0).draw(7, 9), rows[7:16])  # stateless
+
+
+def _mapped_file_kb() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("RssFile:")).split()[1])
+
+
+def test_sampling_a_token_store_keeps_resident_memory_flat(tmp_path: Path) -> None:
+    """Drawing batches from a memory-mapped store does not grow the resident set with what it has read."""
+    seq_len, n_rows = 128, 64_000  # a 32 MB token file
+    rows = np.random.default_rng(0).integers(0, 2**16, size=(n_rows, seq_len), dtype=np.uint32)
+    store = tmp_path / "store"
+    store.mkdir()
+    entry = write_token_file(store / "train.u32", rows)
+    manifest = {"seq_len": seq_len, "vocab_size": 2**16, "train": {"n_tokens": rows.size, **entry}}
+    (store / "manifest.json").write_text(json.dumps(manifest))
+    data = read_train_sequences(store, seq_len, 2**16)
+    sampler = MixtureSampler(data, None, 0.0, 16, seed=0)
+    before = _mapped_file_kb()
+    for step in range(400):  # 6,400 random rows: without releasing them, most of the file ends up mapped
+        batch = sampler.batch(step, 4, 12)
+        assert np.array_equal(batch, rows[sampler.general.rows(step * 16 + 4, 8)])
+    assert _mapped_file_kb() - before < 8 * 1024
 
 
 def test_schedules() -> None:

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from cpt_scaling.sequences import release_pages
+
 GENERAL, DOMAIN = 0, 1
 
 
@@ -82,7 +84,9 @@ class _Source:
         """Rows for draws ``start .. start+count-1`` of this source (read from the data only for those)."""
         if count == 0:
             return np.asarray(self.data[:0])
-        return np.asarray(self.data[self.rows(start, count)])
+        rows = np.array(self.data[self.rows(start, count)])  # a copy, so the mapped pages can go
+        release_pages(self.data)
+        return rows
 
 
 class MixtureSampler:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,15 @@ def read_train_sequences(shard_dir: Path, seq_len: int, vocab_size: int) -> np.n
         problem = f"holds {path.stat().st_size} bytes, the manifest says {n} × {seq_len} uint32 = {expected}"
         raise InputError(str(path), problem)
     return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", shape=(n, seq_len))
+
+
+def release_pages(data: np.ndarray) -> None:
+    """Unmap the pages a read of a token memory map brought into this process (no-op for other arrays).
+
+    The kernel maps file pages in large folios (up to MBs around each touched row), so random row reads would
+    otherwise grow the resident set towards the file's size. The pages stay in the page cache; a later read
+    maps them again.
+    """
+    mapping = getattr(data, "_mmap", None)
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)

@@ -125,3 +125,15 @@ def test_zero3_two_ranks_match_one_process_resume_after_sigkill_and_load(setup: 
     loaded = AutoModelForCausalLM.from_pretrained(out / two["final"], local_files_only=True)
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, weights_two[name]), name
+
+
+def test_zero3_scratch_init_runs_hf_weight_init_on_the_gathered_partitions(setup: tuple[Path, dict],
+                                                                           tmp_path: Path) -> None:
+    """A from-config model under zero.Init gets HF's N(0, 0.02) init (not torch's default of an empty shard)."""
+    spec = setup[1]
+    scratch = {**spec, "init": {"kind": "scratch"}, "tokens": 2 * 8 * SEQ_LEN, "checkpoint_tokens": [0]}
+    result = train(scratch, tmp_path / "run")
+    initial = load_file(tmp_path / "run" / result["checkpoints"][0]["path"] / "model.safetensors")
+    std = float(initial["model.layers.0.mlp.down_proj.weight"].std())
+    assert abs(std - 0.02) < 0.003, std  # torch's default (kaiming-uniform) init would give ~0.07 here
+    assert read_log(tmp_path / "run" / "train_log.jsonl")[0]["zero_stage"] == 3

@@ -52,10 +52,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return root, spec
 
 
-def torchrun(root: Path, out: Path) -> subprocess.Popen:
+def torchrun(root: Path, out: Path, spec_name: str = "spec.json") -> subprocess.Popen:
     """Two training processes under torchrun, in their own session (so a kill can take the whole job)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(root / "train.py"), str(root / "spec.json"), str(out)]
+               str(root / "train.py"), str(root / spec_name), str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(out.parent / f"{out.name}.stderr").open("w"),
                             start_new_session=True)
 
@@ -99,13 +99,16 @@ def test_zero3_two_ranks_match_one_process_resume_after_sigkill_and_load(setup: 
     proc.wait()
     assert first.exists(), (root / "two.stderr").read_text()[-3000:]
     assert not (out / "checkpoints.json").exists(), "the run finished before it could be killed"
-    finish(torchrun(root, out), out)
+    # The rerun turns activation checkpointing on: not part of the resume digest (same weights), so it resumes.
+    (root / "spec-checkpointing.json").write_text(json.dumps({**spec, "activation_checkpointing": True}))
+    finish(torchrun(root, out, "spec-checkpointing.json"), out)
     one = train({**spec, "deepspeed": {"zero_stage": 0}}, root / "one")  # one plain process
 
     records = read_log(out / "train_log.jsonl")
     starts = [r for r in records if r["event"] == "start"]
     assert [s["world_size"] for s in starts] == [2, 2] and {s["zero_stage"] for s in starts} == {3}
     assert starts[0]["resumed_from"] is None and starts[1]["resumed_from"] >= 5 * 8 * SEQ_LEN
+    assert [s["activation_checkpointing"] for s in starts] == [False, True]
     # Every step of the resumed two-rank run matches the uninterrupted single process: a resume that lost the
     # optimizer state or the data position would be off by ~1e-3 after its first step.
     two_losses, one_losses = losses(out), losses(root / "one")
@@ -129,11 +132,14 @@ def test_zero3_two_ranks_match_one_process_resume_after_sigkill_and_load(setup: 
 
 def test_zero3_scratch_init_runs_hf_weight_init_on_the_gathered_partitions(setup: tuple[Path, dict],
                                                                            tmp_path: Path) -> None:
-    """A from-config model under zero.Init gets HF's N(0, 0.02) init (not torch's default of an empty shard)."""
+    """A from-config model under zero.Init gets HF's N(0, 0.02) init (not torch's default of an empty shard);
+    with the optimizer offloaded to CPU (which, on a CPU-only machine, is where it already is)."""
     spec = setup[1]
-    scratch = {**spec, "init": {"kind": "scratch"}, "tokens": 2 * 8 * SEQ_LEN, "checkpoint_tokens": [0]}
+    scratch = {**spec, "init": {"kind": "scratch"}, "tokens": 2 * 8 * SEQ_LEN, "checkpoint_tokens": [0],
+               "deepspeed": {"zero_stage": 3, "offload_optimizer": True}}
     result = train(scratch, tmp_path / "run")
     initial = load_file(tmp_path / "run" / result["checkpoints"][0]["path"] / "model.safetensors")
     std = float(initial["model.layers.0.mlp.down_proj.weight"].std())
     assert abs(std - 0.02) < 0.003, std  # torch's default (kaiming-uniform) init would give ~0.07 here
-    assert read_log(tmp_path / "run" / "train_log.jsonl")[0]["zero_stage"] == 3
+    start = read_log(tmp_path / "run" / "train_log.jsonl")[0]
+    assert start["zero_stage"] == 3 and start["offload_optimizer"] is True

@@ -6,6 +6,8 @@ import contextlib
 import importlib.util
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,41 @@ log = logging.getLogger(__name__)
 
 RESULT = "checkpoints.json"
 DEFAULT_LOG_EVERY = 10
+#: Exit status of a training job that stopped itself for a resubmission (a signal, its own deadline) after writing
+#: a resumable checkpoint: EX_TEMPFAIL, "try again". The workflow resubmits it (rules/train.smk retries).
+RESUBMIT_EXIT_CODE = 75
+#: Written by rank 0 next to the run when it stops for a resubmission (what a launcher of several processes reads).
+RESUBMIT_MARKER = "resubmit.json"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Resubmit(SystemExit):
+    """Training stopped at a step boundary with a resumable checkpoint; exit :data:`RESUBMIT_EXIT_CODE`."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        super().__init__(RESUBMIT_EXIT_CODE)
+        self.step, self.reason = step, reason
+
+
+class _StopSignals:
+    """While training: SIGTERM/SIGUSR1 only note that the job should stop (at the next step boundary)."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def _ndim(p: torch.Tensor) -> int:
@@ -135,8 +172,9 @@ def _result(out_dir: Path, attention: str, n_params: tuple[int, int], digest: st
 def _check_resume(state: dict[str, Any], p: TrainPlan, n_ranks: int, where: Path) -> None:
     if state["digest"] != p.digest:
         raise InputError(str(where), "holds checkpoints of another training spec; remove it to start over")
-    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) > 0:
-        problem = f"was trained on {state['world_size']} ranks under ZeRO; resume on as many"
+    # ZeRO-0/1/2 states load on any number of ranks (checkpoints.restore_train_state); ZeRO-3's are not re-cut.
+    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) == 3:
+        problem = f"was trained on {state['world_size']} ranks under ZeRO-3; resume on as many"
         raise InputError(str(where), problem)
 
 
@@ -147,8 +185,8 @@ def _continued_state(spec: dict[str, Any], p: TrainPlan, n_ranks: int) -> tuple[
     if not state_file.is_file():
         raise InputError(str(state_file), "missing: the run to continue kept no train state at this checkpoint")
     state = json.loads(state_file.read_text())
-    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) > 0:
-        raise InputError(str(path), f"was trained on {state['world_size']} ranks under ZeRO; continue on as many")
+    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) == 3:
+        raise InputError(str(path), f"was trained on {state['world_size']} ranks under ZeRO-3; continue on as many")
     if not 0 < state["step"] < p.steps:
         raise InputError(str(path), f"its step {state['step']} is not inside this run's {p.steps} steps")
     return path, int(state["step"])
@@ -166,7 +204,19 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     peak_flops (per device, for MFU) and log_every (steps between log records, default 10). Optional
     memory settings: activation_checkpointing (bool) and deepspeed {offload_optimizer (bool), grad_accum_dtype
     (fp32|bf16)}; zero_stage 3 partitions the parameters from construction on (``deepspeed.zero.Init``).
+
+    Preemption and time limits (none of them changes the weights): checkpoint_minutes (a resumable checkpoint
+    under ``resume/`` once that long has passed since the last save), stop_at (Unix time by which the job must
+    have stopped: it stops at the step boundary before it). On SIGTERM or SIGUSR1, or at stop_at, every rank
+    finishes its optimizer step, a resumable checkpoint is written and :class:`Resubmit` (exit status
+    :data:`RESUBMIT_EXIT_CODE`) is raised; a rerun resumes from it, also on another number of ranks (ZeRO 0-2).
     """
+    with _StopSignals() as stops:
+        return _train(spec, Path(out_dir), stops)
+
+
+def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str, Any]:
+    """:func:`train` with its stop signals noted in ``stops``."""
     watch_stale_locks()  # before DeepSpeed loads its ops: a job killed mid-build must not hang every later job
     import deepspeed
 
@@ -189,6 +239,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.remove_stale_staging(out_dir)
+        (out_dir / RESUBMIT_MARKER).unlink(missing_ok=True)
     if n_ranks > 1:
         torch.distributed.barrier()
 
@@ -222,6 +273,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     if start_step == p.steps:  # killed after the final checkpoint, before checkpoints.json
         result = _result(out_dir, attention, n_params, p.digest)
         if rank == 0:
+            ckpt.drop_resumable(out_dir)
             write_json(result_file, result)
             if not keep_state:
                 ckpt.drop_train_state(final_dir)
@@ -233,10 +285,8 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     gas = config["gradient_accumulation_steps"]
     micro = spec["micro_batch_size"]
-    if resume_dir is not None:
-        rank_state = ckpt.load_rank_state(resume_dir, rank)
-        ckpt.load_optimizer_state(engine.optimizer, rank_state["optimizer"])
-        ckpt.set_rng_state(rank_state["rng"])
+    if resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
+        ckpt.restore_train_state(resume_dir, engine.optimizer, rank, n_ranks)
 
     sampler = _sampler(spec, shape["vocab_size"])
     device = engine.device
@@ -258,16 +308,30 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             "fused_cross_entropy": fused_ce,
         })
 
-    def save(step: int) -> None:
+    def save(step: int, resumable: bool = False) -> None:
         state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": n_ranks}
         # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
         tensors = engine._zero3_consolidated_16bit_state_dict() if zero["zero_stage"] == 3 else None
         path = ckpt.save_checkpoint(
             out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank, tensors=tensors,
-            tokenizer_dir=Path(spec["tokenizer"]) if spec.get("tokenizer") else None,
+            tokenizer_dir=Path(spec["tokenizer"]) if spec.get("tokenizer") else None, resumable=resumable,
         )
         if rank == 0:
-            log.info("saved checkpoint %s", path)
+            log.info("saved %scheckpoint %s", "resumable " if resumable else "", path)
+
+    # Time-based resumable checkpoints and stops (signal, own deadline): decided at step boundaries, the same on
+    # every rank (a MAX all-reduce of the flags over a CPU group: no device sync).
+    checkpoint_seconds = float(spec.get("checkpoint_minutes") or 0.0) * 60.0
+    stop_at = float(spec["stop_at"]) if spec.get("stop_at") is not None else None
+    flag_group = None
+    if n_ranks > 1:
+        flag_group = torch.distributed.new_group(backend="gloo") if torch.cuda.is_available() else None
+
+    def agreed(*flags: bool) -> list[bool]:
+        values = torch.tensor([int(f) for f in flags], dtype=torch.int32)
+        if n_ranks > 1:
+            torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX, group=flag_group)
+        return [bool(v) for v in values.tolist()]
 
     if start_step == 0 and 0 in p.checkpoint_steps:
         save(0)
@@ -275,6 +339,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     per_rank = spec["batch_size"] // n_ranks
     ratio = float(spec["ratio"])
     busy, interval_tokens = 0.0, 0
+    last_save, longest_step = time.monotonic(), 0.0
     for step in range(start_step, p.steps):
         t0 = time.perf_counter()
         lr = learning_rate(step, p.steps, opt_cfg)
@@ -312,13 +377,37 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         else:
             busy += time.perf_counter() - t0
             interval_tokens += p.tokens_per_step
+        longest_step = max(longest_step, time.perf_counter() - t0)
         if done in p.checkpoint_steps:
             save(done)
+            last_save = time.monotonic()
+        if done < p.steps:
+            late = stop_at is not None and time.time() + longest_step >= stop_at  # the next step would overrun
+            due = checkpoint_seconds > 0 and time.monotonic() - last_save >= checkpoint_seconds
+            signalled, late, due = agreed(stops.received is not None, late, due)
+            if (signalled or late or due) and done not in p.checkpoint_steps:
+                save(done, resumable=True)
+                last_save = time.monotonic()
+            if signalled or late:
+                reason = f"signal {stops.received}" if stops.received else ("a signal on another rank" if signalled
+                                                                           else "its deadline (stop_at)")
+                if log_file is not None:
+                    train_log.append(log_file, {"event": "stop", "step": done, "tokens": p.tokens_at(done),
+                                                "reason": reason, "exit_code": RESUBMIT_EXIT_CODE})
+                    log_file.close()
+                    write_json(out_dir / RESUBMIT_MARKER, {"step": done, "tokens": p.tokens_at(done),
+                                                           "reason": reason})
+                log.warning("stopped at step %d of %d on %s with a resumable checkpoint; exit status %d asks "
+                            "for a resubmission", done, p.steps, reason, RESUBMIT_EXIT_CODE)
+                if n_ranks > 1:
+                    torch.distributed.barrier()
+                raise Resubmit(done, reason)
 
     result = _result(out_dir, attention, n_params, p.digest)
     if rank == 0:
         assert log_file is not None
         log_file.close()
+        ckpt.drop_resumable(out_dir)
         write_json(result_file, result)
         if not keep_state:
             ckpt.drop_train_state(final_dir)

@@ -129,7 +129,7 @@ def _fused_cross_entropy(model: torch.nn.Module, zero_stage: int) -> bool:
     if not torch.cuda.is_available() or zero_stage == 3 or importlib.util.find_spec("liger_kernel") is None:
         return False
     try:
-        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+        from liger_kernel.transformers.monkey_patch import _apply_liger_kernel_to_instance
     except ImportError as exc:  # installed but unusable (e.g. no triton): train without it
         log.warning("liger-kernel is installed but cannot be imported (%s); using the plain loss", exc)
         return False

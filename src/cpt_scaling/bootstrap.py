@@ -2,12 +2,13 @@
 
 Checkpoints of one training run share its noise (one seed, one data order), so resampling them independently
 understates the uncertainty. Each resample here draws *groups* (runs; a column such as ``run``) with replacement;
-every point of a drawn group enters with the group's multiplicity as its weight. Each resample is refitted from
-several starts (the full-data optimum, the other distinct optima the multistart found, and random perturbations of
-the optimum) and keeps its best; all resamples × starts are minimised together by the batched L-BFGS. Intervals are
-percentiles of each parameter over the resamples that gave a finite objective (natural space); the others are
-counted as failed. The same ``seed`` and the same group labels give the same draws, so two laws fitted to the
-same runs (domain and general loss) get paired resamples.
+every point of a drawn group enters with the group's multiplicity as its weight. Draws are stratified by model size
+where every size has two runs or more (the sizes are the design, the runs within a size the random part), so no
+resample loses a size. Each resample is refitted from several starts (the full-data optimum, the other distinct
+optima the multistart found, and random perturbations of the optimum) and keeps its best; all resamples × starts
+are minimised together by the batched L-BFGS. Intervals are percentiles of each parameter over the resamples that
+gave a finite objective (natural space); the others are counted as failed. The same ``seed`` and the same group
+labels give the same draws, so two laws fitted to the same runs (domain and general loss) get paired resamples.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class BootstrapResult:
     not_converged: int
     n_groups: int
     starts: int
+    stratified: bool = False
 
     def interval(self, level: float = 0.95) -> np.ndarray | None:
         """``(P, 2)`` percentile interval, or None when no resample succeeded."""
@@ -43,12 +45,31 @@ class BootstrapResult:
         return np.percentile(ok, [tail, 100.0 - tail], axis=0).T
 
 
-def group_weights(groups: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, int]:
-    """``(resamples, n)`` weights: each point's group multiplicity in each resample; and the number of groups."""
+def group_weights(groups: np.ndarray, resamples: int, seed: int, strata: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, int, bool]:
+    """``(resamples, n)`` weights: each point's group multiplicity in each resample; the number of groups; and
+    whether the draw was stratified.
+
+    With ``strata`` (one value per point, constant within a group, e.g. the model size), groups are drawn within
+    each stratum, so every resample keeps the design's strata (every size) and only the runs within them vary;
+    this needs at least two groups in every stratum, else the draw falls back to all groups at once.
+    """
     labels, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     rng = np.random.default_rng(seed)
+    if strata is not None:
+        first = np.zeros(labels.size, dtype=int)
+        first[index[::-1]] = np.arange(index.size)[::-1]
+        group_stratum = np.asarray(strata)[first]
+        values, members = np.unique(group_stratum, return_inverse=True)
+        sizes = np.bincount(members)
+        if values.size > 1 and sizes.min() >= 2:
+            counts = np.zeros((resamples, labels.size), dtype=int)
+            for k in range(values.size):
+                idx = np.flatnonzero(members == k)
+                counts[:, idx] = rng.multinomial(idx.size, np.full(idx.size, 1.0 / idx.size), size=resamples)
+            return counts[:, index].astype(float), int(labels.size), True
     counts = rng.multinomial(labels.size, np.full(labels.size, 1.0 / labels.size), size=resamples)
-    return counts[:, index].astype(float), int(labels.size)
+    return counts[:, index].astype(float), int(labels.size), False
 
 
 def bootstrap_fit(
@@ -57,6 +78,7 @@ def bootstrap_fit(
     resamples: int,
     *,
     groups: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
     candidates: np.ndarray | None = None,
     starts: int = 4,
     seed: int = 0,
@@ -67,7 +89,7 @@ def bootstrap_fit(
     """Refit ``obj`` on ``resamples`` group resamples, each from ``starts`` starting points."""
     n = obj.log_y.size
     groups = np.arange(n) if groups is None else np.asarray(groups)
-    weights, n_groups = group_weights(groups, resamples, seed)
+    weights, n_groups, stratified = group_weights(groups, resamples, seed, strata)
     lo, hi = bounds_theta(obj)
     pool = [theta] + [c for c in (candidates if candidates is not None else [])
                       if np.max(np.abs(c - theta)) > 1e-3]
@@ -89,4 +111,4 @@ def bootstrap_fit(
     failed = int((~ok).sum())
     log.info("bootstrap: %d resamples of %d groups (%d points), %d starts each; %d failed, %d at iteration cap",
              resamples, n_groups, n, k, failed, not_converged)
-    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k)
+    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k, stratified)

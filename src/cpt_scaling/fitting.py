@@ -240,15 +240,18 @@ def fit_law(
     boot_info: dict[str, Any] = {"resamples": bootstrap}
     samples = None
     if bootstrap:
+        strata = train["N"].to_numpy(float) if "N" in law.columns else None
         boot = bootstrap_fit(obj, theta, bootstrap, groups=None if group_arr is None else group_arr[~mask],
-                             candidates=info.get("candidates"), starts=bootstrap_starts, seed=seed)
+                             strata=strata, candidates=info.get("candidates"), starts=bootstrap_starts, seed=seed)
         samples = boot.samples
         interval = boot.interval()
         if interval is not None:
             ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
         boot_info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
                          groups="rows" if group_arr is None else "groups", n_groups=boot.n_groups,
-                         starts_per_resample=boot.starts, method="percentile, whole-group resampling")
+                         starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
+                         method="percentile, whole-group resampling" + (" within each model size" if boot.stratified
+                                                                         else ""))
         if boot.failed:
             log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
     n_sizes = int(train["N"].nunique()) if "N" in train.columns else 0

@@ -80,7 +80,7 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
     for mine, theirs in zip(hand, score.loglik, strict=True):
         assert theirs == pytest.approx(mine, abs=1e-3)
     acc = sum(max(range(len(h)), key=h.__getitem__) == q["answer"] for h, q in zip(hand, questions, strict=True))
-    norm = [[ll / len(c.encode()) for ll, c in zip(h, q["choices"], strict=True)] for h, q in
+    norm = [[ll / len(c) for ll, c in zip(h, q["choices"], strict=True)] for h, q in
             zip(hand, questions, strict=True)]
     acc_norm = sum(max(range(len(n)), key=n.__getitem__) == q["answer"] for n, q in
                    zip(norm, questions, strict=True))

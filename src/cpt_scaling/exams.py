@@ -3,7 +3,7 @@
 An exam is an lm-eval task YAML (``output_type: multiple_choice``) over a local JSONL file with one question a
 line: ``question`` (the context), ``choices`` (continuations) and ``answer`` (index of the right one). lm-eval
 scores each choice by the summed log-likelihood of its tokens after the question; ``acc`` is the share of
-questions whose right choice has the highest sum, ``acc_norm`` the same with sums divided by the choices' byte
+questions whose right choice has the highest sum, ``acc_norm`` the same with sums divided by the choices' character
 lengths. The answer perplexity (the specialisation paper's exam measure) is ``exp(-sum ll / sum tokens)`` of the
 right choices.
 

@@ -1,5 +1,18 @@
 # Stage "train": one job per pretraining run (per model size) and per continued-pretraining run
 # (size, domain, mixture ratio, token budget). Resources come from the project's single cost model.
+#
+# Runtime caps (cluster.max_runtime_minutes): a run the cost model expects to outlast the cap runs as several
+# submissions of the cap each (resource `submissions`, shown by the dry run and `cpt-scaling cost`). The trainer
+# stops itself before each job's end with a resumable checkpoint and exit status 75; Snakemake resubmits it and it
+# resumes. The rule's retries are therefore the largest number of submissions any training job of the sweep needs,
+# minus one, plus the --retries of the command line or profile (for genuine failures and preemptions).
+
+
+def train_retries():
+    most = max((PLAN.train_resources(key)["submissions"] for key in PLAN.size_of), default=1)
+    settings = getattr(workflow, "execution_settings", None)
+    base = int(getattr(settings, "retries", 0) or 0)
+    return None if most == 1 else most - 1 + base
 
 
 rule train:
@@ -12,11 +25,14 @@ rule train:
         job=job_of,
         spec=spec_of,
     threads: CFG["training"]["threads"]
+    retries: train_retries()
     resources:
         **TRAIN_RESOURCES,
         processes_per_node=CFG["training"]["processes_per_node"],
-        # Passed as a resource, not a param: it changes memory, not weights, so toggling it reruns nothing.
+        # Passed as resources, not params: they change memory or when a checkpoint is written, not weights, so
+        # toggling them reruns nothing.
         activation_checkpointing=int(CFG["training"]["activation_checkpointing"]),
+        checkpoint_seconds=round(CFG["training"]["checkpoint_minutes"] * 60),
     log:
         log_pattern("train"),
     benchmark:

@@ -13,7 +13,7 @@ from workflow_utils import REPO
 
 from cpt_scaling.config import load_config
 from cpt_scaling.plan import build_plan
-from cpt_scaling.resources import train_resource_names, train_resources
+from cpt_scaling.resources import train_resource_names, train_resources, train_state_bytes
 
 CPU = {"gpus_per_job": 0, "nodes_per_job": 1, "peak_flops_per_gpu": 9.89e14, "expected_mfu": 0.4,
        "cpu_flops": 2.0e10, "mem_mb": 4000, "runtime_margin": 2.0, "cpus_per_gpu": 8, "gpu_model": None}
@@ -35,7 +35,8 @@ def sbatch_line(res: dict[str, Any], threads: int = 1) -> str:
 
 def test_cpu_only_cluster_gets_no_gpu_request() -> None:
     res = train_resources(6.0e12, CPU, {}, threads=2)
-    assert res == {"mem_mb": 4000, "runtime": math.ceil(6.0e12 / 2.0e10 / 60 * 2.0) + 5, "cpus_per_task": 2}
+    assert res == {"mem_mb": 4000, "runtime": math.ceil(6.0e12 / 2.0e10 / 60 * 2.0) + 5, "cpus_per_task": 2,
+                   "submissions": 1, "stop_margin_s": 120, "slurm_extra": "--signal=TERM@120"}
     line = sbatch_line(res, threads=2)
     assert "gpu" not in line and "--gres" not in line
     assert "--cpus-per-task=2" in line and "--mem 4000" in line and "-t 15" in line
@@ -63,7 +64,8 @@ def test_multi_node_job_launches_srun_one_task_per_node() -> None:
 
 
 def test_resource_names_are_fixed_per_config() -> None:
-    assert train_resource_names(CPU) == ["mem_mb", "runtime", "cpus_per_task"]
+    assert train_resource_names(CPU) == ["mem_mb", "runtime", "submissions", "stop_margin_s", "cpus_per_task",
+                                         "slurm_extra"]
     assert "gres" in train_resource_names({**CPU, "gpus_per_job": 2})
 
 
@@ -74,7 +76,8 @@ def test_plan_train_resources_use_the_cost_model(tmp_path: Any, monkeypatch: pyt
     plan = build_plan(cfg, tmp_path / "digests.json")
     key = next(a.key for a in plan.by_key.values() if a.stage == "train")
     res = plan.train_resources(key)
-    assert res == train_resources(plan.train_flops(key), cfg["cost"], cfg["cluster"], 1)
+    assert res == train_resources(plan.train_flops(key), cfg["cost"], cfg["cluster"], 1,
+                                  train_state_bytes(cfg, plan.size_of[key]))
     assert res["gres"] == "gpu:4" and set(res) == set(plan.train_resource_names())
 
 

@@ -1,9 +1,14 @@
-"""Adaptor for rules/train.smk: one pretraining or continued-pretraining run."""
+"""Adaptor for rules/train.smk: one pretraining or continued-pretraining run.
+
+Under SLURM the job's end (``squeue``'s time left, else the ``runtime`` resource from now) less the resource
+``stop_margin_s`` becomes the trainer's ``stop_at``: it stops there with a resumable checkpoint and exit status 75
+(:data:`cpt_scaling.trainer.RESUBMIT_EXIT_CODE`), and the rule's retries resubmit it.
+"""
 
 from pathlib import Path
 
 from cpt_scaling.adaptor import rule_job
-from cpt_scaling.launch import run_training
+from cpt_scaling.launch import job_deadline, run_training
 from cpt_scaling.runs import resolve_init
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
@@ -12,6 +17,8 @@ with rule_job(smk) as job:
     job["init"] = resolve_init(job["init"])
     job["threads"] = int(smk.threads)
     job["activation_checkpointing"] = bool(int(smk.resources.get("activation_checkpointing", 0)))
+    job["checkpoint_minutes"] = int(smk.resources.get("checkpoint_seconds", 0)) / 60
+    job["stop_at"] = job_deadline(int(smk.resources.get("runtime", 0)), int(smk.resources.get("stop_margin_s", 0)))
     run_training(job, Path(smk.output.checkpoints).parent,
                  processes_per_node=int(smk.resources.get("processes_per_node", 1)),
                  nodes=int(smk.resources.get("nodes", 1)))

@@ -5,6 +5,12 @@ the newest checkpoint only, ``train_state/``: ``state.json`` (step, tokens, spec
 rank ``rank-<05d>.{safetensors,json}`` (optimizer state, fp32 master partitions under ZeRO/bf16, RNG state).
 Everything is written into a hidden staging directory that is renamed into place when complete, so a
 checkpoint directory either is complete or does not exist. ``state.json`` is written last and deleted first.
+
+``resume/tokens-<012d>/`` holds at most one *resumable* checkpoint in the same layout: a time-based or
+signal-triggered save between evaluation checkpoints (``training.checkpoint_minutes``, SIGTERM/SIGUSR1). It is
+never listed in ``checkpoints.json`` nor evaluated; an evaluation checkpoint at or past it removes it, and a
+finished run removes the directory. The train state is rank-independent on load: ZeRO-1/2 partitions written
+by N ranks are re-cut for M ranks (:func:`restore_train_state`).
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cpt_scaling.atomic import publish, write_json
-from cpt_scaling.state_io import load_state, save_state
+from cpt_scaling.errors import InputError
+from cpt_scaling.state_io import _decode, load_state, save_state
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+RESUME_DIR = "resume"
 NAME = re.compile(r"^tokens-(\d{12})$")
 TRAIN_STATE = "train_state"
 # Name prefixes of the files that make up a Hugging Face tokenizer directory.
@@ -39,9 +48,10 @@ def checkpoint_name(tokens: int) -> str:
     return f"tokens-{tokens:012d}"
 
 
-def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    """(tokens, directory) of every complete checkpoint under ``out_dir``, oldest first."""
-    root = Path(out_dir) / CHECKPOINT_DIR
+def complete_checkpoints(out_dir: Path, kind: str = CHECKPOINT_DIR) -> list[tuple[int, Path]]:
+    """(tokens, directory) of every complete checkpoint under ``out_dir``, oldest first (``kind``
+    :data:`RESUME_DIR`: the resumable ones)."""
+    root = Path(out_dir) / kind
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := NAME.match(p.name)) and p.is_dir()]
@@ -49,21 +59,37 @@ def complete_checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
 
 
 def resumable_checkpoint(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint that still has a complete train state, with its ``state.json``."""
-    for _, path in reversed(complete_checkpoints(out_dir)):
-        state_file = path / TRAIN_STATE / "state.json"
-        if state_file.is_file():
-            return path, json.loads(state_file.read_text())
-    return None
+    """The newest checkpoint (evaluation or resumable) that still has a complete train state, with its
+    ``state.json``; at equal tokens the evaluation checkpoint."""
+    best: tuple[int, int, Path, dict[str, Any]] | None = None
+    for rank, kind in ((1, CHECKPOINT_DIR), (0, RESUME_DIR)):
+        for tokens, path in reversed(complete_checkpoints(out_dir, kind)):
+            state_file = path / TRAIN_STATE / "state.json"
+            if state_file.is_file():
+                if best is None or (tokens, rank) > best[:2]:
+                    best = (tokens, rank, path, json.loads(state_file.read_text()))
+                break
+    return None if best is None else (best[2], best[3])
 
 
 def remove_stale_staging(out_dir: Path) -> None:
     """Delete staging directories left by a killed run."""
-    root = Path(out_dir) / CHECKPOINT_DIR
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith(".") and p.name.endswith(".staging"):
-                shutil.rmtree(p, ignore_errors=True)
+    for kind in (CHECKPOINT_DIR, RESUME_DIR):
+        root = Path(out_dir) / kind
+        if root.is_dir():
+            for p in root.iterdir():
+                if p.name.startswith(".") and p.name.endswith(".staging"):
+                    shutil.rmtree(p, ignore_errors=True)
+
+
+def drop_resumable(out_dir: Path, below: int | None = None) -> None:
+    """Remove resumable checkpoints (those with fewer than ``below`` tokens; None: all, and the directory)."""
+    for tokens, path in complete_checkpoints(out_dir, RESUME_DIR):
+        if below is None or tokens < below:
+            drop_train_state(path)
+            shutil.rmtree(path, ignore_errors=True)
+    if below is None:
+        shutil.rmtree(Path(out_dir) / RESUME_DIR, ignore_errors=True)
 
 
 def drop_train_state(checkpoint: Path) -> None:
@@ -200,15 +226,17 @@ def _barrier() -> None:
 
 def save_checkpoint(
     out_dir: Path, tokens: int, model: Any, optimizer: Any, state: dict[str, Any], *, rank: int,
-    tensors: dict[str, torch.Tensor] | None = None, tokenizer_dir: Path | None = None,
+    tensors: dict[str, torch.Tensor] | None = None, tokenizer_dir: Path | None = None, resumable: bool = False,
 ) -> Path:
     """Write checkpoint ``tokens`` (all ranks call this); returns its directory.
 
     ``state`` (JSON) goes to ``train_state/state.json``. Older checkpoints lose their train state afterwards.
     ``tensors``: rank 0's full model weights when the model is partitioned (ZeRO-3), else None.
     ``tokenizer_dir``: its tokenizer files are copied in, so the checkpoint is a self-contained HF directory.
+    ``resumable``: a resumable-only checkpoint under :data:`RESUME_DIR` (replaces the previous one; not
+    evaluated). An evaluation checkpoint removes the resumable ones with fewer tokens.
     """
-    root = Path(out_dir) / CHECKPOINT_DIR
+    root = Path(out_dir) / (RESUME_DIR if resumable else CHECKPOINT_DIR)
     final = root / checkpoint_name(tokens)
     staging = root / f".{final.name}.staging"
     if rank == 0:
@@ -220,15 +248,24 @@ def save_checkpoint(
     _barrier()
     if rank == 0:
         write_model(model, staging, tensors)
-        if tokenizer_dir is not None:
+        if tokenizer_dir is not None and not resumable:
             copy_tokenizer_files(Path(tokenizer_dir), staging)
         write_json(staging / TRAIN_STATE / "state.json", state)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
-        for _, older in complete_checkpoints(out_dir):
-            if older != final:
-                drop_train_state(older)
+        if resumable:  # the newest state supersedes every older one, evaluation checkpoints' included
+            for _, older in complete_checkpoints(out_dir, RESUME_DIR):
+                if older != final:
+                    shutil.rmtree(older, ignore_errors=True)
+            for older_tokens, older in complete_checkpoints(out_dir):
+                if older_tokens < tokens:
+                    drop_train_state(older)
+        else:
+            for _, older in complete_checkpoints(out_dir):
+                if older != final:
+                    drop_train_state(older)
+            drop_resumable(out_dir, below=tokens + 1)
     _barrier()
     return final
 
@@ -236,3 +273,119 @@ def save_checkpoint(
 def load_rank_state(checkpoint: Path, rank: int) -> dict[str, Any]:
     """This rank's optimizer and RNG state from a checkpoint's train state."""
     return load_state(checkpoint / TRAIN_STATE / f"rank-{rank:05d}")
+
+
+# -- resuming on another world size -------------------------------------------------------------------------
+
+
+class _TensorRef:
+    """A tensor of a rank's train-state file, read only when (and as far as) it is needed."""
+
+    __slots__ = ("file", "name")
+
+    def __init__(self, file: Path, name: str) -> None:
+        self.file, self.name = file, name
+
+    def shape(self) -> list[int]:
+        with safe_open(str(self.file), "pt") as f:
+            return list(f.get_slice(self.name).get_shape())
+
+    def read(self, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        with safe_open(str(self.file), "pt") as f:
+            if start is None:
+                return f.get_tensor(self.name)
+            return f.get_slice(self.name)[start:stop]
+
+
+class _Refs:
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def __getitem__(self, name: str) -> _TensorRef:
+        return _TensorRef(self.file, name)
+
+
+def _lazy_rank_state(checkpoint: Path, rank: int) -> dict[str, Any]:
+    """A rank's train state with :class:`_TensorRef` in place of its tensors (nothing large is read)."""
+    stem = checkpoint / TRAIN_STATE / f"rank-{rank:05d}"
+    try:
+        return _decode(json.loads(stem.with_suffix(".json").read_text()), _Refs(stem.with_suffix(".safetensors")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(str(stem.with_suffix(".json")), f"cannot read train state: {exc!r}") from None
+
+
+def _materialise(obj: Any) -> Any:
+    if isinstance(obj, _TensorRef):
+        return obj.read()
+    if isinstance(obj, dict):
+        return {k: _materialise(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_materialise(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_materialise(v) for v in obj)
+    return obj
+
+
+def _recut(parts: list[_TensorRef], length: int, rank: int) -> torch.Tensor:
+    """Rank ``rank``'s slice of ``length`` elements of the flat vector that ``parts`` (old ranks' equal
+    partitions, in rank order) cut; elements past the old vector's end (alignment padding) are zero."""
+    old = parts[0].shape()[0]
+    start, stop = rank * length, (rank + 1) * length
+    out: torch.Tensor | None = None
+    for k, ref in enumerate(parts):
+        lo, hi = max(k * old, start), min((k + 1) * old, stop)
+        if lo < hi:
+            piece = ref.read(lo - k * old, hi - k * old)
+            if out is None:
+                out = torch.zeros(length, dtype=piece.dtype)
+            out[lo - start:hi - start] = piece
+    if out is None:  # only padding on this rank
+        out = torch.zeros(length, dtype=parts[0].read(0, 1).dtype)
+    return out
+
+
+def _partitioned(optimizer: Any) -> bool:
+    """Whether the optimizer's fp32 masters and states are cut over the data-parallel ranks (ZeRO-1/2, the
+    BF16 optimizer), as opposed to replicated (plain torch optimizer, FP16_Optimizer)."""
+    return bool(getattr(optimizer, "single_partition_of_fp32_groups", None)
+                or getattr(optimizer, "fp32_groups_flat_partition", None))
+
+
+def restore_train_state(checkpoint: Path, optimizer: Any, rank: int, n_ranks: int) -> None:
+    """Load a checkpoint's optimizer and RNG state into this rank, also when it was written by another number
+    of ranks.
+
+    Same world size: each rank's own files. Otherwise, ZeRO-1/2 partitions: the fp32 masters and every
+    optimizer-state tensor of a group are consecutive equal slices of one flat vector whose layout (parameter
+    order, per-parameter alignment) does not depend on the world size, only its tail padding does; each new rank
+    reads just the slices of the old files that overlap its new partition. Replicated state (ZeRO-0): rank 0's.
+    RNG: the old rank of the same index, else rank 0's. ZeRO-3 partitions are not re-cut (the caller refuses).
+    """
+    state = json.loads((checkpoint / TRAIN_STATE / "state.json").read_text())
+    saved = int(state["world_size"])
+    if saved == n_ranks:
+        rank_state = load_rank_state(checkpoint, rank)
+        load_optimizer_state(optimizer, rank_state["optimizer"])
+        set_rng_state(rank_state["rng"])
+        return
+    if getattr(optimizer, "round_robin_gradients", False):
+        raise ValueError("round-robin gradient partitions depend on the world size; cannot re-cut them")
+    set_rng_state(_materialise(_lazy_rank_state(checkpoint, min(rank, saved - 1))["rng"]))
+    olds = [_lazy_rank_state(checkpoint, k)["optimizer"] for k in range(saved)]
+    template = olds[0]
+    masters = _master_partitions(optimizer)
+    if masters is None or not _partitioned(optimizer):
+        load_optimizer_state(optimizer, _materialise(template))
+        return
+    new_masters = [_recut([o["masters"][i] for o in olds], live.numel(), rank).to(live.dtype)
+                   for i, live in enumerate(masters)]
+    new_state: dict[Any, Any] = {}
+    for index, entry in template["base"]["state"].items():
+        old_len = template["masters"][index].shape()[0]
+        new_state[index] = {
+            key: (_recut([o["base"]["state"][index][key] for o in olds], masters[index].numel(), rank)
+                  if isinstance(value, _TensorRef) and value.shape() == [old_len] else _materialise(value))
+            for key, value in entry.items()}
+    base = {"state": new_state, "param_groups": _materialise(template["base"]["param_groups"])}
+    load_optimizer_state(optimizer, {"base": base, "masters": new_masters})
+    log.info("re-cut the ZeRO train state of %d ranks for rank %d of %d", saved, rank, n_ranks)

@@ -13,7 +13,9 @@ is priced by the one cost model (:mod:`cpt_scaling.cost`, :mod:`cpt_scaling.reso
 Each evaluation job (rule ``evaluate``) is priced by the same model on one GPU: forward FLOPs (a third of
 training's per token) of every checkpoint on its suites, plus reading the checkpoints
 (:func:`cpt_scaling.resources.eval_job_cost`). Every other job counts as a CPU-only job of
-``cost.other_job_minutes``. Each job also carries the resources Snakemake would submit it with. Wall-clock is
+``cost.other_job_minutes``. Each job also carries the resources Snakemake would submit it with; a training job
+longer than ``cluster.max_runtime_minutes`` runs as ``submissions`` jobs of at most that limit
+(:func:`cpt_scaling.resources.train_schedule`). Wall-clock is
 a list schedule of the jobs in dependency order on as many slots as the profile runs jobs at once (``jobs``,
 else ``cores``, else ``cost.parallel_jobs``).
 """
@@ -61,6 +63,7 @@ class JobCost:
     deps: tuple[int, ...] = field(default=(), compare=False)
     gpu_memory_gb: float | None = None  # predicted peak GiB per GPU (memory model); None without GPUs
     resources: dict[str, Any] = field(default_factory=dict, compare=False)  # what Snakemake would submit
+    submissions: int = 1  # SLURM jobs the run takes under cluster.max_runtime_minutes (each <= runtime_limit_min)
 
 
 @dataclass
@@ -80,6 +83,8 @@ class CostReport:
         evals = [j for j in self.jobs if j.kind == "eval"]
         peak = max((j.gpu_memory_gb for j in train if j.gpu_memory_gb is not None), default=None)
         return {"jobs": len(self.jobs), "train_jobs": len(train), "eval_jobs": len(evals),
+                "submissions": sum(j.submissions for j in self.jobs),
+                "max_runtime_limit_min": max((j.runtime_limit_min for j in self.jobs), default=0),
                 "max_train_gpu_memory_gb": peak, "tokens": sum(j.tokens for j in self.jobs),
                 "flops": sum(j.flops for j in self.jobs), "gpu_hours": sum(j.gpu_hours for j in self.jobs),
                 "job_hours": sum(j.hours for j in self.jobs), "wall_hours": self.wall_hours,
@@ -102,13 +107,13 @@ class CostReport:
 
     def format_table(self, max_rows: int = 200) -> str:
         """An aligned table of the jobs (the most expensive first when there are many) plus totals."""
-        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "GB/GPU", "hours", "GPU-h", "limit")
+        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "GB/GPU", "hours", "GPU-h", "limit", "jobs")
         jobs = sorted(self.jobs, key=lambda j: (-j.flops, j.output))[:max_rows]
         rows = [(j.rule, _short(j.output), f"{j.tokens:,}", f"{j.flops:.3e}", str(j.gpus),
                  "-" if j.gpu_memory_gb is None else f"{j.gpu_memory_gb:.1f}", f"{j.hours:.4g}",
-                 f"{j.gpu_hours:.2f}", f"{j.runtime_limit_min}m") for j in jobs]
+                 f"{j.gpu_hours:.2f}", f"{j.runtime_limit_min}m", str(j.submissions)) for j in jobs]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        right = {2, 3, 4, 5, 6, 7, 8}
+        right = {2, 3, 4, 5, 6, 7, 8, 9}
 
         def line(cells: Sequence[str]) -> str:
             return "  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -123,7 +128,10 @@ class CostReport:
                 f"FLOPs:               {t['flops']:.4e}   ({FLOPS_FORMULA})",
                 f"GPU-hours:           {t['gpu_hours']:,.2f}",
                 f"job-hours:           {t['job_hours']:,.2f}",
-                f"wall-clock:          {t['wall_hours']:,.2f} h at {t['parallelism']} jobs at a time"]
+                f"wall-clock:          {t['wall_hours']:,.2f} h at {t['parallelism']} jobs at a time",
+                f"SLURM submissions:   {t['submissions']:,} (longest limit {t['max_runtime_limit_min']} min"
+                + (f"; cluster.max_runtime_minutes {self.assumptions['max_runtime_minutes']})"
+                   if self.assumptions.get("max_runtime_minutes") else ")")]
         if t["max_train_gpu_memory_gb"] is not None:
             out.append(f"peak GB per GPU:     {t['max_train_gpu_memory_gb']:.1f} GiB (largest training job; "
                        f"cost.gpu_memory_gb {self.assumptions['gpu_memory_gb']:g})")
@@ -206,15 +214,17 @@ def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) ->
         if rule == TRAIN_RULE and key is not None:
             flops = plan.train_flops(key)
             tokens = plan.trained_tokens(key)
+            res = resources.train_resources_of(plan, key)
             out.append(JobCost(jobid, rule, output, "train", tokens, flops, gpus, nodes,
                                resources.expected_seconds(flops, cost) / 3600,
-                               resources.gpu_hours(flops, cost), resources.runtime_minutes(flops, cost),
-                               deps, train_gb.get(plan.size_of[key]), submitted))
+                               resources.gpu_hours(flops, cost), int(res["runtime"]),
+                               deps, train_gb.get(plan.size_of[key]), submitted, int(res["submissions"])))
         elif rule == EVAL_RULE and key is not None:
             c = resources.eval_job_cost(plan, key)
             rate = cost["peak_flops_per_gpu"] * cost["expected_mfu"] if gpus else float(cost["cpu_flops"])
             hours = (c["flops"] / rate + c["load_bytes"] / resources.LOAD_BYTES_PER_SECOND) / 3600
-            limit = resources.eval_resources(c["flops"], c["host_bytes"], c["load_bytes"], cost)["runtime"]
+            limit = resources.eval_resources(c["flops"], c["host_bytes"], c["load_bytes"], cost,
+                                             cfg.get("cluster"))["runtime"]
             out.append(JobCost(jobid, rule, output, "eval", int(c["tokens"]), c["flops"], 1 if gpus else 0, 1,
                                hours, hours if gpus else 0.0, int(limit), deps,
                                c["gpu_bytes"] / memory.GIB if gpus else None, submitted))
@@ -302,6 +312,7 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     keys = ("gpus_per_job", "nodes_per_job", "peak_flops_per_gpu", "expected_mfu", "cpu_flops",
             "other_job_minutes", "runtime_margin", "gpu_memory_gb")
     assumptions = {k: cfg["cost"][k] for k in keys}
+    assumptions["max_runtime_minutes"] = resources.max_runtime(cfg.get("cluster"))
     assumptions.update(flops_formula=FLOPS_FORMULA,
                        parallelism_source="profile" if settings else "cost.parallel_jobs")
     return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]))

@@ -4,27 +4,94 @@ node) and srun (several nodes). Multi-process runs call ``cpt-scaling train`` in
 Single node, P processes: ``python -m torch.distributed.run --standalone --nproc_per_node P -m cpt_scaling.cli
 train --spec S --out O``. Several nodes: the same under ``srun`` (one task per node, the job's allocation) with a
 c10d rendezvous on the first node of the allocation.
+
+Stop signals reach every training process: SLURM's warning (``--signal=TERM@<lead>``, which it sends to every
+process of the job's steps) and a SIGTERM/SIGUSR1 sent to this process alone, which is forwarded to the workers
+as SIGUSR1 (torchrun is started ignoring SIGUSR1, so only the workers act on it). torchrun's own SIGTERM
+handling forwards SIGTERM and waits :data:`SHUTDOWN_TIMEOUT_S` for the workers' checkpoint. A run that stopped
+for a resubmission (:data:`cpt_scaling.trainer.RESUBMIT_MARKER`) raises :class:`~cpt_scaling.trainer.Resubmit`
+here too, so the job exits with status 75 either way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from cpt_scaling.atomic import write_json
-from cpt_scaling.trainer import train
+from cpt_scaling.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
 
 log = logging.getLogger(__name__)
 RDZV_PORT = 29500
+#: How long torchrun waits for its workers after a SIGTERM before it kills them (their resumable checkpoint).
+SHUTDOWN_TIMEOUT_S = 1800
+_LEFT = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
+def _seconds_left(text: str) -> int | None:
+    """``squeue -o %L`` (``[D-][H:]M:S``) in seconds; None for UNLIMITED/NOT_SET or anything else."""
+    m = _LEFT.match(text.strip())
+    if not m:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in m.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def job_deadline(runtime_minutes: int, margin_s: int) -> float | None:
+    """The Unix time by which a SLURM training job must have stopped: its end less ``margin_s``.
+
+    The end is SLURM's time left for ``$SLURM_JOB_ID`` (``squeue``), else ``runtime_minutes`` from now; outside
+    SLURM (no ``SLURM_JOB_ID``) there is no deadline (None).
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    left = None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=30)
+        left = _seconds_left(out.stdout) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        left = None
+    if left is None:
+        if not runtime_minutes:
+            return None
+        left = runtime_minutes * 60
+    deadline = time.time() + left - margin_s
+    log.info("SLURM job %s: %d s left; training stops by %s (margin %d s)", job, left,
+             time.strftime("%H:%M:%S", time.localtime(deadline)), margin_s)
+    return deadline
 
 
 def launch_command(spec_file: Path, out_dir: Path, *, processes_per_node: int, nodes: int) -> list[str]:
     """The command line that runs one training job on ``nodes`` × ``processes_per_node`` processes."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes_per_node)]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes_per_node),
+                "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
     if nodes > 1:
         head = os.environ.get("SLURMD_NODENAME", "localhost")
         job = os.environ.get("SLURM_JOB_ID", "cpt-scaling")
@@ -45,5 +112,28 @@ def run_training(job: dict[str, Any], out_dir: Path, *, processes_per_node: int 
     spec_file = out_dir / "launch_spec.json"
     write_json(spec_file, job)
     cmd = launch_command(spec_file, out_dir, processes_per_node=processes_per_node, nodes=nodes)
+    marker = out_dir / RESUBMIT_MARKER
+    marker.unlink(missing_ok=True)
     log.info("launching: %s", " ".join(cmd))
-    subprocess.run(cmd, check=True)
+    old_usr1 = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # inherited by torchrun (the workers set their own)
+    try:
+        proc = subprocess.Popen(cmd)
+    finally:
+        signal.signal(signal.SIGUSR1, old_usr1)
+
+    def forward(_signum: int, _frame: object) -> None:
+        for pid in _descendants(proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGUSR1)
+
+    old = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if marker.is_file():
+        stopped = json.loads(marker.read_text())
+        raise Resubmit(int(stopped["step"]), str(stopped["reason"]))
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)

@@ -526,8 +526,7 @@ class Plan:
 
     def train_resources(self, key: str) -> dict[str, int | str]:
         """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.resources`)."""
-        return resources.train_resources(self.train_flops(key), self.cfg["cost"], self.cfg.get("cluster"),
-                                         self.cfg["training"]["threads"])
+        return resources.train_resources_of(self, key)
 
     def train_resource_names(self) -> list[str]:
         """Resource names every training job of this config carries (fixed at parse time)."""

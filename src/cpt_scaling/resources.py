@@ -16,6 +16,11 @@ config's ``cost`` and ``cluster`` sections. Conventions:
   loaded weights (:func:`cpt_scaling.memory.eval_estimate`).
 * Partition, account, constraint and QoS come from ``cluster`` when set; otherwise from the profile or the
   command line (``--default-resources slurm_partition=... slurm_account=...``). Nothing is hard-coded.
+* Runtime caps (``cluster.max_runtime_minutes``): no training or evaluation job asks for more. A training job
+  whose limit would exceed the cap runs as ``submissions`` jobs of the cap each (:func:`train_schedule`): each
+  pays a start-up and checkpoint load/save allowance (:func:`submission_overhead_minutes`, at most half the
+  cap) and resumes where the last stopped; the trainer stops itself ``stop_margin_s`` before the job's end
+  (checkpoint, exit status 75) and SLURM warns it with SIGTERM that long before the limit (``--signal``).
 """
 
 from __future__ import annotations
@@ -85,17 +90,64 @@ def runtime_minutes(flops: float, cost: Mapping[str, Any]) -> int:
     return math.ceil(expected_seconds(flops, cost) / 60 * cost["runtime_margin"]) + STARTUP_MINUTES
 
 
+#: Bytes of a resumable checkpoint per parameter: bf16 weights + fp32 masters + two Adam moments (GPU), fp32
+#: weights + two moments (CPU).
+STATE_BYTES_PER_PARAM = {True: 14, False: 12}
+#: The trainer's stop margin before a job's end beyond the checkpoint write itself (seconds).
+STOP_SLACK_SECONDS = 120
+
+
+def max_runtime(cluster: Mapping[str, Any] | None) -> int | None:
+    """``cluster.max_runtime_minutes`` (None: no cap)."""
+    cap = (cluster or {}).get("max_runtime_minutes")
+    return int(cap) if cap else None
+
+
+def submission_overhead_minutes(state_bytes: float, cap: int) -> float:
+    """What one submission of a resumed run spends besides training: start-up plus loading and writing its
+    train state at :data:`LOAD_BYTES_PER_SECOND`; at most half the cap (a tiny test cap still trains)."""
+    return min(STARTUP_MINUTES + 2 * state_bytes / LOAD_BYTES_PER_SECOND / 60, cap / 2)
+
+
+def stop_margin_seconds(state_bytes: float, limit_minutes: int) -> int:
+    """How long before a job's end the trainer stops (and SLURM's warning signal comes): the checkpoint write
+    plus :data:`STOP_SLACK_SECONDS`, at most a quarter of the limit."""
+    return int(min(math.ceil(state_bytes / LOAD_BYTES_PER_SECOND) + STOP_SLACK_SECONDS, limit_minutes * 60 / 4))
+
+
+def train_schedule(flops: float, cost: Mapping[str, Any], cluster: Mapping[str, Any] | None = None,
+                   state_bytes: float = 0.0) -> tuple[int, int]:
+    """(runtime limit in minutes, submissions) of a training job under ``cluster.max_runtime_minutes``.
+
+    Uncapped or fitting: (:func:`runtime_minutes`, 1). Otherwise every submission asks for the cap and trains
+    for the cap less :func:`submission_overhead_minutes`; the submissions cover the expected time times
+    ``cost.runtime_margin``.
+    """
+    limit = runtime_minutes(flops, cost)
+    cap = max_runtime(cluster)
+    if cap is None or limit <= cap:
+        return limit, 1
+    work = expected_seconds(flops, cost) / 60 * cost["runtime_margin"]
+    return cap, max(2, math.ceil(work / (cap - submission_overhead_minutes(state_bytes, cap))))
+
+
 def train_resources(flops: float, cost: Mapping[str, Any], cluster: Mapping[str, Any] | None = None,
-                    threads: int = 1) -> dict[str, int | str]:
+                    threads: int = 1, state_bytes: float = 0.0) -> dict[str, int | str]:
     """Plugin resources of one training job.
 
-    Always ``mem_mb`` (per node), ``runtime`` (minutes) and ``cpus_per_task``; with GPUs ``gres`` and
+    Always ``mem_mb`` (per node), ``runtime`` (minutes, at most ``cluster.max_runtime_minutes``),
+    ``submissions`` (jobs the run takes, :func:`train_schedule`), ``stop_margin_s`` (the trainer stops that long
+    before the job's end) with ``slurm_extra`` ``--signal=TERM@<stop_margin_s>`` (SLURM's warning to every
+    process of the job's steps; see profiles/slurm) and ``cpus_per_task``; with GPUs ``gres`` and
     ``tasks_per_gpu=0`` (one task drives all GPUs of a node); with several nodes ``nodes``, ``tasks`` (one per
-    node), ``mpi="srun"`` and ``slurm_extra`` (``--ntasks-per-node=1``); placement keys from ``cluster``.
+    node), ``mpi="srun"`` and ``--ntasks-per-node=1``; placement keys from ``cluster``.
     """
     check_cost_config(cost)
     gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
-    res: dict[str, int | str] = {"mem_mb": int(cost["mem_mb"]), "runtime": runtime_minutes(flops, cost)}
+    limit, submissions = train_schedule(flops, cost, cluster, state_bytes)
+    margin = stop_margin_seconds(state_bytes, limit)
+    res: dict[str, int | str] = {"mem_mb": int(cost["mem_mb"]), "runtime": limit, "submissions": submissions,
+                                 "stop_margin_s": margin}
     if gpus:
         per_node = gpus // nodes
         model = cost.get("gpu_model")
@@ -104,8 +156,11 @@ def train_resources(flops: float, cost: Mapping[str, Any], cluster: Mapping[str,
         res["cpus_per_task"] = int(cost["cpus_per_gpu"]) * per_node
     else:
         res["cpus_per_task"] = int(threads)
+    extra = [f"--signal=TERM@{margin}"]
     if nodes > 1:
-        res.update(nodes=nodes, tasks=nodes, mpi="srun", slurm_extra="--ntasks-per-node=1")
+        res.update(nodes=nodes, tasks=nodes, mpi="srun")
+        extra.insert(0, "--ntasks-per-node=1")
+    res["slurm_extra"] = " ".join(extra)
     for key, name in CLUSTER_RESOURCES.items():
         if cluster and cluster.get(key):
             res[name] = str(cluster[key])
@@ -131,8 +186,10 @@ def eval_resources(flops: float, host_bytes: float, load_bytes: float, cost: Map
     gpus = cost["gpus_per_job"]
     rate = cost["peak_flops_per_gpu"] * cost["expected_mfu"] if gpus else float(cost["cpu_flops"])
     seconds = flops / rate + load_bytes / LOAD_BYTES_PER_SECOND
+    runtime = math.ceil(seconds / 60 * cost["runtime_margin"]) + STARTUP_MINUTES
+    cap = max_runtime(cluster)
     res: dict[str, int | str] = {"mem_mb": max(EVAL_MIN_MEM_MB, math.ceil(host_bytes / 2**20)),
-                                 "runtime": math.ceil(seconds / 60 * cost["runtime_margin"]) + STARTUP_MINUTES}
+                                 "runtime": min(runtime, cap) if cap else runtime}
     if gpus:
         model = cost.get("gpu_model")
         res["gres"] = f"gpu:{model}:1" if model else "gpu:1"
@@ -180,3 +237,18 @@ def eval_resources_of(plan: Any, key: str) -> dict[str, int | str]:
     c = eval_job_cost(plan, key)
     return eval_resources(c["flops"], c["host_bytes"], c["load_bytes"], plan.cfg["cost"], plan.cfg.get("cluster"),
                           plan.cfg["training"]["threads"])
+
+
+def train_state_bytes(cfg: Mapping[str, Any], size: str) -> float:
+    """Bytes of one resumable checkpoint of a size: weights, fp32 masters, Adam moments (per parameter:
+    :data:`STATE_BYTES_PER_PARAM`)."""
+    shape = memory.size_shape(cfg, size)
+    embeddings = shape.d_model * shape.vocab_size * (1 if shape.tied_embeddings else 2)
+    return float(shape.n_non_embedding + embeddings) * STATE_BYTES_PER_PARAM[cfg["cost"]["gpus_per_job"] > 0]
+
+
+def train_resources_of(plan: Any, key: str) -> dict[str, int | str]:
+    """SLURM resources of the training job ``key`` of ``plan`` (its FLOPs and train state; :func:`train_resources`)."""
+    cfg = plan.cfg
+    return train_resources(plan.train_flops(key), cfg["cost"], cfg.get("cluster"), cfg["training"]["threads"],
+                           train_state_bytes(cfg, plan.size_of[key]))

@@ -17,7 +17,7 @@ OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2", "schedule")
 # paths are left out too: the caller's content-addressed keys identify what they hold, and a moved or copied
 # working directory must still resume.
 NON_DETERMINING = ("threads", "peak_flops", "log_every", "general_shards", "domain_shards", "tokenizer",
-                   "activation_checkpointing")
+                   "activation_checkpointing", "checkpoint_minutes", "stop_at")
 
 
 @dataclass(frozen=True)

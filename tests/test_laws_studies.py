@@ -35,17 +35,35 @@ def sweep(tmp_path_factory) -> tuple[Path, Path]:
     return root, path
 
 
+@pytest.fixture(scope="module")
+def results(sweep) -> dict[str, dict]:
+    """Every study run once on the synthetic sweep; outputs under the sweep's directory."""
+    root, path = sweep
+    legal = root / "legal.parquet"
+    return {
+        "dcpt": fit_dcpt_study([legal], "legal", FIT, STUDY, 65536.0, root / "dcpt_law.json",
+                               root / "dcpt_points.csv", root / "dcpt_usages.csv"),
+        "spec": fit_specialization_study([legal], "legal", 1.0, FIT, root / "spec_law.json", root / "spec_table.csv",
+                                         root / "spec_compute.csv"),
+        "split": fit_split_study([path], "legal", {"ratio": 1.0}, FIT, root / "split_law.json",
+                                 root / "split_points.csv", root / "split_decisions.csv"),
+        "chin": fit_chinchilla_study([path], FIT, root / "chin.json", root / "chin_points.csv",
+                                     root / "frontier.csv"),
+        "cross2": fit_cross_domain_study([path], ["legal", "medical"], {**FIT, "bootstrap": 0}, root / "cross2.json",
+                                         root / "cross2_points.csv"),
+    }
+
+
 def _bracketed(table: pd.DataFrame, value: str, lo: str, hi: str) -> None:
     rows = table[table[value].notna()]
     assert len(rows) and rows[lo].notna().all() and rows[hi].notna().all(), (value, rows)
     assert (rows[lo] <= rows[value] * (1 + 1e-12)).all() and (rows[value] <= rows[hi] * (1 + 1e-12)).all()
 
 
-def test_dcpt_decisions_have_intervals_and_use_all_sizes(sweep) -> None:
+def test_dcpt_decisions_have_intervals_and_use_all_sizes(sweep, results) -> None:
     root, _ = sweep
     out = {k: root / f"dcpt_{k}" for k in ("law.json", "points.csv", "usages.csv")}
-    result = fit_dcpt_study([root / "legal.parquet"], "legal", FIT, STUDY, 65536.0, out["law.json"], out["points.csv"],
-                            out["usages.csv"])
+    result = results["dcpt"]
     usages = pd.read_csv(out["usages.csv"])
     assert set(usages["usage"]) == {1, 2, 3} and set(usages["decision"]) == {"ratio", "N"}
     _bracketed(usages, "value", "lo", "hi")
@@ -57,14 +75,14 @@ def test_dcpt_decisions_have_intervals_and_use_all_sizes(sweep) -> None:
         assert fit["n_points"] == int((pd.read_csv(out["points.csv"])["target"] == target.split("_")[0]).sum())
         assert fit["points_held_out"] == [] and fit["validation"]["held_out_sizes"] == [3e5]
         assert fit["bootstrap_info"]["n_groups"] == 15 and fit["bootstrap_info"]["failed"] == 0
-        assert set(fit["ci"]) == set(fit["params"]) and all(lo < hi for lo, hi in fit["ci"].values())
+        assert set(fit["ci"]) == set(fit["params"]) and all(lo <= hi for lo, hi in fit["ci"].values())
     assert result["usages"][0]["note"].startswith("min domain loss")
 
 
-def test_specialization_sger_per_size_and_equivalent_size(sweep) -> None:
+def test_specialization_sger_per_size_and_equivalent_size(sweep, results) -> None:
     root, _ = sweep
     law_out, table_out, compute_out = (root / f"spec_{k}" for k in ("law.json", "table.csv", "compute.csv"))
-    result = fit_specialization_study([root / "legal.parquet"], "legal", 1.0, FIT, law_out, table_out, compute_out)
+    result = results["spec"]
     table = pd.read_csv(table_out)
     spec = table[table["role"] == "specialist"]
     assert len(spec) == 3 and set(spec["sger_status"]) <= {"interpolated", "extrapolated", "> limit"}
@@ -82,10 +100,9 @@ def test_specialization_sger_per_size_and_equivalent_size(sweep) -> None:
     assert "diagnostics" in json.loads(law_out.read_text())
 
 
-def test_split_points_include_unsplit_runs_and_decisions_have_intervals(sweep) -> None:
-    root, path = sweep
+def test_split_points_include_unsplit_runs_and_decisions_have_intervals(sweep, results) -> None:
+    root, _ = sweep
     law_out, points_out, dec_out = (root / f"split_{k}" for k in ("law.json", "points.csv", "decisions.csv"))
-    fit_split_study([path], "legal", {"ratio": 1.0}, FIT, law_out, points_out, dec_out)
     points = pd.read_csv(points_out)
     assert (points["D_spec"] == 0).sum() == 3 * 4  # every pretraining checkpoint of every size, unsplit
     table = pd.read_csv(dec_out)
@@ -97,9 +114,9 @@ def test_split_points_include_unsplit_runs_and_decisions_have_intervals(sweep) -
     assert law["diagnostics"]["max_decision_extrapolation"] == pytest.approx(table["extrapolation"].max())
 
 
-def test_chinchilla_and_cross_domain_json_have_diagnostics(sweep) -> None:
+def test_chinchilla_and_cross_domain_json_have_diagnostics(sweep, results) -> None:
     root, path = sweep
-    law = fit_chinchilla_study([path], FIT, root / "chin.json", root / "chin_points.csv", root / "frontier.csv")
+    law = results["chin"]
     assert law["bootstrap_info"]["n_groups"] == 3 and "diagnostics" in law
     frontier = pd.read_csv(root / "frontier.csv")
     _bracketed(frontier, "N", "N_lo", "N_hi")
@@ -110,6 +127,35 @@ def test_chinchilla_and_cross_domain_json_have_diagnostics(sweep) -> None:
     assert cross["leave_one_domain_out"]["n_splits"] == 3 and "diagnostics" in cross
     assert all(v is None for v in cross["ci"].values())  # no bootstrap, no interval
     assert all(p["k2_unit"] == "loss drop per 1e9 tokens" and math.isfinite(p["k2"]) for p in cross["probes"].values())
-    two = fit_cross_domain_study([path], ["legal", "medical"], {**FIT, "bootstrap": 0}, root / "cross2.json",
-                                 root / "cross2_points.csv")
+    two = results["cross2"]
     assert two["leave_one_domain_out"] is None and "at least 3 domains" in two["leave_one_domain_out_note"]
+
+
+def test_figures_draw_from_the_study_outputs_and_stop_at_the_extrapolation_limit(sweep, results) -> None:
+    """Each figure builds from what the studies wrote (intervals, statuses, null LODO), and the Chinchilla frontier
+    and split decisions are not drawn beyond fit.extrapolation_limit of the sweep."""
+    from cpt_scaling.figures import chinchilla, cross_domain, dcpt, specialization, split
+
+    root, _ = sweep
+    points = pd.read_csv(root / "dcpt_points.csv")
+    assert "largest size held out" in dcpt.build_ratio_figure(results["dcpt"], points).axes[0].get_title()
+    dcpt.build_fit_figure(results["dcpt"], points)
+    chin, chin_points = results["chin"], pd.read_csv(root / "chin_points.csv")
+    fig = chinchilla.build_frontier_figure(chin, pd.read_csv(root / "frontier.csv"), chin_points)
+    c_max = float((6 * chin_points["N"] * chin_points["D"]).max())
+    drawn = max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines() if len(line.get_xdata()) > 2)
+    assert c_max < drawn <= 100 * c_max * (1 + 1e-9)
+    chinchilla.build_fit_figure(chin, chin_points)
+    spec, table = results["spec"], pd.read_csv(root / "spec_table.csv")
+    specialization.build_ppl_figure(spec, table)
+    specialization.build_forgetting_figure(spec, table)
+    specialization.build_sger_figure(spec)
+    specialization.build_compute_figure(spec, table, pd.read_csv(root / "spec_compute.csv"))
+    decisions = pd.read_csv(root / "split_decisions.csv")
+    fig = split.build_optimal_figure(results["split"], decisions)
+    assert fig.axes[1].get_ylabel() == "compute multiplier vs standard pretraining"
+    limit_c = decisions.loc[decisions["extrapolation"] <= 100, "compute"].max()
+    assert max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines()) <= limit_c
+    split.build_fraction_figure(results["split"], pd.read_csv(root / "split_points.csv"))
+    fig = cross_domain.build_figure(results["cross2"], pd.read_csv(root / "cross2_points.csv"))
+    assert [len(ax.collections) for ax in fig.axes] == [0, 2]

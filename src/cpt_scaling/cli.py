@@ -187,6 +187,7 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict
 REGISTRARS.append(__import__("cpt_scaling.cli_cost", fromlist=["_"]).register_cost)
 REGISTRARS.append(__import__("cpt_scaling.cli_train", fromlist=["_"]).register_train)
 REGISTRARS.append(__import__("cpt_scaling.cli_explain", fromlist=["_"]).register_explain)
+REGISTRARS.append(__import__("cpt_scaling.cli_next", fromlist=["_"]).register_next)
 
 
 def build_parser() -> argparse.ArgumentParser:

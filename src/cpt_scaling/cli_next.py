@@ -1,0 +1,200 @@
+"""``cpt-scaling next``: which candidate runs shrink a decision's 95 % interval most per GPU-hour
+(:mod:`cpt_scaling.next_runs`).
+
+    cpt-scaling next --law results/laws/dcpt_legal.json --points results/tables/dcpt_points_legal.csv \\
+        --candidates candidates.csv --decision usage2 --budget 200 --out next.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cpt_scaling.errors import InputError
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(str(path), f"cannot read law JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InputError(str(path), "law JSON must be an object")
+    return doc
+
+
+def _laws(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """The domain-loss law, the general-loss law (or None) and the study's base losses (or None)."""
+    from cpt_scaling.decisions import DCPT_NAMES
+
+    doc = _read_json(args.law)
+    if doc.get("study") == "dcpt":
+        dom, gen, base = doc.get("domain_loss"), doc.get("general_loss"), doc.get("base")
+        if not isinstance(dom, dict):
+            raise InputError(str(args.law), "D-CPT study JSON lacks its domain_loss fit")
+    elif doc.get("law") in DCPT_NAMES:
+        dom, gen, base = doc, None, None
+    else:
+        raise InputError(str(args.law), f"not a D-CPT law or study JSON (law {doc.get('law')!r}); `next` needs a fit "
+                                        f"of one of {', '.join(DCPT_NAMES)} with bootstrap samples")
+    if args.general_law is not None:
+        gen = _read_json(args.general_law)
+        if gen.get("law") not in DCPT_NAMES:
+            raise InputError(str(args.general_law), f"not a D-CPT law JSON (law {gen.get('law')!r})")
+    return dom, gen if isinstance(gen, dict) else None, base if isinstance(base, dict) else None
+
+
+def _config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    from cpt_scaling.config import check_config_files, read_config_file
+
+    check_config_files([path])
+    raw = read_config_file(path)
+    cost = raw.get("cost") or {}
+    for key in ("peak_flops_per_gpu", "expected_mfu"):
+        v = cost.get(key)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 or
+                              (key == "expected_mfu" and v > 1)):
+            bound = " <= 1" if key == "expected_mfu" else ""
+            raise InputError(str(path), f"cost.{key} must be a positive number{bound}, got {v!r}")
+    return raw
+
+
+def _split_points(df: pd.DataFrame, where: str, need_general: bool) -> dict[str, pd.DataFrame]:
+    for col in ("N", "D", "r", "loss"):
+        if col not in df.columns:
+            raise InputError(where, f"points need a {col!r} column (columns: {', '.join(map(str, df.columns))})")
+    if "target" in df.columns:
+        out = {t: df[df["target"] == t].reset_index(drop=True) for t in ("domain", "general")}
+        if not len(out["domain"]):
+            raise InputError(where, "no rows with target == 'domain'")
+    else:
+        out = {"domain": df.reset_index(drop=True)}
+    if need_general and not len(out.get("general", [])):
+        raise InputError(where, "usage1 needs the general-loss points too: a 'target' column with 'general' rows "
+                                "(r = general ratio), as results/tables/dcpt_points_<domain>.csv has")
+    return out
+
+
+def _cmd_next(args: argparse.Namespace) -> int:
+    from cpt_scaling import next_runs
+    from cpt_scaling.atomic import write_text
+    from cpt_scaling.cli import _same_file
+    from cpt_scaling.points import read_points
+
+    inputs = [("--law", args.law), ("--points", args.points), ("--candidates", args.candidates),
+              ("--configfile", args.configfile), ("--general-law", args.general_law)]
+    if args.out is not None:
+        for flag, path in inputs:
+            if path is not None and _same_file(args.out, path):
+                raise InputError(str(args.out), f"--out would overwrite the input {flag} {path}; choose another path")
+    if args.decision not in next_runs.SUPPORTED:
+        raise InputError("--decision", f"{args.decision!r} is not supported by `next` (supported: "
+                                       f"{', '.join(next_runs.SUPPORTED)}): split and sger decisions are not "
+                                       "functions of a D-CPT law at candidate (N, D, r) runs")
+    dom, gen, base = _laws(args)
+    need_general = args.decision == "usage1"
+    if need_general and gen is None:
+        raise InputError(str(args.law), "usage1 needs the general-loss fit: pass a D-CPT study JSON "
+                                        "(results/laws/dcpt_<domain>.json) or --general-law")
+    cfg = _config(args.configfile)
+    points = _split_points(read_points(args.points), str(args.points), need_general)
+    pdom = points["domain"]
+    n = float(args.N) if args.N is not None else float(pdom["N"].max())
+    study = (cfg.get("studies") or {}).get("dcpt") or {}
+    spec = next_runs.DecisionSpec(args.decision, N=n)
+    if args.decision == "usage1":
+        spec.D = float(args.D) if args.D is not None else float(pdom["D"].max())
+        spec.tolerance = args.tolerance if args.tolerance is not None else float(study.get("general_tolerance", 0.03))
+        if args.base_general_loss is not None:
+            spec.base_general_loss = float(args.base_general_loss)
+        else:
+            match = [b for b in (base or {}).values() if isinstance(b, dict) and float(b.get("N", -1)) == n]
+            if not match or match[0].get("general_loss") is None:
+                raise InputError(str(args.law), f"no base model of N={n:g} with a general loss; pass "
+                                                "--base-general-loss")
+            spec.base_general_loss = float(match[0]["general_loss"])
+    elif args.decision == "usage2":
+        tokens = args.domain_tokens or study.get("domain_tokens")
+        if tokens is None:
+            rows = [u for u in _read_json(args.law).get("usages", []) or []
+                    if u.get("usage") == 2 and float(u.get("N", -1)) == n and u.get("ratio")]
+            tokens = rows[0]["D"] * rows[0]["ratio"] if rows else None
+        if tokens is None:
+            raise InputError("--domain-tokens", "usage2 needs the domain tokens available (--domain-tokens, or "
+                                                "studies.dcpt.domain_tokens in --configfile)")
+        spec.domain_tokens = float(tokens)
+    else:
+        spec.compute = (float(args.compute) if args.compute is not None
+                        else 10.0 * 6.0 * float(pdom["N"].max()) * float(pdom["D"].max()))
+        spec.ratio = (float(args.ratio) if args.ratio is not None
+                      else float(pdom.groupby("r")["loss"].mean().idxmin()))
+    for name, value in (("--budget", args.budget), ("--N", spec.N), ("--domain-tokens", spec.domain_tokens),
+                        ("--D", spec.D), ("--compute", spec.compute)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise InputError(name, f"must be a positive number, got {value}")
+    if spec.ratio is not None and not 0.0 <= spec.ratio <= 1.0:
+        raise InputError("--ratio", f"must lie in [0, 1], got {spec.ratio}")
+    cost = next_runs.cost_assumptions(cfg.get("cost"))
+    runs = pdom.groupby(pdom["run"].astype(str)).size() if "run" in pdom.columns else None
+    default_ck = round(float(runs.median())) if runs is not None else 4
+    default_ck = int((cfg.get("cpt") or {}).get("checkpoints") or default_ck)
+    cands = next_runs.read_candidates(
+        read_points(args.candidates), str(args.candidates), cost,
+        seq_len=int((cfg.get("shards") or {}).get("seq_len") or 128),
+        vocab_size=int((cfg.get("tokenizer") or {}).get("vocab_size") or 2048), default_checkpoints=default_ck)
+    laws = {"domain": dom} if not need_general else {"domain": dom, "general": gen}
+    prop = next_runs.propose(laws, points, cands, spec, float(args.budget), simulations=args.simulations,
+                             seed=args.seed, where=str(args.law))
+    csv = prop.chosen.to_csv(index=False)
+    if args.out is not None:
+        write_text(args.out, csv)
+    sys.stdout.write(next_runs.format_table(prop, max_rows=args.max_rows) + "\n")
+    if args.out is None:
+        sys.stdout.write("\n" + csv)
+    return 0
+
+
+def register_next(subparsers: Any) -> None:
+    """``next --law L --points P --candidates C --decision D --budget H``: the runs to do next."""
+    from cpt_scaling.next_runs import DECISIONS
+
+    p = subparsers.add_parser(
+        "next", help="rank candidate runs by expected shrinkage of a decision's interval per GPU-hour",
+        description="From the bootstrap ensemble of a fitted D-CPT law, simulate each candidate run's checkpoints, "
+                    "reweight the ensemble by their likelihood (importance weights), and choose greedily, within "
+                    "--budget GPU-hours, the runs with the largest expected shrinkage of the decision's 95%% "
+                    "interval per GPU-hour. Candidates CSV: D, r and N (priced 6*N*D) or the shape n_layers, "
+                    "d_model, n_heads, d_ff (priced tokens*size_flops_per_token); optional name/size, checkpoints. "
+                    "GPU-hours = FLOPs/(peak_flops_per_gpu*expected_mfu)/3600 (--configfile's cost section, else "
+                    "the schema's defaults). usage3's width is in decades of N.")
+    p.add_argument("--law", required=True, type=Path, metavar="JSON",
+                   help="`cpt-scaling fit dcpt` output or a D-CPT study JSON (results/laws/dcpt_<domain>.json)")
+    p.add_argument("--points", required=True, type=Path, metavar="FILE",
+                   help="the points the law was fitted on (N, D, r, loss; optional run, target)")
+    p.add_argument("--candidates", required=True, type=Path, metavar="CSV", help="candidate runs, one per row")
+    p.add_argument("--decision", required=True, choices=DECISIONS,
+                   help="usage1, usage2 or usage3 (split and sger are refused)")
+    p.add_argument("--budget", required=True, type=float, metavar="GPU_HOURS", help="GPU-hours to spend")
+    p.add_argument("--out", type=Path, metavar="CSV", help="write the chosen runs as CSV")
+    p.add_argument("--configfile", type=Path, metavar="FILE", help="config: cost assumptions, seq_len, vocabulary, "
+                   "checkpoints per run, studies.dcpt (tolerance, domain tokens)")
+    p.add_argument("--general-law", type=Path, metavar="JSON", help="usage1 with a single-law --law: the general fit")
+    p.add_argument("--N", type=float, help="model size of the decision (usage1/2; default the largest in --points)")
+    p.add_argument("--D", type=float, help="usage1: tokens (default the largest in --points)")
+    p.add_argument("--tolerance", type=float, help="usage1: T (default studies.dcpt.general_tolerance, 0.03)")
+    p.add_argument("--base-general-loss", type=float, help="usage1: the base model's general loss")
+    p.add_argument("--domain-tokens", type=float, help="usage2: domain tokens available")
+    p.add_argument("--compute", type=float, help="usage3: FLOPs (default 10x the largest run)")
+    p.add_argument("--ratio", type=float, help="usage3: domain ratio (default the best in --points)")
+    p.add_argument("--simulations", type=int, default=256, help="simulated outcomes per candidate (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-rows", type=int, default=15, help="rows of the printed ranking")
+    p.set_defaults(func=_cmd_next)

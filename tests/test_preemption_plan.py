@@ -32,7 +32,8 @@ def test_a_run_longer_than_the_cap_takes_several_submissions_of_at_most_the_cap(
     assert res["runtime"] == 60 and res["submissions"] == 4
     assert res["stop_margin_s"] == 60 + resources.STOP_SLACK_SECONDS and res["slurm_extra"] == "--signal=TERM@180"
     multi = train_resources(flops, {**CPU, "gpus_per_job": 16, "nodes_per_job": 2}, {"max_runtime_minutes": 1})
-    assert multi["slurm_extra"] == "--ntasks-per-node=1 --signal=TERM@15" and multi["stop_margin_s"] == 15
+    # A 1-minute job gets no warning signal (SLURM may send it a minute early): its own deadline stops it.
+    assert multi["slurm_extra"] == "--ntasks-per-node=1" and multi["stop_margin_s"] == 15
 
 
 def test_evaluation_jobs_are_capped_too() -> None:

@@ -95,6 +95,9 @@ def runtime_minutes(flops: float, cost: Mapping[str, Any]) -> int:
 STATE_BYTES_PER_PARAM = {True: 14, False: 12}
 #: The trainer's stop margin before a job's end beyond the checkpoint write itself (seconds).
 STOP_SLACK_SECONDS = 120
+#: A job gets SLURM's warning signal only when its limit is at least this many times (margin + 60 s): SLURM sends
+#: it up to 60 s early.
+SIGNAL_MIN_FACTOR = 4
 
 
 def max_runtime(cluster: Mapping[str, Any] | None) -> int | None:
@@ -156,11 +159,13 @@ def train_resources(flops: float, cost: Mapping[str, Any], cluster: Mapping[str,
         res["cpus_per_task"] = int(cost["cpus_per_gpu"]) * per_node
     else:
         res["cpus_per_task"] = int(threads)
-    extra = [f"--signal=TERM@{margin}"]
+    # SLURM may send the warning up to a minute early: only jobs long enough for that to cost little get one
+    # (the trainer's own deadline stops the others).
+    extra = [f"--signal=TERM@{margin}"] if limit * 60 >= SIGNAL_MIN_FACTOR * (margin + 60) else []
     if nodes > 1:
         res.update(nodes=nodes, tasks=nodes, mpi="srun")
         extra.insert(0, "--ntasks-per-node=1")
-    res["slurm_extra"] = " ".join(extra)
+    res["slurm_extra"] = " ".join(extra)  # always present (resource names are fixed per config); "" adds nothing
     for key, name in CLUSTER_RESOURCES.items():
         if cluster and cluster.get(key):
             res[name] = str(cluster[key])

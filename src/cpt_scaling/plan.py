@@ -207,7 +207,8 @@ class Plan:
         cfg = self.cfg
         common = self._train_common()
         general = self.shards[GENERAL]
-        self.pretrain: dict[str, Artifact] = {}
+        self.pretrain: dict[str, Artifact] = {}  # size -> the pretraining run (its final checkpoint: the base)
+        self.pretrain_curve: dict[str, dict[int, Artifact]] = {}  # size -> tokens -> run with that checkpoint
         self.base_init: dict[str, dict[str, Any]] = {}
         self.size_of: dict[str, str] = {}  # train artifact key -> model size name (for the cost model)
         self.trained: dict[str, int] = {}  # trunk segment or branch key -> tokens it trains (else: its budget)
@@ -226,14 +227,23 @@ class Plan:
                                         "inputs": ckpt_inputs}
                 continue
             tokens = cfg["pretrain"]["tokens"]
-            job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"},
-                   "general_shards": general.dir,
-                   "domain_shards": None, "ratio": 0.0, "tokens": tokens, "optimizer": cfg["optimizer"],
-                   "checkpoint_tokens": checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"],
-                                                            self._step_tokens())}
-            art = self._train_artifact(
-                f"pt-{size}", {"job": {k: v for k, v in job.items() if k not in JOB_PATHS},
-                               "general": general.key}, job, (general.output,))
+            budgets = checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"], self._step_tokens())
+            if self.pretrain_branches:  # every checkpoint an annealed WSD branch end (Chinchilla's points)
+                scratch = {"spec": {"init": "scratch"}, "init": {"kind": "scratch"}, "inputs": ()}
+                run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
+                          "domain_shards": None, "ratio": 0.0}
+                self.pretrain_curve[size] = self._wsd_curve(
+                    f"pt-{size}", size, scratch, run_of, {"general": general.key, "domain": None},
+                    (general.output,), budgets, self._wsd_optimizers(cfg["optimizer"], budgets[-1]), common)
+                art = self.pretrain_curve[size][tokens]
+            else:
+                job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"},
+                       "general_shards": general.dir, "domain_shards": None, "ratio": 0.0, "tokens": tokens,
+                       "optimizer": cfg["optimizer"], "checkpoint_tokens": budgets}
+                art = self._train_artifact(
+                    f"pt-{size}", {"job": {k: v for k, v in job.items() if k not in JOB_PATHS},
+                                   "general": general.key}, job, (general.output,))
+                self.pretrain_curve[size] = dict.fromkeys(budgets, art)
             self.pretrain[size] = art
             self.size_of[art.key] = size
             self.base_init[size] = {"spec": {"pretrain": art.key},
@@ -258,19 +268,27 @@ class Plan:
         self._split_stage(optimizer, common)
 
     @property
+    def pretrain_branches(self) -> bool:
+        """Whether pretraining checkpoints are WSD branch ends (annealed) of one trunk per size (the default
+        with more than one checkpoint; ``pretrain.budgets: single_run`` keeps one cosine run)."""
+        return self.cfg["pretrain"]["budgets"] == "branches" and self.cfg["pretrain"]["checkpoints"] > 1
+
+    @property
     def branches(self) -> bool:
         """Whether CPT budgets are WSD branches of one trunk per (size, domain, ratio): the default with more
         than one budget (``cpt.budgets: separate_runs`` keeps one cosine run per budget)."""
         cpt = self.cfg["cpt"]
         return cpt["budgets"] == "branches" and len(cpt["tokens"]) > 1
 
-    def _wsd_optimizers(self, optimizer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(trunk, branch) optimizer settings: warmup in absolute steps (the same for every budget), then a
-        constant LR on the trunk; each branch decays over the last ``cpt.decay_fraction`` of its budget."""
+    def _wsd_optimizers(self, optimizer: dict[str, Any], warmup_budget: int
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(trunk, branch) optimizer settings: warmup in absolute steps (the same for every budget: that of a
+        cosine run of ``warmup_budget`` tokens unless ``cpt.warmup_steps``), then a constant LR on the trunk;
+        each branch decays over the last ``cpt.decay_fraction`` of its budget, in ``cpt.decay_shape``."""
         cpt = self.cfg["cpt"]
         warmup = cpt["warmup_steps"]
-        if warmup is None:  # the warmup a cosine run of the smallest budget would have
-            warmup = warmup_steps(min(cpt["tokens"]) // self._step_tokens(), optimizer["warmup_fraction"])
+        if warmup is None:
+            warmup = warmup_steps(warmup_budget // self._step_tokens(), optimizer["warmup_fraction"])
         common = {k: v for k, v in optimizer.items() if k not in ("warmup_fraction", "schedule")}
         trunk = {**common, "schedule": "constant", "warmup_steps": warmup}
         branch = {**trunk, "schedule": "wsd", "decay_fraction": cpt["decay_fraction"],
@@ -282,17 +300,24 @@ class Plan:
         """One WSD trunk per (size, domain, ratio) and a decay branch per budget D off the trunk's state at its
         branch point. The trunk is a chain of segments, one per branch point, each keyed by the trunk and its end
         only: a larger budget added later extends the trunk from its last state, and nothing done reruns."""
-        trunk_opt, branch_opt = self._wsd_optimizers(optimizer)
+        budgets = self.cfg["cpt"]["tokens"]  # the smallest budget sets the warmup: a larger one can be added
         general = self.shards[GENERAL]
         dom = self.shards[domain] if ratio > 0 else None
-        data = {"general": general.key, "domain": dom.key if dom else None}
-        inputs = (general.output, *((dom.output,) if dom else ()))
-        label = f"{size}{base.get('label', '')}-{domain if dom else 'general'}-{ratio_label(ratio)}"
-        step_tokens = self._step_tokens()
-        points = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens
-                  for tokens in self.cfg["cpt"]["tokens"]}
         run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
                   "domain_shards": dom.dir if dom else None, "ratio": ratio}
+        label = f"{size}{base.get('label', '')}-{domain if dom else 'general'}-{ratio_label(ratio)}"
+        return self._wsd_curve(f"cpt-{label}", size, base, run_of, {"general": general.key,
+                               "domain": dom.key if dom else None}, (general.output, *((dom.output,) if dom else ())),
+                               budgets, self._wsd_optimizers(optimizer, budgets[0]), common)
+
+    def _wsd_curve(self, name: str, size: str, base: dict[str, Any], run_of: dict[str, Any],
+                   data: dict[str, Any], inputs: tuple[str, ...], budgets: list[int],
+                   optimizers: tuple[dict[str, Any], dict[str, Any]], common: dict[str, Any]) -> dict[int, Artifact]:
+        """The trunk segments and branches of one WSD curve ``name`` (branch ``<name>-d<D>`` per budget D, trunk
+        segments ``trunk-<name>-t<T>``), from ``base``; returns the branches by budget."""
+        trunk_opt, branch_opt = optimizers
+        step_tokens = self._step_tokens()
+        points = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens for tokens in budgets}
         segments: dict[int, Artifact] = {}
         previous: Artifact | None = None
         for point in sorted(set(points.values())):
@@ -300,7 +325,7 @@ class Plan:
             job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
                    "checkpoint_tokens": [point], "keep_final_state": True}
             trunk = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
-            seg = self._train_artifact(f"trunk-{label}-t{point}", {"trunk": trunk, "base": base["spec"], **data},
+            seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data},
                                        job, (*(base["inputs"] if previous is None else (previous.output,)), *inputs))
             self.trained[seg.key] = point - (previous.job["tokens"] if previous else 0)
             self.size_of[seg.key] = size
@@ -311,10 +336,11 @@ class Plan:
             job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.dir}, "tokens": tokens,
                    "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
             branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
-            runs[tokens] = self._train_artifact(f"cpt-{label}-d{tokens}", {"branch": branch, "trunk": seg.key},
+            runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
                                                 job, (seg.output, *inputs))
             self.trained[runs[tokens].key] = tokens - point
-            self.curve_of[runs[tokens].key] = f"cpt-{label}"
+            self.size_of[runs[tokens].key] = size
+            self.curve_of[runs[tokens].key] = name
         return runs
 
     def _split_stage(self, optimizer: dict[str, Any], common: dict[str, Any]) -> None:
@@ -325,14 +351,19 @@ class Plan:
         if not study["enabled"]:
             return
         spec_tokens = study["spec_tokens"] or self.cfg["cpt"]["tokens"]
-        for size, pre in self.pretrain.items():
-            model = pre.job["model"]
-            final = pre.job["checkpoint_tokens"][-1]
-            for branch in pre.job["checkpoint_tokens"]:
-                base = self.base_init[size] if branch == final else {
-                    "spec": {"pretrain": pre.key, "branch_tokens": branch},
-                    "init": {"kind": "run", "run_dir": pre.dir, "tokens": branch}, "inputs": (pre.output,),
-                    "label": f"-p{branch}"}
+        for size, curve in self.pretrain_curve.items():
+            model = self.pretrain[size].job["model"]
+            final = max(curve)
+            for branch, pre in curve.items():
+                if branch == final:
+                    base = self.base_init[size]
+                elif pre.key in self.curve_of:  # the annealed end of this pretraining budget's WSD branch
+                    base = {"spec": {"pretrain": pre.key}, "init": {"kind": "run", "run_dir": pre.dir},
+                            "inputs": (pre.output,), "label": f"-p{branch}"}
+                else:  # an intermediate checkpoint of the single cosine pretraining run
+                    base = {"spec": {"pretrain": pre.key, "branch_tokens": branch},
+                            "init": {"kind": "run", "run_dir": pre.dir, "tokens": branch}, "inputs": (pre.output,),
+                            "label": f"-p{branch}"}
                 for domain in self.split_domains:
                     for tokens in spec_tokens:
                         run = self._cpt_run(size, model, base, domain, study["ratio"], tokens, optimizer, common)
@@ -415,11 +446,14 @@ class Plan:
                 meta = {"kind": "base", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
                         "budget": 0, "pretrain_tokens": 0}
                 self.base_evals[size] = self._eval(None, [GENERAL, *self.domains], meta, base=(size, base))
-        for size, run in self.pretrain.items():
-            meta = {"kind": "pretrain", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
-                    "budget": pre_tokens, "pretrain_tokens": 0}
-            for corpus in [GENERAL, *self.domains]:
-                self._eval(run, [corpus], meta)
+        for size, curve in self.pretrain_curve.items():
+            for run in {a.key: a for a in curve.values()}.values():
+                meta = {"kind": "pretrain", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
+                        "budget": pre_tokens, "pretrain_tokens": 0}
+                if run.key in self.curve_of:  # a WSD branch end: one annealed point of the size's curve
+                    meta |= {"run": self.curve_of[run.key], "budget": None}
+                for corpus in [GENERAL, *self.domains]:
+                    self._eval(run, [corpus], meta)
         for (size, domain, ratio, tokens), run in self.cpt.items():
             base_tokens = 0 if size not in self.pretrain else pre_tokens
             meta = {"kind": "cpt", "size": size, "N": self.n_params(size), "domain": domain if ratio > 0 else None,
@@ -506,7 +540,7 @@ class Plan:
 
     def pretrain_evals(self) -> list[str]:
         """Eval tables of the Chinchilla study: the from-scratch pretraining runs on the general suite."""
-        runs = {a.key for a in self.pretrain.values()}
+        runs = {a.key for curve in self.pretrain_curve.values() for a in curve.values()}
         return sorted(a.output for a in self.evals.values()
                       if a.spec.get("run") in runs and GENERAL in a.job["corpora"])
 

@@ -48,19 +48,21 @@ def read_eval_tables(paths: list[Path]) -> pd.DataFrame:
     """Concatenate per-run evaluation tables into one frame."""
     frames = [pq.read_table(p).to_pandas() for p in paths]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if len(df) and df["budget"].isna().any():
-        # WSD branches: each is one annealed point of its trunk's curve (they share the run name), so the curve
-        # reads like one run's checkpoints, its budget the longest branch.
-        longest = df.groupby("run")["D"].transform("max")
-        df["budget"] = df["budget"].where(df["budget"].notna() | (df["kind"] != "cpt"), longest)
+    if len(df):
+        # A point is annealed (its LR decayed to the end) at a WSD branch end and at a cosine run's last
+        # checkpoint, not at the cosine run's earlier checkpoints.
+        df["annealed"] = df["budget"].isna() | (df["D"] == df["budget"])
+        # WSD branches are the points of their trunk's curve (they share the run name): the curve reads like
+        # one run's checkpoints, its budget the longest branch.
+        df["budget"] = df["budget"].fillna(df.groupby("run")["D"].transform("max"))
     return df
 
 
 def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> pd.DataFrame:
     """The sweep's tidy evaluation table (one row per run, checkpoint and suite), as Parquet and CSV."""
     df = read_eval_tables(paths)
-    order = [c for c in ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens", "D", "suite",
-                         "split", "loss", "perplexity", "n_tokens"] if c in df.columns]
+    order = [c for c in ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens", "D", "annealed",
+                         "suite", "split", "loss", "perplexity", "n_tokens"] if c in df.columns]
     df = df[order].sort_values(["kind", "N", "domain", "ratio", "budget", "D", "suite", "split"],
                                na_position="first").reset_index(drop=True)
     with atomic_path(parquet_out) as tmp:

@@ -20,10 +20,13 @@ log = logging.getLogger(__name__)
 
 
 def chinchilla_points(df: pd.DataFrame) -> pd.DataFrame:
-    """General test loss of the pretraining runs at every checkpoint: columns size, N, D, loss."""
+    """General test loss of the pretraining runs at every checkpoint: columns size, N, D, loss, annealed (WSD
+    branch ends and a cosine run's last checkpoint are; a cosine run's earlier checkpoints are not)."""
     df = test_rows(df)
     pre = df[(df["kind"] == "pretrain") & (df["suite"] == GENERAL) & (df["D"] > 0)]
-    return pre[["size", "N", "D", "loss"]].sort_values(["N", "D"]).reset_index(drop=True)
+    if "annealed" not in pre.columns:
+        pre = pre.assign(annealed=pre["D"] == pre["budget"])
+    return pre[["size", "N", "D", "loss", "annealed"]].sort_values(["N", "D"]).reset_index(drop=True)
 
 
 def frontier(law: dict[str, Any], points: pd.DataFrame, n: int = 25) -> pd.DataFrame:
@@ -39,9 +42,16 @@ def fit_chinchilla_study(eval_tables: list[Path], fit: dict[str, Any], law_out: 
                          frontier_out: Path) -> dict[str, Any]:
     """Fit the Chinchilla form; write the law JSON, its points and the compute-optimal frontier."""
     points = chinchilla_points(read_eval_tables(eval_tables))
+    unannealed = int((~points["annealed"].astype(bool)).sum())
     log.info("fitting Chinchilla to %d points", len(points))
     result = {"study": "chinchilla",
               **fit_points("chinchilla", points[["N", "D", "loss"]], fit, groups=points["size"])}
+    if unannealed:  # a cosine run's intermediate checkpoints: their LR never decayed, so their loss is high
+        note = (f"{unannealed} of {len(points)} points are intermediate checkpoints of cosine pretraining runs "
+                "(not annealed; they bias the data exponent): set pretrain.budgets: branches")
+        log.warning("Chinchilla: %s", note)
+        result["diagnostics"]["warnings"].append(note)
+    result["unannealed_points"] = unannealed
     write_csv(points, points_out)
     write_csv(frontier(result, points), frontier_out)
     write_json(law_out, result)

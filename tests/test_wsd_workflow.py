@@ -1,0 +1,125 @@
+"""WSD trunks and branches in the workflow: adding a budget extends the trunk and adds one branch, nothing else
+keyed reruns; kills during a trunk segment or a branch resume to the uninterrupted bytes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from reliability_utils import assert_same_products, kill_group, resume, start_snakemake, wait_until
+from workflow_utils import planned_jobs, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+TABLE = "results/tables/eval.csv"
+BUDGETS = [65536, 262144]  # 128 and 512 optimizer steps of 512 tokens; branch points at 64 and 256
+
+
+def branch_config(micro: dict, budgets: list[int]) -> dict:
+    """The micro sweep's data (same classifier and shards keys) with one size, one ratio and WSD branches (for
+    pretraining too)."""
+    return {**micro, "domains": {"legal": {"threshold": 0.5, "ratios": [0.5]}},
+            "models": {"sizes": {"xs": micro["models"]["sizes"]["xs"]}},
+            "pretrain": {**micro["pretrain"], "budgets": "branches"},
+            "cpt": {"tokens": budgets, "decay_fraction": 0.5, "checkpoints": 3},
+            "studies": {"split": {"enabled": False}}}
+
+
+def write_config(workdir: Path, name: str, budgets: list[int]) -> str:
+    micro = yaml.safe_load((workdir / "micro.yaml").read_text())
+    (workdir / name).write_text(yaml.safe_dump(branch_config(micro, budgets)))
+    return name
+
+
+@pytest.fixture(scope="session")
+def branch_run(micro_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The finished micro sweep plus a finished branch sweep on its data (do not modify; copy it)."""
+    workdir = tmp_path_factory.mktemp("branches") / "w"
+    shutil.copytree(micro_run, workdir, symlinks=True)
+    write_config(workdir, "branches.yaml", BUDGETS)
+    result = run_snakemake(workdir, "branches.yaml", TABLE)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir
+
+
+def train_dirs(workdir: Path, prefix: str) -> list[Path]:
+    return sorted((workdir / "artifacts" / "train").glob(f"{prefix}-*"))
+
+
+def test_budgets_are_one_trunk_of_segments_and_a_branch_per_budget(branch_run: Path) -> None:
+    segments = train_dirs(branch_run, "trunk-cpt-xs-legal-r0.5")
+    names = [p.name.rsplit("-", 1)[0] for p in segments]
+    assert names == ["trunk-cpt-xs-legal-r0.5-t131072", "trunk-cpt-xs-legal-r0.5-t32768"]
+    branches = train_dirs(branch_run, "cpt-xs-legal-r0.5-d")
+    assert len(branches) == 2
+    for run in branches:  # a branch trains only its decay, from its trunk segment's state
+        start = json.loads((run / "train_log.jsonl").read_text().splitlines()[0])
+        budget = int(run.name.rsplit("-", 1)[0].rsplit("-d", 1)[1])
+        assert start["resumed_from"] == budget // 2
+    # In the eval table the branch ends are the points of one run, the trunk's curve, of the longest budget.
+    evals = pd.read_csv(branch_run / TABLE)
+    curve = evals[(evals["run"] == "cpt-xs-legal-r0.5") & (evals["split"] == "test")]
+    assert sorted(set(curve["D"])) == BUDGETS and set(curve["budget"]) == {max(BUDGETS)}
+    assert curve["annealed"].all()
+    # Pretraining too: every checkpoint the Chinchilla study would fit is an annealed branch end.
+    pre = evals[(evals["kind"] == "pretrain") & (evals["split"] == "test")]
+    assert set(pre["run"]) == {"pt-xs"} and sorted(set(pre["D"])) == [2048, 4096, 8192] and pre["annealed"].all()
+
+
+def test_adding_a_budget_plans_only_a_trunk_extension_and_its_branch(branch_run: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "w"
+    shutil.copytree(branch_run, workdir, symlinks=True)
+    more = write_config(workdir, "more.yaml", [*BUDGETS, 1048576])
+    jobs = planned_jobs(workdir, more, TABLE)
+    keyed = sorted((rule, Path(out).parent.name.rsplit("-", 1)[0]) for rule, out in jobs if "/artifacts/" in out
+                   or out.startswith("artifacts/"))
+    assert keyed == [("evaluate", "cpt-xs-legal-r0.5-d1048576--legal+general"),
+                     ("train", "cpt-xs-legal-r0.5-d1048576"), ("train", "trunk-cpt-xs-legal-r0.5-t524288")], jobs
+    assert sorted(rule for rule, _ in jobs if rule not in ("evaluate", "train")) == ["eval_table"]
+    # Removing it again: nothing keyed to do.
+    back = write_config(workdir, "back.yaml", BUDGETS)
+    assert planned_jobs(workdir, back, TABLE) == []
+
+
+def _step_logged(run_glob: str, workdir: Path) -> Path | None:
+    """A training job of ``run_glob`` that has logged a step and not finished."""
+    for run in (workdir / "artifacts" / "train").glob(run_glob):
+        log = run / "train_log.jsonl"
+        if not (run / "checkpoints.json").exists() and log.is_file() and '"event": "step"' in log.read_text():
+            return run
+    return None
+
+
+@pytest.mark.parametrize("killed", ["trunk-cpt-xs-legal-r0.5-t131072", "cpt-xs-legal-r0.5-d262144"])
+def test_kill_during_a_trunk_segment_or_a_branch_resumes_to_the_same_bytes(
+        branch_run: Path, tmp_path: Path, killed: str) -> None:
+    workdir = tmp_path / "w"
+    shutil.copytree(branch_run, workdir, symlinks=True)
+    # Redo the last trunk segment (between the branch points) and the branch off it, or only the branch.
+    for run in [*train_dirs(workdir, killed), *train_dirs(workdir, "cpt-xs-legal-r0.5-d262144")]:
+        shutil.rmtree(run, ignore_errors=True)
+    proc = start_snakemake(workdir, "branches.yaml", TABLE)
+    try:
+        wait_until(functools.partial(_step_logged, f"{killed}-*"), proc, f"{killed} training", interval=0.01)
+    finally:
+        kill_group(proc)
+    result = resume(workdir, "branches.yaml", TABLE)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    [run] = train_dirs(workdir, killed)
+    starts = [r for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines()) if r["event"] == "start"]
+    assert len(starts) == 2, "the kill came after the job finished"
+    assert_same_products(workdir, branch_run)
+
+
+def test_chinchilla_on_a_single_cosine_pretraining_run_flags_its_unannealed_points(micro_run: Path) -> None:
+    """The micro sweep pretrains with pretrain.budgets: single_run: its intermediate checkpoints are fitted, and
+    the law says how many of them were not annealed."""
+    law = json.loads((micro_run / "results" / "laws" / "chinchilla.json").read_text())
+    points = pd.read_csv(micro_run / "results" / "tables" / "chinchilla_points.csv")
+    assert law["unannealed_points"] == int((~points["annealed"]).sum()) == 4  # 2 sizes x 2 earlier checkpoints
+    assert any("not annealed" in w for w in law["diagnostics"]["warnings"])

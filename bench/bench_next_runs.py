@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--budget-fraction", type=float, default=0.25)
     parser.add_argument("--simulations", type=int, default=256)
-    parser.add_argument("--method", choices=("importance", "linear"), default="importance")
+    parser.add_argument("--method", choices=next_runs.METHODS, default="bootstrap")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     cost = next_runs.cost_assumptions()

@@ -171,7 +171,7 @@ def test_next_linear_method_agrees_on_the_direction(sweep: dict[str, Path]) -> N
     cands = next_runs.read_candidates(pd.DataFrame([{"N": 2.5e4, "D": 262144.0, "r": r} for r in (0.1, 0.75)]),
                                       "c", cost)
     spec = next_runs.DecisionSpec("usage2", N=1e5, domain_tokens=32768.0)
-    for method in ("importance", "linear"):
+    for method in next_runs.METHODS:
         prop = next_runs.propose({"domain": law}, {"domain": pts}, cands, spec, 1.0, simulations=128, method=method)
         rank = prop.ranking.set_index("candidate")["expected_width"]
         assert (rank <= prop.current_width + 1e-12).all()

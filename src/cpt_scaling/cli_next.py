@@ -152,7 +152,7 @@ def _cmd_next(args: argparse.Namespace) -> int:
         vocab_size=int((cfg.get("tokenizer") or {}).get("vocab_size") or 2048), default_checkpoints=default_ck)
     laws = {"domain": dom} if not need_general else {"domain": dom, "general": gen}
     prop = next_runs.propose(laws, points, cands, spec, float(args.budget), simulations=args.simulations,
-                             seed=args.seed, where=str(args.law))
+                             seed=args.seed, method=args.method, where=str(args.law))
     csv = prop.chosen.to_csv(index=False)
     if args.out is not None:
         write_text(args.out, csv)
@@ -164,7 +164,7 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 def register_next(subparsers: Any) -> None:
     """``next --law L --points P --candidates C --decision D --budget H``: the runs to do next."""
-    from cpt_scaling.next_runs import DECISIONS
+    from cpt_scaling.next_runs import DECISIONS, METHODS
 
     p = subparsers.add_parser(
         "next", help="rank candidate runs by expected shrinkage of a decision's interval per GPU-hour",
@@ -195,6 +195,9 @@ def register_next(subparsers: Any) -> None:
     p.add_argument("--compute", type=float, help="usage3: FLOPs (default 10x the largest run)")
     p.add_argument("--ratio", type=float, help="usage3: domain ratio (default the best in --points)")
     p.add_argument("--simulations", type=int, default=256, help="simulated outcomes per candidate (default 256)")
+    p.add_argument("--method", choices=METHODS, default="bootstrap",
+                   help="expected-width estimator: bootstrap (default; mimics the refit's run bootstrap), posterior "
+                        "(each run counted once), linear (ensemble Kalman variance update)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-rows", type=int, default=15, help="rows of the printed ranking")
     p.set_defaults(func=_cmd_next)

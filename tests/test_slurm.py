@@ -11,15 +11,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_workdir
 from workflow_utils import REPO, planned_jobs, run_snakemake
 
 from cpt_scaling.config import load_config
 from cpt_scaling.plan import Plan, build_plan
+from cpt_scaling.train_log import read_log
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -122,3 +125,77 @@ def test_micro_sweep_on_slurm_then_a_rerun_submits_nothing(slurm_cluster: Path, 
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
     assert "submitted with SLURM jobid" not in rerun.stdout + rerun.stderr
     assert slurm_cluster.stat().st_size == size_after, "a rerun submits nothing"
+
+
+def capped_config(workdir: Path) -> tuple[str, str]:
+    """The micro config with a 1-minute partition limit and a pretraining run the cost model expects to take
+    about two minutes (so it needs several submissions); returns the config file and that run's key."""
+    cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
+    cfg["pretrain"] = {"tokens": 512 * 1500, "checkpoints": 3, "budgets": "single_run"}
+    cfg["cost"] = {"cpu_flops": 5.0e8}
+    cfg["cluster"] = {"max_runtime_minutes": 1}
+    cfg["training"]["checkpoint_minutes"] = 0.1
+    (workdir / "capped.yaml").write_text(yaml.safe_dump(cfg))
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        plan = build_plan(load_config("capped.yaml"))
+    finally:
+        os.chdir(cwd)
+    return "capped.yaml", plan.pretrain["xs"].key
+
+
+def test_a_run_longer_than_the_partition_limit_finishes_over_several_submissions(
+    slurm_cluster: Path, tmp_path: Path
+) -> None:
+    workdir = make_workdir(tmp_path / "w")
+    configfile, key = capped_config(workdir)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        plan = build_plan(load_config(configfile))
+    finally:
+        os.chdir(cwd)
+    res = plan.train_resources(key)
+    assert res["runtime"] == 1 and res["submissions"] > 1, res
+    run_dir = workdir / plan.artifact(key).dir
+    target = str((run_dir / "checkpoints.json").relative_to(workdir))
+    dry = run_snakemake(workdir, configfile, target, "--dry-run", "--workflow-profile", str(TEST_PROFILE),
+                        profile="slurm")
+    assert f"submissions={res['submissions']}" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+    offset = slurm_cluster.stat().st_size if slurm_cluster.exists() else 0
+
+    result = run_snakemake(workdir, configfile, target, "--workflow-profile", str(TEST_PROFILE), profile="slurm",
+                           timeout=2400)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", log)
+    squeue = ["squeue", "--states=all", "--noheader", "--format=%i|%T|%k|%l", "--jobs", ",".join(submitted)]
+    jobs = [line.split("|") for line in subprocess.run(squeue, capture_output=True, text=True,
+                                                        check=True).stdout.split()]
+    train = sorted((j for j in jobs if j[2].endswith(key)), key=lambda j: int(j[0]))
+    print("training submissions (squeue):", train)
+    records = {r["JobId"]: r for r in job_records(slurm_cluster, offset)}
+    print("jobcomp:", [(j[0], records.get(j[0], {}).get("JobState"), records.get(j[0], {}).get("ExitCode"))
+                       for j in train])
+    assert 2 <= len(train) <= res["submissions"], train
+    assert all(minutes(limit) <= 1 for *_, limit in train), train
+    assert [j[1] for j in train][-1] == "COMPLETED" and "Trying to restart job" in log
+    starts = [r for r in read_log(run_dir / "train_log.jsonl") if r["event"] == "start"]
+    stops = [r for r in read_log(run_dir / "train_log.jsonl") if r["event"] == "stop"]
+    assert len(starts) == len(train), (starts, train)
+    print("stops:", stops)
+    assert not (run_dir / "resume").exists()
+
+    # The same run uninterrupted, in one process: byte-identical checkpoints.
+    reference = tmp_path / "reference"
+    code = ("import json, sys; from cpt_scaling.config import load_config; from cpt_scaling.plan import build_plan; "
+            "from cpt_scaling.trainer import train; "
+            f"plan = build_plan(load_config({configfile!r})); "
+            f"train({{**plan.artifact({key!r}).job, 'threads': 1}}, sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(reference)], cwd=workdir, check=True, capture_output=True)
+    ours = {p.relative_to(run_dir): p.read_bytes() for p in (run_dir / "checkpoints").rglob("*") if p.is_file()}
+    theirs = {p.relative_to(reference): p.read_bytes() for p in (reference / "checkpoints").rglob("*")
+              if p.is_file()}
+    assert ours.keys() == theirs.keys() and all(ours[k] == theirs[k] for k in theirs)
+    assert (run_dir / "checkpoints.json").read_bytes() == (reference / "checkpoints.json").read_bytes()

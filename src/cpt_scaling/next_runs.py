@@ -399,7 +399,8 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
 
     ``laws`` maps ``"domain"`` (and for usage 1 ``"general"``) to law JSONs with bootstrap samples; ``points`` the
     same keys to the points they were fitted on (``N, D, r, loss``, optional ``run``; the general points with the
-    general ratio in ``r``, as the D-CPT study writes them).
+    general ratio in ``r``, as the D-CPT study writes them). ``method`` is one of :data:`METHODS`; ``draws`` the
+    simulated resamples per simulation of the ``bootstrap`` estimator.
     """
     if spec.decision not in SUPPORTED:
         raise InputError("--decision", f"{spec.decision!r} is not supported by `next` (supported: "

@@ -55,7 +55,7 @@ def test_budgets_are_one_trunk_of_segments_and_a_branch_per_budget(branch_run: P
     segments = train_dirs(branch_run, "trunk-cpt-xs-legal-r0.5")
     names = [p.name.rsplit("-", 1)[0] for p in segments]
     assert names == ["trunk-cpt-xs-legal-r0.5-t131072", "trunk-cpt-xs-legal-r0.5-t32768"]
-    branches = train_dirs(branch_run, "cpt-xs-legal-r0.5-d")
+    branches = [run for d in BUDGETS for run in train_dirs(branch_run, f"cpt-xs-legal-r0.5-d{d}")]
     assert len(branches) == 2
     for run in branches:  # a branch trains only its decay, from its trunk segment's state
         start = json.loads((run / "train_log.jsonl").read_text().splitlines()[0])
@@ -100,12 +100,16 @@ def test_kill_during_a_trunk_segment_or_a_branch_resumes_to_the_same_bytes(
         branch_run: Path, tmp_path: Path, killed: str) -> None:
     workdir = tmp_path / "w"
     shutil.copytree(branch_run, workdir, symlinks=True)
-    # Redo the last trunk segment (between the branch points) and the branch off it, or only the branch.
-    for run in [*train_dirs(workdir, killed), *train_dirs(workdir, "cpt-xs-legal-r0.5-d262144")]:
-        shutil.rmtree(run, ignore_errors=True)
+    # Redo the last trunk segment (between the branch points) and the branch off it, or only the branch; and
+    # what reads them (Snakemake leaves deleted intermediate files alone while the final table is up to date).
+    evals = sorted((workdir / "artifacts" / "eval").glob("cpt-xs-legal-r0.5-d262144--*"))
+    for run in {*train_dirs(workdir, killed), *train_dirs(workdir, "cpt-xs-legal-r0.5-d262144"), *evals}:
+        shutil.rmtree(run)
+    for table in (workdir / "results" / "tables").glob("eval.*"):
+        table.unlink()
     proc = start_snakemake(workdir, "branches.yaml", TABLE)
     try:
-        wait_until(functools.partial(_step_logged, f"{killed}-*"), proc, f"{killed} training", interval=0.01)
+        wait_until(functools.partial(_step_logged, f"{killed}-*", workdir), proc, f"{killed} training", interval=0.01)
     finally:
         kill_group(proc)
     result = resume(workdir, "branches.yaml", TABLE)

@@ -1,8 +1,8 @@
-"""Scaling-law parameterisations, a name registry, and the fitting API re-exported for convenience.
+"""Scaling-law parameterisations and a name registry (the fitting API lives in :mod:`cpt_scaling.fitting`).
 
 ``LAWS`` maps each name accepted by ``cpt-scaling fit`` to its :class:`Law` (``dcpt`` is L3). The pseudo-law
-``split`` is not in the registry: :func:`fit_law` fits every split candidate and keeps the best by held-out
-error.
+``split`` is not in the registry: :func:`cpt_scaling.fitting.fit_law` fits every split candidate and keeps the
+best by held-out error. The registry imports no fitting code, so ``fitting`` and ``points`` may import it.
 """
 
 from __future__ import annotations
@@ -34,21 +34,9 @@ LAWS: dict[str, Law] = {
 FIT_NAMES: tuple[str, ...] = (*LAWS, "split")
 
 
-def __getattr__(name: str):  # lazy re-export avoids an import cycle with cpt_scaling.fitting
-    if name in {"fit_law", "predict", "FitResult", "validate_points"}:
-        from cpt_scaling import fitting
-
-        return getattr(fitting, name)
-    raise AttributeError(name)
-
-
 __all__ = [
     "FIT_NAMES",
     "LAWS",
     "SPLIT_CANDIDATES",
-    "FitResult",
     "Law",
-    "fit_law",
-    "predict",
-    "validate_points",
 ]

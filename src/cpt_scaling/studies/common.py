@@ -8,8 +8,7 @@ from typing import Any
 import pandas as pd
 
 from cpt_scaling.atomic import atomic_path
-from cpt_scaling.fitting import extrapolation_factor
-from cpt_scaling.laws import fit_law
+from cpt_scaling.fitting import extrapolation_factor, fit_law
 
 # Eval-table kinds of the models a continued-pretraining run starts from: a pretraining run of ours (its final
 # checkpoint is the base) or a local base checkpoint (evaluated once, at D = 0).

@@ -19,7 +19,7 @@ import pandas as pd
 
 from cpt_scaling.atomic import write_json
 from cpt_scaling.errors import InputError
-from cpt_scaling.laws import predict
+from cpt_scaling.fitting import predict
 from cpt_scaling.studies.common import fit_points, run_groups, write_csv
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points
 from cpt_scaling.tables import read_eval_tables

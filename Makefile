@@ -33,6 +33,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow_scripts bench scripts
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,21 +1,29 @@
-"""Adaptor for rules/classify.smk: train the fastText classifier, or classify one pool file."""
+"""Adaptor for rules/classify.smk: train the fastText classifier, or classify one pool file (``STEPS``)."""
 
 from pathlib import Path
+from typing import Any
 
-from cpt_scaling.adaptor import rule_job
+from cpt_scaling.adaptor import rule_job, rule_step
 from cpt_scaling.classify import classify_file, train_classifier
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
+
+def train(job: dict[str, Any], columns: dict[str, str]) -> None:
+    train_classifier(
+        {label: [Path(p) for p in paths] for label, paths in job["seed_files"].items()},
+        Path(smk.output.model).parent,
+        epoch=job["epoch"], lr=job["lr"], word_ngrams=job["word_ngrams"], dim=job["dim"],
+        min_count=job["min_count"], validation_fraction=job["validation_fraction"], seed=job["seed"],
+        **columns,
+    )
+
+
+def classify(job: dict[str, Any], columns: dict[str, str]) -> None:
+    classify_file(Path(job["model"]), Path(job["pool_file"]), Path(smk.output.labels), **columns)
+
+
+STEPS = {"train_classifier": train, "classify_pool_file": classify}
+
 with rule_job(smk) as job:
-    columns = {"text_column": job["text_column"], "id_column": job["id_column"]}
-    if smk.rule == "train_classifier":
-        train_classifier(
-            {label: [Path(p) for p in paths] for label, paths in job["seed_files"].items()},
-            Path(smk.output.model).parent,
-            epoch=job["epoch"], lr=job["lr"], word_ngrams=job["word_ngrams"], dim=job["dim"],
-            min_count=job["min_count"], validation_fraction=job["validation_fraction"], seed=job["seed"],
-            **columns,
-        )
-    else:
-        classify_file(Path(job["model"]), Path(job["pool_file"]), Path(smk.output.labels), **columns)
+    rule_step(smk, STEPS)(job, {"text_column": job["text_column"], "id_column": job["id_column"]})

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cpt_scaling.adaptor import rule_job
+from cpt_scaling.adaptor import rule_job, rule_step
 from cpt_scaling.figures import chinchilla, cross_domain, dcpt, specialization, split
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
@@ -16,4 +16,4 @@ DRAW = {
 }
 
 with rule_job(smk):
-    DRAW[smk.rule]({k: Path(v) for k, v in smk.input.items()}, {k: Path(v) for k, v in smk.output.items()})
+    rule_step(smk, DRAW)({k: Path(v) for k, v in smk.input.items()}, {k: Path(v) for k, v in smk.output.items()})

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,19 @@ log = logging.getLogger("cpt_scaling")
 def _launch_rank() -> int:
     """This process's rank in a torchrun or multi-task srun launch (0 when launched once)."""
     return int(os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or 0)
+
+
+def rule_step(smk: Any, steps: Mapping[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """The step of ``steps`` (a workflow script's table keyed by rule name) for this job's rule.
+
+    A rule the table does not know (renamed or added in ``rules/*.smk`` without its step) fails here, naming the
+    rule and the rules the script handles, instead of silently running another rule's step.
+    """
+    try:
+        return steps[smk.rule]
+    except KeyError:
+        raise RuntimeError(f"this workflow script has no step for rule {smk.rule!r} (it handles: "
+                           f"{', '.join(sorted(steps))}); add the rule to its table in workflow_scripts/") from None
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import glob
+import importlib.resources
 import math
 import os
 from collections.abc import Iterable
@@ -24,7 +25,9 @@ from cpt_scaling.errors import InputError
 from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+#: The schema ships as package data ``cpt_scaling/schema.yaml``, a symlink to ``config/schema.yaml`` (the one source,
+#: which the wheel build copies), so a non-editable install finds it too.
+SCHEMA_RESOURCE = "schema.yaml"
 GENERAL = "general"
 YTE_MARKER = "__use_yte__"  # the top-level key that makes Snakemake render a config file as a template
 DEFAULT_VOCAB_SIZE = 2048  # the BPE trained on the seeds when tokenizer.vocab_size is not given
@@ -33,7 +36,7 @@ SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (report
 
 @functools.cache
 def _schema_text() -> str:
-    return SCHEMA_PATH.read_text()
+    return importlib.resources.files("cpt_scaling").joinpath(SCHEMA_RESOURCE).read_text()
 
 
 def load_schema() -> dict[str, Any]:

@@ -19,25 +19,34 @@ TOKEN_BYTES = TOKEN_DTYPE.itemsize
 
 
 def read_sequences(path: Path, *, seq_len: int | None = None, dtype: Any = np.int64) -> np.ndarray:
-    """All sequences of one Parquet file as an ``(n, seq_len)`` array; every row must have the same length."""
+    """All sequences of one Parquet file (column ``input_ids``) as an ``(n, seq_len)`` array.
+
+    Every row must have the same length (``seq_len`` when given). An empty file keeps the width its writer stored
+    in the schema metadata (``seq_len``). A missing, corrupt or non-sequence file is an :class:`InputError`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InputError(str(path), "sequence file does not exist")
-    if COLUMN not in pq.read_schema(path).names:
-        raise InputError(str(path), f"no column {COLUMN!r}")
-    column = pq.read_table(path, columns=[COLUMN]).column(COLUMN).combine_chunks()
+        raise InputError(str(path), "sequence file not found")
+    try:
+        table = pq.read_table(path, columns=[COLUMN])
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise InputError(str(path), f"cannot read column {COLUMN!r} (corrupt or not a sequence file?): {exc}") from None
+    column = table.column(COLUMN).combine_chunks()
     if pa.types.is_fixed_size_list(column.type):
         column = column.cast(pa.list_(column.type.value_type))
     if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
         raise InputError(str(path), f"column {COLUMN!r} must be a list of integers, got {column.type}")
+    if column.null_count:
+        raise InputError(str(path), f"null sequences in column {COLUMN!r}")
     n = len(column)
     if n == 0:
-        width = seq_len or 0
+        width = seq_len if seq_len is not None else int((table.schema.metadata or {}).get(b"seq_len", 0))
         return np.zeros((0, width), dtype=dtype)
     lengths = np.diff(column.offsets.to_numpy())
     width = int(lengths[0]) if seq_len is None else seq_len
     if np.any(lengths != width):
-        raise InputError(str(path), f"rows of {COLUMN!r} must all have length {width}")
+        raise InputError(str(path), f"rows of {COLUMN!r} have unequal lengths {sorted(set(lengths.tolist()))[:5]}, "
+                         f"expected all {width}")
     values = column.flatten().to_numpy(zero_copy_only=False)
     return values.astype(dtype, copy=False).reshape(n, width)
 

@@ -62,33 +62,6 @@ def write_sequences(path: Path, flat: np.ndarray, seq_len: int) -> None:
     )
 
 
-def read_sequences(path: Path) -> np.ndarray:
-    """Read the ``input_ids`` column of a shard as an int64 array of shape (n_sequences, seq_len)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(str(path), "shard file not found")
-    try:
-        table = pq.read_table(path, columns=["input_ids"])
-    except (OSError, pa.ArrowException, KeyError) as exc:
-        raise InputError(
-            str(path), f"cannot read column 'input_ids' (corrupt or not a shard?): {exc}"
-        ) from None
-    col = table.column("input_ids").combine_chunks()
-    if pa.types.is_fixed_size_list(col.type):
-        seq_len = col.type.list_size
-    elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        lengths = pc.unique(pc.list_value_length(col)).to_pylist()
-        if len(lengths) > 1:
-            raise InputError(str(path), f"sequences of unequal lengths {sorted(lengths)[:5]}")
-        seq_len = lengths[0] if lengths else int((table.schema.metadata or {}).get(b"seq_len", 0))
-    else:
-        raise InputError(str(path), f"column 'input_ids' has type {col.type}, expected a list of integers")
-    if col.null_count:
-        raise InputError(str(path), "null sequences in column 'input_ids'")
-    values = col.flatten().to_numpy(zero_copy_only=False)
-    return values.astype(np.int64, copy=False).reshape(len(col), seq_len)
-
-
 class TokenFileWriter:
     """Appends whole ``seq_len`` sequences to a raw uint32 token file; tracks the row count and the max id."""
 

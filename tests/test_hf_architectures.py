@@ -1,0 +1,41 @@
+"""Local checkpoints of the decoder families a user brings (Llama, Mistral, Qwen2, GPT-NeoX) load, evaluate and
+count like the instantiated model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import transformers as tf
+
+from cpt_scaling import cost
+from cpt_scaling.evaluate import sequence_loss
+from cpt_scaling.hf_metadata import read_checkpoint_shape
+from cpt_scaling.model import count_parameters, load_model
+
+SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "vocab_size": 300, "max_position_embeddings": 64}
+CONFIGS = {
+    "llama": tf.LlamaConfig(**SMALL, num_key_value_heads=2),
+    "mistral": tf.MistralConfig(**SMALL, num_key_value_heads=2),
+    "qwen2": tf.Qwen2Config(**SMALL, num_key_value_heads=2, tie_word_embeddings=True),
+    "gpt_neox": tf.GPTNeoXConfig(**SMALL),
+}
+
+
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_checkpoint_loads_and_its_chunked_loss_equals_the_full_forward(family: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    tf.AutoModelForCausalLM.from_config(CONFIGS[family]).save_pretrained(str(tmp_path))
+    model = load_model(tmp_path, dtype=torch.float32)
+    assert cost.size_non_embedding_params(read_checkpoint_shape(tmp_path)) == count_parameters(model)[1]
+    rows = np.random.default_rng(0).integers(0, 300, size=(5, 24))
+    total, n = sequence_loss(model, rows, batch_size=2)
+    ids = torch.from_numpy(rows)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[:, :-1].float()
+    want = F.cross_entropy(logits.reshape(-1, 300), ids[:, 1:].reshape(-1), reduction="sum").item()
+    assert n == 5 * 23 and total == pytest.approx(want, rel=1e-5)

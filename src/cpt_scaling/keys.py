@@ -23,14 +23,23 @@ KEY_LENGTH = 16
 KEY_PATTERN = f"[0-9a-f]{{{KEY_LENGTH}}}"
 
 
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, no NaN. Equal values give equal strings."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def canonical_json(obj: Any, *, ascii_only: bool = False, allow_nan: bool = False) -> str:
+    """Canonical JSON: sorted keys, no whitespace; UTF-8 text unless ``ascii_only`` (``\\uXXXX`` escapes).
+
+    Artifact keys use the defaults; the training spec digest (:func:`cpt_scaling.train_spec.spec_digest`) has
+    always hashed ASCII-escaped JSON that admits NaN, and resumes compare it, so it passes both flags.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=allow_nan)
+
+
+def sha256_hex(text: str) -> str:
+    """sha256 of ``text``'s UTF-8 bytes, as 64 hex digits."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def key_of(spec: dict[str, Any]) -> str:
-    """The artifact key of a spec."""
-    return hashlib.sha256(canonical_json(spec).encode()).hexdigest()[:KEY_LENGTH]
+    """First KEY_LENGTH hex digits of the sha256 of the canonical JSON of ``spec``."""
+    return sha256_hex(canonical_json(spec))[:KEY_LENGTH]
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

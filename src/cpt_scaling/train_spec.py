@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from cpt_scaling.errors import InputError
+from cpt_scaling.keys import canonical_json, sha256_hex
 from cpt_scaling.schedule import SCHEDULES
 
 REQUIRED = ("vocab_size", "seq_len", "init", "general_shards", "ratio", "tokens", "batch_size",
@@ -39,7 +38,7 @@ def spec_digest(spec: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of ``spec`` without :data:`NON_DETERMINING` keys and ``init.path``."""
     core = {k: v for k, v in spec.items() if k not in NON_DETERMINING}
     core["init"] = {k: v for k, v in spec["init"].items() if k != "path"}
-    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return sha256_hex(canonical_json(core, ascii_only=True, allow_nan=True))
 
 
 def _positive_int(spec: dict[str, Any], key: str) -> int:

@@ -1,6 +1,7 @@
 """Benchmark: do the runs `cpt-scaling next` proposes shrink the usage-2 interval more than random runs of equal cost?
 
-    .venv/bin/python bench/bench_next_runs.py [--seeds 50] [--bootstrap 200] [--budget-fraction 0.25]
+    .venv/bin/python bench/bench_next_runs.py [--seeds 50] [--bootstrap 200] [--budget-fraction 0.5]
+        [--first-seed 0] [--per-seed CSV]
 
 Truth: the L3 D-CPT law of bench_coverage (E 2, A 60, B 40, C 0.3, α 0.34, β 0.30, γ 0.5, η 0.6, ε 0.05).
 Starting design: 2 sizes (N = 2.5e4, 1e5) x 3 domain ratios (0, 0.5, 1) x 2 budgets (D = 32k, 65k tokens), 4
@@ -10,11 +11,12 @@ two plus 2.2e5) x 6 ratios (0, 0.1, 0.25, 0.5, 0.75, 1) x 4 budgets (32k..262k),
 checkpoints each, priced 6·N·D at the schema's cost defaults. Decision: usage 2 at N = 2.2e5 with 32k domain tokens.
 
 Per seed: fit L3 to the starting design with a bootstrap over whole runs (``--bootstrap`` resamples, 200 by default
-to keep the bench to minutes; the workflow uses 1000), ask ``next_runs.propose`` for runs within a budget of
-``--budget-fraction`` of the starting design's GPU-hours, and draw random candidates (a random order, each taken if
-it still fits) with the same budget. Each set of runs is then "trained" (points drawn from the truth with fresh
-noise), the law refitted on start + new runs with the same bootstrap, and the usage-2 interval width measured. The
-last line is ``median_width_ratio=<random/proposed>``.
+to keep the bench to minutes; the workflow uses 1000), ask ``next_runs.propose`` (default estimator ``bootstrap``)
+for runs within a budget of ``--budget-fraction`` (0.5 by default) of the starting design's GPU-hours, and draw
+random candidates (a random order, each taken if it still fits) with the same budget. Each set of runs is then
+"trained" (points drawn from the truth with fresh noise), the law refitted on start + new runs with the same
+bootstrap, and the usage-2 interval width measured. Seeds are independent and deterministic, so
+``--first-seed``/``--per-seed`` split a run over processes. The last line is ``median_width_ratio=<random/proposed>``.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--bootstrap", type=int, default=200)
-    parser.add_argument("--budget-fraction", type=float, default=0.25)
+    parser.add_argument("--budget-fraction", type=float, default=0.5)
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--per-seed", metavar="CSV", help="also write one row per seed here")
     parser.add_argument("--simulations", type=int, default=256)
     parser.add_argument("--method", choices=next_runs.METHODS, default="bootstrap")
     args = parser.parse_args()
@@ -94,7 +98,7 @@ def main() -> None:
           f"({args.budget_fraction:g} x start), {args.bootstrap} resamples, {args.simulations} simulations")
     rows = []
     t0 = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(1000 + seed)
         base = run_points(start, rng, "start")
         law = fit(base, args.bootstrap, seed)
@@ -119,12 +123,14 @@ def main() -> None:
                      if len(prop.chosen) else prop.current_width, "proposed": w["proposed"], "random": w["random"],
                      "n_proposed": len(proposed), "n_random": len(rand), "spent_proposed": prop.spent,
                      "spent_random": spent_random, "next_s": t_next})
-        if (seed + 1) % 10 == 0:
+        if len(rows) % 10 == 0:
             df = pd.DataFrame(rows)
-            print(f"  {seed + 1} seeds, {time.perf_counter() - t0:.0f} s: proposed narrower in "
+            print(f"  {len(rows)} seeds, {time.perf_counter() - t0:.0f} s: proposed narrower in "
                   f"{np.mean(df['proposed'] < df['random']):.2f}, median random/proposed "
                   f"{np.median(df['random'] / df['proposed']):.2f}", flush=True)
     df = pd.DataFrame(rows)
+    if args.per_seed:
+        df.to_csv(args.per_seed, index=False)
     secs = time.perf_counter() - t0
     win = float(np.mean(df["proposed"] < df["random"]))
     ratio = float(np.median(df["random"] / df["proposed"]))

@@ -93,3 +93,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+#: PDF metadata without timestamps: equal figures give byte-identical files.
+PDF_METADATA = {"CreationDate": None, "ModDate": None}
+
+
+def write_pdf(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Write a matplotlib figure as a reproducible PDF (no timestamps, tight bounding box), atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata=PDF_METADATA)

@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from cpt_scaling.atomic import atomic_path
+from cpt_scaling.atomic import write_pdf
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(20))  # 0.0, 0.05, ..., 0.95
-_PDF_METADATA = {"CreationDate": None, "ModDate": None}  # byte-identical PDFs for identical inputs
 
 
 def threshold_report(
@@ -59,12 +58,6 @@ def threshold_report(
     }
 
 
-def _save(fig: Figure, path: Path) -> None:
-    """Write ``fig`` as PDF at ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata=_PDF_METADATA)
-
-
 def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
     """Confusion matrix (rows: true label with its validation count, columns: predicted label) as a PDF."""
     labels = sorted(metrics["confusion"])
@@ -83,7 +76,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("true label (validation documents)")
     train_counts = ", ".join(f"{lab} {n_train[lab]}" for lab in labels)
     ax.set_title(f"validation macro-F1 {metrics['macro_f1']:.3f}\ntraining documents: {train_counts}", fontsize=9)
-    _save(fig, path)
+    write_pdf(fig, path)
 
 
 def plot_thresholds(report: dict[str, Any], path: Path) -> None:
@@ -102,4 +95,4 @@ def plot_thresholds(report: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"threshold effect on {report['n_validation']} validation documents", fontsize=10)
-    _save(fig, path)
+    write_pdf(fig, path)

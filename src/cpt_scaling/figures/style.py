@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cpt_scaling.atomic import atomic_path
+from cpt_scaling.atomic import write_pdf
 
 plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 150,
                      "pdf.fonttype": 42, "legend.frameon": False})
@@ -65,6 +65,5 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def save(fig: plt.Figure, out: Path) -> None:
     """Write a figure as PDF atomically (no timestamps, so equal inputs give equal bytes)."""
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"CreationDate": None, "ModDate": None})
+    write_pdf(fig, out)
     plt.close(fig)

@@ -14,9 +14,9 @@ import argparse
 import gzip
 import json
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from timing import timed
 
 from cpt_scaling.classify import classify_file, load_classifier, train_classifier
 from cpt_scaling.docs_io import read_documents
@@ -82,13 +82,6 @@ def main() -> None:
     print(f"raw newline removal + model.predict:      {n / t_raw:10.0f} docs/s  (all: {rates(n, times['raw'])})")
     print(f"classify_file (load, read, predict, write): {n / t_pipe:8.0f} docs/s  (all: {rates(n, times['stage'])})")
     print(f"ratio classify_file / raw predict: {t_raw / t_pipe:.3f} (target >= 0.9)")
-
-
-def timed(fn: Callable[[], object]) -> float:
-    """Wall time of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def rates(n: int, times: list[float]) -> str:

@@ -17,12 +17,11 @@ import argparse
 import gzip
 import json
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from timing import timed
 
 from cpt_scaling.classify import CLASSIFIED_SCHEMA
 from cpt_scaling.docs_io import read_documents
@@ -51,13 +50,6 @@ def make_pool(tmp: Path, copies: int) -> list[str]:
     )
     pq.write_table(labels, tmp / "labels.parquet")
     return texts
-
-
-def timed(fn: Callable[[], object]) -> float:
-    """Wall time of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

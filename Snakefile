@@ -35,5 +35,5 @@ include: "rules/figures.smk"
 rule all:
     default_target: True
     input:
-        FIGURES,
+        study_figures(PLAN),
         TABLES,

@@ -66,16 +66,19 @@ def eval_resource(name):
 EVAL_RESOURCES = {name: eval_resource(name) for name in eval_resource_names(CFG["cost"], CFG.get("cluster"))}
 
 def study_figures(plan):
-    """Every figure of the sweep's studies, by name (README lists them)."""
-    figs = [f"{RES}/figures/chinchilla_{w}.pdf" for w in ("fit", "frontier")] if plan.chinchilla_enabled else []
-    for d in plan.domains:
-        figs += [f"{RES}/figures/dcpt_{d}.pdf", f"{RES}/figures/dcpt_fit_{d}.pdf"]
+    """Every figure of the sweep's studies: the outputs of the figure rules, which name the paths once
+    (rules/figures.smk), for each enabled study and its domains. Called once rules/figures.smk is included."""
+
+    def outputs(rule, domains=None):
+        patterns = [str(p) for p in getattr(rules, rule).output]
+        return patterns if domains is None else expand(patterns, domain=domains)
+
+    figs = outputs("figures_chinchilla") if plan.chinchilla_enabled else []
+    figs += outputs("figures_dcpt", plan.domains)
     if plan.cross_domain_enabled:
-        figs.append(f"{RES}/figures/cross_domain.pdf")
-    for d in plan.specialization_domains:
-        figs += [f"{RES}/figures/specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute")]
-    for d in plan.split_domains:
-        figs += [f"{RES}/figures/split_{w}_{d}.pdf" for w in ("fraction", "optimal")]
+        figs += outputs("figures_cross_domain")
+    figs += outputs("figures_specialization", plan.specialization_domains)
+    figs += outputs("figures_split", plan.split_domains)
     return figs
 
 
@@ -94,5 +97,4 @@ def refuse_unavailable_targets(plan, argv):
 
 
 refuse_unavailable_targets(PLAN, sys.argv)
-FIGURES = study_figures(PLAN)
 TABLES = [f"{RES}/tables/eval.csv"]

@@ -22,9 +22,40 @@ rule evaluate:
         "../workflow_scripts/evaluate.py"
 
 
+def exam_resource(name):
+    """Input function of one SLURM resource of an exam job: those of an evaluation job of the same model (same
+    checkpoints loaded; the exams' forward passes are far fewer than a held-out suite's)."""
+    return fixed_signature(lambda wildcards: eval_resources_of(PLAN, PLAN.exam_eval_key(wildcards.key))[name])
+
+
+EXAM_RESOURCES = {name: exam_resource(name) for name in eval_resource_names(CFG["cost"], CFG.get("cluster"))}
+
+
+# Exams (evaluate.exams, opt-in): every checkpoint of a run (or a local base model) on every exam through
+# lm-eval-harness, offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set in the job).
+rule exam:
+    input:
+        inputs_of,
+    output:
+        scores=artifact_pattern("exam", "scores.parquet"),
+        spec=artifact_pattern("exam", "spec.json"),
+    params:
+        job=job_of,
+        spec=spec_of,
+    threads: CFG["training"]["threads"]
+    resources:
+        **EXAM_RESOURCES,
+    log:
+        log_pattern("exam"),
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/evaluate.py"
+
+
 rule eval_table:
     input:
-        lambda wc: PLAN.all_evals(),
+        lambda wc: PLAN.all_evals() + PLAN.all_exams(),
     output:
         csv=f"{RES}/tables/eval.csv",
         parquet=f"{RES}/tables/eval.parquet",

@@ -53,6 +53,8 @@ rule figures_specialization:
         law=f"{RES}/laws/specialization_{{domain}}.json",
         table=f"{RES}/tables/specialization_{{domain}}.csv",
         compute=f"{RES}/tables/specialization_compute_{{domain}}.csv",
+        # With evaluate.exams: the tidy eval table's exam rows give the perplexity figure an exam-accuracy panel.
+        **({"exams": f"{RES}/tables/eval.parquet"} if CFG["evaluate"]["exams"] else {}),
     output:
         ppl=report(
             f"{RES}/figures/specialization_ppl_{{domain}}.pdf", caption="../report/specialization_ppl.rst",

@@ -143,6 +143,9 @@ def artifact_contexts(plan: Any) -> dict[str, dict[str, Any]]:
     plan.evals  # noqa: B018 (builds the evaluation stage, base_evals included)
     for size, art in getattr(plan, "base_evals", {}).items():
         ctx[art.key] = {"size": size, "kind": "base"}
+    for art in getattr(plan, "_exams", {}).values():  # exams of a local base model name its size's checkpoint
+        if "base" in art.spec:
+            ctx[art.key] = {"size": art.job["meta"]["size"], "kind": "base"}
     return ctx
 
 
@@ -202,7 +205,30 @@ def spec_source(cfg: Mapping[str, Any], stage: str, ctx: Mapping[str, Any], path
             return UPSTREAM, None
         if head == "batch_size":
             return KEY, "evaluate.batch_size"
+    if stage == "exam":
+        if head == "base":  # a local base model's exams
+            return _base_source(cfg, ctx.get("size"), rest, both)
+        if head in ("run", "tokenizer"):
+            return UPSTREAM, None
+        if head == "exams":  # one digest per exam: its task YAML, then its data files
+            if both and len(rest) == 2:
+                return FILE, _exam_file(cfg, str(rest[0]), int(rest[1]))
+            return KEY, dotted("evaluate.exams", rest)
+        if head == "batch_size":
+            return KEY, "evaluate.batch_size"
     return SPEC, where
+
+
+def _exam_file(cfg: Mapping[str, Any], name: str, index: int) -> str:
+    """The ``index``-th file of exam ``name`` as the plan digests it: 0 the task YAML, then its data files."""
+    task_yaml = cfg["evaluate"]["exams"][name]
+    if index == 0:
+        return str(task_yaml)
+    from cpt_scaling.exams import load_task
+    from cpt_scaling.plan import relative_to_cwd
+
+    files = load_task(Path(task_yaml)).get("dataset_kwargs", {}).get("data_files") or {}
+    return relative_to_cwd(files[sorted(files)[index - 1]])
 
 
 def _base_source(cfg: Mapping[str, Any], size: Any, rest: Path_, both: bool) -> tuple[str, Any]:

@@ -24,6 +24,7 @@ STAGE_VERSIONS: dict[str, int] = {
     "shards": 3,
     "train": 1,
     "eval": 1,
+    "exam": 1,
 }
 
 # Paths in a training job: where its inputs are, not what they hold (their keys are in the spec), so not in keys.
@@ -37,6 +38,7 @@ MAIN_OUTPUT: dict[str, str] = {
     "shards": "manifest.json",
     "train": "checkpoints.json",
     "eval": "losses.parquet",
+    "exam": "scores.parquet",
 }
 
 
@@ -112,7 +114,11 @@ class Plan:
     def _ensure_evals(self) -> None:
         if self._evals is None:
             self._evals = {}
+            self._exams: dict[str, Artifact] = {}
+            self.exam_eval: dict[str, str] = {}  # exam key -> an eval key of the same model (its resources)
             self._eval_stage()
+            if self.cfg["evaluate"].get("exams"):
+                self._exam_stage()
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _add(self, art: Artifact) -> Artifact:
@@ -500,6 +506,43 @@ class Plan:
         self._evals[art.key] = art
         return self._add(art)
 
+    def _exam_stage(self) -> None:
+        """One exam job per evaluated training run and per local base model: every checkpoint on every exam of
+        ``evaluate.exams`` (lm-eval task YAMLs; their data files are raw inputs)."""
+        from cpt_scaling.exams import load_task
+
+        exams = dict(sorted(self.cfg["evaluate"]["exams"].items()))
+        files: dict[str, list[str]] = {}
+        for name, path in exams.items():
+            task = load_task(Path(path))
+            data_files = task.get("dataset_kwargs", {}).get("data_files") or {}
+            files[name] = [str(path), *(relative_to_cwd(data_files[s]) for s in sorted(data_files))]
+        digests = {name: [self.digests.digest(f) for f in fs] for name, fs in files.items()}
+        bases = {a.key for a in self.base_evals.values()}
+        for ev in list(self._evals.values()):
+            run_key = ev.spec.get("run")
+            if run_key is None and ev.key not in bases:
+                continue
+            if run_key is not None:
+                run = self.artifact(run_key)
+                source, name, target, upstream = {"run": run_key}, run.name, {"run_dir": run.dir}, (run.output,)
+            else:
+                source, name = {"base": ev.spec["base"]}, ev.job["meta"]["run"]
+                target = {"checkpoint_dir": ev.job["checkpoint_dir"]}
+                upstream = tuple(i for i in ev.inputs if i not in {a.output for a in self.shards.values()})
+            art = Artifact(
+                "exam", name,
+                self._spec("exam", **source, tokenizer=self.tokenizer.key, exams=digests,
+                           batch_size=self.cfg["evaluate"]["batch_size"]),
+                self.root,
+                job={**target, "tokenizer_dir": self.tokenizer.dir, "exams": {n: str(p) for n, p in exams.items()},
+                     "batch_size": self.cfg["evaluate"]["batch_size"], "meta": ev.job["meta"]},
+                inputs=(*upstream, self.tokenizer.output, *(f for fs in files.values() for f in fs)),
+            )
+            if art.key not in self._exams:
+                self._exams[art.key] = self._add(art)
+                self.exam_eval[art.key] = ev.key
+
     # -- queries used by rules -----------------------------------------------------------------------------
     def artifact(self, key: str) -> Artifact:
         art = self._by_key.get(key)
@@ -547,6 +590,16 @@ class Plan:
     def all_evals(self) -> list[str]:
         return sorted({a.output for a in self.evals.values()})
 
+    def exam_eval_key(self, key: str) -> str:
+        """An evaluation job of the same model as the exam job ``key`` (whose resources it takes)."""
+        self._ensure_evals()
+        return self.exam_eval[key]
+
+    def all_exams(self) -> list[str]:
+        """Score tables of the exam jobs (none unless ``evaluate.exams`` lists exams)."""
+        self._ensure_evals()
+        return sorted(a.output for a in self._exams.values())
+
     def train_flops(self, key: str) -> float:
         """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost`), with the
         size's exact ``N`` and its embedding rows."""
@@ -565,6 +618,12 @@ class Plan:
     def train_resource_names(self) -> list[str]:
         """Resource names every training job of this config carries (fixed at parse time)."""
         return resources.train_resource_names(self.cfg["cost"], self.cfg.get("cluster"))
+
+
+def relative_to_cwd(path: str) -> str:
+    """A path relative to the working directory when it lies below it (artifact inputs stay portable)."""
+    p, cwd = Path(path).resolve(), Path.cwd().resolve()
+    return str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(path)
 
 
 def build_plan(cfg: dict[str, Any], cache_file: str | Path = ".snakemake/cpt-scaling-digests.json") -> Plan:

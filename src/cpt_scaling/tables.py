@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -59,11 +61,25 @@ def read_eval_tables(paths: list[Path]) -> pd.DataFrame:
 
 
 def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> pd.DataFrame:
-    """The sweep's tidy evaluation table (one row per run, checkpoint and suite), as Parquet and CSV."""
+    """The sweep's tidy evaluation table (one row per run, checkpoint, suite and metric), as Parquet and CSV.
+
+    Held-out loss rows have ``metric`` "loss" (``value`` = ``loss``; ``perplexity`` and ``n_tokens`` filled);
+    exam rows (``suite`` = the exam's name, no ``split``) have ``metric`` acc, acc_norm or answer_ppl, their
+    ``value`` and ``n_questions``. Readers of losses select ``metric == "loss"`` (or a non-null ``loss``)."""
     df = read_eval_tables(paths)
+    if len(df):
+        if "metric" not in df.columns:
+            df["metric"] = pd.Series(pd.NA, index=df.index, dtype="object")
+        if "value" not in df.columns:
+            df["value"] = np.nan
+        losses = df["metric"].isna()
+        df.loc[losses, "metric"] = "loss"
+        df.loc[losses, "value"] = df.loc[losses, "loss"]
     order = [c for c in ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens", "D", "annealed",
-                         "suite", "split", "loss", "perplexity", "n_tokens"] if c in df.columns]
-    df = df[order].sort_values(["kind", "N", "domain", "ratio", "budget", "D", "suite", "split"],
+                         "suite", "split", "metric", "value", "loss", "perplexity", "n_tokens", "n_questions"]
+             if c in df.columns]
+    df = df[order].sort_values([c for c in ["kind", "N", "domain", "ratio", "budget", "D", "suite", "split",
+                                            "metric"] if c in df.columns],
                                na_position="first").reset_index(drop=True)
     with atomic_path(parquet_out) as tmp:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
@@ -71,3 +87,28 @@ def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> p
         df.to_csv(tmp, index=False, float_format="%.6g")
     log.info("eval table: %d rows from %d runs", len(df), df["run"].nunique() if len(df) else 0)
     return df
+
+
+def exams_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
+    """Score every checkpoint of ``job['run_dir']`` (or the base model ``job['checkpoint_dir']``) on the exams of
+    ``job['exams']`` through lm-eval-harness (:func:`cpt_scaling.exams.score_checkpoints`, offline) and add the
+    sweep coordinates: rows of the tidy eval table with ``metric`` acc, acc_norm or answer_ppl and its ``value``."""
+    from cpt_scaling.exams import score_checkpoints
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # local task data only: never reach the Hub (set before datasets loads)
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    checkpoints = (run_checkpoints(job["run_dir"]) if "run_dir" in job else [(0, Path(job["checkpoint_dir"]))])
+    exams = {name: Path(path) for name, path in job["exams"].items()}
+    table = score_checkpoints(checkpoints, Path(job["tokenizer_dir"]), exams,
+                              batch_size=job["batch_size"]).to_pandas()
+    meta = job["meta"]
+    for column in META_COLUMNS:
+        table[column] = meta.get(column)
+    table["ratio"] = table["ratio"].astype("float64")
+    table = table.rename(columns={"checkpoint_tokens": "D"})
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    final = table[(table["D"] == table["D"].max()) & (table["metric"] == "acc")]
+    for suite, value in zip(final["suite"], final["value"], strict=True):
+        log.info("%s on exam %s: final acc %.3f", meta["run"], suite, value)
+    return table

@@ -14,9 +14,15 @@ from cpt_scaling.fitting import predict
 ROLES = {"specialist": ("tab:red", "-"), "general": ("tab:blue", "--")}
 
 
-def build_ppl_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
-    """Best-checkpoint domain test perplexity against N for specialist and generalist, with ppl = k·N^p fits."""
-    fig, ax = plt.subplots(figsize=(4.8, 3.5), constrained_layout=True)
+def build_ppl_figure(law: dict[str, Any], table: pd.DataFrame, exams: pd.DataFrame | None = None) -> plt.Figure:
+    """Best-checkpoint domain test perplexity against N for specialist and generalist, with ppl = k·N^p fits;
+    with exam rows (``evaluate.exams``), a second panel: exam accuracy at the same checkpoints against N."""
+    scores = exam_accuracy(table, exams) if exams is not None else pd.DataFrame()
+    if scores.empty:
+        fig, ax = plt.subplots(figsize=(4.8, 3.5), constrained_layout=True)
+    else:
+        fig, (ax, ax_exam) = plt.subplots(1, 2, figsize=(9.0, 3.5), constrained_layout=True)
+        _draw_exam_panel(ax_exam, scores)
     n_grid = np.geomspace(table["N"].min() / 1.5, table["N"].max() * 3, 50)
     for role, (color, ls) in ROLES.items():
         rows = table[table["role"] == role]
@@ -34,6 +40,32 @@ def build_ppl_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
     ax.set_title(f"Specialist (r={law['specialist_ratio']:g}) vs general at matched compute", fontsize=9)
     ax.legend(fontsize=7)
     return fig
+
+
+def exam_accuracy(table: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
+    """Exam ``acc`` of each (size, role) at its best checkpoint (``table``'s best_D): columns size, N, role,
+    suite, acc, n_questions. ``evals`` is the tidy eval table; rows of other metrics or runs are ignored."""
+    if "metric" not in evals.columns:
+        return pd.DataFrame()
+    acc = evals[(evals["metric"] == "acc") & (evals["kind"] == "cpt")]
+    keys = table[["size", "N", "role", "ratio", "budget", "best_D"]].rename(columns={"best_D": "D"})
+    out = keys.merge(acc[["size", "ratio", "budget", "D", "suite", "value", "n_questions"]],
+                     on=["size", "ratio", "budget", "D"])
+    return out.rename(columns={"value": "acc"}).sort_values(["suite", "role", "N"]).reset_index(drop=True)
+
+
+def _draw_exam_panel(ax: Any, scores: pd.DataFrame) -> None:
+    suites = sorted(scores["suite"].unique())
+    for suite, mk in zip(suites, "osD^v<>", strict=False):
+        for role, (color, ls) in ROLES.items():
+            rows = scores[(scores["suite"] == suite) & (scores["role"] == role)]
+            ax.plot(rows["N"], rows["acc"], color=color, ls=ls, marker=mk, label=f"{role}, {suite}")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.set_ylabel("exam accuracy (acc, lm-eval)")
+    ax.set_title("Exams at the best checkpoint", fontsize=9)
+    ax.legend(fontsize=6)
 
 
 def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
@@ -104,7 +136,8 @@ def build_compute_figure(law: dict[str, Any], table: pd.DataFrame, optimal: pd.D
 
 def draw(inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     law, table = read_json(inputs["law"]), pd.read_csv(inputs["table"])
-    save(build_ppl_figure(law, table), outputs["ppl"])
+    exams = pd.read_parquet(inputs["exams"]) if "exams" in inputs else None
+    save(build_ppl_figure(law, table, exams), outputs["ppl"])
     save(build_sger_figure(law), outputs["sger"])
     save(build_forgetting_figure(law, table), outputs["forgetting"])
     save(build_compute_figure(law, table, pd.read_csv(inputs["compute"])), outputs["compute"])

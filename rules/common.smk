@@ -65,6 +65,26 @@ def eval_resource(name):
 
 EVAL_RESOURCES = {name: eval_resource(name) for name in eval_resource_names(CFG["cost"], CFG.get("cluster"))}
 
+
+def exam_resource(name):
+    """Input function of one SLURM resource of an exam job: those of an evaluation job of the same model (same
+    checkpoints loaded; the exams' forward passes are far fewer than a held-out suite's)."""
+    return fixed_signature(lambda wildcards: eval_resources_of(PLAN, PLAN.exam_eval_key(wildcards.key))[name])
+
+
+EXAM_RESOURCES = {name: exam_resource(name) for name in eval_resource_names(CFG["cost"], CFG.get("cluster"))}
+
+
+def train_retries():
+    """None (the command line's --retries) unless some run needs several submissions; only in the main process:
+    a job's own snakemake (in the SLURM job) must not restart it within the same allocation."""
+    if not workflow.is_main_process:
+        return None
+    most = max((PLAN.train_resources(key)["submissions"] for key in PLAN.size_of), default=1)
+    settings = getattr(workflow, "execution_settings", None)
+    base = int(getattr(settings, "retries", 0) or 0)
+    return None if most == 1 else most - 1 + base
+
 def study_figures(plan):
     """Every figure of the sweep's studies: the outputs of the figure rules, which name the paths once
     (rules/figures.smk), for each enabled study and its domains. Called once rules/figures.smk is included."""

@@ -22,15 +22,6 @@ rule evaluate:
         "../workflow_scripts/evaluate.py"
 
 
-def exam_resource(name):
-    """Input function of one SLURM resource of an exam job: those of an evaluation job of the same model (same
-    checkpoints loaded; the exams' forward passes are far fewer than a held-out suite's)."""
-    return fixed_signature(lambda wildcards: eval_resources_of(PLAN, PLAN.exam_eval_key(wildcards.key))[name])
-
-
-EXAM_RESOURCES = {name: exam_resource(name) for name in eval_resource_names(CFG["cost"], CFG.get("cluster"))}
-
-
 # Exams (evaluate.exams, opt-in): every checkpoint of a run (or a local base model) on every exam through
 # lm-eval-harness, offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set in the job).
 rule exam:

@@ -8,17 +8,6 @@
 # minus one, plus the --retries of the command line or profile (for genuine failures and preemptions).
 
 
-def train_retries():
-    """None (the command line's --retries) unless some run needs several submissions; only in the main process:
-    a job's own snakemake (in the SLURM job) must not restart it within the same allocation."""
-    if not workflow.is_main_process:
-        return None
-    most = max((PLAN.train_resources(key)["submissions"] for key in PLAN.size_of), default=1)
-    settings = getattr(workflow, "execution_settings", None)
-    base = int(getattr(settings, "retries", 0) or 0)
-    return None if most == 1 else most - 1 + base
-
-
 rule train:
     input:
         inputs_of,

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 def long_pretrain(workdir: Path) -> tuple[str, Path]:
     """A config whose xs pretraining runs 128 steps with 4 checkpoints; returns it and that run's directory."""
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
-    cfg["pretrain"] = {"tokens": 65536, "checkpoints": 4}
+    cfg["pretrain"] = {"tokens": 65536, "checkpoints": 4, "budgets": "single_run"}  # one run with 4 checkpoints
     (workdir / "long.yaml").write_text(yaml.safe_dump(cfg))
     return "long.yaml", workdir / plan_output(workdir, "long.yaml", "plan.pretrain['xs'].dir")
 

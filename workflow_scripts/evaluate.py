@@ -1,16 +1,28 @@
-"""Adaptor for rules/evaluate.smk: evaluate a run on one suite, score it on the exams, or gather the table."""
+"""Adaptor for rules/evaluate.smk: evaluate a run on its suites, score it on the exams, or gather the table (one
+step per rule in ``STEPS``)."""
 
 from pathlib import Path
+from typing import Any
 
-from cpt_scaling.adaptor import rule_job
+from cpt_scaling.adaptor import rule_job, rule_step
 from cpt_scaling.tables import evaluate_with_meta, exams_with_meta, gather_eval_tables
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
+
+def evaluate(job: dict[str, Any]) -> None:
+    evaluate_with_meta(job, Path(smk.output.losses))
+
+
+def exam(job: dict[str, Any]) -> None:
+    exams_with_meta(job, Path(smk.output.scores))
+
+
+def eval_table(job: dict[str, Any]) -> None:
+    gather_eval_tables([Path(p) for p in smk.input], Path(smk.output.parquet), Path(smk.output.csv))
+
+
+STEPS = {"evaluate": evaluate, "exam": exam, "eval_table": eval_table}
+
 with rule_job(smk) as job:
-    if smk.rule == "evaluate":
-        evaluate_with_meta(job, Path(smk.output.losses))
-    elif smk.rule == "exam":
-        exams_with_meta(job, Path(smk.output.scores))
-    else:
-        gather_eval_tables([Path(p) for p in smk.input], Path(smk.output.parquet), Path(smk.output.csv))
+    rule_step(smk, STEPS)(job)

@@ -140,6 +140,15 @@ def artifact_contexts(plan: Any) -> dict[str, dict[str, Any]]:
         ctx.setdefault(art.key, {"size": size, "domain": domain, "kind": "cpt"})
     for (size, domain, _, _), art in plan.split.items():  # the final-checkpoint branch is a D-CPT run (same key)
         ctx.setdefault(art.key, {"size": size, "domain": domain, "kind": "split"})
+    for size, curve in getattr(plan, "pretrain_curve", {}).items():  # WSD pretraining: every branch end
+        for art in curve.values():
+            ctx.setdefault(art.key, {"size": size, "kind": "pretrain"})
+    # A WSD trunk segment ("trunk-<curve>-t<T>") was built for the same run as its curve's branches.
+    curves = {name: ctx[key] for key, name in getattr(plan, "curve_of", {}).items() if key in ctx}
+    for key, size in plan.size_of.items():
+        name = plan.artifact(key).name
+        if name.startswith("trunk-"):
+            ctx.setdefault(key, curves.get(name.removeprefix("trunk-").rsplit("-t", 1)[0], {"size": size}))
     plan.evals  # noqa: B018 (builds the evaluation stage, base_evals included)
     for size, art in getattr(plan, "base_evals", {}).items():
         ctx[art.key] = {"size": size, "kind": "base"}
@@ -192,8 +201,10 @@ def spec_source(cfg: Mapping[str, Any], stage: str, ctx: Mapping[str, Any], path
         if head == "classified":
             return KEY, "data.pool"
     if stage == "train":
-        if head == "job" and rest:
+        if head in ("job", "trunk", "branch") and rest:  # a run's, a WSD trunk segment's or a branch's settings
             return _train_job_source(cfg, ctx, rest)
+        if head == "trunk":  # a branch's trunk segment
+            return UPSTREAM, None
         if head in ("general", "domain") and both:
             return UPSTREAM, None
         if head == "base":
@@ -269,9 +280,17 @@ def _train_job_source(cfg: Mapping[str, Any], ctx: Mapping[str, Any], rest: Path
         if kind == "split" and cfg["studies"]["split"]["spec_tokens"]:
             return KEY, "studies.split.spec_tokens"
         return KEY, "cpt.tokens"
+    if head == "keep_final_state":  # a WSD trunk segment keeps its state for the next segment and branches
+        return CONSTANT, f"train:{'.'.join(str(p) for p in rest)}"
     if head == "optimizer":
         if rest[1:2] == ("lr",) and kind != "pretrain" and cfg["cpt"]["lr"] is not None:
             return KEY, "cpt.lr"
+        if rest[1:2] == ("warmup_steps",):  # WSD: absolute warmup, given or from the fraction
+            return KEY, "cpt.warmup_steps" if cfg["cpt"]["warmup_steps"] is not None else "optimizer.warmup_fraction"
+        if rest[1:2] in (("decay_fraction",), ("decay_shape",)):
+            return KEY, f"cpt.{rest[1]}"
+        if rest[1:2] == ("schedule",) and cfg[kind if kind == "pretrain" else "cpt"]["budgets"] == "branches":
+            return KEY, "pretrain.budgets" if kind == "pretrain" else "cpt.budgets"
         return KEY, dotted("optimizer", rest[1:])
     if head == "checkpoint_tokens":  # a schedule of (tokens, count, batch_size * seq_len)
         primary = "pretrain.checkpoints" if kind == "pretrain" else "cpt.checkpoints"

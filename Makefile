@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
 	$(BIN)/pip install -q "$(TORCH)" || $(BIN)/pip install -q "$(TORCH)" --index-url $(TORCH_INDEX)
-	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[dev,reports]"
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[dev,reports,exams]"
 	touch $(STAMP)
 
 install: $(STAMP)

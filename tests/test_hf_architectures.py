@@ -39,3 +39,21 @@ def test_checkpoint_loads_and_its_chunked_loss_equals_the_full_forward(family: s
         logits = model(input_ids=ids).logits[:, :-1].float()
     want = F.cross_entropy(logits.reshape(-1, 300), ids[:, 1:].reshape(-1), reduction="sum").item()
     assert n == 5 * 23 and total == pytest.approx(want, rel=1e-5)
+
+
+def test_an_architecture_without_a_formula_is_counted_on_the_meta_device(tmp_path: Path) -> None:
+    """Gemma (model_type 'gemma') has no closed-form count here: the config counts its instantiated model."""
+    from cpt_scaling.config import normalise_config
+
+    config = tf.GemmaConfig(**SMALL, num_key_value_heads=1, head_dim=16)
+    config.save_pretrained(str(tmp_path / "gemma"))
+    with torch.device("meta"):
+        want = count_parameters(tf.AutoModelForCausalLM.from_config(config))[1]
+    root = Path(__file__).resolve().parents[1]
+    raw = {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
+                    "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
+           "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300}, "cpt": {"tokens": [8192]},
+           "models": {"sizes": {"g": {"base_checkpoint": str(tmp_path / "gemma")}}},
+           "artifacts_dir": str(tmp_path / "a"), "results_dir": str(tmp_path / "r")}
+    size = normalise_config(raw, "cfg.yaml")["models"]["sizes"]["g"]
+    assert size["model_type"] == "gemma" and cost.size_non_embedding_params(size) == want

@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from cpt_scaling import memory, resources
+from cpt_scaling.cost import FAMILIES
 from cpt_scaling.errors import InputError
 from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
@@ -208,7 +209,15 @@ def _resolve_model_shapes(cfg: dict[str, Any], where: str) -> None:
                     raise InputError(where, f"models.sizes.{name}.{key}: {size[key]!r} in the config, but "
                                             f"{Path(ckpt) / 'config.json'} says {value!r}")
                 size[key] = value
+            if size["model_type"] not in FAMILIES and size["n_params_non_embedding"] is None:
+                from cpt_scaling.model import meta_non_embedding_params  # torch: only for such checkpoints
+
+                size["n_params_non_embedding"] = meta_non_embedding_params(Path(ckpt))
             continue
+        if ckpt and size["model_type"] not in (None, *FAMILIES) and size["n_params_non_embedding"] is None:
+            raise InputError(where, f"models.sizes.{name}.n_params_non_embedding: needed while base_checkpoint "
+                                    f"'{ckpt}' is not on disk: model_type {size['model_type']!r} has no parameter "
+                                    f"formula (known: {', '.join(sorted(FAMILIES))})")
         needed = [*SHAPE_REQUIRED, "vocab_size"] if ckpt else list(SHAPE_REQUIRED)
         missing = [k for k in needed if size[k] is None]
         if missing:

@@ -67,6 +67,8 @@ def size_non_embedding_params(size: dict[str, Any]) -> int:
 
     Tied embeddings do not change the count (embedding and LM head are both outside ``N``).
     """
+    if size.get("n_params_non_embedding"):  # counted on the instantiated model (another architecture)
+        return int(size["n_params_non_embedding"])
     family = FAMILIES.get(size.get("model_type") or "llama")
     if family is None:
         raise ValueError(f"model_type {size['model_type']!r} has no parameter formula (known: {sorted(FAMILIES)})")

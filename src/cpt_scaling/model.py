@@ -129,3 +129,14 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
         embedding_ids.add(id(out.weight))
     embedding = sum(_numel(p) for p in model.parameters() if id(p) in embedding_ids)
     return total, total - embedding
+
+
+def meta_non_embedding_params(checkpoint: Path) -> int:
+    """Non-embedding parameters of a local checkpoint's architecture, counted on the instantiated model on the meta
+    device (no weights read): for architectures the cost model has no formula for."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(checkpoint), local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return count_parameters(model)[1]

@@ -242,18 +242,10 @@ def snakemake_needrun(targets: Sequence[str], *, snakefile: str | Path, workdir:
 
     Uses the profile's rerun triggers and checksum size limit (default: the project's profiles').
     """
-    from humanfriendly import parse_size
-    from snakemake.settings.enums import Quietness, RerunTrigger
-    from snakemake.settings.types import DAGSettings, OutputSettings
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import OutputSettings
 
-    profile = profile or {}
-    triggers = profile.get("rerun-triggers", list(PROJECT_RERUN_TRIGGERS))
-    triggers = [triggers] if isinstance(triggers, str) else triggers
-    checksum = profile.get("max-checksum-file-size", "16GB")
-    checksum = parse_size(checksum) if isinstance(checksum, str) else int(checksum)
-    dag_settings = DAGSettings(targets=frozenset(targets),
-                               rerun_triggers=frozenset(RerunTrigger.parse_choice(t) for t in triggers),
-                               max_checksum_file_size=checksum)
+    dag_settings = dry_run_dag_settings(targets, profile)
     workdir = Path(workdir).resolve()
     configs = tuple((workdir / c).resolve() for c in configfiles)
     output = OutputSettings(quiet={Quietness.ALL, Quietness.PROGRESS, Quietness.RULES})
@@ -264,6 +256,23 @@ def snakemake_needrun(targets: Sequence[str], *, snakefile: str | Path, workdir:
         return _needrun(targets, Path(snakefile).resolve(), workdir, configs, dag_settings, output)
     finally:
         quiet.removeFilter(drop_info)
+
+
+def dry_run_dag_settings(targets: Sequence[str], profile: Mapping[str, Any] | None = None) -> Any:
+    """Snakemake's DAG settings of a dry run of ``targets``: the profile's rerun triggers and checksum size limit
+    (default: the project's profiles')."""
+    from humanfriendly import parse_size
+    from snakemake.settings.enums import RerunTrigger
+    from snakemake.settings.types import DAGSettings
+
+    profile = profile or {}
+    triggers = profile.get("rerun-triggers", list(PROJECT_RERUN_TRIGGERS))
+    triggers = [triggers] if isinstance(triggers, str) else triggers
+    checksum = profile.get("max-checksum-file-size", "16GB")
+    checksum = parse_size(checksum) if isinstance(checksum, str) else int(checksum)
+    return DAGSettings(targets=frozenset(targets),
+                       rerun_triggers=frozenset(RerunTrigger.parse_choice(t) for t in triggers),
+                       max_checksum_file_size=checksum)
 
 
 class _DropInfo(logging.Filter):

@@ -540,21 +540,13 @@ def dry_run(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Pat
             configfiles: Sequence[str | Path] = (), profile: Mapping[str, Any] | None = None
             ) -> tuple[list[PlannedJob], Any]:
     """The jobs ``snakemake -n TARGETS`` would run, with Snakemake's reasons, and the workflow's plan."""
-    from humanfriendly import parse_size
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness, RerunTrigger
-    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings
+    from snakemake.settings.enums import Quietness
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
-    from cpt_scaling.cost_report import PROJECT_RERUN_TRIGGERS, _DropInfo
+    from cpt_scaling.cost_report import _DropInfo, dry_run_dag_settings
 
-    profile = profile or {}
-    triggers = profile.get("rerun-triggers", list(PROJECT_RERUN_TRIGGERS))
-    triggers = [triggers] if isinstance(triggers, str) else triggers
-    checksum = profile.get("max-checksum-file-size", "16GB")
-    checksum = parse_size(checksum) if isinstance(checksum, str) else int(checksum)
-    dag_settings = DAGSettings(targets=frozenset(targets),
-                               rerun_triggers=frozenset(RerunTrigger.parse_choice(t) for t in triggers),
-                               max_checksum_file_size=checksum)
+    dag_settings = dry_run_dag_settings(targets, profile)
     workdir = Path(workdir).resolve()
     configs = tuple((workdir / c).resolve() for c in configfiles)
     quiet = logging.getLogger("snakemake.logging")

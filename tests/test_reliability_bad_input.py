@@ -52,7 +52,15 @@ def _same_size_twice(cfg: dict[str, Any], _: Path) -> None:
     cfg["models"]["sizes"]["xs_again"] = dict(cfg["models"]["sizes"]["xs"])
 
 
+def _tokenizer_not_a_tokenizer(cfg: dict[str, Any], workdir: Path) -> None:
+    """A tokenizer directory whose tokenizer.json is not JSON: its vocabulary is read when the config is parsed."""
+    (workdir / "tok").mkdir()
+    (workdir / "tok" / "tokenizer.json").write_text("{not json")
+    cfg["tokenizer"]["path"] = "tok"
+
+
 CONFIG_CASES: list[tuple[str, Edit, str]] = [
+    ("tokenizer-dir-not-a-tokenizer", _tokenizer_not_a_tokenizer, "tok/tokenizer.json"),
     ("ratio-above-1", _set("domains.legal.ratios", [0.0, 0.5, 1.5]), "domains.legal.ratios[2]"),
     ("ratio-below-0", _set("domains.legal.ratios", [-0.5, 0.5]), "domains.legal.ratios[0]"),
     ("unknown-domain", _set("domains.finance", {"ratios": [0.5]}), "domains.finance"),
@@ -113,12 +121,6 @@ def _parquet(table: pa.Table) -> Callable[[Path], bytes]:
     return make
 
 
-def _tokenizer_not_a_tokenizer(cfg: dict[str, Any], workdir: Path) -> None:
-    (workdir / "tok").mkdir()
-    (workdir / "tok" / "tokenizer.json").write_text("{not json")
-    cfg["tokenizer"]["path"] = "tok"
-
-
 def _truncated_base_checkpoint(cfg: dict[str, Any], workdir: Path) -> None:
     """The finished xs pretraining run's final weights, cut in half, as the base checkpoint of size xs."""
     final = max(workdir.glob("artifacts/train/pt-xs-*/checkpoints/tokens-*"))
@@ -141,7 +143,6 @@ DATA_CASES: list[tuple[str, str, Any, Edit | None, str, tuple[str, ...]]] = [
     ("parquet-text-not-string", "ints.parquet", _parquet(pa.table({"id": ["a"], "text": [7]})), None,
      "classified", ("ints.parquet", "int64")),
     ("corrupt-parquet", "junk.parquet", b"PAR1 this is not parquet PAR1", None, "classified", ("junk.parquet",)),
-    ("tokenizer-dir-not-a-tokenizer", None, None, _tokenizer_not_a_tokenizer, "tokenizer", ("tok",)),
     ("truncated-base-checkpoint", None, None, _truncated_base_checkpoint, "train",
      ("base_ckpt/model.safetensors", "truncated")),
 ]

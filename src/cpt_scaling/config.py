@@ -204,7 +204,11 @@ def _resolve_model_shapes(cfg: dict[str, Any], where: str) -> None:
             raise InputError(str(Path(ckpt) / "config.json"), f"models.sizes.{name}.base_checkpoint: missing "
                                                               "(not a Hugging Face checkpoint directory)")
         if on_disk:
-            for key, value in read_checkpoint_shape(ckpt).items():
+            try:
+                shape = read_checkpoint_shape(ckpt)
+            except InputError as exc:
+                raise InputError(where, f"models.sizes.{name}.base_checkpoint: {exc}") from None
+            for key, value in shape.items():
                 if size[key] is not None and size[key] != value:
                     raise InputError(where, f"models.sizes.{name}.{key}: {size[key]!r} in the config, but "
                                             f"{Path(ckpt) / 'config.json'} says {value!r}")
@@ -234,7 +238,10 @@ def _resolve_tokenizer_vocab(cfg: dict[str, Any], where: str) -> None:
     BPE trained on the seeds when not given)."""
     tok = cfg["tokenizer"]
     if tok["path"] and Path(tok["path"]).is_dir():
-        vocab = tokenizer_vocab_size(Path(tok["path"]))
+        try:
+            vocab = tokenizer_vocab_size(Path(tok["path"]))
+        except InputError as exc:
+            raise InputError(where, f"tokenizer.path: {exc}") from None
         if tok["vocab_size"] is not None and tok["vocab_size"] != vocab:
             raise InputError(where, f"tokenizer.vocab_size: {tok['vocab_size']} in the config, but the tokenizer at "
                                     f"'{tok['path']}' has {vocab} tokens (leave vocab_size out to use it)")

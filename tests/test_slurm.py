@@ -129,9 +129,10 @@ def test_micro_sweep_on_slurm_then_a_rerun_submits_nothing(slurm_cluster: Path, 
 
 def capped_config(workdir: Path) -> tuple[str, str]:
     """The micro config with a 1-minute partition limit and a pretraining run the cost model expects to take
-    about two minutes (so it needs several submissions); returns the config file and that run's key."""
+    about eight minutes (so it needs several submissions); returns the config file and that run's key. 6,000
+    steps: 1,500 fit in one 1-minute job on a quiet machine (CI), so the test saw a single submission."""
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
-    cfg["pretrain"] = {"tokens": 512 * 1500, "checkpoints": 3, "budgets": "single_run"}
+    cfg["pretrain"] = {"tokens": 512 * 6000, "checkpoints": 3, "budgets": "single_run"}
     cfg["cost"] = {"cpu_flops": 5.0e8}
     cfg["cluster"] = {"max_runtime_minutes": 1}
     cfg["training"]["checkpoint_minutes"] = 0.1

@@ -13,19 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_shards import SEQ_LEN, make_shards, tiny_spec
+from tiny_shards import SEQ_LEN, TRAIN_SCRIPT, make_shards, tiny_spec
 
 from cpt_scaling import checkpoints as ckpt
 from cpt_scaling.train_log import read_log
 from cpt_scaling.trainer import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER, Resubmit, train
 
-TRAIN_SCRIPT = (
-    "import json, sys\n"
-    "from cpt_scaling.logs import setup_logging\n"
-    "from cpt_scaling.trainer import train\n"
-    "setup_logging()\n"
-    "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"
-)
 PER_STEP = 8 * SEQ_LEN
 STEPS = 120
 

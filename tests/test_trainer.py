@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.torch import load_file
-from tiny_shards import SEQ_LEN, VOCAB, make_shards, sequences, tiny_spec
+from tiny_shards import SEQ_LEN, TRAIN_SCRIPT, VOCAB, make_shards, sequences, tiny_spec
 
 from cpt_scaling.errors import InputError
 from cpt_scaling.mixture import MixtureSampler, _Source
@@ -24,14 +24,6 @@ from cpt_scaling.sequences import read_train_sequences
 from cpt_scaling.shards import write_token_file
 from cpt_scaling.train_log import read_log
 from cpt_scaling.trainer import train
-
-TRAIN_SCRIPT = (
-    "import json, sys\n"
-    "from cpt_scaling.logs import setup_logging\n"
-    "from cpt_scaling.trainer import train\n"
-    "setup_logging()\n"
-    "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"
-)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,14 @@ from cpt_scaling.shards import write_token_file
 
 VOCAB = 64
 SEQ_LEN = 32
+# ``python -c TRAIN_SCRIPT SPEC_JSON OUT_DIR``: one training run in a fresh process (kill and signal tests).
+TRAIN_SCRIPT = (
+    "import json, sys\n"
+    "from cpt_scaling.logs import setup_logging\n"
+    "from cpt_scaling.trainer import train\n"
+    "setup_logging()\n"
+    "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"
+)
 
 
 def sequences(n: int, *, domain: bool, seed: int, seq_len: int = SEQ_LEN, vocab: int = VOCAB) -> np.ndarray:

@@ -22,13 +22,14 @@ else ``cores``, else ``cost.parallel_jobs``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import heapq
 import io
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,22 +239,48 @@ def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) ->
 def snakemake_needrun(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Path,
                       configfiles: Sequence[str | Path] = (), profile: Mapping[str, Any] | None = None
                       ) -> tuple[list[PlannedJob], dict[str, Any]]:
-    """The jobs ``snakemake -n TARGETS`` would run and the workflow's globals (``PLAN``, ``CFG``).
+    """The jobs ``snakemake -n TARGETS`` would run and the workflow's globals (``PLAN``, ``CFG``)."""
+    with dry_run_dag(targets, snakefile=snakefile, workdir=workdir, configfiles=configfiles,
+                     profile=profile) as (workflow, dag, needrun):
+        ids = {job: i for i, job in enumerate(needrun)}
+        jobs = []
+        for job in needrun:
+            deps = tuple(sorted(ids[d] for d in dag.dependencies[job] if d in ids))
+            output_file = str(job.output[0]) if job.output else job.rule.name
+            submitted = {k: v for k, v in job.resources.items() if not k.startswith("_")}
+            jobs.append((ids[job], job.rule.name, output_file, job.wildcards_dict.get("key"), deps, submitted))
+        return jobs, {"PLAN": workflow.globals["PLAN"], "CFG": workflow.globals["CFG"]}
+
+
+@contextlib.contextmanager
+def dry_run_dag(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Path,
+                configfiles: Sequence[str | Path] = (), profile: Mapping[str, Any] | None = None
+                ) -> Iterator[tuple[Any, Any, list[Any]]]:
+    """(workflow, DAG, jobs that would run, in a stable order) of ``snakemake -n TARGETS``, quietly: the one
+    place that builds a Snakemake DAG through its internals (``cpt-scaling cost`` and ``explain`` use it).
 
     Uses the profile's rerun triggers and checksum size limit (default: the project's profiles').
     """
+    from snakemake.api import SnakemakeApi
     from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import OutputSettings
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
 
     dag_settings = dry_run_dag_settings(targets, profile)
     workdir = Path(workdir).resolve()
     configs = tuple((workdir / c).resolve() for c in configfiles)
-    output = OutputSettings(quiet={Quietness.ALL, Quietness.PROGRESS, Quietness.RULES})
     quiet = logging.getLogger("snakemake.logging")
     drop_info = _DropInfo()
     quiet.addFilter(drop_info)  # no "Building DAG of jobs..." on stderr
     try:
-        return _needrun(targets, Path(snakefile).resolve(), workdir, configs, dag_settings, output)
+        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL, Quietness.PROGRESS, Quietness.RULES})) as api:
+            wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
+                                  config_settings=ConfigSettings(configfiles=configs),
+                                  snakefile=Path(snakefile).resolve(), workdir=workdir)
+            workflow = wf_api.dag(dag_settings).workflow_api._workflow
+            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
+            workflow._build_dag()
+            dag = workflow.dag
+            yield workflow, dag, sorted(dag.needrun_jobs(), key=lambda j: (j.rule.name, str(j.output[:1])))
     finally:
         quiet.removeFilter(drop_info)
 
@@ -280,32 +307,6 @@ class _DropInfo(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING
-
-
-def _needrun(targets: Sequence[str], snakefile: Path, workdir: Path, configs: tuple[Path, ...],
-             dag_settings: Any, output: Any) -> tuple[list[PlannedJob], dict[str, Any]]:
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import ConfigSettings, ResourceSettings
-
-    with SnakemakeApi(output) as api:
-        wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                              config_settings=ConfigSettings(configfiles=configs),
-                              snakefile=snakefile, workdir=workdir)
-        dag_api = wf_api.dag(dag_settings)
-        workflow = dag_api.workflow_api._workflow
-        workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
-        workflow._build_dag()
-        dag = workflow.dag
-        needrun = sorted(dag.needrun_jobs(), key=lambda j: (j.rule.name, str(j.output[:1])))
-        ids = {job: i for i, job in enumerate(needrun)}
-        jobs = []
-        for job in needrun:
-            deps = tuple(sorted(ids[d] for d in dag.dependencies[job] if d in ids))
-            output_file = str(job.output[0]) if job.output else job.rule.name
-            key = job.wildcards_dict.get("key")
-            submitted = {k: v for k, v in job.resources.items() if not k.startswith("_")}
-            jobs.append((ids[job], job.rule.name, output_file, key, deps, submitted))
-        return jobs, {"PLAN": workflow.globals["PLAN"], "CFG": workflow.globals["CFG"]}
 
 
 def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: str | Path = ".",

@@ -540,41 +540,21 @@ def dry_run(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Pat
             configfiles: Sequence[str | Path] = (), profile: Mapping[str, Any] | None = None
             ) -> tuple[list[PlannedJob], Any]:
     """The jobs ``snakemake -n TARGETS`` would run, with Snakemake's reasons, and the workflow's plan."""
-    from snakemake.api import SnakemakeApi
-    from snakemake.settings.enums import Quietness
-    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+    from cpt_scaling.cost_report import dry_run_dag
 
-    from cpt_scaling.cost_report import _DropInfo, dry_run_dag_settings
-
-    dag_settings = dry_run_dag_settings(targets, profile)
-    workdir = Path(workdir).resolve()
-    configs = tuple((workdir / c).resolve() for c in configfiles)
-    quiet = logging.getLogger("snakemake.logging")
-    drop_info = _DropInfo()
-    quiet.addFilter(drop_info)
-    try:
-        with SnakemakeApi(OutputSettings(quiet={Quietness.ALL, Quietness.PROGRESS, Quietness.RULES})) as api:
-            wf_api = api.workflow(resource_settings=ResourceSettings(cores=1),
-                                  config_settings=ConfigSettings(configfiles=configs),
-                                  snakefile=Path(snakefile).resolve(), workdir=workdir)
-            workflow = wf_api.dag(dag_settings).workflow_api._workflow
-            workflow._prepare_dag(forceall=False, ignore_incomplete=True, lock_warn_only=True, nolock=True)
-            workflow._build_dag()
-            dag = workflow.dag
-            needrun = sorted(dag.needrun_jobs(), key=lambda j: (j.rule.name, str(j.output[:1])))
-            ids = {job: i for i, job in enumerate(needrun)}
-            jobs = []
-            for job in needrun:
-                reason = dag.reason(job)
-                params = reason.params_changed
-                jobs.append(PlannedJob(
-                    ids[job], job.rule.name, str(job.output[0]) if job.output else job.rule.name,
-                    job.wildcards_dict.get("key"), tuple(sorted(ids[d] for d in dag.dependencies[job] if d in ids)),
-                    str(reason), tuple(sorted(getattr(params, "only_old", ()) or ())),
-                    tuple(sorted(getattr(params, "only_new", ()) or ()))))
-            return jobs, workflow.globals["PLAN"]
-    finally:
-        quiet.removeFilter(drop_info)
+    with dry_run_dag(targets, snakefile=snakefile, workdir=workdir, configfiles=configfiles,
+                     profile=profile) as (workflow, dag, needrun):
+        ids = {job: i for i, job in enumerate(needrun)}
+        jobs = []
+        for job in needrun:
+            reason = dag.reason(job)
+            params = reason.params_changed
+            jobs.append(PlannedJob(
+                ids[job], job.rule.name, str(job.output[0]) if job.output else job.rule.name,
+                job.wildcards_dict.get("key"), tuple(sorted(ids[d] for d in dag.dependencies[job] if d in ids)),
+                str(reason), tuple(sorted(getattr(params, "only_old", ()) or ())),
+                tuple(sorted(getattr(params, "only_new", ()) or ()))))
+        return jobs, workflow.globals["PLAN"]
 
 
 def explain(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: str | Path = ".",

@@ -128,12 +128,18 @@ def test_micro_sweep_on_slurm_then_a_rerun_submits_nothing(slurm_cluster: Path, 
 
 
 def capped_config(workdir: Path) -> tuple[str, str]:
-    """The micro config with a 1-minute partition limit and a pretraining run the cost model expects to take
-    about eight minutes (so it needs several submissions); returns the config file and that run's key. 6,000
-    steps: 1,500 fit in one 1-minute job on a quiet machine (CI), so the test saw a single submission."""
+    """The micro config with a 1-minute partition limit and a pretraining run too long for one job on any
+    machine this runs on; returns the config file and that run's key.
+
+    Each submission trains for well under a minute (start-up, then the trainer stops 15 s before the limit).
+    The run is compute-bound rather than overhead-bound so that its length does not depend on how fast Python
+    is: a 2-layer, width-128 model (~31 ms a step on one quiet core here, 700-1,000 steps a submission; the micro
+    size xs took ~5 ms a step, so a fast CI machine fit 6,000 of its steps in one job). ``cost.cpu_flops`` is set below the
+    measured rate so that the cost model's submission count is an upper bound."""
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
-    cfg["pretrain"] = {"tokens": 512 * 6000, "checkpoints": 3, "budgets": "single_run"}
-    cfg["cost"] = {"cpu_flops": 5.0e8}
+    cfg["models"]["sizes"]["xs"] = {"n_layers": 2, "d_model": 128, "n_heads": 4, "d_ff": 512}
+    cfg["pretrain"] = {"tokens": 512 * 5000, "checkpoints": 3, "budgets": "single_run"}
+    cfg["cost"] = {"cpu_flops": 1.5e10}
     cfg["cluster"] = {"max_runtime_minutes": 1}
     cfg["training"]["checkpoint_minutes"] = 0.1
     (workdir / "capped.yaml").write_text(yaml.safe_dump(cfg))

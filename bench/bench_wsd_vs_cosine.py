@@ -6,7 +6,7 @@ Both runs continue at domain ratio 0.5 for D tokens from the same initial weight
 the same absolute steps; the WSD run is a trunk at constant LR to (1 - c)·D plus its decay branch (c = 0.1,
 1-sqrt by default), trained as the workflow does (two jobs, the branch continuing the trunk's full state).
 
-    .venv/bin/python bench/bench_wsd_vs_cosine.py [--steps 400] [--decay-fraction 0.1] [--decay-shape 1-sqrt]
+    .venv/bin/python bench/bench_wsd_vs_cosine.py [--steps 1200] [--decay-fraction 0.1] [--decay-shape 1-sqrt]
 
 Last line: ``wsd_vs_cosine_rel=<(WSD - cosine) / cosine of the held-out loss> cosine=<loss> wsd=<loss>``.
 """
@@ -58,7 +58,7 @@ def _shard_dir(directory: Path, rows: np.ndarray) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400, help="optimizer steps of D")
+    parser.add_argument("--steps", type=int, default=1200, help="optimizer steps of D")
     parser.add_argument("--decay-fraction", type=float, default=0.1, help="c: share of D spent decaying")
     parser.add_argument("--decay-shape", choices=["linear", "1-sqrt"], default="1-sqrt")
     args = parser.parse_args()

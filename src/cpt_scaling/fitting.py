@@ -195,12 +195,7 @@ def fit_law(
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
     or else on the largest total-token rows, after which the winner is refitted on all rows).
     """
-    if huber_delta <= 0:
-        raise InputError(where, f"huber delta must be > 0, got {huber_delta}")
-    if bootstrap < 0:
-        raise InputError(where, f"bootstrap resamples must be >= 0, got {bootstrap}")
-    if groups is not None and len(groups) != len(df):
-        raise InputError(where, f"groups must give one label per row ({len(df)}), got {len(groups)}")
+    _check_options(df, huber_delta, bootstrap, groups, where)
     df = validate_points(df, name, where).reset_index(drop=True)
     group_arr = None if groups is None else np.asarray(groups)
     if name == "split":
@@ -218,13 +213,53 @@ def fit_law(
     law = LAWS[name]
     mask = _holdout_mask(holdout, df, where)
     train, test = df[~mask], df[mask]
+    _check_enough_points(law, name, len(train), where)
+    fitted = _minimize(law, train, huber_delta, coarse)
+    boot = _bootstrap(law, fitted, train, bootstrap, None if group_arr is None else group_arr[~mask],
+                      seed=seed, starts=bootstrap_starts, where=where)
+    diagnostics = _diagnostics(law, name, fitted, train, where)
+    return _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
+
+
+def _check_options(
+    df: pd.DataFrame, huber_delta: float, bootstrap: int, groups: pd.Series | np.ndarray | None, where: str
+) -> None:
+    """Reject a non-positive Huber delta, a negative resample count and a groups vector of the wrong length."""
+    if huber_delta <= 0:
+        raise InputError(where, f"huber delta must be > 0, got {huber_delta}")
+    if bootstrap < 0:
+        raise InputError(where, f"bootstrap resamples must be >= 0, got {bootstrap}")
+    if groups is not None and len(groups) != len(df):
+        raise InputError(where, f"groups must give one label per row ({len(df)}), got {len(groups)}")
+
+
+def _check_enough_points(law: Law, name: str, n_train: int, where: str) -> None:
+    """Refuse a fit with no more fitting points than the law has parameters."""
     n_par = len(law.params)
-    if len(train) <= n_par:
+    if n_train <= n_par:
         raise InputError(
             where,
-            f"too few points for law {name}: {len(train)} fitting point(s), need at least "
+            f"too few points for law {name}: {n_train} fitting point(s), need at least "
             f"{n_par + 1} for {n_par} parameters",
         )
+
+
+@dataclass
+class _Fitted:
+    """The multistart optimum of one law on its fitting points."""
+
+    obj: Objective
+    theta: np.ndarray
+    f_scaled: float
+    n_starts: int
+    info: dict[str, Any]
+    params: dict[str, float]
+    y: np.ndarray
+    pred: np.ndarray
+
+
+def _minimize(law: Law, train: pd.DataFrame, huber_delta: float, coarse: bool) -> _Fitted:
+    """Multistart Huber fit of ``law`` to the fitting points ``train`` (log-space parameters)."""
     x = _columns(law, train)
     y = train[TARGET].to_numpy(dtype=float)
     obj = Objective(law, x, np.log(y), huber_delta, scale=huber_delta * len(y))
@@ -234,45 +269,74 @@ def fit_law(
     values = obj.natural(theta[None, :])[0]
     params = {k: float(v) for k, v in zip(law.params, values, strict=True)}
     pred = law.predict({**params, **law.fixed}, x)
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
-    ci: dict[str, list[float] | None] = {k: None for k in params}
-    boot_info: dict[str, Any] = {"resamples": bootstrap}
-    samples = None
-    if bootstrap:
-        strata = train["N"].to_numpy(float) if "N" in law.columns else None
-        boot = bootstrap_fit(obj, theta, bootstrap, groups=None if group_arr is None else group_arr[~mask],
-                             strata=strata, candidates=info.get("candidates"), starts=bootstrap_starts, seed=seed)
-        samples = boot.samples
-        interval = boot.interval()
-        if interval is not None:
-            ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
-        boot_info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
-                         groups="rows" if group_arr is None else "groups", n_groups=boot.n_groups,
-                         starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
-                         method="percentile, whole-group resampling" + (" within each model size" if boot.stratified
-                                                                         else ""))
-        if boot.failed:
-            log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
+    return _Fitted(obj, theta, f_scaled, n_starts, info, params, y, pred)
+
+
+@dataclass
+class _Bootstrap:
+    """Bootstrap outcome: per-parameter intervals (None without one), its record, the resampled parameters."""
+
+    ci: dict[str, list[float] | None]
+    info: dict[str, Any]
+    samples: np.ndarray | None
+
+
+def _bootstrap(
+    law: Law, fitted: _Fitted, train: pd.DataFrame, bootstrap: int, groups: np.ndarray | None, *, seed: int,
+    starts: int, where: str,
+) -> _Bootstrap:
+    """``bootstrap`` whole-group resamples (stratified by ``N`` where the law uses it) around the optimum."""
+    out = _Bootstrap({k: None for k in fitted.params}, {"resamples": bootstrap}, None)
+    if not bootstrap:
+        return out
+    strata = train["N"].to_numpy(float) if "N" in law.columns else None
+    boot = bootstrap_fit(fitted.obj, fitted.theta, bootstrap, groups=groups, strata=strata,
+                         candidates=fitted.info.get("candidates"), starts=starts, seed=seed)
+    out.samples = boot.samples
+    interval = boot.interval()
+    if interval is not None:
+        out.ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
+    out.info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
+                    groups="rows" if groups is None else "groups", n_groups=boot.n_groups,
+                    starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
+                    method="percentile, whole-group resampling" + (" within each model size" if boot.stratified
+                                                                    else ""))
+    if boot.failed:
+        log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
+    return out
+
+
+def _diagnostics(law: Law, name: str, fitted: _Fitted, train: pd.DataFrame, where: str) -> dict[str, Any]:
+    """Convergence, parameters at a bound, model sizes and fit range; each problem also logged as a warning."""
     n_sizes = int(train["N"].nunique()) if "N" in train.columns else 0
     warnings: list[str] = []
     if "N" in law.columns and any(p in law.params for p in SIZE_EXPONENTS) and n_sizes < 3:
         warnings.append(f"size exponent fitted from {n_sizes} model size(s) (< 3): barely determined")
         log.warning("%s: %s fit: %s", where, name, warnings[-1])
-    at_bound = _at_bounds(law, obj, theta)
+    at_bound = _at_bounds(law, fitted.obj, fitted.theta)
     if at_bound:
         warnings.append(f"parameter(s) at a bound: {', '.join(at_bound)}")
         log.warning("%s: %s fit: %s", where, name, warnings[-1])
-    if not info.get("converged", True):
+    if not fitted.info.get("converged", True):
         warnings.append("the optimiser stopped at its iteration cap")
         log.warning("%s: %s fit did not converge", where, name)
-    diagnostics = {
-        "converged": bool(info.get("converged", True)),
+    return {
+        "converged": bool(fitted.info.get("converged", True)),
         "params_at_bound": at_bound,
         "n_sizes": n_sizes,
         "fit_range": fit_range(train),
         "warnings": warnings,
     }
+
+
+def _assemble(
+    name: str, law: Law, fitted: _Fitted, train: pd.DataFrame, test: pd.DataFrame, boot: _Bootstrap,
+    diagnostics: dict[str, Any], huber_delta: float, bootstrap: int,
+) -> FitResult:
+    """The :class:`FitResult` of a fit: training metrics, held-out metrics on ``test``, the points; logged."""
+    y, pred, params = fitted.y, fitted.pred, fitted.params
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
     heldout = None
     if len(test):
         heldout = heldout_metrics(
@@ -285,21 +349,21 @@ def fit_law(
         formula=law.formula,
         params=params,
         fixed=dict(law.fixed),
-        ci=ci,
+        ci=boot.ci,
         r2=r2,
-        huber=float(f_scaled * obj.scale),
+        huber=float(fitted.f_scaled * fitted.obj.scale),
         rmse=float(np.sqrt(np.mean((y - pred) ** 2))),
         n_points=len(train),
         huber_delta=huber_delta,
-        n_starts=n_starts,
+        n_starts=fitted.n_starts,
         bootstrap=bootstrap,
         reconstructed=law.reconstructed,
         points_used=_records(train),
         points_held_out=_records(test),
         heldout=heldout,
         diagnostics=diagnostics,
-        bootstrap_info=boot_info,
-        samples=samples,
+        bootstrap_info=boot.info,
+        samples=boot.samples,
     )
     log.info(
         "fitted %s to %d points: huber %.4g, R2 %.4f%s",

@@ -191,6 +191,43 @@ def build_shards(
     pool_files = [Path(p) for p in pool_files]
     classified_files = [Path(p) for p in classified_files]
     where_cls = ", ".join(str(p) for p in classified_files) or "classified_files"
+    _check_inputs(pool_files, classified_files, where_cls, seq_len=seq_len, shard_max_sequences=shard_max_sequences,
+                  heldout_fraction=heldout_fraction, heldout_max_sequences=heldout_max_sequences)
+    tok = load_tokenizer(Path(tokenizer_path))
+    eos_id = document_separator(tok, str(tokenizer_path))
+    backend = tok.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+
+    with atomic_dir(out_dir) as tmp:
+        build = _ShardBuild(tmp, backend, eos_id, domain=domain, threshold=threshold, seq_len=seq_len,
+                            heldout_fraction=heldout_fraction, heldout_max_sequences=heldout_max_sequences,
+                            shard_max_sequences=shard_max_sequences)
+        for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
+            build.scan(pool_file, cls_file, text_column=text_column, id_column=id_column)
+        if build.n_selected == 0:
+            raise InputError(where_cls, f"no documents of domain {domain!r} with score >= {threshold}")
+        train_tokens = build.finish_train(where_cls)
+        suite_tokens = build.write_suites(tmp, where_cls)
+        pq.write_table(pa.table(build.doc_rows, schema=DOCS_SCHEMA), tmp / "documents.parquet", compression="zstd")
+        manifest = build.manifest(len(tok), train_tokens, suite_tokens)
+        write_json(tmp / "manifest.json", manifest)
+    log.info(
+        "%s: %d train sequences in %d shards, %d held-out sequences, %d duplicates removed",
+        domain,
+        manifest["train"]["n_sequences"],
+        len(build.train.shards),
+        manifest["heldout"]["n_sequences"],
+        build.n_duplicates,
+    )
+    return manifest
+
+
+def _check_inputs(
+    pool_files: list[Path], classified_files: list[Path], where_cls: str, *, seq_len: int,
+    shard_max_sequences: int, heldout_fraction: float, heldout_max_sequences: int,
+) -> None:
+    """Reject unpaired or missing input files and out-of-range sizes before anything is read."""
     if len(pool_files) != len(classified_files):
         problem = f"{len(pool_files)} pool files but {len(classified_files)} classified files"
         raise InputError(where_cls, problem)
@@ -203,147 +240,178 @@ def build_shards(
         raise InputError("heldout_fraction", f"must be in [0, 1), got {heldout_fraction}")
     if heldout_max_sequences < 0:
         raise InputError("heldout_max_sequences", f"must be at least 0, got {heldout_max_sequences}")
-    tok = load_tokenizer(Path(tokenizer_path))
-    eos_id = document_separator(tok, str(tokenizer_path))
-    backend = tok.backend_tokenizer
-    backend.no_truncation()
-    backend.no_padding()
 
-    heldout_hashes: list[str] = []
-    # Held-out documents are split again by hash: the lower half of the held-out hash range is the validation
-    # suite (checkpoint selection), the upper half the test suite that results report.
-    suites = {kind: {"chunks": [], "buffered": 0} for kind in HELDOUT_SUITES}
-    heldout_target = heldout_max_sequences * seq_len
-    doc_rows: dict[str, list[Any]] = {name: [] for name in DOCS_SCHEMA.names}
-    seen: set[bytes] = set()
-    n_duplicates = n_selected = n_train_docs = n_seen = 0
-    next_log = LOG_EVERY_DOCS
 
-    with atomic_dir(out_dir) as tmp:
-        train = _TrainWriter(tmp, seq_len, shard_max_sequences)
-        for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
-            classified = _read_classified(cls_file)
-            offset = 0
-            batches = iter_document_batches(pool_file, text_column=text_column, id_column=id_column)
-            for batch in prefetch(batches):  # read the next batch while this one is tokenized
-                chosen = _select(batch, classified.slice(offset, batch.num_rows), domain, threshold)
-                if chosen is None:
-                    problem = f"rows do not match pool file {pool_file} (rerun classification for it)"
-                    raise InputError(str(cls_file), problem)
-                offset += batch.num_rows
-                n_seen += batch.num_rows
-                train_docs: list[tuple[str, str, str]] = []
-                held_docs: dict[str, list[tuple[str, str, str]]] = {kind: [] for kind in HELDOUT_SUITES}
-                for doc_id, text in zip(
-                    chosen.column("doc_id").to_pylist(), chosen.column("text").to_pylist(), strict=True
-                ):
-                    n_selected += 1
-                    digest = doc_hash(text)
-                    key = bytes.fromhex(digest)
-                    if key in seen:
-                        n_duplicates += 1
-                        continue
-                    seen.add(key)
-                    fraction = hash_fraction(digest)
-                    if fraction < heldout_fraction:
-                        kind = "validation" if fraction < heldout_fraction / 2 else "heldout"
-                        held_docs[kind].append((doc_id, digest, text))
-                    else:
-                        train_docs.append((doc_id, digest, text))
-                if train_docs:
-                    flat, lengths = _encode_docs(backend, train_docs, eos_id)
-                    train.add(flat)
-                    _add_doc_rows(doc_rows, train_docs, "train", lengths.tolist())
-                    n_train_docs += len(train_docs)
-                for kind, docs in held_docs.items():
-                    if not docs:
-                        continue
-                    heldout_hashes.extend(digest for _, digest, _ in docs)
-                    suite = suites[kind]
-                    if suite["buffered"] < heldout_target:
-                        flat, lengths = _encode_docs(backend, docs, eos_id)
-                        suite["chunks"].append(flat)
-                        suite["buffered"] += len(flat)
-                        _add_doc_rows(doc_rows, docs, kind, lengths.tolist())
-                    else:  # enough held-out tokens already: record the documents, skip tokenizing them
-                        _add_doc_rows(doc_rows, docs, kind, [None] * len(docs))
-                if n_seen >= next_log:
-                    log.info("%s: scanned %d documents, selected %d", domain, n_seen, n_selected)
-                    next_log += LOG_EVERY_DOCS
-            if offset != classified.num_rows:
-                problem = f"has {classified.num_rows} rows but pool file {pool_file} has {offset} documents"
+_Doc = tuple[str, str, str]  # (doc_id, doc_hash, text)
+
+
+class _ShardBuild:
+    """One domain's build in progress: selects, deduplicates, splits off held-out documents and packs the rest.
+
+    Keeps the counts, the hashes seen, the held-out token buffers, the audit rows and the train shard writer.
+    """
+
+    def __init__(
+        self, tmp: Path, backend: Any, eos_id: int, *, domain: str, threshold: float, seq_len: int,
+        heldout_fraction: float, heldout_max_sequences: int, shard_max_sequences: int,
+    ) -> None:
+        self.backend, self.eos_id = backend, eos_id
+        self.domain, self.threshold, self.seq_len = domain, threshold, seq_len
+        self.heldout_fraction, self.heldout_max_sequences = heldout_fraction, heldout_max_sequences
+        self.heldout_hashes: list[str] = []
+        # Held-out documents are split again by hash: the lower half of the held-out hash range is the validation
+        # suite (checkpoint selection), the upper half the test suite that results report.
+        self.suites: dict[str, dict[str, Any]] = {kind: {"chunks": [], "buffered": 0} for kind in HELDOUT_SUITES}
+        self.heldout_target = heldout_max_sequences * seq_len
+        self.doc_rows: dict[str, list[Any]] = {name: [] for name in DOCS_SCHEMA.names}
+        self.seen: set[bytes] = set()
+        self.n_duplicates = self.n_selected = self.n_train_docs = self.n_seen = 0
+        self.next_log = LOG_EVERY_DOCS
+        self.train = _TrainWriter(tmp, seq_len, shard_max_sequences)
+
+    def scan(self, pool_file: Path, cls_file: Path, *, text_column: str, id_column: str) -> None:
+        """Select, deduplicate, split and pack the documents of one pool file and its classified file."""
+        classified = _read_classified(cls_file)
+        offset = 0
+        batches = iter_document_batches(pool_file, text_column=text_column, id_column=id_column)
+        for batch in prefetch(batches):  # read the next batch while this one is tokenized
+            chosen = _select(batch, classified.slice(offset, batch.num_rows), self.domain, self.threshold)
+            if chosen is None:
+                problem = f"rows do not match pool file {pool_file} (rerun classification for it)"
                 raise InputError(str(cls_file), problem)
-        if n_selected == 0:
-            raise InputError(where_cls, f"no documents of domain {domain!r} with score >= {threshold}")
-        train.finish()
-        train_tokens = train.tokens.close()
-        if not train.shards:
-            problem = f"domain {domain!r}: too few tokens for one training sequence of {seq_len} tokens"
-            raise InputError(where_cls, problem)
-        n_suite_seq: dict[str, int] = {}
+            offset += batch.num_rows
+            self.n_seen += batch.num_rows
+            train_docs, held_docs = self._split_heldout(self._dedup(chosen))
+            self._pack_train(train_docs)
+            self._pack_heldout(held_docs)
+            if self.n_seen >= self.next_log:
+                log.info("%s: scanned %d documents, selected %d", self.domain, self.n_seen, self.n_selected)
+                self.next_log += LOG_EVERY_DOCS
+        if offset != classified.num_rows:
+            problem = f"has {classified.num_rows} rows but pool file {pool_file} has {offset} documents"
+            raise InputError(str(cls_file), problem)
+
+    def _dedup(self, chosen: pa.RecordBatch) -> list[_Doc]:
+        """The selected documents whose text was not seen before (counts the selected and the duplicates)."""
+        docs: list[_Doc] = []
+        for doc_id, text in zip(chosen.column("doc_id").to_pylist(), chosen.column("text").to_pylist(), strict=True):
+            self.n_selected += 1
+            digest = doc_hash(text)
+            key = bytes.fromhex(digest)
+            if key in self.seen:
+                self.n_duplicates += 1
+                continue
+            self.seen.add(key)
+            docs.append((doc_id, digest, text))
+        return docs
+
+    def _split_heldout(self, docs: list[_Doc]) -> tuple[list[_Doc], dict[str, list[_Doc]]]:
+        """Split documents by hash into training documents and the two held-out suites."""
+        train_docs: list[_Doc] = []
+        held_docs: dict[str, list[_Doc]] = {kind: [] for kind in HELDOUT_SUITES}
+        for doc in docs:
+            fraction = hash_fraction(doc[1])
+            if fraction < self.heldout_fraction:
+                kind = "validation" if fraction < self.heldout_fraction / 2 else "heldout"
+                held_docs[kind].append(doc)
+            else:
+                train_docs.append(doc)
+        return train_docs, held_docs
+
+    def _pack_train(self, docs: list[_Doc]) -> None:
+        """Tokenize training documents into the shard writer and record their audit rows."""
+        if not docs:
+            return
+        flat, lengths = _encode_docs(self.backend, docs, self.eos_id)
+        self.train.add(flat)
+        _add_doc_rows(self.doc_rows, docs, "train", lengths.tolist())
+        self.n_train_docs += len(docs)
+
+    def _pack_heldout(self, held_docs: dict[str, list[_Doc]]) -> None:
+        """Buffer held-out tokens per suite up to the cap; past it, record the documents without tokenizing."""
+        for kind, docs in held_docs.items():
+            if not docs:
+                continue
+            self.heldout_hashes.extend(digest for _, digest, _ in docs)
+            suite = self.suites[kind]
+            if suite["buffered"] < self.heldout_target:
+                flat, lengths = _encode_docs(self.backend, docs, self.eos_id)
+                suite["chunks"].append(flat)
+                suite["buffered"] += len(flat)
+                _add_doc_rows(self.doc_rows, docs, kind, lengths.tolist())
+            else:  # enough held-out tokens already: record the documents, skip tokenizing them
+                _add_doc_rows(self.doc_rows, docs, kind, [None] * len(docs))
+
+    def finish_train(self, where: str) -> dict[str, Any]:
+        """Write the last train shard, close ``train.u32``; return its entry. At least one sequence is required."""
+        self.train.finish()
+        train_tokens = self.train.tokens.close()
+        if not self.train.shards:
+            problem = f"domain {self.domain!r}: too few tokens for one training sequence of {self.seq_len} tokens"
+            raise InputError(where, problem)
+        return train_tokens
+
+    def write_suites(self, tmp: Path, where: str) -> dict[str, dict[str, Any]]:
+        """Write each held-out suite (at most ``heldout_max_sequences``) as Parquet and token file; their entries."""
+        seq_len = self.seq_len
         suite_tokens: dict[str, dict[str, Any]] = {}
-        for kind, suite in suites.items():
+        for kind, suite in self.suites.items():
             flat = np.concatenate(suite["chunks"]) if suite["chunks"] else np.empty(0, np.int32)
-            n_seq = min(heldout_max_sequences, len(flat) // seq_len)
-            if n_seq == 0 and heldout_fraction > 0 and heldout_max_sequences > 0:
+            n_seq = min(self.heldout_max_sequences, len(flat) // seq_len)
+            if n_seq == 0 and self.heldout_fraction > 0 and self.heldout_max_sequences > 0:
                 problem = (
-                    f"domain {domain!r}: held-out {kind} documents give fewer than {seq_len} tokens, so that "
+                    f"domain {self.domain!r}: held-out {kind} documents give fewer than {seq_len} tokens, so that "
                     "suite would be empty; raise heldout_fraction"
                 )
-                raise InputError(where_cls, problem)
+                raise InputError(where, problem)
             kept = flat[: n_seq * seq_len]
             write_sequences(tmp / f"{kind}.parquet", kept, seq_len)
             suite_tokens[kind] = write_token_file(tmp / f"{kind}{TOKEN_SUFFIX}", kept.reshape(n_seq, seq_len))
-            n_suite_seq[kind] = n_seq
-        n_heldout_seq = n_suite_seq["heldout"]
-        pq.write_table(pa.table(doc_rows, schema=DOCS_SCHEMA), tmp / "documents.parquet", compression="zstd")
-        n_train_seq = sum(s["n_sequences"] for s in train.shards)
-        manifest = {
-            "domain": domain,
-            "threshold": threshold,
+        return suite_tokens
+
+    def manifest(
+        self, vocab_size: int, train_tokens: dict[str, Any], suite_tokens: dict[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        """The build's ``manifest.json``: counts, files, token files and the held-out document hashes."""
+        seq_len = self.seq_len
+        n_train_seq = sum(s["n_sequences"] for s in self.train.shards)
+        held, val = suite_tokens["heldout"], suite_tokens["validation"]
+        return {
+            "domain": self.domain,
+            "threshold": self.threshold,
             "seq_len": seq_len,
-            "vocab_size": len(tok),
-            "eos_token_id": eos_id,
+            "vocab_size": vocab_size,
+            "eos_token_id": self.eos_id,
             "token_dtype": "uint32",
-            "n_scanned": n_seen,
-            "n_selected": n_selected,
-            "n_duplicates_removed": n_duplicates,
+            "n_scanned": self.n_seen,
+            "n_selected": self.n_selected,
+            "n_duplicates_removed": self.n_duplicates,
             "train": {
-                "n_docs": n_train_docs,
+                "n_docs": self.n_train_docs,
                 "n_tokens": n_train_seq * seq_len,
                 "n_sequences": n_train_seq,
-                "shards": train.shards,
+                "shards": self.train.shards,
                 "token_file": train_tokens["token_file"],
                 "max_token_id": train_tokens["max_token_id"],
             },
             "heldout": {
-                "n_docs": len(heldout_hashes),
-                "n_tokens": n_heldout_seq * seq_len,
-                "n_sequences": n_heldout_seq,
+                "n_docs": len(self.heldout_hashes),
+                "n_tokens": held["n_sequences"] * seq_len,
+                "n_sequences": held["n_sequences"],
                 "file": "heldout.parquet",
-                "token_file": suite_tokens["heldout"]["token_file"],
-                "max_token_id": suite_tokens["heldout"]["max_token_id"],
+                "token_file": held["token_file"],
+                "max_token_id": held["max_token_id"],
             },
             "validation": {
-                "n_tokens": n_suite_seq["validation"] * seq_len,
-                "n_sequences": n_suite_seq["validation"],
+                "n_tokens": val["n_sequences"] * seq_len,
+                "n_sequences": val["n_sequences"],
                 "file": "validation.parquet",
-                "token_file": suite_tokens["validation"]["token_file"],
-                "max_token_id": suite_tokens["validation"]["max_token_id"],
+                "token_file": val["token_file"],
+                "max_token_id": val["max_token_id"],
             },
-            "heldout_doc_hashes": sorted(heldout_hashes),
+            "heldout_doc_hashes": sorted(self.heldout_hashes),
             "documents": "documents.parquet",
         }
-        write_json(tmp / "manifest.json", manifest)
-    log.info(
-        "%s: %d train sequences in %d shards, %d held-out sequences, %d duplicates removed",
-        domain,
-        n_train_seq,
-        len(train.shards),
-        n_heldout_seq,
-        n_duplicates,
-    )
-    return manifest
 
 
 def _select(batch: pa.RecordBatch, labels: pa.Table, domain: str, threshold: float) -> pa.RecordBatch | None:

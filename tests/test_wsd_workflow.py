@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,20 +15,27 @@ import yaml
 from reliability_utils import assert_same_products, kill_group, resume, start_snakemake, wait_until
 from workflow_utils import planned_jobs, run_snakemake
 
+from cpt_scaling.config import load_config
+from cpt_scaling.plan import build_plan
+from cpt_scaling.schedule import wsd_decay_start
+from cpt_scaling.studies.split import split_points
+from cpt_scaling.tables import read_eval_tables
+
 pytestmark = pytest.mark.slow
 
 TABLE = "results/tables/eval.csv"
 BUDGETS = [65536, 262144]  # 128 and 512 optimizer steps of 512 tokens; branch points at 64 and 256
+SPEC_TOKENS = 4096  # the split study's D': 8 steps off each pretraining trunk state (P = 1024, 2048, 4096)
 
 
 def branch_config(micro: dict, budgets: list[int]) -> dict:
     """The micro sweep's data (same classifier and shards keys) with one size, one ratio and WSD branches (for
-    pretraining too)."""
+    pretraining too), and the split study on legal off the pretraining trunk."""
     return {**micro, "domains": {"legal": {"threshold": 0.5, "ratios": [0.5]}},
             "models": {"sizes": {"xs": micro["models"]["sizes"]["xs"]}},
             "pretrain": {**micro["pretrain"], "budgets": "branches"},
             "cpt": {"tokens": budgets, "decay_fraction": 0.5, "checkpoints": 3},
-            "studies": {"split": {"enabled": False}}}
+            "studies": {"split": {"enabled": True, "domains": ["legal"], "spec_tokens": [SPEC_TOKENS]}}}
 
 
 def write_config(workdir: Path, name: str, budgets: list[int]) -> str:
@@ -69,6 +77,37 @@ def test_budgets_are_one_trunk_of_segments_and_a_branch_per_budget(branch_run: P
     # Pretraining too: every checkpoint the Chinchilla study would fit is an annealed branch end.
     pre = evals[(evals["kind"] == "pretrain") & (evals["split"] == "test")]
     assert set(pre["run"]) == {"pt-xs"} and sorted(set(pre["D"])) == [2048, 4096, 8192] and pre["annealed"].all()
+
+
+def test_split_curves_continue_the_pretraining_trunk_state_and_its_points_include_unsplit_runs(
+        branch_run: Path) -> None:
+    """Pretraining budgets 2,048, 4,096 and 8,192 tokens decay over their last half (cpt.decay_fraction 0.5):
+    trunk states at P = 1,024, 2,048 and 4,096. Each split curve continues one of them (weights, optimizer, step)
+    on legal data for D' = 4,096 tokens in one job (a single D': no segment to share), at constant LR and then
+    decaying over the last half of P + D' (from P = 4,096, where that decay starts at P, all of it)."""
+    cwd = os.getcwd()
+    os.chdir(branch_run)
+    try:
+        plan = build_plan(load_config("branches.yaml"))
+    finally:
+        os.chdir(cwd)
+    assert sorted(p for (_, _, p, _) in plan.split) == [1024, 2048, 4096]
+    for point in (1024, 2048, 4096):
+        total = point + SPEC_TOKENS
+        [branch] = train_dirs(branch_run, f"split-xs-p{point}-legal-r1-d{total}")
+        first = json.loads((branch / "train_log.jsonl").read_text().splitlines()[0])
+        assert first["resumed_from"] == point, (branch.name, first)
+        [trunk_state] = train_dirs(branch_run, f"trunk-pt-xs-t{point}")
+        job = plan.split[("xs", "legal", point, SPEC_TOKENS)].job
+        assert job["init"] == {"kind": "run_state", "run_dir": str(trunk_state.relative_to(branch_run))}, job
+        steps = total // 512
+        assert wsd_decay_start(steps, job["optimizer"]) == max(point // 512, steps // 2)
+    assert not train_dirs(branch_run, "trunk-split-")
+    points = split_points(read_eval_tables([branch_run / p for p in plan.split_evals("legal")]), "legal", 1.0)
+    split = points[points["D_spec"] > 0]
+    assert sorted(split["D"]) == [1024, 2048, 4096] and set(split["D_spec"]) == {SPEC_TOKENS}
+    unsplit = points[points["D_spec"] == 0]
+    assert sorted(unsplit["D"]) == [2048, 4096, 8192], points  # the annealed pretraining branch ends
 
 
 def test_adding_a_budget_plans_only_a_trunk_extension_and_its_branch(branch_run: Path, tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def _exam_file(cfg: Mapping[str, Any], name: str, index: int) -> str:
 
 def _base_source(cfg: Mapping[str, Any], size: Any, rest: Path_, both: bool) -> tuple[str, Any]:
     """Source of a field of a run's (or base evaluation's) ``base``: the pretraining run or the size's checkpoint."""
-    if rest[:1] == ("pretrain",) and both:
+    if rest[:1] in (("pretrain",), ("pretrain_trunk",)) and both:  # a run, or a trunk segment whose state it continues
         return UPSTREAM, None
     if rest[:1] == ("branch_tokens",):
         return KEY, "pretrain.checkpoints"
@@ -283,7 +283,9 @@ def _train_job_source(cfg: Mapping[str, Any], ctx: Mapping[str, Any], rest: Path
     if head == "keep_final_state":  # a WSD trunk segment keeps its state for the next segment and branches
         return CONSTANT, f"train:{'.'.join(str(p) for p in rest)}"
     if head == "optimizer":
-        if rest[1:2] == ("lr",) and kind != "pretrain" and cfg["cpt"]["lr"] is not None:
+        # Split curves off a pretraining trunk continue its optimizer (optimizer.lr, not cpt.lr).
+        trunk_split = kind == "split" and cfg["pretrain"]["budgets"] == "branches"
+        if rest[1:2] == ("lr",) and kind != "pretrain" and not trunk_split and cfg["cpt"]["lr"] is not None:
             return KEY, "cpt.lr"
         if rest[1:2] == ("warmup_steps",):  # WSD: absolute warmup, given or from the fraction
             return KEY, "cpt.warmup_steps" if cfg["cpt"]["warmup_steps"] is not None else "optimizer.warmup_fraction"

@@ -219,6 +219,8 @@ class Plan:
         self.size_of: dict[str, str] = {}  # train artifact key -> model size name (for the cost model)
         self.trained: dict[str, int] = {}  # trunk segment or branch key -> tokens it trains (else: its budget)
         self.curve_of: dict[str, str] = {}  # branch key -> its trunk's name: the run its points belong to
+        self.branch_point: dict[str, Artifact] = {}  # branch key -> the trunk segment whose end state it continues
+        self.start_tokens: dict[str, int] = {}  # run key -> tokens its initial state had trained (split branches)
         for size, arch in cfg["models"]["sizes"].items():
             model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
             if arch["base_checkpoint"]:
@@ -318,32 +320,50 @@ class Plan:
 
     def _wsd_curve(self, name: str, size: str, base: dict[str, Any], run_of: dict[str, Any],
                    data: dict[str, Any], inputs: tuple[str, ...], budgets: list[int],
-                   optimizers: tuple[dict[str, Any], dict[str, Any]], common: dict[str, Any]) -> dict[int, Artifact]:
+                   optimizers: tuple[dict[str, Any], dict[str, Any]], common: dict[str, Any],
+                   start: int = 0, direct: bool = False) -> dict[int, Artifact]:
         """The trunk segments and branches of one WSD curve ``name`` (branch ``<name>-d<D>`` per budget D, trunk
-        segments ``trunk-<name>-t<T>``), from ``base``; returns the branches by budget."""
+        segments ``trunk-<name>-t<T>``), from ``base`` (whose state is at ``start`` tokens: 0 for a model, a
+        trunk's branch point for a curve continuing another trunk); returns the branches by budget.
+
+        A budget whose decay would begin at or before ``start`` decays from ``base`` itself, over all of its
+        tokens past ``start`` (``decay_fraction`` = (D - start) / D for that branch). ``direct``: no trunk
+        segments, each branch one job from ``base`` (constant LR to its decay, then the decay): for a curve of
+        one budget, where a segment would be shared by nothing."""
         trunk_opt, branch_opt = optimizers
         step_tokens = self._step_tokens()
-        points = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens for tokens in budgets}
+        decays = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens for tokens in budgets}
+        points = {tokens: start if direct else max(start, decay) for tokens, decay in decays.items()}
         segments: dict[int, Artifact] = {}
         previous: Artifact | None = None
-        for point in sorted(set(points.values())):
+        for point in sorted(set(points.values()) - {start}):
             init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.dir}
             job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
                    "checkpoint_tokens": [point], "keep_final_state": True}
             trunk = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
             seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data},
                                        job, (*(base["inputs"] if previous is None else (previous.output,)), *inputs))
-            self.trained[seg.key] = point - (previous.job["tokens"] if previous else 0)
+            self.trained[seg.key] = point - (previous.job["tokens"] if previous else start)
             self.size_of[seg.key] = size
             segments[point] = previous = seg
         runs: dict[int, Artifact] = {}
         for tokens, point in points.items():
-            seg = segments[point]
-            job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.dir}, "tokens": tokens,
-                   "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
-            branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
-            runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
-                                                job, (seg.output, *inputs))
+            if point == start:  # from the base's own state; all of it a decay when the decay starts before it
+                opt = (branch_opt if decays[tokens] > start
+                       else {**branch_opt, "decay_fraction": (tokens - start) / tokens})
+                job = {**common, **run_of, "init": base["init"], "tokens": tokens, "optimizer": opt,
+                       "checkpoint_tokens": [tokens]}
+                branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+                runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "base": base["spec"],
+                                                    **data}, job, (*base["inputs"], *inputs))
+            else:
+                seg = segments[point]
+                job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.dir}, "tokens": tokens,
+                       "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
+                branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+                runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
+                                                    job, (seg.output, *inputs))
+                self.branch_point[runs[tokens].key] = seg
             self.trained[runs[tokens].key] = tokens - point
             self.size_of[runs[tokens].key] = size
             self.curve_of[runs[tokens].key] = name
@@ -351,7 +371,13 @@ class Plan:
 
     def _split_stage(self, optimizer: dict[str, Any], common: dict[str, Any]) -> None:
         """Split study: every pretraining checkpoint D branched into specialisation runs of D' tokens per domain.
-        The branch from the final checkpoint with a D-CPT budget is the D-CPT run itself (same key)."""
+
+        With pretraining branches (WSD), a split curve continues the pretraining trunk's full state (weights,
+        optimizer, RNG, step) at each budget's branch point P, at constant LR on the study's mixture, and
+        decays per D' like any WSD curve: the run "pretrain P, specialise D'" is the pretraining run of P + D'
+        tokens whose last D' tokens are domain data. With one cosine pretraining run, each checkpoint is
+        specialised by a fresh CPT run; the branch from the final checkpoint with a D-CPT budget is the D-CPT
+        run itself (same key)."""
         self.split: dict[tuple[str, str, int, int], Artifact] = {}
         study = self.cfg["studies"]["split"]
         if not study["enabled"]:
@@ -359,13 +385,14 @@ class Plan:
         spec_tokens = study["spec_tokens"] or self.cfg["cpt"]["tokens"]
         for size, curve in self.pretrain_curve.items():
             model = self.pretrain[size].job["model"]
+            if self.pretrain_branches:
+                for domain in self.split_domains:
+                    self._split_curves(size, model, curve, domain, spec_tokens, common)
+                continue
             final = max(curve)
             for branch, pre in curve.items():
                 if branch == final:
                     base = self.base_init[size]
-                elif pre.key in self.curve_of:  # the annealed end of this pretraining budget's WSD branch
-                    base = {"spec": {"pretrain": pre.key}, "init": {"kind": "run", "run_dir": pre.dir},
-                            "inputs": (pre.output,), "label": f"-p{branch}"}
                 else:  # an intermediate checkpoint of the single cosine pretraining run
                     base = {"spec": {"pretrain": pre.key, "branch_tokens": branch},
                             "init": {"kind": "run", "run_dir": pre.dir, "tokens": branch}, "inputs": (pre.output,),
@@ -375,6 +402,27 @@ class Plan:
                         run = self._cpt_run(size, model, base, domain, study["ratio"], tokens, optimizer, common)
                         self.split[(size, domain, branch, tokens)] = run
                         self.size_of[run.key] = size
+
+    def _split_curves(self, size: str, model: dict[str, Any], curve: dict[int, Artifact], domain: str,
+                      spec_tokens: list[int], common: dict[str, Any]) -> None:
+        """The split curves of one size and domain off its pretraining trunk (see :meth:`_split_stage`)."""
+        ratio = self.cfg["studies"]["split"]["ratio"]
+        general, dom = self.shards[GENERAL], self.shards[domain]
+        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
+                  "domain_shards": dom.dir, "ratio": ratio}
+        optimizers = self._wsd_optimizers(self.cfg["optimizer"], max(curve))  # the pretraining curve's
+        trunk = [self.branch_point[a.key] for a in curve.values() if a.key in self.branch_point]
+        for seg in {a.key: a for a in trunk}.values():
+            point = seg.job["tokens"]
+            base = {"spec": {"pretrain_trunk": seg.key}, "init": {"kind": "run_state", "run_dir": seg.dir},
+                    "inputs": (seg.output,)}
+            runs = self._wsd_curve(f"split-{size}-p{point}-{domain}-{ratio_label(ratio)}", size, base, run_of,
+                                   {"general": general.key, "domain": dom.key}, (general.output, dom.output),
+                                   [point + tokens for tokens in spec_tokens], optimizers, common, start=point,
+                                   direct=len(spec_tokens) == 1)
+            for total, run in runs.items():
+                self.split[(size, domain, point, total - point)] = run
+                self.start_tokens[run.key] = point
 
     @property
     def chinchilla_enabled(self) -> bool:
@@ -477,6 +525,8 @@ class Plan:
             meta = {"kind": "cpt" if run.key in cpt_runs else "split", "size": size, "N": self.n_params(size),
                     "domain": domain,
                     "ratio": self.cfg["studies"]["split"]["ratio"], "budget": tokens, "pretrain_tokens": branch}
+            if run.key in self.start_tokens:  # a split curve's branch: D counts the tokens past its branch point
+                meta |= {"run": self.curve_of[run.key], "budget": None, "start_tokens": self.start_tokens[run.key]}
             self._eval(run, [domain, GENERAL], meta)
 
     def _eval(self, run: Artifact | None, corpora: list[str], meta: dict[str, Any],
@@ -578,8 +628,12 @@ class Plan:
         return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
 
     def split_evals(self, domain: str) -> list[str]:
-        """Eval tables of the split study: every branch of every pretraining checkpoint for the domain."""
-        return self._evals_of_runs({a.key for (_, d, _, _), a in self.split.items() if d == domain}, {domain})
+        """Eval tables of the split study on the domain: every branch of every pretraining checkpoint, and the
+        pretraining checkpoints themselves (the unsplit points, D' = 0)."""
+        runs = {a.key for (_, d, _, _), a in self.split.items() if d == domain}
+        if runs:
+            runs |= {a.key for curve in self.pretrain_curve.values() for a in curve.values()}
+        return self._evals_of_runs(runs, {domain})
 
     def pretrain_evals(self) -> list[str]:
         """Eval tables of the Chinchilla study: the from-scratch pretraining runs on the general suite."""

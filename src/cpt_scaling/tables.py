@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Sweep coordinates attached to every loss row. D is continued-pretraining tokens for CPT runs and pretraining
 # tokens for pretraining runs; pretrain_tokens is the base model's pretraining budget (0 for a local base model).
+# A run that continues another run's state (a split curve off the pretraining trunk) counts D from that state:
+# its job's meta ``start_tokens`` is subtracted from the checkpoint's token count.
 META_COLUMNS = ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens"]
 
 
@@ -36,6 +38,7 @@ def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
         table[column] = meta.get(column)
     table["ratio"] = table["ratio"].astype("float64")
     table = table.rename(columns={"checkpoint_tokens": "D"})
+    table["D"] -= int(meta.get("start_tokens", 0))
     parts = table["suite"].str.split(SPLIT_SEP, n=1, expand=True)
     table["suite"], table["split"] = parts[0], parts[1]
     with atomic_path(out) as tmp:
@@ -106,6 +109,7 @@ def exams_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
         table[column] = meta.get(column)
     table["ratio"] = table["ratio"].astype("float64")
     table = table.rename(columns={"checkpoint_tokens": "D"})
+    table["D"] -= int(meta.get("start_tokens", 0))
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
     final = table[(table["D"] == table["D"].max()) & (table["metric"] == "acc")]

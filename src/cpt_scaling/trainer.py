@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TextIO
 
 import numpy as np
 import torch
@@ -231,6 +231,19 @@ def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str
         log.info("%s is complete; nothing to train", out_dir)
         return done
 
+    run = _Run(spec, p, out_dir, final_dir)
+    if run.start_step == p.steps:  # killed after the final checkpoint, before checkpoints.json
+        return run.write_result()
+    run.start(deepspeed)
+    run.run_steps(stops)
+    return run.finish()
+
+
+def _setup_ranks(spec: dict[str, Any], out_dir: Path) -> tuple[int, int]:
+    """Threads, DeepSpeed's log level, the process group; rank 0 clears a previous attempt's leftovers.
+
+    Returns this process's rank and the number of ranks.
+    """
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -242,7 +255,11 @@ def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str
         (out_dir / RESUBMIT_MARKER).unlink(missing_ok=True)
     if n_ranks > 1:
         torch.distributed.barrier()
+    return rank, n_ranks
 
+
+def _resume_point(spec: dict[str, Any], p: TrainPlan, out_dir: Path, n_ranks: int) -> tuple[Path | None, int]:
+    """The checkpoint to resume from (this run's newest resumable one, or a continued run's) and its step."""
     resume = ckpt.resumable_checkpoint(out_dir)
     resume_dir, start_step = None, 0
     if resume is not None:
@@ -253,164 +270,220 @@ def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str
     elif spec["init"]["kind"] == "state":  # continue another run's full state (a WSD trunk's branch point)
         resume_dir, start_step = _continued_state(spec, p, n_ranks)
         log.info("continuing %s (step %d of %d)", resume_dir, start_step, p.steps)
+    return resume_dir, start_step
 
-    zero = zero_settings(spec)
-    config = deepspeed_config(spec, n_ranks, bf16=torch.cuda.is_available())
+
+def _prepare_model(
+    spec: dict[str, Any], resume_dir: Path | None, zero: dict[str, Any], config: dict[str, Any]
+) -> tuple[torch.nn.Module, bool]:
+    """The initial model (under ZeRO-3 built into partitions), with activation checkpointing if asked for.
+
+    Returns the model and whether activation checkpointing is on.
+    """
     with _zero3_init(config if zero["zero_stage"] == 3 else None):
         model = _initial_model(spec, resume_dir)
     model.config.use_cache = False
     checkpointing = bool(spec.get("activation_checkpointing", False))
     if checkpointing:  # recompute each block in backward; non-reentrant: same losses, works with ZeRO-3
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    attention = str(getattr(model.config, "_attn_implementation", None) or attention_implementation())
-    n_params = count_parameters(model)
-    shape = model_shape(model.config)
-    if shape["vocab_size"] < spec["vocab_size"]:
-        problem = f"{spec['vocab_size']} exceeds the model's vocabulary ({shape['vocab_size']})"
-        raise InputError("vocab_size", problem)
+    return model, checkpointing
 
-    keep_state = bool(spec.get("keep_final_state"))  # a WSD trunk segment: later segments and branches go on
-    if start_step == p.steps:  # killed after the final checkpoint, before checkpoints.json
-        result = _result(out_dir, attention, n_params, p.digest)
-        if rank == 0:
-            ckpt.drop_resumable(out_dir)
-            write_json(result_file, result)
-            if not keep_state:
-                ckpt.drop_train_state(final_dir)
-        return result
 
-    opt_cfg = spec["optimizer"]
-    fused_ce = _fused_cross_entropy(model, zero["zero_stage"])
-    optimizer = _optimizer(model, opt_cfg, zero["offload_optimizer"])
-    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    gas = config["gradient_accumulation_steps"]
-    micro = spec["micro_batch_size"]
-    if resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
-        ckpt.restore_train_state(resume_dir, engine.optimizer, rank, n_ranks)
+class _Run:
+    """One training run's state: set up on construction (ranks, resume point, model), then :meth:`start`,
+    :meth:`run_steps` and :meth:`finish`."""
 
-    sampler = _sampler(spec, shape["vocab_size"])
-    device = engine.device
-    flops_tok = flops_per_token(
-        shape["n_layers"], shape["d_model"], shape["d_ff"], spec["seq_len"], shape["vocab_size"],
-        kv_dim=shape["kv_dim"],
-    )
-    peak = spec.get("peak_flops")
-    log_every = int(spec.get("log_every") or DEFAULT_LOG_EVERY)
-    resumed_from = p.tokens_at(start_step) if resume_dir is not None else None
-    log_file = None
-    if rank == 0:
-        log_file = train_log.open_log(out_dir / train_log.LOG_NAME, start_step)
-        train_log.append(log_file, {
-            "event": "start", "attention": attention, "n_params": n_params[0],
-            "n_params_non_embedding": n_params[1], "resumed_from": resumed_from, "world_size": n_ranks,
-            "zero_stage": config["zero_optimization"]["stage"], "steps": p.steps,
-            "activation_checkpointing": checkpointing, "offload_optimizer": zero["offload_optimizer"],
-            "fused_cross_entropy": fused_ce,
-        })
+    def __init__(self, spec: dict[str, Any], p: TrainPlan, out_dir: Path, final_dir: Path) -> None:
+        self.spec, self.p, self.out_dir, self.final_dir = spec, p, out_dir, final_dir
+        self.rank, self.n_ranks = _setup_ranks(spec, out_dir)
+        self.resume_dir, self.start_step = _resume_point(spec, p, out_dir, self.n_ranks)
+        self.zero = zero_settings(spec)
+        self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available())
+        self.model, self.checkpointing = _prepare_model(spec, self.resume_dir, self.zero, self.config)
+        self.attention = str(getattr(self.model.config, "_attn_implementation", None) or attention_implementation())
+        self.n_params = count_parameters(self.model)
+        self.shape = model_shape(self.model.config)
+        if self.shape["vocab_size"] < spec["vocab_size"]:
+            problem = f"{spec['vocab_size']} exceeds the model's vocabulary ({self.shape['vocab_size']})"
+            raise InputError("vocab_size", problem)
+        self.keep_state = bool(spec.get("keep_final_state"))  # a WSD trunk segment: later segments, branches go on
+        self.log_file: TextIO | None = None
 
-    def save(step: int, resumable: bool = False) -> None:
-        state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": n_ranks}
-        # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
-        tensors = engine._zero3_consolidated_16bit_state_dict() if zero["zero_stage"] == 3 else None
-        path = ckpt.save_checkpoint(
-            out_dir, p.tokens_at(step), engine.module, engine.optimizer, state, rank=rank, tensors=tensors,
-            tokenizer_dir=Path(spec["tokenizer"]) if spec.get("tokenizer") else None, resumable=resumable,
+    def start(self, deepspeed: Any) -> None:
+        """Optimizer and DeepSpeed engine (a resumed run's train state restored), sampler, log, stop settings."""
+        spec, shape = self.spec, self.shape
+        self.opt_cfg = spec["optimizer"]
+        self.fused_ce = _fused_cross_entropy(self.model, self.zero["zero_stage"])
+        optimizer = _optimizer(self.model, self.opt_cfg, self.zero["offload_optimizer"])
+        self.engine, *_ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=self.config)
+        self.gas = self.config["gradient_accumulation_steps"]
+        self.micro = spec["micro_batch_size"]
+        if self.resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
+            ckpt.restore_train_state(self.resume_dir, self.engine.optimizer, self.rank, self.n_ranks)
+        self.sampler = _sampler(spec, shape["vocab_size"])
+        self.device = self.engine.device
+        self.flops_tok = flops_per_token(
+            shape["n_layers"], shape["d_model"], shape["d_ff"], spec["seq_len"], shape["vocab_size"],
+            kv_dim=shape["kv_dim"],
         )
-        if rank == 0:
+        self.peak = spec.get("peak_flops")
+        self.log_every = int(spec.get("log_every") or DEFAULT_LOG_EVERY)
+        if self.rank == 0:
+            self.log_file = self._open_log()
+        # Time-based resumable checkpoints and stops (signal, own deadline): decided at step boundaries, the same on
+        # every rank (a MAX all-reduce of the flags over a CPU group: no device sync).
+        self.checkpoint_seconds = float(spec.get("checkpoint_minutes") or 0.0) * 60.0
+        self.stop_at = float(spec["stop_at"]) if spec.get("stop_at") is not None else None
+        self.flag_group = None
+        if self.n_ranks > 1:
+            self.flag_group = torch.distributed.new_group(backend="gloo") if torch.cuda.is_available() else None
+
+    def _open_log(self) -> TextIO:
+        """Rank 0's training log, opened at the start step, with its ``start`` record."""
+        p, n_params = self.p, self.n_params
+        log_file = train_log.open_log(self.out_dir / train_log.LOG_NAME, self.start_step)
+        resumed_from = p.tokens_at(self.start_step) if self.resume_dir is not None else None
+        train_log.append(log_file, {
+            "event": "start", "attention": self.attention, "n_params": n_params[0],
+            "n_params_non_embedding": n_params[1], "resumed_from": resumed_from, "world_size": self.n_ranks,
+            "zero_stage": self.config["zero_optimization"]["stage"], "steps": p.steps,
+            "activation_checkpointing": self.checkpointing, "offload_optimizer": self.zero["offload_optimizer"],
+            "fused_cross_entropy": self.fused_ce,
+        })
+        return log_file
+
+    def save(self, step: int, resumable: bool = False) -> None:
+        """Checkpoint after ``step`` steps (with its train state); ``resumable``: under ``resume/``."""
+        p = self.p
+        state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": self.n_ranks}
+        # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
+        tensors = self.engine._zero3_consolidated_16bit_state_dict() if self.zero["zero_stage"] == 3 else None
+        path = ckpt.save_checkpoint(
+            self.out_dir, p.tokens_at(step), self.engine.module, self.engine.optimizer, state, rank=self.rank,
+            tensors=tensors, tokenizer_dir=Path(self.spec["tokenizer"]) if self.spec.get("tokenizer") else None,
+            resumable=resumable,
+        )
+        if self.rank == 0:
             log.info("saved %scheckpoint %s", "resumable " if resumable else "", path)
 
-    # Time-based resumable checkpoints and stops (signal, own deadline): decided at step boundaries, the same on
-    # every rank (a MAX all-reduce of the flags over a CPU group: no device sync).
-    checkpoint_seconds = float(spec.get("checkpoint_minutes") or 0.0) * 60.0
-    stop_at = float(spec["stop_at"]) if spec.get("stop_at") is not None else None
-    flag_group = None
-    if n_ranks > 1:
-        flag_group = torch.distributed.new_group(backend="gloo") if torch.cuda.is_available() else None
-
-    def agreed(*flags: bool) -> list[bool]:
+    def _agreed(self, *flags: bool) -> list[bool]:
+        """Each flag set on any rank (a MAX all-reduce over the flag group; the flags as given on one rank)."""
         values = torch.tensor([int(f) for f in flags], dtype=torch.int32)
-        if n_ranks > 1:
-            torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX, group=flag_group)
+        if self.n_ranks > 1:
+            torch.distributed.all_reduce(values, op=torch.distributed.ReduceOp.MAX, group=self.flag_group)
         return [bool(v) for v in values.tolist()]
 
-    if start_step == 0 and 0 in p.checkpoint_steps:
-        save(0)
-    engine.train()
-    per_rank = spec["batch_size"] // n_ranks
-    ratio = float(spec["ratio"])
-    busy, interval_tokens = 0.0, 0
-    last_save, longest_step = time.monotonic(), 0.0
-    for step in range(start_step, p.steps):
-        t0 = time.perf_counter()
-        lr = learning_rate(step, p.steps, opt_cfg)
-        for group in engine.optimizer.param_groups:
-            group["lr"] = lr
-        rows = sampler.batch(step, rank * per_rank, (rank + 1) * per_rank)  # this rank's rows only
-        batch = torch.from_numpy(rows.astype(np.int64)).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for i in range(gas):
-            ids = batch[i * micro:(i + 1) * micro]
-            loss = engine(input_ids=ids, labels=ids).loss
-            engine.backward(loss)
-            engine.step()
-            loss_sum += loss.detach().float()
-        done = step + 1
-        if done == p.steps or done % log_every == 0 or done == start_step + 1:
-            loss_mean = loss_sum / gas
-            if n_ranks > 1:
-                torch.distributed.all_reduce(loss_mean)
-                loss_mean /= n_ranks
-            loss_value = float(loss_mean)  # the only host sync of the step, on logged steps
-            busy += time.perf_counter() - t0
-            interval_tokens += p.tokens_per_step
-            tps = interval_tokens / busy
-            busy, interval_tokens = 0.0, 0
-            if log_file is not None:
-                mfu = tps * flops_tok / (float(peak) * n_ranks) if peak else None
-                train_log.append(log_file, {
-                    "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
-                    "tokens_per_s": tps, "mfu": mfu,
-                    "domain_sequences": domain_sequences_before(done, spec["batch_size"], ratio),
-                })
-                log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps,
-                         p.tokens_at(done), loss_value, lr, tps)
-        else:
-            busy += time.perf_counter() - t0
-            interval_tokens += p.tokens_per_step
-        longest_step = max(longest_step, time.perf_counter() - t0)
-        if done in p.checkpoint_steps:
-            save(done)
-            last_save = time.monotonic()
-        if done < p.steps:
-            late = stop_at is not None and time.time() + longest_step >= stop_at  # the next step would overrun
-            due = checkpoint_seconds > 0 and time.monotonic() - last_save >= checkpoint_seconds
-            signalled, late, due = agreed(stops.received is not None, late, due)
-            if (signalled or late or due) and done not in p.checkpoint_steps:
-                save(done, resumable=True)
+    def run_steps(self, stops: _StopSignals) -> None:
+        """The optimizer steps from the start step on: logged, checkpointed, stopped for a resubmission if told."""
+        p = self.p
+        if self.start_step == 0 and 0 in p.checkpoint_steps:
+            self.save(0)
+        self.engine.train()
+        busy, interval_tokens = 0.0, 0
+        last_save, longest_step = time.monotonic(), 0.0
+        for step in range(self.start_step, p.steps):
+            t0 = time.perf_counter()
+            lr, loss_sum = self._step(step)
+            done = step + 1
+            if done == p.steps or done % self.log_every == 0 or done == self.start_step + 1:
+                loss_value = self._mean_loss(loss_sum)  # the only host sync of the step, on logged steps
+                busy += time.perf_counter() - t0
+                interval_tokens += p.tokens_per_step
+                tps = interval_tokens / busy
+                busy, interval_tokens = 0.0, 0
+                self._log_step(done, loss_value, lr, tps)
+            else:
+                busy += time.perf_counter() - t0
+                interval_tokens += p.tokens_per_step
+            longest_step = max(longest_step, time.perf_counter() - t0)
+            if done in p.checkpoint_steps:
+                self.save(done)
                 last_save = time.monotonic()
-            if signalled or late:
-                reason = f"signal {stops.received}" if stops.received else ("a signal on another rank" if signalled
-                                                                           else "its deadline (stop_at)")
-                if log_file is not None:
-                    train_log.append(log_file, {"event": "stop", "step": done, "tokens": p.tokens_at(done),
-                                                "reason": reason, "exit_code": RESUBMIT_EXIT_CODE})
-                    log_file.close()
-                    write_json(out_dir / RESUBMIT_MARKER, {"step": done, "tokens": p.tokens_at(done),
-                                                           "reason": reason})
-                log.warning("stopped at step %d of %d on %s with a resumable checkpoint; exit status %d asks "
-                            "for a resubmission", done, p.steps, reason, RESUBMIT_EXIT_CODE)
-                if n_ranks > 1:
-                    torch.distributed.barrier()
-                raise Resubmit(done, reason)
+            if done < p.steps:
+                signalled, late, due = self._stop_flags(stops, longest_step, last_save)
+                if (signalled or late or due) and done not in p.checkpoint_steps:
+                    self.save(done, resumable=True)
+                    last_save = time.monotonic()
+                if signalled or late:
+                    self._stop(done, stops, signalled)
 
-    result = _result(out_dir, attention, n_params, p.digest)
-    if rank == 0:
-        assert log_file is not None
-        log_file.close()
-        ckpt.drop_resumable(out_dir)
-        write_json(result_file, result)
-        if not keep_state:
-            ckpt.drop_train_state(final_dir)
-    if n_ranks > 1:
-        torch.distributed.barrier()
-    return result
+    def _step(self, step: int) -> tuple[float, torch.Tensor]:
+        """One optimizer step over this rank's rows of the step's batch; returns the lr and the summed loss."""
+        lr = learning_rate(step, self.p.steps, self.opt_cfg)
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        per_rank = self.spec["batch_size"] // self.n_ranks
+        rows = self.sampler.batch(step, self.rank * per_rank, (self.rank + 1) * per_rank)  # this rank's rows only
+        batch = torch.from_numpy(rows.astype(np.int64)).to(self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        for i in range(self.gas):
+            ids = batch[i * self.micro:(i + 1) * self.micro]
+            loss = self.engine(input_ids=ids, labels=ids).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_sum += loss.detach().float()
+        return lr, loss_sum
+
+    def _mean_loss(self, loss_sum: torch.Tensor) -> float:
+        """The step's loss, averaged over micro-batches and ranks (a host sync)."""
+        loss_mean = loss_sum / self.gas
+        if self.n_ranks > 1:
+            torch.distributed.all_reduce(loss_mean)
+            loss_mean /= self.n_ranks
+        return float(loss_mean)
+
+    def _log_step(self, done: int, loss_value: float, lr: float, tps: float) -> None:
+        """Rank 0: the ``step`` record of the log, and a progress line."""
+        if self.log_file is None:
+            return
+        p = self.p
+        mfu = tps * self.flops_tok / (float(self.peak) * self.n_ranks) if self.peak else None
+        train_log.append(self.log_file, {
+            "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
+            "tokens_per_s": tps, "mfu": mfu,
+            "domain_sequences": domain_sequences_before(done, self.spec["batch_size"], float(self.spec["ratio"])),
+        })
+        log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps,
+                 p.tokens_at(done), loss_value, lr, tps)
+
+    def _stop_flags(self, stops: _StopSignals, longest_step: float, last_save: float) -> list[bool]:
+        """Agreed over the ranks: signalled, late (the next step would pass stop_at), due (a time checkpoint)."""
+        late = self.stop_at is not None and time.time() + longest_step >= self.stop_at  # the next step would overrun
+        due = self.checkpoint_seconds > 0 and time.monotonic() - last_save >= self.checkpoint_seconds
+        return self._agreed(stops.received is not None, late, due)
+
+    def _stop(self, done: int, stops: _StopSignals, signalled: bool) -> NoReturn:
+        """Record the stop (log record and marker on rank 0) and raise :class:`Resubmit` on every rank."""
+        p = self.p
+        reason = f"signal {stops.received}" if stops.received else ("a signal on another rank" if signalled
+                                                                   else "its deadline (stop_at)")
+        if self.log_file is not None:
+            train_log.append(self.log_file, {"event": "stop", "step": done, "tokens": p.tokens_at(done),
+                                             "reason": reason, "exit_code": RESUBMIT_EXIT_CODE})
+            self.log_file.close()
+            write_json(self.out_dir / RESUBMIT_MARKER, {"step": done, "tokens": p.tokens_at(done), "reason": reason})
+        log.warning("stopped at step %d of %d on %s with a resumable checkpoint; exit status %d asks "
+                    "for a resubmission", done, p.steps, reason, RESUBMIT_EXIT_CODE)
+        if self.n_ranks > 1:
+            torch.distributed.barrier()
+        raise Resubmit(done, reason)
+
+    def write_result(self) -> dict[str, Any]:
+        """checkpoints.json; rank 0 writes it, drops the resumable checkpoint and (unless kept) the final state."""
+        result = _result(self.out_dir, self.attention, self.n_params, self.p.digest)
+        if self.rank == 0:
+            ckpt.drop_resumable(self.out_dir)
+            write_json(self.out_dir / RESULT, result)
+            if not self.keep_state:
+                ckpt.drop_train_state(self.final_dir)
+        return result
+
+    def finish(self) -> dict[str, Any]:
+        """After the last step: close the log, write the result, wait for every rank."""
+        if self.rank == 0:
+            assert self.log_file is not None
+            self.log_file.close()
+        result = self.write_result()
+        if self.n_ranks > 1:
+            torch.distributed.barrier()
+        return result

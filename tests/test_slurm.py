@@ -134,8 +134,8 @@ def capped_config(workdir: Path) -> tuple[str, str]:
     Each submission trains for well under a minute (start-up, then the trainer stops 15 s before the limit).
     The run is compute-bound rather than overhead-bound so that its length does not depend on how fast Python
     is: a 2-layer, width-128 model (~31 ms a step on one quiet core here, 700-1,000 steps a submission; the micro
-    size xs took ~5 ms a step, so a fast CI machine fit 6,000 of its steps in one job). ``cost.cpu_flops`` is set below the
-    measured rate so that the cost model's submission count is an upper bound."""
+    size xs took ~5 ms a step, so a fast CI machine fit 6,000 of its steps in one job). ``cost.cpu_flops`` is set
+    below the measured rate so that the cost model's submission count is an upper bound."""
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
     cfg["models"]["sizes"]["xs"] = {"n_layers": 2, "d_model": 128, "n_heads": 4, "d_ff": 512}
     cfg["pretrain"] = {"tokens": 512 * 5000, "checkpoints": 3, "budgets": "single_run"}

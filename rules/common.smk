@@ -5,7 +5,7 @@ import sys
 
 from snakemake.logging import logger
 
-from cpt_scaling.keys import canonical_json
+from cpt_scaling.core.keys import canonical_json
 from cpt_scaling.resources import eval_resource_names, eval_resources_of
 
 try:  # Snakemake-internal (9.x): where it is gone, input functions work unchanged, only slower to plan

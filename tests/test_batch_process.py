@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from cpt_scaling.batch_process import batches_in_child
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 
 def numbered(n: int, rows: int = 100) -> Iterator[pa.RecordBatch]:

@@ -15,8 +15,8 @@ import pytest
 
 from cpt_scaling.classify import classify_file, preprocess, train_classifier
 from cpt_scaling.classify_report import threshold_report
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.docs_io import read_documents
-from cpt_scaling.errors import InputError
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 DOMAINS = ["accounting", "general", "legal", "medical"]

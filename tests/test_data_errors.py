@@ -17,7 +17,7 @@ from workflow_utils import REPO
 
 from cpt_scaling.classify import train_classifier
 from cpt_scaling.config import normalise_config, read_config_file
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 DEMO = REPO / "data" / "demo"
 POOL = DEMO / "pool" / "pool-00.jsonl.gz"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from tiny_shards import SEQ_LEN, VOCAB, make_shards, tiny_spec
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate import SCHEMA, evaluate_run
 from cpt_scaling.model import load_model
 from cpt_scaling.sequences import read_sequences

@@ -11,8 +11,8 @@ import pytest
 import torch
 from workflow_utils import REPO
 
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.docs_io import read_documents
-from cpt_scaling.errors import InputError
 from cpt_scaling.exams import build_cloze_exam, domain_terms, load_task, write_exam
 
 SEEDS = REPO / "data" / "demo" / "seeds"

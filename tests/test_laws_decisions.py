@@ -7,7 +7,7 @@ import pytest
 from law_synth import DCPT_TRUE, SPLIT_TRUE
 
 from cpt_scaling import decisions as dec
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 GENERAL = {
     "law": "dcpt",

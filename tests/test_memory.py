@@ -152,7 +152,7 @@ def test_parse_time_check_only_with_gpus(monkeypatch: pytest.MonkeyPatch) -> Non
     from workflow_utils import REPO
 
     from cpt_scaling.config import normalise_config, read_config_file
-    from cpt_scaling.errors import InputError
+    from cpt_scaling.core.errors import InputError
 
     monkeypatch.chdir(REPO)
     raw = read_config_file("config/examples/paper_qwen.yaml")

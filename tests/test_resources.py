@@ -84,7 +84,7 @@ def test_plan_train_resources_use_the_cost_model(tmp_path: Any, monkeypatch: pyt
 def test_processes_per_node_follow_the_gpus_and_a_mismatch_is_a_config_error(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from cpt_scaling.config import normalise_config, read_config_file
-    from cpt_scaling.errors import InputError
+    from cpt_scaling.core.errors import InputError
 
     monkeypatch.chdir(REPO)
     raw = read_config_file("config/demo.yaml")

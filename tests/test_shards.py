@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpt_scaling.classify import classify_file, train_classifier
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.docs_io import hash_fraction, read_documents
-from cpt_scaling.errors import InputError
 from cpt_scaling.sequences import read_sequences, read_train_sequences
 from cpt_scaling.shards import build_shards, write_sequences
 from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer

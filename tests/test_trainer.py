@@ -17,7 +17,7 @@ import pytest
 from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, TRAIN_SCRIPT, VOCAB, make_shards, sequences, tiny_spec
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.mixture import MixtureSampler, _Source
 from cpt_scaling.schedule import learning_rate
 from cpt_scaling.sequences import read_train_sequences

@@ -20,7 +20,7 @@ LOSS_TOLERANCE = 1e-5
 WEIGHT_TOLERANCE = 1e-5
 
 SCRIPT = """import json, sys
-from cpt_scaling.logs import setup_logging
+from cpt_scaling.core.logs import setup_logging
 from cpt_scaling.trainer import train
 setup_logging()
 train(json.loads(open(sys.argv[1]).read()), sys.argv[2])

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from workflow_utils import REPO
 
-from cpt_scaling.adaptor import rule_step
+from cpt_scaling.core.adaptor import rule_step
 
 # Scripts that serve a single rule need no table.
 SINGLE_RULE = {"train.py"}

@@ -39,7 +39,7 @@ WEIGHT_TOLERANCE = 1e-4
 LAUNCH = (
     "import json, sys\n"
     "from pathlib import Path\n"
-    "from cpt_scaling.logs import setup_logging\n"
+    "from cpt_scaling.core.logs import setup_logging\n"
     "from cpt_scaling.launch import run_training\n"
     "setup_logging()\n"
     "run_training(json.loads(open(sys.argv[1]).read()), Path(sys.argv[2]), processes_per_node=int(sys.argv[3]))\n"

@@ -59,7 +59,7 @@ def test_branch_from_a_trunk_equals_the_separate_wsd_run_bitwise(shards: tuple[P
 
 
 def test_continuing_a_checkpoint_without_train_state_is_refused(shards: tuple[Path, Path], tmp_path: Path) -> None:
-    from cpt_scaling.errors import InputError
+    from cpt_scaling.core.errors import InputError
 
     general, domain = shards
     done = train(tiny_spec(general, domain, ratio=0.5, tokens=4 * STEP), tmp_path / "plain")

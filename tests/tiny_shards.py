@@ -20,7 +20,7 @@ SEQ_LEN = 32
 # ``python -c TRAIN_SCRIPT SPEC_JSON OUT_DIR``: one training run in a fresh process (kill and signal tests).
 TRAIN_SCRIPT = (
     "import json, sys\n"
-    "from cpt_scaling.logs import setup_logging\n"
+    "from cpt_scaling.core.logs import setup_logging\n"
     "from cpt_scaling.trainer import train\n"
     "setup_logging()\n"
     "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"

@@ -4,7 +4,7 @@ step per rule in ``STEPS``)."""
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.adaptor import rule_job, rule_step
+from cpt_scaling.core.adaptor import rule_job, rule_step
 from cpt_scaling.tables import evaluate_with_meta, exams_with_meta, gather_eval_tables
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821

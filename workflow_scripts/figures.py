@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from cpt_scaling.adaptor import rule_job, rule_step
+from cpt_scaling.core.adaptor import rule_job, rule_step
 from cpt_scaling.figures import chinchilla, cross_domain, dcpt, specialization, split
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.adaptor import rule_job, rule_step
+from cpt_scaling.core.adaptor import rule_job, rule_step
 from cpt_scaling.studies.chinchilla import fit_chinchilla_study
 from cpt_scaling.studies.cross_domain import fit_cross_domain_study
 from cpt_scaling.studies.dcpt import fit_dcpt_study

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.adaptor import rule_job, rule_step
+from cpt_scaling.core.adaptor import rule_job, rule_step
 from cpt_scaling.shards import build_shards
 from cpt_scaling.tokenizer_source import install_tokenizer
 

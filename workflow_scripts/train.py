@@ -7,7 +7,7 @@ Under SLURM the job's end (``squeue``'s time left, else the ``runtime`` resource
 
 from pathlib import Path
 
-from cpt_scaling.adaptor import rule_job
+from cpt_scaling.core.adaptor import rule_job
 from cpt_scaling.launch import job_deadline, run_training
 from cpt_scaling.runs import resolve_init
 

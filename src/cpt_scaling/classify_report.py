@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from cpt_scaling.atomic import write_pdf
+from cpt_scaling.core.atomic import write_pdf
 
 THRESHOLD_GRID = tuple(round(0.05 * i, 2) for i in range(20))  # 0.0, 0.05, ..., 0.95
 

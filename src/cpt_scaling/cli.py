@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.errors import InputError
-from cpt_scaling.logs import setup_logging
+from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.logs import setup_logging
 
 Subparsers = Any  # argparse's private _SubParsersAction
 log = logging.getLogger("cpt_scaling.cli")
@@ -55,7 +55,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from cpt_scaling.atomic import write_json
+    from cpt_scaling.core.atomic import write_json
     from cpt_scaling.fitting import fit_law
     from cpt_scaling.points import read_points, validate_points
 
@@ -143,7 +143,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         log.warning("%d of %d prediction(s) lie more than %gx beyond the fit's largest N or compute (up to %.3gx)",
                     int(far.sum()), len(out), WARN_EXTRAPOLATION, float(out["extrapolation"].max()))
     if args.out:
-        from cpt_scaling.atomic import write_text
+        from cpt_scaling.core.atomic import write_text
 
         write_text(args.out, out.to_csv(index=False))
     else:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.config import check_config_files
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 

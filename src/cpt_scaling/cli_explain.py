@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.config import check_config_files
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from cpt_scaling.atomic import write_text
+    from cpt_scaling.core.atomic import write_text
     from cpt_scaling.explain import explain, format_table, to_json
 
     workdir = Path(args.directory)

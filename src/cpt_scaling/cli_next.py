@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -85,8 +85,8 @@ def _split_points(df: pd.DataFrame, where: str, need_general: bool) -> dict[str,
 
 def _cmd_next(args: argparse.Namespace) -> int:
     from cpt_scaling import next_runs
-    from cpt_scaling.atomic import write_text
     from cpt_scaling.cli import _same_file
+    from cpt_scaling.core.atomic import write_text
     from cpt_scaling.points import read_points
 
     inputs = [("--law", args.law), ("--points", args.points), ("--candidates", args.candidates),

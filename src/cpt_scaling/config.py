@@ -21,8 +21,8 @@ import jsonschema
 import yaml
 
 from cpt_scaling import memory, resources
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import FAMILIES
-from cpt_scaling.errors import InputError
 from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.laws import LAWS, Law
 
 LawJson = Mapping[str, Any]

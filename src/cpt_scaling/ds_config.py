@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 SUPPORTED_ZERO_STAGES = (0, 1, 2, 3)
 GRAD_ACCUM_DTYPES = ("fp32", "bf16")

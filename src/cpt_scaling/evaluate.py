@@ -11,7 +11,7 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.model import load_model
 from cpt_scaling.runs import run_checkpoints
 from cpt_scaling.sequences import read_sequences

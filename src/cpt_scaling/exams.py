@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

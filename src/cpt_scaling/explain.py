@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.config import GENERAL
-from cpt_scaling.keys import KEY_PATTERN, canonical_json
+from cpt_scaling.core.keys import KEY_PATTERN, canonical_json
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.bootstrap import bootstrap_fit
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
 from cpt_scaling.optimize import Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.points import TARGET, validate_points

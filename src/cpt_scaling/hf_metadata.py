@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 # Size keys (``models.sizes.<name>``) and the config.json fields they come from, first match wins.
 SHAPE_FIELDS: dict[str, tuple[str, ...]] = {

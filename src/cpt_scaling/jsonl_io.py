@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.json as pa_json
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 try:  # ISA-L's gzip decompresses about twice as fast as zlib; Arrow's own gzip stream is the fallback
     from isal import igzip as _isal_gzip

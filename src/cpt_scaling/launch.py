@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.atomic import write_json
+from cpt_scaling.core.atomic import write_json
 from cpt_scaling.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
 
 log = logging.getLogger(__name__)

@@ -68,7 +68,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cpt_scaling import cost
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 GIB = 2**30
 #: DeepSpeed's default reduce / all-gather bucket (elements).
@@ -364,7 +364,7 @@ def train_estimate(cfg: Mapping[str, Any], size: str) -> MemoryEstimate:
 
 def check_fits(cfg: Mapping[str, Any], where: str) -> None:
     """With GPUs (``cost.gpus_per_job > 0``), refuse a sweep whose largest training job is predicted above
-    ``cost.gpu_memory_gb``: one :class:`~cpt_scaling.errors.InputError` line naming the size, the prediction
+    ``cost.gpu_memory_gb``: one :class:`~cpt_scaling.core.errors.InputError` line naming the size, the prediction
     and the cheapest setting that fits (:func:`cheapest_fit`). Optimizer offload needs ZeRO stage 1 or more."""
     training = cfg["training"]
     if training["offload_optimizer"] and training["zero_stage"] == 0:

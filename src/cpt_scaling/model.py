@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging as hf_logging
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from cpt_scaling import cost, resources
 from cpt_scaling.config import GENERAL, SPLIT_SEP
-from cpt_scaling.keys import DigestCache, canonical_json, key_of
+from cpt_scaling.core.keys import DigestCache, canonical_json, key_of
 from cpt_scaling.schedule import warmup_steps, wsd_decay_start
 
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.

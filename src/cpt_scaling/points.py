@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 TARGET = "loss"
 #: Columns that must be strictly positive, or non-negative (``D_spec`` = 0: an unsplit run); ratios lie in [0, 1].

@@ -31,7 +31,7 @@ from typing import Any
 
 from cpt_scaling import cost as cost_model
 from cpt_scaling import memory
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 #: Start-up allowance added to every training job's runtime limit (minutes): imports, checkpoint load, launch.
 STARTUP_MINUTES = 5
@@ -51,7 +51,7 @@ def check_cost_config(cost: Mapping[str, Any]) -> None:
 def resolve_processes_per_node(cfg: dict[str, Any], where: str) -> None:
     """Fill ``training.processes_per_node`` in place: one process per GPU of a node
     (``cost.gpus_per_job / cost.nodes_per_job``), 1 without GPUs; an explicit value that contradicts the GPUs
-    of a node is an :class:`~cpt_scaling.errors.InputError` (so no GPU idles, none is oversubscribed)."""
+    of a node is an :class:`~cpt_scaling.core.errors.InputError` (so no GPU idles, none is oversubscribed)."""
     cost, training = cfg["cost"], cfg["training"]
     gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
     if gpus and gpus % nodes:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 
 def run_checkpoint(run_dir: str | Path, tokens: int | None = None) -> Path:

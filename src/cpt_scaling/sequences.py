@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 
 COLUMN = "input_ids"
 TOKEN_DTYPE = np.dtype("<u4")  # the token store of cpt_scaling.shards

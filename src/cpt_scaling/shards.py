@@ -25,9 +25,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cpt_scaling.atomic import atomic_dir, write_json
+from cpt_scaling.core.atomic import atomic_dir, write_json
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
-from cpt_scaling.errors import InputError
 from cpt_scaling.prefetch import prefetch
 from cpt_scaling.tokenizer import document_separator, load_tokenizer
 

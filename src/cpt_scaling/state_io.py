@@ -14,8 +14,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from cpt_scaling.atomic import atomic_path
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.atomic import atomic_path
+from cpt_scaling.core.errors import InputError
 
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:

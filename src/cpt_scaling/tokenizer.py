@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpt_scaling.atomic import atomic_dir
+from cpt_scaling.core.atomic import atomic_dir
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.docs_io import iter_document_batches
-from cpt_scaling.errors import InputError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

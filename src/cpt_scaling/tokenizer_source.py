@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cpt_scaling.atomic import atomic_dir
+from cpt_scaling.core.atomic import atomic_dir
 from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
 
 

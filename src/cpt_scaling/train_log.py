@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
-from cpt_scaling.atomic import write_text
+from cpt_scaling.core.atomic import write_text
 
 LOG_NAME = "train_log.jsonl"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cpt_scaling.errors import InputError
-from cpt_scaling.keys import canonical_json, sha256_hex
+from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.keys import canonical_json, sha256_hex
 from cpt_scaling.schedule import SCHEDULES
 
 REQUIRED = ("vocab_size", "seq_len", "init", "general_shards", "ratio", "tokens", "batch_size",

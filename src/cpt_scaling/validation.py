@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.fitting import fit_law
 from cpt_scaling.points import validate_points
 

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cpt_scaling.atomic import write_pdf
+from cpt_scaling.core.atomic import write_pdf
 
 plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 150,
                      "pdf.fonttype": 42, "legend.frameon": False})

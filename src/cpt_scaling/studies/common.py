@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from cpt_scaling.atomic import atomic_path
+from cpt_scaling.core.atomic import atomic_path
 from cpt_scaling.fitting import extrapolation_factor, fit_law
 
 # Eval-table kinds of the models a continued-pretraining run starts from: a pretraining run of ours (its final

@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from cpt_scaling.atomic import write_json
-from cpt_scaling.errors import InputError
+from cpt_scaling.core.atomic import write_json
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.fitting import predict
 from cpt_scaling.studies.common import fit_points, run_groups, write_csv
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.atomic import write_json
+from cpt_scaling.core.atomic import write_json
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.atomic import remove_stale_temps, write_text
-from cpt_scaling.errors import InputError
-from cpt_scaling.logs import setup_logging
+from cpt_scaling.core.atomic import remove_stale_temps, write_text
+from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.logs import setup_logging
 
 log = logging.getLogger("cpt_scaling")
 

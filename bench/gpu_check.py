@@ -7,7 +7,7 @@ Liger's fused linear cross-entropy when installed, ZeRO-0 on one GPU; 50 steps o
 
 Prints tokens/s (steps after the first), MFU with the cost model's FLOPs per token (``cost.flops_per_token``: the
 trainer's own MFU), the measured peak (``torch.cuda.max_memory_reserved``, allocated alongside; on CPU the
-process's peak RSS) and the memory model's prediction (``cpt_scaling.memory.estimate``) when that module exists.
+process's peak RSS) and the memory model's prediction (``cpt_scaling.cost.memory.estimate``) when that module exists.
 Last line: ``tokens_per_s=<x> mfu=<y> peak_gib=<z> predicted_gib=<w|nan>``.
 
     bench/gpu_check.sh [--cpu]      (installs what it needs, then runs this)
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from cpt_scaling.cost import flops_per_token
+from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.model import count_parameters, model_shape, save_model
 from cpt_scaling.shards import TokenFileWriter
 from cpt_scaling.train_log import read_log
@@ -59,9 +59,9 @@ def write_store(directory: Path, n_seq: int, seq_len: int, vocab: int) -> Path:
 
 def predicted_gib(config: Qwen2Config, n_non_embedding: int, seq_len: int, micro: int, *, on_gpu: bool,
                   fused: bool) -> float:
-    """The memory model's peak per GPU for this run; NaN when ``cpt_scaling.memory`` is not there."""
+    """The memory model's peak per GPU for this run; NaN when ``cpt_scaling.cost.memory`` is not there."""
     try:
-        from cpt_scaling import memory
+        from cpt_scaling.cost import memory
     except ImportError:
         return math.nan
     shape = memory.ModelShape(

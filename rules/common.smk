@@ -6,7 +6,7 @@ import sys
 from snakemake.logging import logger
 
 from cpt_scaling.core.keys import canonical_json
-from cpt_scaling.resources import eval_resource_names, eval_resources_of
+from cpt_scaling.cost.resources import eval_resource_names, eval_resources_of
 
 try:  # Snakemake-internal (9.x): where it is gone, input functions work unchanged, only slower to plan
     from snakemake.common import overwrite_function_params
@@ -48,7 +48,7 @@ def spec_of(wildcards):
 
 
 def train_resource(name):
-    """Input function of one SLURM resource of a training job, from the cost model (cpt_scaling.resources)."""
+    """Input function of one SLURM resource of a training job, from the cost model (cpt_scaling.cost.resources)."""
     return fixed_signature(lambda wildcards: PLAN.train_resources(wildcards.key)[name])
 
 
@@ -59,7 +59,7 @@ TRAIN_RESOURCES = {name: train_resource(name) for name in PLAN.train_resource_na
 
 def eval_resource(name):
     """Input function of one SLURM resource of an evaluation job, from the same cost model (forward FLOPs of the
-    suites, one GPU when cost.gpus_per_job > 0; cpt_scaling.resources.eval_resources_of)."""
+    suites, one GPU when cost.gpus_per_job > 0; cpt_scaling.cost.resources.eval_resources_of)."""
     return fixed_signature(lambda wildcards: eval_resources_of(PLAN, wildcards.key)[name])
 
 

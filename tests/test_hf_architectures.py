@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
-from cpt_scaling import cost
+from cpt_scaling.cost import model as cost
 from cpt_scaling.evaluate import sequence_loss
 from cpt_scaling.hf_metadata import read_checkpoint_shape
 from cpt_scaling.model import count_parameters, load_model

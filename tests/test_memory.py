@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from cpt_scaling.memory import GIB, ModelShape, TrainSetup, cheapest_fit, describe_change, estimate
+from cpt_scaling.cost.memory import GIB, ModelShape, TrainSetup, cheapest_fit, describe_change, estimate
 
 # Qwen2.5 published config.json shapes: (layers, hidden, heads, kv heads, intermediate, vocab, tied embeddings).
 QWEN25 = {
@@ -171,8 +171,8 @@ def test_parse_time_check_only_with_gpus(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_eval_estimate_holds_bf16_weights_and_one_logit_chunk() -> None:
+    from cpt_scaling.cost.memory import EVAL_LOGIT_ROWS, eval_estimate
     from cpt_scaling.evaluate import LOGIT_ROWS
-    from cpt_scaling.memory import EVAL_LOGIT_ROWS, eval_estimate
 
     assert EVAL_LOGIT_ROWS == LOGIT_ROWS
     shape = ModelShape.from_size(qwen_size("14B"), 0)

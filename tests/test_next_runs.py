@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpt_scaling import cost as cost_model
 from cpt_scaling import next_runs
 from cpt_scaling.cli import main
+from cpt_scaling.cost import model as cost_model
 from cpt_scaling.fitting import fit_law
 from cpt_scaling.laws import LAWS
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from workflow_utils import REPO
 
-from cpt_scaling import resources
+from cpt_scaling.cost import resources
+from cpt_scaling.cost.resources import train_resources, train_schedule
 from cpt_scaling.cost_report import cost_report
-from cpt_scaling.resources import train_resources, train_schedule
 
 CPU = {"gpus_per_job": 0, "nodes_per_job": 1, "peak_flops_per_gpu": 1e15, "expected_mfu": 0.4, "cpu_flops": 1e9,
        "mem_mb": 4000, "runtime_margin": 2.0, "cpus_per_gpu": 8}

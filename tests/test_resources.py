@@ -12,8 +12,8 @@ from snakemake_executor_plugin_slurm.utils import set_gres_string
 from workflow_utils import REPO
 
 from cpt_scaling.config import load_config
+from cpt_scaling.cost.resources import train_resource_names, train_resources, train_state_bytes
 from cpt_scaling.plan import build_plan
-from cpt_scaling.resources import train_resource_names, train_resources, train_state_bytes
 
 CPU = {"gpus_per_job": 0, "nodes_per_job": 1, "peak_flops_per_gpu": 9.89e14, "expected_mfu": 0.4,
        "cpu_flops": 2.0e10, "mem_mb": 4000, "runtime_margin": 2.0, "cpus_per_gpu": 8, "gpu_model": None}
@@ -99,7 +99,7 @@ def test_processes_per_node_follow_the_gpus_and_a_mismatch_is_a_config_error(
 
 
 def test_eval_resources_from_the_cost_model() -> None:
-    from cpt_scaling.resources import LOAD_BYTES_PER_SECOND, eval_resources
+    from cpt_scaling.cost.resources import LOAD_BYTES_PER_SECOND, eval_resources
 
     gpu = {**CPU, "gpus_per_job": 8, "gpu_model": "h100"}
     flops, load = 9.89e14 * 0.4 * 1800, 3600 * LOAD_BYTES_PER_SECOND  # 30 min of compute, 1 h of reading

@@ -46,7 +46,7 @@ def register_cost(subparsers: Any) -> None:
         description="List the jobs `snakemake -n TARGET...` would run (finished artifacts cost nothing) and "
                     "price them with the cost model: FLOPs = tokens*(6*(N + d*V) + 12*L*d*T), GPU-hours = "
                     "FLOPs/(peak*MFU)/3600 from the config's cost section, wall-clock at the profile's jobs, "
-                    "and each job's predicted peak GB per GPU (the memory model, cpt_scaling.memory). "
+                    "and each job's predicted peak GB per GPU (the memory model, cpt_scaling.cost.memory). "
                     "Evaluation jobs: forward FLOPs of their suites on one GPU.")
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help="files or rules (default: the default target)")

@@ -20,9 +20,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cpt_scaling import memory, resources
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.cost import FAMILIES
+from cpt_scaling.cost import memory, resources
+from cpt_scaling.cost.model import FAMILIES
 from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 

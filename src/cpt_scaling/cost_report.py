@@ -2,20 +2,20 @@
 
 The jobs are exactly those ``snakemake -n TARGET`` would run (artifacts already on disk and up to date cost
 nothing), listed through Snakemake's Python API without running anything. Each training job (rule ``train``)
-is priced by the one cost model (:mod:`cpt_scaling.cost`, :mod:`cpt_scaling.resources`):
+is priced by the one cost model (:mod:`cpt_scaling.cost.model`, :mod:`cpt_scaling.cost.resources`):
 
 * FLOPs = tokens · (6·(N + d·V) + 12·L·d·T): N non-embedding parameters, d·V the LM head, L layers, d width,
   T sequence length;
 * GPU-hours = FLOPs / (peak FLOP/s per GPU · expected MFU) / 3600 (``cost`` section of the config);
 * expected hours = FLOPs / (GPUs per job · peak · MFU) / 3600, or FLOPs / ``cost.cpu_flops`` without GPUs;
-* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.memory`), with GPUs.
+* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.cost.memory`), with GPUs.
 
 Each evaluation job (rule ``evaluate``) is priced by the same model on one GPU: forward FLOPs (a third of
 training's per token) of every checkpoint on its suites, plus reading the checkpoints
-(:func:`cpt_scaling.resources.eval_job_cost`). Every other job counts as a CPU-only job of
+(:func:`cpt_scaling.cost.resources.eval_job_cost`). Every other job counts as a CPU-only job of
 ``cost.other_job_minutes``. Each job also carries the resources Snakemake would submit it with; a training job
 longer than ``cluster.max_runtime_minutes`` runs as ``submissions`` jobs of at most that limit
-(:func:`cpt_scaling.resources.train_schedule`). Wall-clock is
+(:func:`cpt_scaling.cost.resources.train_schedule`). Wall-clock is
 a list schedule of the jobs in dependency order on as many slots as the profile runs jobs at once (``jobs``,
 else ``cores``, else ``cost.parallel_jobs``).
 """
@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from cpt_scaling import memory, resources
+from cpt_scaling.cost import memory, resources
 from cpt_scaling.plan import Plan
 
 TRAIN_RULE = "train"

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling import cost as cost_model
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost import model as cost_model
 from cpt_scaling.decisions import DCPT_NAMES, batched_argmin, param_sets
 from cpt_scaling.laws import Law
 

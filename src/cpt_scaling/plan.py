@@ -11,9 +11,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling import cost, resources
 from cpt_scaling.config import GENERAL, SPLIT_SEP
 from cpt_scaling.core.keys import DigestCache, canonical_json, key_of
+from cpt_scaling.cost import model as cost
+from cpt_scaling.cost import resources
 from cpt_scaling.schedule import warmup_steps, wsd_decay_start
 
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
@@ -489,7 +490,7 @@ class Plan:
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def n_params(self, size: str) -> int:
-        """Non-embedding parameters ``N`` of a size, exact for its architecture (:mod:`cpt_scaling.cost`)."""
+        """Non-embedding parameters ``N`` of a size, exact for its architecture (:mod:`cpt_scaling.cost.model`)."""
         return cost.size_non_embedding_params(self.cfg["models"]["sizes"][size])
 
     def _eval_stage(self) -> None:
@@ -655,7 +656,7 @@ class Plan:
         return sorted(a.output for a in self._exams.values())
 
     def train_flops(self, key: str) -> float:
-        """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost`), with the
+        """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost.model`), with the
         size's exact ``N`` and its embedding rows."""
         job = self.artifact(key).job
         arch = self.cfg["models"]["sizes"][self.size_of[key]]
@@ -666,7 +667,7 @@ class Plan:
         return self.trained.get(key, self.artifact(key).job["tokens"])
 
     def train_resources(self, key: str) -> dict[str, int | str]:
-        """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.resources`)."""
+        """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.cost.resources`)."""
         return resources.train_resources_of(self, key)
 
     def train_resource_names(self) -> list[str]:

@@ -20,7 +20,7 @@ from cpt_scaling import checkpoints as ckpt
 from cpt_scaling import train_log
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.cost import flops_per_token
+from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.ds_config import deepspeed_config, ensure_distributed, zero_settings
 from cpt_scaling.extension_locks import watch_stale_locks
 from cpt_scaling.mixture import MixtureSampler, domain_sequences_before

@@ -1,10 +1,10 @@
-"""Per-GPU memory model of a training job, next to the cost model (:mod:`cpt_scaling.cost`).
+"""Per-GPU memory model of a training job, next to the cost model (:mod:`cpt_scaling.cost.model`).
 
 Predicts the peak bytes one rank holds while training a Llama/Qwen2-style decoder with DeepSpeed, so a sweep that
 would run out of memory fails when the workflow is parsed, not after a month in the queue. All quantities are
 bytes; ``GiB`` = 2**30 bytes (as DeepSpeed's estimators and ``cost.gpu_memory_gb`` count).
 
-Notation: ``P`` total parameters (``N`` non-embedding from :mod:`cpt_scaling.cost` plus ``V·d`` embedding rows,
+Notation: ``P`` total parameters (``N`` non-embedding from :mod:`cpt_scaling.cost.model` plus ``V·d`` embedding rows,
 twice when the LM head is untied), ``G`` ranks (GPUs) of the job, ``L`` layers, ``d`` width, ``d_kv`` key/value
 width, ``f`` MLP width, ``V`` vocabulary, ``T`` sequence length, ``b`` micro-batch, ``t = b·T`` tokens of one
 micro-batch, ``e`` bytes of one activation element (2 in bf16 on GPU, 4 in fp32 on CPU).
@@ -67,8 +67,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from cpt_scaling import cost
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost import model as cost
 
 GIB = 2**30
 #: DeepSpeed's default reduce / all-gather bucket (elements).

@@ -1,6 +1,6 @@
 """From the one cost model to SLURM resources (snakemake-executor-plugin-slurm names) and expected runtimes.
 
-Inputs are a run's training FLOPs (:mod:`cpt_scaling.cost`: ``tokens · (6·(N + d·V) + 12·L·d·T)``) and the
+Inputs are a run's training FLOPs (:mod:`cpt_scaling.cost.model`: ``tokens · (6·(N + d·V) + 12·L·d·T)``) and the
 config's ``cost`` and ``cluster`` sections. Conventions:
 
 * ``cost.gpus_per_job`` is the total number of GPUs of one training job, spread evenly over
@@ -13,7 +13,7 @@ config's ``cost`` and ``cluster`` sections. Conventions:
 * Evaluation jobs (:func:`eval_resources_of`) are priced by the same model: forward FLOPs (a third of training's,
   ``2·(N + d·V) + 4·L·d·T`` per token) of every checkpoint on every suite token, on one GPU when
   ``cost.gpus_per_job > 0``, plus reading each checkpoint (:data:`LOAD_BYTES_PER_SECOND`); host memory holds the
-  loaded weights (:func:`cpt_scaling.memory.eval_estimate`).
+  loaded weights (:func:`cpt_scaling.cost.memory.eval_estimate`).
 * Partition, account, constraint and QoS come from ``cluster`` when set; otherwise from the profile or the
   command line (``--default-resources slurm_partition=... slurm_account=...``). Nothing is hard-coded.
 * Runtime caps (``cluster.max_runtime_minutes``): no training or evaluation job asks for more. A training job
@@ -29,9 +29,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from cpt_scaling import cost as cost_model
-from cpt_scaling import memory
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost import memory
+from cpt_scaling.cost import model as cost_model
 
 #: Start-up allowance added to every training job's runtime limit (minutes): imports, checkpoint load, launch.
 STARTUP_MINUTES = 5

@@ -1,6 +1,6 @@
 # cpt-scaling: domain continued-pretraining scaling studies, from a raw text pool to fitted laws and figures.
 # This file only loads and validates config, builds the sweep plan and includes the rule files.
-from cpt_scaling.config import check_config_files, normalise_config
+from cpt_scaling.config.load import check_config_files, normalise_config
 from cpt_scaling.core.keys import KEY_PATTERN
 from cpt_scaling.plan import build_plan
 

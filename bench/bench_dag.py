@@ -127,7 +127,7 @@ def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str]]:
     """(config load s, plan build s, artifacts, training outputs) measured in this process."""
     import os
 
-    from cpt_scaling.config import load_config
+    from cpt_scaling.config.load import load_config
     from cpt_scaling.plan import build_plan
 
     cwd = os.getcwd()

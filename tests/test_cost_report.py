@@ -145,7 +145,7 @@ def test_after_a_partial_run_only_what_is_left_is_priced(tmp_path: Path) -> None
     """Run the micro sweep's pretraining, then the report prices exactly the jobs a dry run still lists."""
     import os
 
-    from cpt_scaling.config import load_config
+    from cpt_scaling.config.load import load_config
     from cpt_scaling.plan import build_plan
 
     workdir = make_workdir(tmp_path / "w")

@@ -16,7 +16,7 @@ import pytest
 from workflow_utils import REPO
 
 from cpt_scaling.classify import train_classifier
-from cpt_scaling.config import normalise_config, read_config_file
+from cpt_scaling.config.load import normalise_config, read_config_file
 from cpt_scaling.core.errors import InputError
 
 DEMO = REPO / "data" / "demo"

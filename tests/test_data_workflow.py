@@ -10,7 +10,7 @@ import pytest
 import yaml
 from workflow_utils import planned_jobs
 
-from cpt_scaling.config import load_config
+from cpt_scaling.config.load import load_config
 from cpt_scaling.plan import build_plan
 
 pytestmark = pytest.mark.slow

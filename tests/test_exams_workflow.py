@@ -36,7 +36,7 @@ def _short_exam(workdir: Path, tokenizer: object) -> tuple[Path, list[dict]]:
 def test_exam_acc_of_the_final_checkpoint_equals_a_hand_computation(micro_copy: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("lm_eval")
-    from cpt_scaling.config import normalise_config, read_config_file
+    from cpt_scaling.config.load import normalise_config, read_config_file
     from cpt_scaling.model import load_model
     from cpt_scaling.plan import build_plan
     from cpt_scaling.runs import run_checkpoints

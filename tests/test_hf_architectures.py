@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 import transformers as tf
 
+from cpt_scaling.config.hf_metadata import read_checkpoint_shape
 from cpt_scaling.cost import model as cost
 from cpt_scaling.evaluate import sequence_loss
-from cpt_scaling.hf_metadata import read_checkpoint_shape
 from cpt_scaling.model import count_parameters, load_model
 
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -43,7 +43,7 @@ def test_checkpoint_loads_and_its_chunked_loss_equals_the_full_forward(family: s
 
 def test_an_architecture_without_a_formula_is_counted_on_the_meta_device(tmp_path: Path) -> None:
     """Gemma (model_type 'gemma') has no closed-form count here: the config counts its instantiated model."""
-    from cpt_scaling.config import normalise_config
+    from cpt_scaling.config.load import normalise_config
 
     config = tf.GemmaConfig(**SMALL, num_key_value_heads=1, head_dim=16)
     config.save_pretrained(str(tmp_path / "gemma"))

@@ -10,9 +10,9 @@ import torch
 import transformers as tf
 from hf_checkpoints import make_tokenizer
 
+from cpt_scaling.config.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import model as cost
-from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 from cpt_scaling.model import count_parameters
 from cpt_scaling.tokenizer import document_separator
 

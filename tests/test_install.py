@@ -57,12 +57,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 def test_installed_package_is_not_the_checkout(installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
     python, env = installed
-    out = _run([str(python), "-c", "import cpt_scaling, cpt_scaling.config as c; "
+    out = _run([str(python), "-c", "import cpt_scaling, cpt_scaling.config.load as c; "
                 "print(cpt_scaling.__file__); print(len(c.load_schema()['properties']))"], tmp_path, env).stdout
     path, n_props = out.split()
     assert str(python.parents[1]) in path and str(REPO) not in path, path
     assert int(n_props) > 5
-    schema = Path(path).with_name("schema.yaml")
+    schema = Path(path).parent / "config" / "schema.yaml"
     assert not schema.is_symlink() and schema.read_text() == (REPO / "config" / "schema.yaml").read_text()
 
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from workflow_utils import REPO
 
-from cpt_scaling.config import normalise_config
+from cpt_scaling.config.load import normalise_config
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import DigestCache, key_of
 from cpt_scaling.plan import build_plan

@@ -151,7 +151,7 @@ def test_cheapest_fit_names_a_setting_that_fits() -> None:
 def test_parse_time_check_only_with_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
     from workflow_utils import REPO
 
-    from cpt_scaling.config import normalise_config, read_config_file
+    from cpt_scaling.config.load import normalise_config, read_config_file
     from cpt_scaling.core.errors import InputError
 
     monkeypatch.chdir(REPO)

@@ -15,7 +15,7 @@ import pytest
 from conftest import make_workdir
 from workflow_utils import REPO, run_snakemake
 
-from cpt_scaling.config import read_config_file
+from cpt_scaling.config.load import read_config_file
 from cpt_scaling.core.errors import InputError
 
 SOURCES = [REPO / "Snakefile", *sorted((REPO / "src").rglob("*.py")), *sorted((REPO / "workflow_scripts").glob("*.py")),

@@ -11,7 +11,7 @@ from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 from workflow_utils import REPO
 
-from cpt_scaling.config import load_config
+from cpt_scaling.config.load import load_config
 from cpt_scaling.cost.resources import train_resource_names, train_resources, train_state_bytes
 from cpt_scaling.plan import build_plan
 
@@ -83,7 +83,7 @@ def test_plan_train_resources_use_the_cost_model(tmp_path: Any, monkeypatch: pyt
 
 def test_processes_per_node_follow_the_gpus_and_a_mismatch_is_a_config_error(
         tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cpt_scaling.config import normalise_config, read_config_file
+    from cpt_scaling.config.load import normalise_config, read_config_file
     from cpt_scaling.core.errors import InputError
 
     monkeypatch.chdir(REPO)

@@ -15,7 +15,7 @@ import yaml
 from reliability_utils import assert_same_products, kill_group, resume, start_snakemake, wait_until
 from workflow_utils import planned_jobs, run_snakemake
 
-from cpt_scaling.config import load_config
+from cpt_scaling.config.load import load_config
 from cpt_scaling.plan import build_plan
 from cpt_scaling.schedule import wsd_decay_start
 from cpt_scaling.studies.split import split_points

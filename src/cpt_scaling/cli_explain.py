@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.config import check_config_files
+from cpt_scaling.config.load import check_config_files
 from cpt_scaling.core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]

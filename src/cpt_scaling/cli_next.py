@@ -53,7 +53,7 @@ def _laws(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | No
 def _config(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
-    from cpt_scaling.config import check_config_files, read_config_file
+    from cpt_scaling.config.load import check_config_files, read_config_file
 
     check_config_files([path])
     raw = read_config_file(path)

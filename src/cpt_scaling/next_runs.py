@@ -106,7 +106,7 @@ class Target:
 
 def cost_assumptions(cfg_cost: Mapping[str, Any] | None = None) -> dict[str, float]:
     """``peak_flops_per_gpu`` and ``expected_mfu``: the given cost section's, else the schema's defaults."""
-    from cpt_scaling.config import load_schema
+    from cpt_scaling.config.load import load_schema
 
     props = load_schema()["properties"]["cost"]["properties"]
     out = {k: float(props[k]["default"]) for k in ("peak_flops_per_gpu", "expected_mfu")}

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.config import GENERAL, SPLIT_SEP
+from cpt_scaling.config.load import GENERAL, SPLIT_SEP
 from cpt_scaling.core.keys import DigestCache, canonical_json, key_of
 from cpt_scaling.cost import model as cost
 from cpt_scaling.cost import resources

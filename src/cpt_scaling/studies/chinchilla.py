@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.config import GENERAL
+from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.decisions import chinchilla_compute_optimal
 from cpt_scaling.fitting import extrapolation_factor

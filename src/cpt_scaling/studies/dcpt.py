@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from cpt_scaling import decisions
-from cpt_scaling.config import GENERAL
+from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.studies.common import (
     BASE_KINDS,

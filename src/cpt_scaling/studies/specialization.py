@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling import decisions
-from cpt_scaling.config import GENERAL
+from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.studies.common import BASE_KINDS, fit_points, records, summary_diagnostics, write_csv
 from cpt_scaling.tables import read_eval_tables

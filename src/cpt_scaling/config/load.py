@@ -20,14 +20,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cpt_scaling.config.hf_metadata import REQUIRED as SHAPE_REQUIRED
+from cpt_scaling.config.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import memory, resources
 from cpt_scaling.cost.model import FAMILIES
-from cpt_scaling.hf_metadata import REQUIRED as SHAPE_REQUIRED
-from cpt_scaling.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
 
-#: The schema ships as package data ``cpt_scaling/schema.yaml``, a symlink to ``config/schema.yaml`` (the one source,
-#: which the wheel build copies), so a non-editable install finds it too.
+#: The schema ships as package data ``cpt_scaling/config/schema.yaml``, a symlink to ``config/schema.yaml`` (the one
+#: source, which the wheel build copies), so a non-editable install finds it too.
 SCHEMA_RESOURCE = "schema.yaml"
 GENERAL = "general"
 YTE_MARKER = "__use_yte__"  # the top-level key that makes Snakemake render a config file as a template
@@ -37,7 +37,7 @@ SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (report
 
 @functools.cache
 def _schema_text() -> str:
-    return importlib.resources.files("cpt_scaling").joinpath(SCHEMA_RESOURCE).read_text()
+    return importlib.resources.files("cpt_scaling.config").joinpath(SCHEMA_RESOURCE).read_text()
 
 
 def load_schema() -> dict[str, Any]:

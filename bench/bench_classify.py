@@ -18,8 +18,8 @@ from pathlib import Path
 
 from timing import timed
 
-from cpt_scaling.classify import classify_file, load_classifier, train_classifier
-from cpt_scaling.docs_io import read_documents
+from cpt_scaling.data.classify import classify_file, load_classifier, train_classifier
+from cpt_scaling.data.docs_io import read_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

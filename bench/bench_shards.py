@@ -23,10 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from timing import timed
 
-from cpt_scaling.classify import CLASSIFIED_SCHEMA
-from cpt_scaling.docs_io import read_documents
-from cpt_scaling.shards import build_shards
-from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
+from cpt_scaling.data.classify import CLASSIFIED_SCHEMA
+from cpt_scaling.data.docs_io import read_documents
+from cpt_scaling.data.shards import build_shards
+from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demo"

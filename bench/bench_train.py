@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from cpt_scaling.data.shards import write_token_file
 from cpt_scaling.mixture import MixtureSampler
 from cpt_scaling.model import build_model
 from cpt_scaling.schedule import learning_rate
-from cpt_scaling.shards import write_token_file
 from cpt_scaling.train_log import read_log
 from cpt_scaling.trainer import train
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cpt_scaling.sequences import read_train_sequences
-from cpt_scaling.shards import TokenFileWriter
+from cpt_scaling.data.sequences import read_train_sequences
+from cpt_scaling.data.shards import TokenFileWriter
 
 VOCAB, SEQ_LEN, BATCH = 2048, 128, 16
 SIZE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 256}

@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cpt_scaling.data.shards import write_token_file
+from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
 from cpt_scaling.evaluate import evaluate_checkpoints
-from cpt_scaling.shards import write_token_file
-from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
 from cpt_scaling.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]

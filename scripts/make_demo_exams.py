@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from cpt_scaling.docs_io import doc_hash, hash_fraction, read_documents
+from cpt_scaling.data.docs_io import doc_hash, hash_fraction, read_documents
 from cpt_scaling.exams import build_cloze_exam, write_exam
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cpt_scaling.batch_process import batches_in_child
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.data.batch_process import batches_in_child
 
 
 def numbered(n: int, rows: int = 100) -> Iterator[pa.RecordBatch]:
@@ -87,7 +87,7 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     script.write_text(
         "import os, signal, sys\n"
         "import pyarrow as pa\n"
-        "from cpt_scaling.batch_process import batches_in_child\n"
+        "from cpt_scaling.data.batch_process import batches_in_child\n"
         "def endless():\n"
         "    while True:\n"
         "        yield pa.record_batch({'i': pa.array(range(100))})\n"

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpt_scaling.classify import classify_file, preprocess, train_classifier
-from cpt_scaling.classify_report import threshold_report
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import read_documents
+from cpt_scaling.data.classify import classify_file, preprocess, train_classifier
+from cpt_scaling.data.classify_report import threshold_report
+from cpt_scaling.data.docs_io import read_documents
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 DOMAINS = ["accounting", "general", "legal", "medical"]

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 from workflow_utils import REPO
 
-from cpt_scaling.classify import train_classifier
 from cpt_scaling.config.load import normalise_config, read_config_file
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.data.classify import train_classifier
 
 DEMO = REPO / "data" / "demo"
 POOL = DEMO / "pool" / "pool-00.jsonl.gz"

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import doc_hash, hash_fraction, read_documents
+from cpt_scaling.data.docs_io import doc_hash, hash_fraction, read_documents
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 

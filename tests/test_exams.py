@@ -12,7 +12,7 @@ import torch
 from workflow_utils import REPO
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import read_documents
+from cpt_scaling.data.docs_io import read_documents
 from cpt_scaling.exams import build_cloze_exam, domain_terms, load_task, write_exam
 
 SEEDS = REPO / "data" / "demo" / "seeds"
@@ -60,9 +60,9 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
     pytest.importorskip("lm_eval")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
     from cpt_scaling.exams import score_exam
     from cpt_scaling.model import build_model
-    from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
 
     train_tokenizer([SEEDS / "legal.jsonl.gz"], tmp_path / "tok", vocab_size=400)
     tokenizer = load_tokenizer(tmp_path / "tok")

@@ -12,12 +12,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpt_scaling.classify import classify_file, train_classifier
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import hash_fraction, read_documents
-from cpt_scaling.sequences import read_sequences, read_train_sequences
-from cpt_scaling.shards import build_shards, write_sequences
-from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
+from cpt_scaling.data.classify import classify_file, train_classifier
+from cpt_scaling.data.docs_io import hash_fraction, read_documents
+from cpt_scaling.data.sequences import read_sequences, read_train_sequences
+from cpt_scaling.data.shards import build_shards, write_sequences
+from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 DOMAINS = ["accounting", "general", "legal", "medical"]

@@ -1,4 +1,4 @@
-"""Tiny synthetic shard directories in the `cpt_scaling.shards` format, for the training and evaluation tests.
+"""Tiny synthetic shard directories in the `cpt_scaling.data.shards` format, for the training and evaluation tests.
 
 General sequences use token ids in [0, vocab/2), domain sequences ids in [vocab/2, vocab), so the source of
 any row is visible. Each sequence is an arithmetic progression modulo the half-vocabulary (easy to learn).
@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpt_scaling.shards import write_token_file
+from cpt_scaling.data.shards import write_token_file
 
 VOCAB = 64
 SEQ_LEN = 32

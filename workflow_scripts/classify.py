@@ -3,8 +3,8 @@
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.classify import classify_file, train_classifier
 from cpt_scaling.core.adaptor import rule_job, rule_step
+from cpt_scaling.data.classify import classify_file, train_classifier
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 

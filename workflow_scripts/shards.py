@@ -4,8 +4,8 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.adaptor import rule_job, rule_step
-from cpt_scaling.shards import build_shards
-from cpt_scaling.tokenizer_source import install_tokenizer
+from cpt_scaling.data.shards import build_shards
+from cpt_scaling.data.tokenizer_source import install_tokenizer
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 

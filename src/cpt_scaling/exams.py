@@ -206,8 +206,8 @@ def score_checkpoints(checkpoints: Sequence[tuple[int, Path]], tokenizer_dir: Pa
     import pyarrow as pa
     import torch
 
+    from cpt_scaling.data.tokenizer import load_tokenizer
     from cpt_scaling.model import load_model
-    from cpt_scaling.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(Path(tokenizer_dir))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from cpt_scaling.sequences import release_pages
+from cpt_scaling.data.sequences import release_pages
 
 GENERAL, DOMAIN = 0, 1
 

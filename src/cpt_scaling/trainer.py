@@ -21,6 +21,7 @@ from cpt_scaling import train_log
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost.model import flops_per_token
+from cpt_scaling.data.sequences import read_train_sequences
 from cpt_scaling.ds_config import deepspeed_config, ensure_distributed, zero_settings
 from cpt_scaling.extension_locks import watch_stale_locks
 from cpt_scaling.mixture import MixtureSampler, domain_sequences_before
@@ -33,7 +34,6 @@ from cpt_scaling.model import (
     model_shape,
 )
 from cpt_scaling.schedule import learning_rate
-from cpt_scaling.sequences import read_train_sequences
 from cpt_scaling.train_spec import TrainPlan, plan
 
 log = logging.getLogger(__name__)

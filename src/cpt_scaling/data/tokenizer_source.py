@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cpt_scaling.core.atomic import atomic_dir
-from cpt_scaling.tokenizer import load_tokenizer, train_tokenizer
+from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
 
 
 def install_tokenizer(out_dir: Path, *, files: list[Path], vocab_size: int, path: str | None,

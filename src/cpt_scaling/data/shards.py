@@ -6,7 +6,7 @@ Output directory layout (written atomically):
   ``shard_max_sequences`` rows each;
 - ``train.u32``, ``validation.u32``, ``heldout.u32``: the same sequences of each split as one uncompressed
   little-endian uint32 array of ``n_sequences × seq_len`` ids (no header; shape and max id are in the manifest),
-  the token store training memory-maps (:func:`cpt_scaling.sequences.read_train_sequences`);
+  the token store training memory-maps (:func:`cpt_scaling.data.sequences.read_train_sequences`);
 - ``heldout.parquet``: same column, at most ``heldout_max_sequences`` rows;
 - ``documents.parquet``: one row per kept (selected, deduplicated) document: ``doc_id``, ``doc_hash``,
   ``split`` (train/validation/heldout) and ``n_tokens`` (with EOS; null for held-out documents past the cap, which are
@@ -27,9 +27,9 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.core.atomic import atomic_dir, write_json
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
-from cpt_scaling.prefetch import prefetch
-from cpt_scaling.tokenizer import document_separator, load_tokenizer
+from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
+from cpt_scaling.data.prefetch import prefetch
+from cpt_scaling.data.tokenizer import document_separator, load_tokenizer
 
 log = logging.getLogger(__name__)
 

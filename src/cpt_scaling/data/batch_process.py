@@ -4,7 +4,7 @@ For a consumer that holds the GIL while it computes (fastText's ``predict`` does
 beside it; a child process can, on another core. Each batch travels as an Arrow IPC stream in an anonymous
 memory file (``memfd``) whose descriptor is passed over a Unix socket: the parent maps it and reads the batch
 without copying, so the hand-over costs the parent well under a microsecond per document (a pipe would copy
-every byte twice). Linux only; elsewhere the batches are read by a thread (:func:`cpt_scaling.prefetch.prefetch`).
+every byte twice). Linux only; elsewhere the batches are read by a thread (:func:`cpt_scaling.data.prefetch.prefetch`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from multiprocessing.synchronize import Semaphore
 
 import pyarrow as pa
 
-from cpt_scaling.prefetch import END, ERROR, ITEM, prefetch
+from cpt_scaling.data.prefetch import END, ERROR, ITEM, prefetch
 
 _PARENT_CHECK_S = 1.0  # how often a child waiting for a free slot checks that its parent still lives
 # Fault the whole mapping in at once: touching a fresh mapping page by page costs ~1 µs per document.

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.jsonl_io import iter_jsonl
+from cpt_scaling.data.jsonl_io import iter_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cpt_scaling.batch_process import batches_in_child
-from cpt_scaling.classify_report import plot_confusion, plot_thresholds, threshold_report
 from cpt_scaling.core.atomic import atomic_dir, atomic_path, write_json
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import doc_hash, hash_fraction, iter_document_batches
+from cpt_scaling.data.batch_process import batches_in_child
+from cpt_scaling.data.classify_report import plot_confusion, plot_thresholds, threshold_report
+from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
 
 log = logging.getLogger(__name__)
 

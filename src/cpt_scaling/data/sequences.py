@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from cpt_scaling.core.errors import InputError
 
 COLUMN = "input_ids"
-TOKEN_DTYPE = np.dtype("<u4")  # the token store of cpt_scaling.shards
+TOKEN_DTYPE = np.dtype("<u4")  # the token store of cpt_scaling.data.shards
 TOKEN_BYTES = TOKEN_DTYPE.itemsize
 
 
@@ -62,7 +62,7 @@ def read_manifest(shard_dir: Path) -> dict[str, Any]:
 def read_train_sequences(shard_dir: Path, seq_len: int, vocab_size: int) -> np.ndarray:
     """The training sequences of a shard directory as a read-only ``(n, seq_len)`` uint32 memory map.
 
-    Opens the split's token file (``train.token_file`` in the manifest, written by :mod:`cpt_scaling.shards`)
+    Opens the split's token file (``train.token_file`` in the manifest, written by :mod:`cpt_scaling.data.shards`)
     without reading it: the row count and the max token id come from the manifest, the file size is checked
     against them, so start-up time and resident memory do not grow with the corpus. Checks the manifest's
     ``seq_len`` and that its ``vocab_size`` and ``max_token_id`` fit the model's vocabulary.

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from cpt_scaling.core.atomic import atomic_dir
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.docs_io import iter_document_batches
+from cpt_scaling.data.docs_io import iter_document_batches
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

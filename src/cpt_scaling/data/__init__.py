@@ -1,0 +1,1 @@
+"""Data stages: document readers, domain classification, tokenizers, token shards and packed sequences."""

@@ -1,4 +1,4 @@
-"""Throughput of ``cpt_scaling.trainer.train`` (DeepSpeed) against a plain PyTorch loop on the same batches.
+"""Throughput of ``cpt_scaling.train.trainer.train`` (DeepSpeed) against a plain PyTorch loop on the same batches.
 
 Model: 2 layers, d_model 64, 2 heads, d_ff 256, vocab 2048 (the demo's "s" size); seq_len 128, batch 16
 (one micro-batch), 1 thread, fp32 on CPU. Both loops see identical batches (the mixture sampler at r = 0.5),
@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import torch
 
 from cpt_scaling.data.shards import write_token_file
-from cpt_scaling.mixture import MixtureSampler
-from cpt_scaling.model import build_model
-from cpt_scaling.schedule import learning_rate
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import train
+from cpt_scaling.train.mixture import MixtureSampler
+from cpt_scaling.train.model import build_model
+from cpt_scaling.train.schedule import learning_rate
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import train
 
 VOCAB, SEQ_LEN, BATCH = 2048, 128, 16
 SIZE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 256}

@@ -35,7 +35,7 @@ SIZE = {"n_layers": 2, "d_model": 64, "n_heads": 2, "d_ff": 256}
 CHUNK_SEQUENCES = 1 << 16
 TRAIN_SCRIPT = (
     "import json, sys\n"
-    "from cpt_scaling.trainer import train\n"
+    "from cpt_scaling.train.trainer import train\n"
     "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"
 )
 

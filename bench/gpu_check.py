@@ -28,9 +28,9 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.data.shards import TokenFileWriter
-from cpt_scaling.model import count_parameters, model_shape, save_model
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import train
+from cpt_scaling.train.model import count_parameters, model_shape, save_model
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import train
 
 GIB = 2**30
 SHAPES = {

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cpt_scaling.cost.model import flops_per_token, n_params_non_embedding, train_flops
-from cpt_scaling.model import build_model, count_parameters, model_shape
+from cpt_scaling.train.model import build_model, count_parameters, model_shape
 
 
 @pytest.mark.parametrize(

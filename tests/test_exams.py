@@ -62,7 +62,7 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
     from cpt_scaling.exams import score_exam
-    from cpt_scaling.model import build_model
+    from cpt_scaling.train.model import build_model
 
     train_tokenizer([SEEDS / "legal.jsonl.gz"], tmp_path / "tok", vocab_size=400)
     tokenizer = load_tokenizer(tmp_path / "tok")
@@ -93,7 +93,7 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
 
     # The same from a checkpoint on disk, as the workflow would score it: one tidy row per metric.
     from cpt_scaling.exams import score_checkpoints
-    from cpt_scaling.model import save_model
+    from cpt_scaling.train.model import save_model
 
     save_model(model, tmp_path / "ckpt")
     table = score_checkpoints([(4096, tmp_path / "ckpt")], tmp_path / "tok", {"exam_legal": task}, batch_size=4)

@@ -38,10 +38,10 @@ def test_exam_acc_of_the_final_checkpoint_equals_a_hand_computation(micro_copy: 
     pytest.importorskip("lm_eval")
     from cpt_scaling.config.load import normalise_config, read_config_file
     from cpt_scaling.data.tokenizer import load_tokenizer
-    from cpt_scaling.model import load_model
     from cpt_scaling.plan import build_plan
-    from cpt_scaling.runs import run_checkpoints
     from cpt_scaling.tables import gather_eval_tables
+    from cpt_scaling.train.model import load_model
+    from cpt_scaling.train.runs import run_checkpoints
 
     monkeypatch.chdir(micro_copy)  # config paths are relative to the working directory
     raw = read_config_file(micro_copy / "micro.yaml")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cpt_scaling.extension_locks import STALE_AFTER_S, clear_stale_locks, extensions_root
+from cpt_scaling.train.extension_locks import STALE_AFTER_S, clear_stale_locks, extensions_root
 
 
 def _lock(path: Path, age_s: float) -> Path:
@@ -41,7 +41,7 @@ def test_default_root_is_torchs(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_watcher_clears_a_lock_once_it_goes_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lock that is fresh when the job starts (its owner died moments ago) is cleared once it is old enough."""
-    import cpt_scaling.extension_locks as locks
+    import cpt_scaling.train.extension_locks as locks
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(locks, "_watcher", None)

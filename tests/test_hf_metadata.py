@@ -14,7 +14,7 @@ from cpt_scaling.config.hf_metadata import read_checkpoint_shape, tokenizer_voca
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import model as cost
 from cpt_scaling.data.tokenizer import document_separator
-from cpt_scaling.model import count_parameters
+from cpt_scaling.train.model import count_parameters
 
 SEEDS = sorted((Path(__file__).resolve().parents[1] / "data" / "demo" / "seeds").glob("*.jsonl.gz"))
 

@@ -9,7 +9,7 @@ import numpy as np
 from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
-from cpt_scaling.launch import launch_command, run_training
+from cpt_scaling.train.launch import launch_command, run_training
 
 
 def test_single_node_command_uses_torchrun_standalone(tmp_path: Path) -> None:

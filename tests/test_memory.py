@@ -86,7 +86,7 @@ def measured_peak_bytes(L: int, d: int, h: int, ff: int, V: int, T: int, b: int,
     ``torch.cuda.max_memory_allocated``; it leaves out the process's own memory (interpreter, libraries)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from cpt_scaling.model import build_model
+    from cpt_scaling.train.model import build_model
 
     torch.manual_seed(0)
     ids = torch.randint(0, V, (b, T))

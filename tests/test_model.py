@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cpt_scaling.checkpoints import write_model
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.model import attention_implementation, build_model, load_model
+from cpt_scaling.train.checkpoints import write_model
+from cpt_scaling.train.model import attention_implementation, build_model, load_model
 
 SIZE = {"n_layers": 2, "d_model": 32, "n_heads": 4, "d_ff": 64}
 

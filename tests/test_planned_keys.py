@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from cpt_scaling.train_spec import NON_DETERMINING, spec_digest
+from cpt_scaling.train.train_spec import NON_DETERMINING, spec_digest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "planned_keys.json"

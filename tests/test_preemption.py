@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from tiny_shards import SEQ_LEN, TRAIN_SCRIPT, make_shards, tiny_spec
 
-from cpt_scaling import checkpoints as ckpt
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER, Resubmit, train
+from cpt_scaling.train import checkpoints as ckpt
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER, Resubmit, train
 
 PER_STEP = 8 * SEQ_LEN
 STEPS = 120

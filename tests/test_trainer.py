@@ -20,10 +20,10 @@ from tiny_shards import SEQ_LEN, TRAIN_SCRIPT, VOCAB, make_shards, sequences, ti
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data.sequences import read_train_sequences
 from cpt_scaling.data.shards import write_token_file
-from cpt_scaling.mixture import MixtureSampler, _Source
-from cpt_scaling.schedule import learning_rate
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import train
+from cpt_scaling.train.mixture import MixtureSampler, _Source
+from cpt_scaling.train.schedule import learning_rate
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import train
 
 
 @pytest.fixture(scope="module")

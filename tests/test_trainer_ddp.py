@@ -11,8 +11,8 @@ import numpy as np
 from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import train
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import train
 
 # Measured: the two curves and final weights are bitwise equal (max |Δloss| = 0.0, max |Δweight| = 0.0);
 # the tolerances below leave room for other CPUs' reduction order.
@@ -21,7 +21,7 @@ WEIGHT_TOLERANCE = 1e-5
 
 SCRIPT = """import json, sys
 from cpt_scaling.core.logs import setup_logging
-from cpt_scaling.trainer import train
+from cpt_scaling.train.trainer import train
 setup_logging()
 train(json.loads(open(sys.argv[1]).read()), sys.argv[2])
 """

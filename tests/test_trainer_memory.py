@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 from tiny_shards import make_shards, tiny_spec
 
-from cpt_scaling.train_log import read_log
+from cpt_scaling.train.train_log import read_log
 
 # The training process's own peak resident set (VmHWM), not its process tree's: DeepSpeed may build or load its
 # CPU op through a compiler subprocess whose peak (~1.5 GB, seen in a fresh venv) would hide the training's.
 TRAIN_SCRIPT = (
     "import json, sys\n"
-    "from cpt_scaling.trainer import train\n"
+    "from cpt_scaling.train.trainer import train\n"
     "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"
     "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
     "print(int(hwm.split()[1]) / 1024)\n"

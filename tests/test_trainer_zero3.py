@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 from transformers import AutoModelForCausalLM
 
-from cpt_scaling.model import build_model, save_model
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import train
+from cpt_scaling.train.model import build_model, save_model
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import train
 
 # Measured: max relative |Δloss| 6e-8 and max |Δweight| 1e-6 between ZeRO-3 on two ranks and ZeRO-0 on one
 # (same fp32 math, other reduction order); two ZeRO-3 runs on two ranks are bitwise equal.
@@ -30,7 +30,7 @@ TOLERANCE = 1e-5
 STEPS = 40
 SCRIPT = """import json, sys
 from cpt_scaling.core.logs import setup_logging
-from cpt_scaling.trainer import train
+from cpt_scaling.train.trainer import train
 setup_logging()
 train(json.loads(open(sys.argv[1]).read()), sys.argv[2])
 """

@@ -24,10 +24,10 @@ import pytest
 from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
-from cpt_scaling import checkpoints as ckpt
-from cpt_scaling.launch import run_training
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import RESUBMIT_EXIT_CODE, train
+from cpt_scaling.train import checkpoints as ckpt
+from cpt_scaling.train.launch import run_training
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import RESUBMIT_EXIT_CODE, train
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ LAUNCH = (
     "import json, sys\n"
     "from pathlib import Path\n"
     "from cpt_scaling.core.logs import setup_logging\n"
-    "from cpt_scaling.launch import run_training\n"
+    "from cpt_scaling.train.launch import run_training\n"
     "setup_logging()\n"
     "run_training(json.loads(open(sys.argv[1]).read()), Path(sys.argv[2]), processes_per_node=int(sys.argv[3]))\n"
 )

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
-from cpt_scaling.train_log import read_log
-from cpt_scaling.trainer import train
+from cpt_scaling.train.train_log import read_log
+from cpt_scaling.train.trainer import train
 
 STEP = 8 * SEQ_LEN  # tokens per optimizer step of tiny_spec
 WSD = {"lr": 3e-3, "min_lr_ratio": 0.1, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "warmup_steps": 3,

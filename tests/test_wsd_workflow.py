@@ -17,9 +17,9 @@ from workflow_utils import planned_jobs, run_snakemake
 
 from cpt_scaling.config.load import load_config
 from cpt_scaling.plan import build_plan
-from cpt_scaling.schedule import wsd_decay_start
 from cpt_scaling.studies.split import split_points
 from cpt_scaling.tables import read_eval_tables
+from cpt_scaling.train.schedule import wsd_decay_start
 
 pytestmark = pytest.mark.slow
 

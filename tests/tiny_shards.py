@@ -21,7 +21,7 @@ SEQ_LEN = 32
 TRAIN_SCRIPT = (
     "import json, sys\n"
     "from cpt_scaling.core.logs import setup_logging\n"
-    "from cpt_scaling.trainer import train\n"
+    "from cpt_scaling.train.trainer import train\n"
     "setup_logging()\n"
     "train(json.loads(open(sys.argv[1]).read()), sys.argv[2])\n"
 )

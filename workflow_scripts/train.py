@@ -2,14 +2,14 @@
 
 Under SLURM the job's end (``squeue``'s time left, else the ``runtime`` resource from now) less the resource
 ``stop_margin_s`` becomes the trainer's ``stop_at``: it stops there with a resumable checkpoint and exit status 75
-(:data:`cpt_scaling.trainer.RESUBMIT_EXIT_CODE`), and the rule's retries resubmit it.
+(:data:`cpt_scaling.train.trainer.RESUBMIT_EXIT_CODE`), and the rule's retries resubmit it.
 """
 
 from pathlib import Path
 
 from cpt_scaling.core.adaptor import rule_job
-from cpt_scaling.launch import job_deadline, run_training
-from cpt_scaling.runs import resolve_init
+from cpt_scaling.train.launch import job_deadline, run_training
+from cpt_scaling.train.runs import resolve_init
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cpt_scaling.trainer import train
+    from cpt_scaling.train.trainer import train
 
     spec: dict[str, Any] = json.loads(Path(args.spec).read_text())
     train(spec, Path(args.out))
@@ -18,7 +18,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def register_train(subparsers: Any) -> None:
     """``train --spec JSON --out DIR``: train (or resume) one run."""
-    p = subparsers.add_parser("train", help="train or resume one run from a spec (see cpt_scaling.trainer)")
+    p = subparsers.add_parser("train", help="train or resume one run from a spec (see cpt_scaling.train.trainer)")
     p.add_argument("--spec", required=True, type=Path, metavar="JSON", help="trainer spec")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="run directory")
     p.set_defaults(func=_cmd_train)

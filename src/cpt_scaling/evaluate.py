@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data.sequences import read_sequences
-from cpt_scaling.model import load_model
-from cpt_scaling.runs import run_checkpoints
+from cpt_scaling.train.model import load_model
+from cpt_scaling.train.runs import run_checkpoints
 
 log = logging.getLogger(__name__)
 

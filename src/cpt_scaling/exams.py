@@ -207,7 +207,7 @@ def score_checkpoints(checkpoints: Sequence[tuple[int, Path]], tokenizer_dir: Pa
     import torch
 
     from cpt_scaling.data.tokenizer import load_tokenizer
-    from cpt_scaling.model import load_model
+    from cpt_scaling.train.model import load_model
 
     tokenizer = load_tokenizer(Path(tokenizer_dir))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

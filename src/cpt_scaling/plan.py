@@ -15,7 +15,7 @@ from cpt_scaling.config.load import GENERAL, SPLIT_SEP
 from cpt_scaling.core.keys import DigestCache, canonical_json, key_of
 from cpt_scaling.cost import model as cost
 from cpt_scaling.cost import resources
-from cpt_scaling.schedule import warmup_steps, wsd_decay_start
+from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
 
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
 STAGE_VERSIONS: dict[str, int] = {

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from cpt_scaling.config.load import SPLIT_SEP
 from cpt_scaling.core.atomic import atomic_path
 from cpt_scaling.evaluate import evaluate_checkpoints
-from cpt_scaling.runs import run_checkpoints
+from cpt_scaling.train.runs import run_checkpoints
 
 log = logging.getLogger(__name__)
 

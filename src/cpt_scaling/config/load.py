@@ -214,7 +214,7 @@ def _resolve_model_shapes(cfg: dict[str, Any], where: str) -> None:
                                             f"{Path(ckpt) / 'config.json'} says {value!r}")
                 size[key] = value
             if size["model_type"] not in FAMILIES and size["n_params_non_embedding"] is None:
-                from cpt_scaling.model import meta_non_embedding_params  # torch: only for such checkpoints
+                from cpt_scaling.train.model import meta_non_embedding_params  # torch: only for such checkpoints
 
                 size["n_params_non_embedding"] = meta_non_embedding_params(Path(ckpt))
             continue

@@ -16,16 +16,16 @@ from typing import Any, NoReturn, TextIO
 import numpy as np
 import torch
 
-from cpt_scaling import checkpoints as ckpt
-from cpt_scaling import train_log
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.data.sequences import read_train_sequences
-from cpt_scaling.ds_config import deepspeed_config, ensure_distributed, zero_settings
-from cpt_scaling.extension_locks import watch_stale_locks
-from cpt_scaling.mixture import MixtureSampler, domain_sequences_before
-from cpt_scaling.model import (
+from cpt_scaling.train import checkpoints as ckpt
+from cpt_scaling.train import train_log
+from cpt_scaling.train.ds_config import deepspeed_config, ensure_distributed, zero_settings
+from cpt_scaling.train.extension_locks import watch_stale_locks
+from cpt_scaling.train.mixture import MixtureSampler, domain_sequences_before
+from cpt_scaling.train.model import (
     attention_implementation,
     build_model,
     count_parameters,
@@ -33,8 +33,8 @@ from cpt_scaling.model import (
     load_model,
     model_shape,
 )
-from cpt_scaling.schedule import learning_rate
-from cpt_scaling.train_spec import TrainPlan, plan
+from cpt_scaling.train.schedule import learning_rate
+from cpt_scaling.train.train_spec import TrainPlan, plan
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import canonical_json, sha256_hex
-from cpt_scaling.schedule import SCHEDULES
+from cpt_scaling.train.schedule import SCHEDULES
 
 REQUIRED = ("vocab_size", "seq_len", "init", "general_shards", "ratio", "tokens", "batch_size",
             "micro_batch_size", "optimizer", "seed")
@@ -49,7 +49,7 @@ def _positive_int(spec: dict[str, Any], key: str) -> int:
 
 
 def plan(spec: dict[str, Any]) -> TrainPlan:
-    """Validate ``spec`` (see :func:`cpt_scaling.trainer.train`) and derive the step plan."""
+    """Validate ``spec`` (see :func:`cpt_scaling.train.trainer.train`) and derive the step plan."""
     missing = [k for k in REQUIRED if k not in spec]
     if missing:
         raise InputError("train spec", f"missing keys {missing}")

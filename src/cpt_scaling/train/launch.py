@@ -9,8 +9,8 @@ Stop signals reach every training process: SLURM's warning (``--signal=TERM@<lea
 process of the job's steps) and a SIGTERM/SIGUSR1 sent to this process alone, which is forwarded to the workers
 as SIGUSR1 (torchrun is started ignoring SIGUSR1, so only the workers act on it). torchrun's own SIGTERM
 handling forwards SIGTERM and waits :data:`SHUTDOWN_TIMEOUT_S` for the workers' checkpoint. A run that stopped
-for a resubmission (:data:`cpt_scaling.trainer.RESUBMIT_MARKER`) raises :class:`~cpt_scaling.trainer.Resubmit`
-here too, so the job exits with status 75 either way.
+for a resubmission (:data:`cpt_scaling.train.trainer.RESUBMIT_MARKER`) raises
+:class:`~cpt_scaling.train.trainer.Resubmit` here too, so the job exits with status 75 either way.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.atomic import write_json
-from cpt_scaling.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
+from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
 
 log = logging.getLogger(__name__)
 RDZV_PORT = 29500

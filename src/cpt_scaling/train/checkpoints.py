@@ -31,7 +31,7 @@ from safetensors.torch import save_file
 
 from cpt_scaling.core.atomic import publish, write_json
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.state_io import _decode, load_state, save_state
+from cpt_scaling.train.state_io import _decode, load_state, save_state
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Training: specs, the trainer, checkpoints and their state, mixture sampling, schedules, launching."""

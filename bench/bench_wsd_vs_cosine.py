@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.data.shards import write_token_file
 from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
-from cpt_scaling.evaluate import evaluate_checkpoints
+from cpt_scaling.evaluate.heldout import evaluate_checkpoints
 from cpt_scaling.train.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]

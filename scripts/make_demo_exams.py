@@ -4,8 +4,8 @@ A pool document belongs to a domain by its audit field ``source`` (the workflow 
 out when ``hash_fraction(doc_hash(text)) < shards.heldout_fraction`` of config/demo.yaml: the rule the shards stage
 uses to split the held-out suites off each corpus, so the exam's documents are the held-out documents of the
 domain's suite (those the classifier also labels with the domain). Questions come from
-:func:`cpt_scaling.exams.build_cloze_exam`: a held-out sentence cut just before one of the domain's terms (words
-over-represented in the domain's held-out documents against all other pool documents), that term as the right
+:func:`cpt_scaling.evaluate.exams.build_cloze_exam`: a held-out sentence cut just before one of the domain's terms
+(words over-represented in the domain's held-out documents against all other pool documents), that term as the right
 choice, three distractors that are domain terms of other held-out documents of the domain.
 
     python scripts/make_demo_exams.py            # writes data/demo/exams/exam_<domain>.{jsonl,yaml}
@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from cpt_scaling.data.docs_io import doc_hash, hash_fraction, read_documents
-from cpt_scaling.exams import build_cloze_exam, write_exam
+from cpt_scaling.evaluate.exams import build_cloze_exam, write_exam
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = {"scotus-courtlistener": "legal", "india-central-acts": "legal", "tat-qa": "accounting"}

@@ -12,7 +12,7 @@ from tiny_shards import SEQ_LEN, VOCAB, make_shards, tiny_spec
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data.sequences import read_sequences
-from cpt_scaling.evaluate import SCHEMA, evaluate_run
+from cpt_scaling.evaluate.heldout import SCHEMA, evaluate_run
 from cpt_scaling.train.model import load_model
 from cpt_scaling.train.trainer import train
 

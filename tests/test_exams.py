@@ -13,7 +13,7 @@ from workflow_utils import REPO
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data.docs_io import read_documents
-from cpt_scaling.exams import build_cloze_exam, domain_terms, load_task, write_exam
+from cpt_scaling.evaluate.exams import build_cloze_exam, domain_terms, load_task, write_exam
 
 SEEDS = REPO / "data" / "demo" / "seeds"
 
@@ -61,7 +61,7 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
-    from cpt_scaling.exams import score_exam
+    from cpt_scaling.evaluate.exams import score_exam
     from cpt_scaling.train.model import build_model
 
     train_tokenizer([SEEDS / "legal.jsonl.gz"], tmp_path / "tok", vocab_size=400)
@@ -92,7 +92,7 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
     assert score.answer_ppl == pytest.approx(math.exp(-right_ll / right_tokens), rel=1e-4)
 
     # The same from a checkpoint on disk, as the workflow would score it: one tidy row per metric.
-    from cpt_scaling.exams import score_checkpoints
+    from cpt_scaling.evaluate.exams import score_checkpoints
     from cpt_scaling.train.model import save_model
 
     save_model(model, tmp_path / "ckpt")

@@ -14,7 +14,7 @@ import yaml
 from test_exams import _hand_loglik
 from workflow_utils import REPO, run_snakemake
 
-from cpt_scaling.exams import write_exam
+from cpt_scaling.evaluate.exams import write_exam
 
 MAX_TOKENS = 64  # micro's models have 64 positions: longer items would be truncated by lm-eval
 N_QUESTIONS = 16
@@ -38,8 +38,8 @@ def test_exam_acc_of_the_final_checkpoint_equals_a_hand_computation(micro_copy: 
     pytest.importorskip("lm_eval")
     from cpt_scaling.config.load import normalise_config, read_config_file
     from cpt_scaling.data.tokenizer import load_tokenizer
+    from cpt_scaling.evaluate.tables import gather_eval_tables
     from cpt_scaling.plan import build_plan
-    from cpt_scaling.tables import gather_eval_tables
     from cpt_scaling.train.model import load_model
     from cpt_scaling.train.runs import run_checkpoints
 

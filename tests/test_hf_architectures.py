@@ -13,7 +13,7 @@ import transformers as tf
 
 from cpt_scaling.config.hf_metadata import read_checkpoint_shape
 from cpt_scaling.cost import model as cost
-from cpt_scaling.evaluate import sequence_loss
+from cpt_scaling.evaluate.heldout import sequence_loss
 from cpt_scaling.train.model import count_parameters, load_model
 
 SMALL = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -172,7 +172,7 @@ def test_parse_time_check_only_with_gpus(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_eval_estimate_holds_bf16_weights_and_one_logit_chunk() -> None:
     from cpt_scaling.cost.memory import EVAL_LOGIT_ROWS, eval_estimate
-    from cpt_scaling.evaluate import LOGIT_ROWS
+    from cpt_scaling.evaluate.heldout import LOGIT_ROWS
 
     assert EVAL_LOGIT_ROWS == LOGIT_ROWS
     shape = ModelShape.from_size(qwen_size("14B"), 0)

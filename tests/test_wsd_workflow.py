@@ -16,9 +16,9 @@ from reliability_utils import assert_same_products, kill_group, resume, start_sn
 from workflow_utils import planned_jobs, run_snakemake
 
 from cpt_scaling.config.load import load_config
+from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.plan import build_plan
 from cpt_scaling.studies.split import split_points
-from cpt_scaling.tables import read_eval_tables
 from cpt_scaling.train.schedule import wsd_decay_start
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.adaptor import rule_job, rule_step
-from cpt_scaling.tables import evaluate_with_meta, exams_with_meta, gather_eval_tables
+from cpt_scaling.evaluate.tables import evaluate_with_meta, exams_with_meta, gather_eval_tables
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 

@@ -235,7 +235,7 @@ def _exam_file(cfg: Mapping[str, Any], name: str, index: int) -> str:
     task_yaml = cfg["evaluate"]["exams"][name]
     if index == 0:
         return str(task_yaml)
-    from cpt_scaling.exams import load_task
+    from cpt_scaling.evaluate.exams import load_task
     from cpt_scaling.plan import relative_to_cwd
 
     files = load_task(Path(task_yaml)).get("dataset_kwargs", {}).get("data_files") or {}

@@ -560,7 +560,7 @@ class Plan:
     def _exam_stage(self) -> None:
         """One exam job per evaluated training run and per local base model: every checkpoint on every exam of
         ``evaluate.exams`` (lm-eval task YAMLs; their data files are raw inputs)."""
-        from cpt_scaling.exams import load_task
+        from cpt_scaling.evaluate.exams import load_task
 
         exams = dict(sorted(self.cfg["evaluate"]["exams"].items()))
         files: dict[str, list[str]] = {}

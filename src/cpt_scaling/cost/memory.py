@@ -328,7 +328,7 @@ def describe_change(base: TrainSetup, s: TrainSetup) -> str:
 
 
 # -- evaluation ----------------------------------------------------------------------------------------------------
-#: Positions per LM-head chunk of the evaluator (:data:`cpt_scaling.evaluate.LOGIT_ROWS`).
+#: Positions per LM-head chunk of the evaluator (:data:`cpt_scaling.evaluate.heldout.LOGIT_ROWS`).
 EVAL_LOGIT_ROWS = 4096
 
 

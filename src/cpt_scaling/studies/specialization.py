@@ -27,8 +27,8 @@ import pandas as pd
 from cpt_scaling import decisions
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.studies.common import BASE_KINDS, fit_points, records, summary_diagnostics, write_csv
-from cpt_scaling.tables import read_eval_tables
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import pandas as pd
 
 from cpt_scaling import decisions
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fitting import extrapolation_factor, fit_law
 from cpt_scaling.studies.common import records, test_rows, write_csv
-from cpt_scaling.tables import read_eval_tables
 
 log = logging.getLogger(__name__)
 

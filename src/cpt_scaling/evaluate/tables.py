@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.config.load import SPLIT_SEP
 from cpt_scaling.core.atomic import atomic_path
-from cpt_scaling.evaluate import evaluate_checkpoints
+from cpt_scaling.evaluate.heldout import evaluate_checkpoints
 from cpt_scaling.train.runs import run_checkpoints
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,9 @@ def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> p
 
 def exams_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
     """Score every checkpoint of ``job['run_dir']`` (or the base model ``job['checkpoint_dir']``) on the exams of
-    ``job['exams']`` through lm-eval-harness (:func:`cpt_scaling.exams.score_checkpoints`, offline) and add the
+    ``job['exams']`` through lm-eval-harness (:func:`cpt_scaling.evaluate.exams.score_checkpoints`, offline) and add the
     sweep coordinates: rows of the tidy eval table with ``metric`` acc, acc_norm or answer_ppl and its ``value``."""
-    from cpt_scaling.exams import score_checkpoints
+    from cpt_scaling.evaluate.exams import score_checkpoints
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # local task data only: never reach the Hub (set before datasets loads)
     os.environ["HF_DATASETS_OFFLINE"] = "1"

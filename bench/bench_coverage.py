@@ -30,8 +30,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from cpt_scaling import decisions
-from cpt_scaling.fitting import fit_law
+from cpt_scaling.fit import decisions
+from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.laws import LAWS
 
 SIZES = (2.5e4, 1e5, 2.2e5)

@@ -5,7 +5,7 @@
 Data: 240 synthetic points (12 sizes x 20 token counts) of ``E + A/N^α + B/D^β`` with 0.5 % multiplicative
 noise. Both sides minimise the same objective (sum of Huber δ=1e-3 on log-loss, parameters in log space, same
 bounds) from the same 4500-point grid. Baseline: ``scipy.optimize.minimize(method="L-BFGS-B")`` once per start
-with finite-difference gradients; the project: :func:`cpt_scaling.fitting.fit_law` (batched L-BFGS, analytic
+with finite-difference gradients; the project: :func:`cpt_scaling.fit.fitting.fit_law` (batched L-BFGS, analytic
 gradients). Prints both times, the speed ratio, both optima, and the end-to-end time of ``cpt-scaling fit
 chinchilla`` (a subprocess, no bootstrap). BLAS is pinned to one thread for both sides (see RESULTS.md).
 """
@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from cpt_scaling.fitting import fit_law
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.optimize import huber
 from cpt_scaling.laws import LAWS
-from cpt_scaling.optimize import huber
 
 TRUE = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 DELTA = 1e-3

@@ -14,7 +14,7 @@ import pytest
 from law_synth import CHINCHILLA_TRUE, DCPT_TRUE, grid_frame, with_loss
 
 from cpt_scaling.cli import main
-from cpt_scaling.fitting import predict
+from cpt_scaling.fit.fitting import predict
 
 
 @pytest.fixture(scope="module")

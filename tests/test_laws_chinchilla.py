@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from law_synth import CHINCHILLA_TRUE, grid_frame, with_loss
 
-from cpt_scaling.decisions import chinchilla_compute_optimal, dcpt_compute_allocation, law_loss
-from cpt_scaling.fitting import fit_law
+from cpt_scaling.fit.decisions import chinchilla_compute_optimal, dcpt_compute_allocation, law_loss
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.optimize import Objective
 from cpt_scaling.laws import LAWS
-from cpt_scaling.optimize import Objective
 
 
 @pytest.mark.parametrize("name", sorted(LAWS))

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from law_synth import CROSS_TRUE, cross_domain_points, split_points
 
-from cpt_scaling.fitting import fit_law
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.validation import leave_domains_out
 from cpt_scaling.laws import LAWS
-from cpt_scaling.validation import leave_domains_out
 
 
 def _extrapolation_error(name: str, df: pd.DataFrame, params: dict[str, float]) -> float:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from law_synth import DCPT_TRUE, grid_frame, with_loss
 
-from cpt_scaling.fitting import fit_law
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.validation import holdout_largest_model, holdout_largest_tokens, ratio_cross_validation
 from cpt_scaling.laws import LAWS
-from cpt_scaling.validation import holdout_largest_model, holdout_largest_tokens, ratio_cross_validation
 
 
 def _design():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from law_synth import DCPT_TRUE, SPLIT_TRUE
 
-from cpt_scaling import decisions as dec
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.fit import decisions as dec
 
 GENERAL = {
     "law": "dcpt",

@@ -56,8 +56,8 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from cpt_scaling.core.atomic import write_json
-    from cpt_scaling.fitting import fit_law
-    from cpt_scaling.points import read_points, validate_points
+    from cpt_scaling.fit.fitting import fit_law
+    from cpt_scaling.fit.points import read_points, validate_points
 
     where = str(args.data)
     if args.out is not None and _same_file(args.out, args.data):
@@ -125,8 +125,8 @@ def register_fit(subparsers: Subparsers) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from cpt_scaling.fitting import predict
-    from cpt_scaling.points import read_points
+    from cpt_scaling.fit.fitting import predict
+    from cpt_scaling.fit.points import read_points
 
     try:
         law_json = json.loads(Path(args.law).read_text())
@@ -159,7 +159,7 @@ def _extrapolation(law_json: dict[str, Any], df: Any) -> Any:
     """Per row: ``max(N/N_max, C/C_max, 1)`` against the fit's range (from its diagnostics or its points)."""
     import pandas as pd
 
-    from cpt_scaling.fitting import extrapolation_factor, fit_range
+    from cpt_scaling.fit.fitting import extrapolation_factor, fit_range
 
     fitted = (law_json.get("diagnostics") or {}).get("fit_range")
     if not fitted:

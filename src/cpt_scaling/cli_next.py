@@ -31,7 +31,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def _laws(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
     """The domain-loss law, the general-loss law (or None) and the study's base losses (or None)."""
-    from cpt_scaling.decisions import DCPT_NAMES
+    from cpt_scaling.fit.decisions import DCPT_NAMES
 
     doc = _read_json(args.law)
     if doc.get("study") == "dcpt":
@@ -87,7 +87,7 @@ def _cmd_next(args: argparse.Namespace) -> int:
     from cpt_scaling import next_runs
     from cpt_scaling.cli import _same_file
     from cpt_scaling.core.atomic import write_text
-    from cpt_scaling.points import read_points
+    from cpt_scaling.fit.points import read_points
 
     inputs = [("--law", args.law), ("--points", args.points), ("--candidates", args.candidates),
               ("--configfile", args.configfile), ("--general-law", args.general_law)]

@@ -1,7 +1,7 @@
 """Which runs to do next: candidate runs ranked by the expected shrinkage of a decision's 95 % interval per GPU-hour.
 
 Method (no refits per candidate). The bootstrap resamples of the fitted law (``bootstrap_samples`` of the law JSON,
-:func:`cpt_scaling.decisions.param_sets`) are treated as samples of its parameters. For a set ``S`` of candidate
+:func:`cpt_scaling.fit.decisions.param_sets`) are treated as samples of its parameters. For a set ``S`` of candidate
 runs, ``J`` simulations each take one ensemble member as the truth, draw the observations S's runs would give
 (every checkpoint of every run: ``N``, ``D_k``, ``r``) from it plus noise at the fit's residual scale, and reweight
 the *other* members by the likelihood of those observations (importance weights; the truth is left out so it
@@ -46,7 +46,7 @@ import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import model as cost_model
-from cpt_scaling.decisions import DCPT_NAMES, batched_argmin, param_sets
+from cpt_scaling.fit.decisions import DCPT_NAMES, batched_argmin, param_sets
 from cpt_scaling.laws import Law
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from cpt_scaling.figures.style import (
     save,
     size_label,
 )
-from cpt_scaling.fitting import predict
+from cpt_scaling.fit.fitting import predict
 
 
 def build_fit_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.figures.style import colors, fit_flags, marker, plt, read_json, save, size_label
-from cpt_scaling.fitting import predict
+from cpt_scaling.fit.fitting import predict
 
 ROLES = {"specialist": ("tab:red", "-"), "general": ("tab:blue", "--")}
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.figures.style import colors, extrapolation_limit, fit_flags, marker, plt, read_json, save, size_label
-from cpt_scaling.fitting import predict
+from cpt_scaling.fit.fitting import predict
 
 
 def build_fraction_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:

@@ -1,7 +1,7 @@
-"""Scaling-law parameterisations and a name registry (the fitting API lives in :mod:`cpt_scaling.fitting`).
+"""Scaling-law parameterisations and a name registry (the fitting API lives in :mod:`cpt_scaling.fit.fitting`).
 
 ``LAWS`` maps each name accepted by ``cpt-scaling fit`` to its :class:`Law` (``dcpt`` is L3). The pseudo-law
-``split`` is not in the registry: :func:`cpt_scaling.fitting.fit_law` fits every split candidate and keeps the
+``split`` is not in the registry: :func:`cpt_scaling.fit.fitting.fit_law` fits every split candidate and keeps the
 best by held-out error. The registry imports no fitting code, so ``fitting`` and ``points`` may import it.
 """
 

@@ -11,9 +11,9 @@ import pandas as pd
 
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
-from cpt_scaling.decisions import chinchilla_compute_optimal
 from cpt_scaling.evaluate.tables import read_eval_tables
-from cpt_scaling.fitting import extrapolation_factor
+from cpt_scaling.fit.decisions import chinchilla_compute_optimal
+from cpt_scaling.fit.fitting import extrapolation_factor
 from cpt_scaling.studies.common import fit_points, test_rows, write_csv
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from cpt_scaling.core.atomic import atomic_path
-from cpt_scaling.fitting import extrapolation_factor, fit_law
+from cpt_scaling.fit.fitting import extrapolation_factor, fit_law
 
 # Eval-table kinds of the models a continued-pretraining run starts from: a pretraining run of ours (its final
 # checkpoint is the base) or a local base checkpoint (evaluated once, at D = 0).

@@ -20,10 +20,10 @@ import pandas as pd
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables
-from cpt_scaling.fitting import predict
+from cpt_scaling.fit.fitting import predict
+from cpt_scaling.fit.validation import leave_domains_out
 from cpt_scaling.studies.common import fit_points, run_groups, write_csv
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points
-from cpt_scaling.validation import leave_domains_out
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import pandas as pd
 
-from cpt_scaling import decisions
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.evaluate.tables import read_eval_tables
+from cpt_scaling.fit import decisions
+from cpt_scaling.fit.validation import ratio_cross_validation
 from cpt_scaling.studies.common import (
     BASE_KINDS,
     extrapolation,
@@ -31,7 +32,6 @@ from cpt_scaling.studies.common import (
     test_rows,
     write_csv,
 )
-from cpt_scaling.validation import ratio_cross_validation
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ selected on the domain *validation* suite and reported on the *test* suites: dom
 (general test loss minus the base model's). SGER per size is the seed's: from the domain *validation* curves along
 training, the continued-pretraining compute the general model of the same size needs to first reach the
 specialist's lowest validation perplexity, over the compute at which the specialist reached it
-(:func:`cpt_scaling.decisions.sger_from_curves`; interpolated between checkpoints, extrapolated and flagged
+(:func:`cpt_scaling.fit.decisions.sger_from_curves`; interpolated between checkpoints, extrapolated and flagged
 beyond the sweep up to ``studies.specialization.sger_limit`` times its compute, else "> limit"). Power laws
 ppl = k·N^p are fitted across sizes for both roles; the general size whose fitted perplexity equals the
 specialist's is reported separately (``N_general_equivalent``, ``compute_ratio_across_sizes``), with bootstrap
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling import decisions
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.evaluate.tables import read_eval_tables
+from cpt_scaling.fit import decisions
 from cpt_scaling.studies.common import BASE_KINDS, fit_points, records, summary_diagnostics, write_csv
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling import decisions
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.evaluate.tables import read_eval_tables
-from cpt_scaling.fitting import extrapolation_factor, fit_law
+from cpt_scaling.fit import decisions
+from cpt_scaling.fit.fitting import extrapolation_factor, fit_law
 from cpt_scaling.studies.common import records, test_rows, write_csv
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.fitting import fit_law
-from cpt_scaling.points import validate_points
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.points import validate_points
 
 log = logging.getLogger(__name__)
 

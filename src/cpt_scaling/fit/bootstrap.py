@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cpt_scaling.optimize import Objective, batched_lbfgs, bounds_theta
+from cpt_scaling.fit.optimize import Objective, batched_lbfgs, bounds_theta
 
 log = logging.getLogger(__name__)
 

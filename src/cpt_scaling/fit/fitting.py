@@ -2,7 +2,7 @@
 
 The fit minimises ``Σ huber_δ(log L̂ − log L)`` over the training points (δ = 1e-3 by default, as Hoffmann et
 al. and Que et al. do) with parameters in log space, starting from the law's initialisation grid
-(:mod:`cpt_scaling.optimize`). Reported: R² and RMSE of the loss on the training points, the Huber objective
+(:mod:`cpt_scaling.fit.optimize`). Reported: R² and RMSE of the loss on the training points, the Huber objective
 at the optimum, bootstrap percentile intervals, and relative errors on held-out points when a hold-out is
 given.
 """
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.bootstrap import bootstrap_fit
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.fit.bootstrap import bootstrap_fit
+from cpt_scaling.fit.optimize import Objective, bounds_theta, huber, multistart_minimize
+from cpt_scaling.fit.points import TARGET, validate_points
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
-from cpt_scaling.optimize import Objective, bounds_theta, huber, multistart_minimize
-from cpt_scaling.points import TARGET, validate_points
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 # This file only loads and validates config, builds the sweep plan and includes the rule files.
 from cpt_scaling.config.load import check_config_files, normalise_config
 from cpt_scaling.core.keys import KEY_PATTERN
-from cpt_scaling.plan import build_plan
+from cpt_scaling.plan.sweep import build_plan
 
 
 if not workflow.overwrite_configfiles:

@@ -128,7 +128,7 @@ def plan_seconds(workdir: Path) -> tuple[float, float, int, list[str]]:
     import os
 
     from cpt_scaling.config.load import load_config
-    from cpt_scaling.plan import build_plan
+    from cpt_scaling.plan.sweep import build_plan
 
     cwd = os.getcwd()
     os.chdir(workdir)

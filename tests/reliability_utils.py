@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from safetensors import safe_open
 from workflow_utils import REPO, SNAKEMAKE, run_snakemake
 
-from cpt_scaling.plan import MAIN_OUTPUT
+from cpt_scaling.plan.sweep import MAIN_OUTPUT
 
 # Files whose bytes legitimately differ between two runs of the same sweep (compared by content instead): the
 # training log records wall-clock throughput (tokens_per_s, mfu) and, after a kill, one more "start" record.
@@ -140,7 +140,7 @@ def plan_output(workdir: Path, configfile: str, expr: str) -> str:
     A fresh process computes keys with the code on disk now, as snakemake will; the test process may hold
     modules imported before the source changed.
     """
-    code = ("from cpt_scaling.config.load import load_config; from cpt_scaling.plan import build_plan; "
+    code = ("from cpt_scaling.config.load import load_config; from cpt_scaling.plan.sweep import build_plan; "
             f"plan = build_plan(load_config({configfile!r})); print({expr})")
     result = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, check=True)
     return result.stdout.strip()

@@ -146,7 +146,7 @@ def test_after_a_partial_run_only_what_is_left_is_priced(tmp_path: Path) -> None
     import os
 
     from cpt_scaling.config.load import load_config
-    from cpt_scaling.plan import build_plan
+    from cpt_scaling.plan.sweep import build_plan
 
     workdir = make_workdir(tmp_path / "w")
     cwd = os.getcwd()

@@ -39,7 +39,7 @@ def test_exam_acc_of_the_final_checkpoint_equals_a_hand_computation(micro_copy: 
     from cpt_scaling.config.load import normalise_config, read_config_file
     from cpt_scaling.data.tokenizer import load_tokenizer
     from cpt_scaling.evaluate.tables import gather_eval_tables
-    from cpt_scaling.plan import build_plan
+    from cpt_scaling.plan.sweep import build_plan
     from cpt_scaling.train.model import load_model
     from cpt_scaling.train.runs import run_checkpoints
 

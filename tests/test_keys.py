@@ -14,7 +14,7 @@ from workflow_utils import REPO
 from cpt_scaling.config.load import normalise_config
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import DigestCache, key_of
-from cpt_scaling.plan import build_plan
+from cpt_scaling.plan.sweep import build_plan
 
 
 @pytest.fixture

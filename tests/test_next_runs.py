@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpt_scaling import next_runs
 from cpt_scaling.cli import main
 from cpt_scaling.cost import model as cost_model
 from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.laws import LAWS
+from cpt_scaling.plan import next_runs
 
 L3 = {"E": 2.0, "A": 60.0, "B": 40.0, "C": 0.3, "alpha": 0.34, "beta": 0.30, "gamma": 0.5, "eta": 0.6,
       "epsilon": 0.05}

@@ -29,7 +29,7 @@ CONFIGS = ("config/demo.yaml", "tests/configs/micro.yaml")
 def plans(workdir: Path) -> list:
     """The plans of :data:`CONFIGS`, built in ``workdir`` (a copy of the demo data is made there)."""
     from cpt_scaling.config.load import normalise_config
-    from cpt_scaling.plan import build_plan
+    from cpt_scaling.plan.sweep import build_plan
 
     if not (workdir / "data" / "demo").exists():
         shutil.copytree(REPO / "data" / "demo", workdir / "data" / "demo")

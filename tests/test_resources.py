@@ -13,7 +13,7 @@ from workflow_utils import REPO
 
 from cpt_scaling.config.load import load_config
 from cpt_scaling.cost.resources import train_resource_names, train_resources, train_state_bytes
-from cpt_scaling.plan import build_plan
+from cpt_scaling.plan.sweep import build_plan
 
 CPU = {"gpus_per_job": 0, "nodes_per_job": 1, "peak_flops_per_gpu": 9.89e14, "expected_mfu": 0.4,
        "cpu_flops": 2.0e10, "mem_mb": 4000, "runtime_margin": 2.0, "cpus_per_gpu": 8, "gpu_model": None}

@@ -21,7 +21,7 @@ from conftest import make_workdir
 from workflow_utils import REPO, planned_jobs, run_snakemake
 
 from cpt_scaling.config.load import load_config
-from cpt_scaling.plan import Plan, build_plan
+from cpt_scaling.plan.sweep import Plan, build_plan
 from cpt_scaling.train.train_log import read_log
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -197,7 +197,7 @@ def test_a_run_longer_than_the_partition_limit_finishes_over_several_submissions
     # The same run uninterrupted, in one process: byte-identical checkpoints.
     reference = tmp_path / "reference"
     code = ("import json, sys; from cpt_scaling.config.load import load_config; "
-            "from cpt_scaling.plan import build_plan; from cpt_scaling.train.trainer import train; "
+            "from cpt_scaling.plan.sweep import build_plan; from cpt_scaling.train.trainer import train; "
             f"plan = build_plan(load_config({configfile!r})); "
             f"train({{**plan.artifact({key!r}).job, 'threads': 1}}, sys.argv[1])")
     subprocess.run([sys.executable, "-c", code, str(reference)], cwd=workdir, check=True, capture_output=True)

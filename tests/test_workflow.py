@@ -11,7 +11,7 @@ import yaml
 from workflow_utils import planned_jobs, run_snakemake
 
 from cpt_scaling.config.load import load_config
-from cpt_scaling.plan import build_plan
+from cpt_scaling.plan.sweep import build_plan
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ from workflow_utils import planned_jobs, run_snakemake
 
 from cpt_scaling.config.load import load_config
 from cpt_scaling.evaluate.tables import read_eval_tables
-from cpt_scaling.plan import build_plan
+from cpt_scaling.plan.sweep import build_plan
 from cpt_scaling.studies.split import split_points
 from cpt_scaling.train.schedule import wsd_decay_start
 

@@ -1,5 +1,5 @@
 """``cpt-scaling next``: which candidate runs shrink a decision's 95 % interval most per GPU-hour
-(:mod:`cpt_scaling.next_runs`).
+(:mod:`cpt_scaling.plan.next_runs`).
 
     cpt-scaling next --law results/laws/dcpt_legal.json --points results/tables/dcpt_points_legal.csv \\
         --candidates candidates.csv --decision usage2 --budget 200 --out next.csv
@@ -84,10 +84,10 @@ def _split_points(df: pd.DataFrame, where: str, need_general: bool) -> dict[str,
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
-    from cpt_scaling import next_runs
     from cpt_scaling.cli import _same_file
     from cpt_scaling.core.atomic import write_text
     from cpt_scaling.fit.points import read_points
+    from cpt_scaling.plan import next_runs
 
     inputs = [("--law", args.law), ("--points", args.points), ("--candidates", args.candidates),
               ("--configfile", args.configfile), ("--general-law", args.general_law)]
@@ -164,7 +164,7 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 def register_next(subparsers: Any) -> None:
     """``next --law L --points P --candidates C --decision D --budget H``: the runs to do next."""
-    from cpt_scaling.next_runs import DECISIONS, METHODS
+    from cpt_scaling.plan.next_runs import DECISIONS, METHODS
 
     p = subparsers.add_parser(
         "next", help="rank candidate runs by expected shrinkage of a decision's interval per GPU-hour",

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from cpt_scaling.cost import memory, resources
-from cpt_scaling.plan import Plan
+from cpt_scaling.plan.sweep import Plan
 
 TRAIN_RULE = "train"
 EVAL_RULE = "evaluate"

@@ -236,7 +236,7 @@ def _exam_file(cfg: Mapping[str, Any], name: str, index: int) -> str:
     if index == 0:
         return str(task_yaml)
     from cpt_scaling.evaluate.exams import load_task
-    from cpt_scaling.plan import relative_to_cwd
+    from cpt_scaling.plan.sweep import relative_to_cwd
 
     files = load_task(Path(task_yaml)).get("dataset_kwargs", {}).get("data_files") or {}
     return relative_to_cwd(files[sorted(files)[index - 1]])
@@ -384,7 +384,7 @@ class Explainer:
             elif kind == UPSTREAM:
                 out.update(self._upstream(_get(art.spec, path), _get(old, path)))
             elif kind == CONSTANT:  # fixed by stage and name: only a change of the plan's code moves it
-                out.code.add(f"src/cpt_scaling/plan.py ({value})")
+                out.code.add(f"src/cpt_scaling/plan/sweep.py ({value})")
             else:
                 out.notes.add(f"{value} (no config key known)")
         return out

@@ -93,7 +93,7 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
 
 def child_cost(workdir: str, targets_file: str) -> None:
     """Child process: the cost report of the targets listed in a file (one per line; none: default)."""
-    from cpt_scaling.cost_report import cost_report
+    from cpt_scaling.dryrun.cost_report import cost_report
 
     targets = [t for t in Path(targets_file).read_text().splitlines() if t]
     report = cost_report(targets, snakefile=REPO / "Snakefile", workdir=workdir, configfiles=["sweep.yaml"],

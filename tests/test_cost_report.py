@@ -11,7 +11,7 @@ from conftest import make_workdir
 from workflow_utils import REPO, planned_jobs, run_snakemake
 
 from cpt_scaling.cli import main
-from cpt_scaling.cost_report import schedule_wall_hours
+from cpt_scaling.dryrun.cost_report import schedule_wall_hours
 
 EXAMPLE = REPO / "config" / "examples" / "paper_qwen.yaml"
 

@@ -100,7 +100,7 @@ def _with_exam(raw: dict, task: Path) -> dict:
 def test_exams_add_one_job_per_model_and_rekey_nothing_else(config: str, tmp_path: Path) -> None:
     from test_explain import _plan, _raw
 
-    from cpt_scaling.explain import SPEC, artifact_contexts, spec_source
+    from cpt_scaling.dryrun.explain import SPEC, artifact_contexts, spec_source
 
     raw = _raw(REPO / config)
     before = _plan(raw, tmp_path)

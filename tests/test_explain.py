@@ -20,7 +20,7 @@ from workflow_utils import REPO
 
 from cpt_scaling.cli import main
 from cpt_scaling.config.load import normalise_config
-from cpt_scaling.explain import SPEC, Explainer, artifact_contexts, leaf_diff, params_changes, spec_source
+from cpt_scaling.dryrun.explain import SPEC, Explainer, artifact_contexts, leaf_diff, params_changes, spec_source
 from cpt_scaling.plan import sweep as plan_module
 from cpt_scaling.plan.sweep import build_plan
 

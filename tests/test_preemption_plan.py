@@ -12,7 +12,7 @@ from workflow_utils import REPO
 
 from cpt_scaling.cost import resources
 from cpt_scaling.cost.resources import train_resources, train_schedule
-from cpt_scaling.cost_report import cost_report
+from cpt_scaling.dryrun.cost_report import cost_report
 
 CPU = {"gpus_per_job": 0, "nodes_per_job": 1, "peak_flops_per_gpu": 1e15, "expected_mfu": 0.4, "cpu_flops": 1e9,
        "mem_mb": 4000, "runtime_margin": 2.0, "cpus_per_gpu": 8}

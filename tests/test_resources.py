@@ -118,7 +118,7 @@ def test_paper_dry_run_submits_8_gpu_8_process_training_and_1_gpu_evaluation(tmp
 
     from conftest import make_workdir
 
-    from cpt_scaling.cost_report import read_profile, snakemake_needrun
+    from cpt_scaling.dryrun.cost_report import read_profile, snakemake_needrun
     from cpt_scaling.train.launch import launch_command
 
     workdir = make_workdir(tmp_path / "w")

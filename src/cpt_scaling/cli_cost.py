@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
-    from cpt_scaling.cost_report import cost_report, write_outputs
+    from cpt_scaling.dryrun.cost_report import cost_report, write_outputs
 
     snakefile = args.snakefile or (Path(args.directory) / "Snakefile" if (Path(args.directory) / "Snakefile")
                                    .is_file() else REPO / "Snakefile")

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from cpt_scaling.core.atomic import write_text
-    from cpt_scaling.explain import explain, format_table, to_json
+    from cpt_scaling.dryrun.explain import explain, format_table, to_json
 
     workdir = Path(args.directory)
     snakefile = args.snakefile or (workdir / "Snakefile" if (workdir / "Snakefile").is_file()

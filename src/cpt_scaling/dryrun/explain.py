@@ -542,7 +542,7 @@ def dry_run(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Pat
             configfiles: Sequence[str | Path] = (), profile: Mapping[str, Any] | None = None
             ) -> tuple[list[PlannedJob], Any]:
     """The jobs ``snakemake -n TARGETS`` would run, with Snakemake's reasons, and the workflow's plan."""
-    from cpt_scaling.cost_report import dry_run_dag
+    from cpt_scaling.dryrun.cost_report import dry_run_dag
 
     with dry_run_dag(targets, snakefile=snakefile, workdir=workdir, configfiles=configfiles,
                      profile=profile) as (workflow, dag, needrun):
@@ -562,7 +562,7 @@ def dry_run(targets: Sequence[str], *, snakefile: str | Path, workdir: str | Pat
 def explain(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: str | Path = ".",
             configfiles: Sequence[str | Path] = (), profile: str | Path | None = None) -> list[JobExplanation]:
     """Explain every job a dry run of ``targets`` (default: the workflow's default target) would run."""
-    from cpt_scaling.cost_report import read_profile
+    from cpt_scaling.dryrun.cost_report import read_profile
 
     jobs, plan = dry_run(targets, snakefile=snakefile, workdir=workdir, configfiles=configfiles,
                          profile=read_profile(profile))

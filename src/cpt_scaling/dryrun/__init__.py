@@ -1,0 +1,1 @@
+"""What a dry run would run: its cost report (the one place that uses Snakemake internals) and why."""

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from law_synth import CHINCHILLA_TRUE, DCPT_TRUE, grid_frame, with_loss
 
-from cpt_scaling.cli import main
+from cpt_scaling.cli.main import main
 from cpt_scaling.fit.fitting import predict
 
 

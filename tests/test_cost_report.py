@@ -10,7 +10,7 @@ import pytest
 from conftest import make_workdir
 from workflow_utils import REPO, planned_jobs, run_snakemake
 
-from cpt_scaling.cli import main
+from cpt_scaling.cli.main import main
 from cpt_scaling.dryrun.cost_report import schedule_wall_hours
 
 EXAMPLE = REPO / "config" / "examples" / "paper_qwen.yaml"

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from workflow_utils import REPO
 
-from cpt_scaling.cli import main
+from cpt_scaling.cli.main import main
 from cpt_scaling.config.load import normalise_config
 from cpt_scaling.dryrun.explain import SPEC, Explainer, artifact_contexts, leaf_diff, params_changes, spec_source
 from cpt_scaling.plan import sweep as plan_module

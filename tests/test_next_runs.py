@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cpt_scaling.cli import main
+from cpt_scaling.cli.main import main
 from cpt_scaling.cost import model as cost_model
 from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.laws import LAWS

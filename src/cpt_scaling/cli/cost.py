@@ -15,7 +15,7 @@ from typing import Any
 from cpt_scaling.config.load import check_config_files
 from cpt_scaling.core.errors import InputError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:

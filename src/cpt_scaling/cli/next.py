@@ -84,7 +84,7 @@ def _split_points(df: pd.DataFrame, where: str, need_general: bool) -> dict[str,
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
-    from cpt_scaling.cli import _same_file
+    from cpt_scaling.cli.main import _same_file
     from cpt_scaling.core.atomic import write_text
     from cpt_scaling.fit.points import read_points
     from cpt_scaling.plan import next_runs

@@ -184,10 +184,10 @@ def register_predict(subparsers: Subparsers) -> None:
 
 #: Subcommand registrars, in help order.
 REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict]
-REGISTRARS.append(__import__("cpt_scaling.cli_cost", fromlist=["_"]).register_cost)
-REGISTRARS.append(__import__("cpt_scaling.cli_train", fromlist=["_"]).register_train)
-REGISTRARS.append(__import__("cpt_scaling.cli_explain", fromlist=["_"]).register_explain)
-REGISTRARS.append(__import__("cpt_scaling.cli_next", fromlist=["_"]).register_next)
+REGISTRARS.append(__import__("cpt_scaling.cli.cost", fromlist=["_"]).register_cost)
+REGISTRARS.append(__import__("cpt_scaling.cli.train", fromlist=["_"]).register_train)
+REGISTRARS.append(__import__("cpt_scaling.cli.explain", fromlist=["_"]).register_explain)
+REGISTRARS.append(__import__("cpt_scaling.cli.next", fromlist=["_"]).register_next)
 
 
 def build_parser() -> argparse.ArgumentParser:

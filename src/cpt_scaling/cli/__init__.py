@@ -1,0 +1,1 @@
+"""The ``cpt-scaling`` command line: one module per group of subcommands (``python -m cpt_scaling.cli``)."""

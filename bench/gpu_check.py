@@ -5,7 +5,7 @@ GPU (default): a ~1B Qwen2-shaped model from config (d 2048, 16 layers, 16 heads
 Liger's fused linear cross-entropy when installed, ZeRO-0 on one GPU; 50 steps of 8 × 4096 tokens (micro-batch 2).
 ``--cpu``: the same path at toy size (d 64, 2 layers, vocab 512, sequence 128, 6 steps), fp32, for CI.
 
-Prints tokens/s (steps after the first), MFU with the cost model's FLOPs per token (``cost.flops_per_token``: the
+Prints tokens/s (steps after the first), MFU with the cost model's FLOPs per token (``cost.model.flops_per_token``: the
 trainer's own MFU), the measured peak (``torch.cuda.max_memory_reserved``, allocated alongside; on CPU the
 process's peak RSS) and the memory model's prediction (``cpt_scaling.cost.memory.estimate``) when that module exists.
 Last line: ``tokens_per_s=<x> mfu=<y> peak_gib=<z> predicted_gib=<w|nan>``.

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 
@@ -29,25 +28,18 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _laws(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+def _laws(args: argparse.Namespace, doc: dict[str, Any]
+          ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
     """The domain-loss law, the general-loss law (or None) and the study's base losses (or None)."""
     from cpt_scaling.fit.decisions import DCPT_NAMES
+    from cpt_scaling.plan.next_runs import laws_of
 
-    doc = _read_json(args.law)
-    if doc.get("study") == "dcpt":
-        dom, gen, base = doc.get("domain_loss"), doc.get("general_loss"), doc.get("base")
-        if not isinstance(dom, dict):
-            raise InputError(str(args.law), "D-CPT study JSON lacks its domain_loss fit")
-    elif doc.get("law") in DCPT_NAMES:
-        dom, gen, base = doc, None, None
-    else:
-        raise InputError(str(args.law), f"not a D-CPT law or study JSON (law {doc.get('law')!r}); `next` needs a fit "
-                                        f"of one of {', '.join(DCPT_NAMES)} with bootstrap samples")
+    dom, gen, base = laws_of(doc, str(args.law))
     if args.general_law is not None:
         gen = _read_json(args.general_law)
         if gen.get("law") not in DCPT_NAMES:
             raise InputError(str(args.general_law), f"not a D-CPT law JSON (law {gen.get('law')!r})")
-    return dom, gen if isinstance(gen, dict) else None, base if isinstance(base, dict) else None
+    return dom, gen, base
 
 
 def _config(path: Path | None) -> dict[str, Any]:
@@ -67,22 +59,6 @@ def _config(path: Path | None) -> dict[str, Any]:
     return raw
 
 
-def _split_points(df: pd.DataFrame, where: str, need_general: bool) -> dict[str, pd.DataFrame]:
-    for col in ("N", "D", "r", "loss"):
-        if col not in df.columns:
-            raise InputError(where, f"points need a {col!r} column (columns: {', '.join(map(str, df.columns))})")
-    if "target" in df.columns:
-        out = {t: df[df["target"] == t].reset_index(drop=True) for t in ("domain", "general")}
-        if not len(out["domain"]):
-            raise InputError(where, "no rows with target == 'domain'")
-    else:
-        out = {"domain": df.reset_index(drop=True)}
-    if need_general and not len(out.get("general", [])):
-        raise InputError(where, "usage1 needs the general-loss points too: a 'target' column with 'general' rows "
-                                "(r = general ratio), as results/tables/dcpt_points_<domain>.csv has")
-    return out
-
-
 def _cmd_next(args: argparse.Namespace) -> int:
     from cpt_scaling.cli.main import _same_file
     from cpt_scaling.core.atomic import write_text
@@ -95,61 +71,29 @@ def _cmd_next(args: argparse.Namespace) -> int:
         for flag, path in inputs:
             if path is not None and _same_file(args.out, path):
                 raise InputError(str(args.out), f"--out would overwrite the input {flag} {path}; choose another path")
-    if args.decision not in next_runs.SUPPORTED:
-        raise InputError("--decision", f"{args.decision!r} is not supported by `next` (supported: "
-                                       f"{', '.join(next_runs.SUPPORTED)}): split and sger decisions are not "
-                                       "functions of a D-CPT law at candidate (N, D, r) runs")
-    dom, gen, base = _laws(args)
+    next_runs.check_decision(args.decision)
+    doc = _read_json(args.law)
+    dom, gen, base = _laws(args, doc)
     need_general = args.decision == "usage1"
     if need_general and gen is None:
         raise InputError(str(args.law), "usage1 needs the general-loss fit: pass a D-CPT study JSON "
                                         "(results/laws/dcpt_<domain>.json) or --general-law")
     cfg = _config(args.configfile)
-    points = _split_points(read_points(args.points), str(args.points), need_general)
+    points = next_runs.split_points(read_points(args.points), str(args.points), need_general)
     pdom = points["domain"]
-    n = float(args.N) if args.N is not None else float(pdom["N"].max())
-    study = (cfg.get("studies") or {}).get("dcpt") or {}
-    spec = next_runs.DecisionSpec(args.decision, N=n)
-    if args.decision == "usage1":
-        spec.D = float(args.D) if args.D is not None else float(pdom["D"].max())
-        spec.tolerance = args.tolerance if args.tolerance is not None else float(study.get("general_tolerance", 0.03))
-        if args.base_general_loss is not None:
-            spec.base_general_loss = float(args.base_general_loss)
-        else:
-            match = [b for b in (base or {}).values() if isinstance(b, dict) and float(b.get("N", -1)) == n]
-            if not match or match[0].get("general_loss") is None:
-                raise InputError(str(args.law), f"no base model of N={n:g} with a general loss; pass "
-                                                "--base-general-loss")
-            spec.base_general_loss = float(match[0]["general_loss"])
-    elif args.decision == "usage2":
-        tokens = args.domain_tokens or study.get("domain_tokens")
-        if tokens is None:
-            rows = [u for u in _read_json(args.law).get("usages", []) or []
-                    if u.get("usage") == 2 and float(u.get("N", -1)) == n and u.get("ratio")]
-            tokens = rows[0]["D"] * rows[0]["ratio"] if rows else None
-        if tokens is None:
-            raise InputError("--domain-tokens", "usage2 needs the domain tokens available (--domain-tokens, or "
-                                                "studies.dcpt.domain_tokens in --configfile)")
-        spec.domain_tokens = float(tokens)
-    else:
-        spec.compute = (float(args.compute) if args.compute is not None
-                        else 10.0 * 6.0 * float(pdom["N"].max()) * float(pdom["D"].max()))
-        spec.ratio = (float(args.ratio) if args.ratio is not None
-                      else float(pdom.groupby("r")["loss"].mean().idxmin()))
-    for name, value in (("--budget", args.budget), ("--N", spec.N), ("--domain-tokens", spec.domain_tokens),
-                        ("--D", spec.D), ("--compute", spec.compute)):
-        if value is not None and not (np.isfinite(value) and value > 0):
-            raise InputError(name, f"must be a positive number, got {value}")
-    if spec.ratio is not None and not 0.0 <= spec.ratio <= 1.0:
-        raise InputError("--ratio", f"must lie in [0, 1], got {spec.ratio}")
+    spec = next_runs.decision_spec(
+        args.decision, pdom, study=(cfg.get("studies") or {}).get("dcpt"), base=base,
+        usages=doc.get("usages") or [], N=args.N, D=args.D, tolerance=args.tolerance,
+        base_general_loss=args.base_general_loss, domain_tokens=args.domain_tokens, compute=args.compute,
+        ratio=args.ratio, where=str(args.law))
+    if not (np.isfinite(args.budget) and args.budget > 0):
+        raise InputError("--budget", f"must be a positive number, got {args.budget}")
     cost = next_runs.cost_assumptions(cfg.get("cost"))
-    runs = pdom.groupby(pdom["run"].astype(str)).size() if "run" in pdom.columns else None
-    default_ck = round(float(runs.median())) if runs is not None else 4
-    default_ck = int((cfg.get("cpt") or {}).get("checkpoints") or default_ck)
     cands = next_runs.read_candidates(
         read_points(args.candidates), str(args.candidates), cost,
         seq_len=int((cfg.get("shards") or {}).get("seq_len") or 128),
-        vocab_size=int((cfg.get("tokenizer") or {}).get("vocab_size") or 2048), default_checkpoints=default_ck)
+        vocab_size=int((cfg.get("tokenizer") or {}).get("vocab_size") or 2048),
+        default_checkpoints=next_runs.default_checkpoints(pdom, (cfg.get("cpt") or {}).get("checkpoints")))
     laws = {"domain": dom} if not need_general else {"domain": dom, "general": gen}
     prop = next_runs.propose(laws, points, cands, spec, float(args.budget), simulations=args.simulations,
                              seed=args.seed, method=args.method, where=str(args.law))

@@ -402,10 +402,7 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
     general ratio in ``r``, as the D-CPT study writes them). ``method`` is one of :data:`METHODS`; ``draws`` the
     simulated resamples per simulation of the ``bootstrap`` estimator.
     """
-    if spec.decision not in SUPPORTED:
-        raise InputError("--decision", f"{spec.decision!r} is not supported by `next` (supported: "
-                                       f"{', '.join(SUPPORTED)}; split and sger decisions are not functions of a "
-                                       "D-CPT law at candidate (N, D, r) runs)")
+    check_decision(spec.decision)
     if not math.isfinite(budget) or budget <= 0:
         raise InputError("--budget", f"must be a positive number of GPU-hours, got {budget}")
     if simulations < 2:
@@ -544,3 +541,181 @@ def format_table(prop: Proposal, max_rows: int = 15) -> str:
                      f"shrink/GPU-h {row.reduction_per_gpu_hour:>10.4g}"
                      + ("" if row.affordable else "  (over budget)"))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- from a fit
+# What `cpt-scaling next` (cli/next.py) and the workflow's results/tables/next_runs_<domain>.csv (rules/next.smk)
+# share: the laws of a D-CPT study JSON, its points, and the decision's defaults.
+
+#: Share of the GPU-hours of a domain's D-CPT runs that the workflow spends when studies.next_runs sets no budget.
+BUDGET_SHARE = 0.1
+
+
+def laws_of(doc: Mapping[str, Any], where: str
+            ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """The domain-loss law, the general-loss law (or None) and the base models' losses (or None) of a D-CPT study
+    JSON (``results/laws/dcpt_<domain>.json``) or of one D-CPT law JSON (domain loss only)."""
+    if doc.get("study") == "dcpt":
+        dom, gen, base = doc.get("domain_loss"), doc.get("general_loss"), doc.get("base")
+        if not isinstance(dom, dict):
+            raise InputError(where, "D-CPT study JSON lacks its domain_loss fit")
+    elif doc.get("law") in DCPT_NAMES:
+        dom, gen, base = dict(doc), None, None
+    else:
+        raise InputError(where, f"not a D-CPT law or study JSON (law {doc.get('law')!r}); `next` needs a fit "
+                                f"of one of {', '.join(DCPT_NAMES)} with bootstrap samples")
+    return dom, gen if isinstance(gen, dict) else None, base if isinstance(base, dict) else None
+
+
+def split_points(df: pd.DataFrame, where: str, need_general: bool) -> dict[str, pd.DataFrame]:
+    """``{"domain": ..., "general": ...}`` rows of a points table by its ``target`` column (all rows are domain
+    points without one); usage 1 (``need_general``) needs general rows."""
+    for col in ("N", "D", "r", "loss"):
+        if col not in df.columns:
+            raise InputError(where, f"points need a {col!r} column (columns: {', '.join(map(str, df.columns))})")
+    if "target" in df.columns:
+        out = {t: df[df["target"] == t].reset_index(drop=True) for t in ("domain", "general")}
+        if not len(out["domain"]):
+            raise InputError(where, "no rows with target == 'domain'")
+    else:
+        out = {"domain": df.reset_index(drop=True)}
+    if need_general and not len(out.get("general", [])):
+        raise InputError(where, "usage1 needs the general-loss points too: a 'target' column with 'general' rows "
+                                "(r = general ratio), as results/tables/dcpt_points_<domain>.csv has")
+    return out
+
+
+def check_decision(decision: str) -> None:
+    """Refuse a decision `next` cannot rank runs for (split, sger)."""
+    if decision not in SUPPORTED:
+        raise InputError("--decision", f"{decision!r} is not supported by `next` (supported: "
+                                       f"{', '.join(SUPPORTED)}): split and sger decisions are not functions of a "
+                                       "D-CPT law at candidate (N, D, r) runs")
+
+
+def decision_spec(decision: str, points: pd.DataFrame, *, study: Mapping[str, Any] | None = None,
+                  base: Mapping[str, Any] | None = None, usages: Sequence[Mapping[str, Any]] = (),
+                  N: float | None = None, D: float | None = None, tolerance: float | None = None,
+                  base_general_loss: float | None = None, domain_tokens: float | None = None,
+                  compute: float | None = None, ratio: float | None = None, where: str = "law JSON") -> DecisionSpec:
+    """The :class:`DecisionSpec` of ``decision`` at the given values, each missing one defaulted from the fit.
+
+    Defaults: ``N`` the largest size of the domain ``points``; usage 1: ``D`` their largest tokens, ``tolerance``
+    ``study``'s (``studies.dcpt``) ``general_tolerance`` (0.03), the general loss of the ``base`` model of size
+    ``N``; usage 2: ``study``'s ``domain_tokens``, else ``D·ratio`` of the study's usage-2 row at ``N``
+    (``usages``); usage 3: ``compute`` 10x the largest run (``6·N·D``), ``ratio`` the one of lowest mean loss.
+    Every value is checked (an :class:`InputError` names the ``next`` option that sets it).
+    """
+    check_decision(decision)
+    study = study or {}
+    n = float(N) if N is not None else float(points["N"].max())
+    spec = DecisionSpec(decision, N=n)
+    if decision == "usage1":
+        spec.D = float(D) if D is not None else float(points["D"].max())
+        spec.tolerance = float(tolerance if tolerance is not None else study.get("general_tolerance", 0.03))
+        if base_general_loss is None:
+            match = [b for b in (base or {}).values() if isinstance(b, dict) and float(b.get("N", -1)) == n]
+            if not match or match[0].get("general_loss") is None:
+                raise InputError(where, f"no base model of N={n:g} with a general loss; pass --base-general-loss")
+            base_general_loss = match[0]["general_loss"]
+        spec.base_general_loss = float(base_general_loss)
+    elif decision == "usage2":
+        tokens = domain_tokens if domain_tokens is not None else study.get("domain_tokens")
+        if tokens is None:
+            rows = [u for u in usages if u.get("usage") == 2 and float(u.get("N", -1)) == n and u.get("ratio")]
+            tokens = rows[0]["D"] * rows[0]["ratio"] if rows else None
+        if tokens is None:
+            raise InputError("--domain-tokens", "usage2 needs the domain tokens available (--domain-tokens, or "
+                                                "studies.dcpt.domain_tokens in --configfile)")
+        spec.domain_tokens = float(tokens)
+    else:
+        spec.compute = (float(compute) if compute is not None
+                        else 10.0 * 6.0 * float(points["N"].max()) * float(points["D"].max()))
+        spec.ratio = float(ratio) if ratio is not None else float(points.groupby("r")["loss"].mean().idxmin())
+    for name, value in (("--N", spec.N), ("--domain-tokens", spec.domain_tokens), ("--D", spec.D),
+                        ("--compute", spec.compute)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise InputError(name, f"must be a positive number, got {value}")
+    if spec.ratio is not None and not 0.0 <= spec.ratio <= 1.0:
+        raise InputError("--ratio", f"must lie in [0, 1], got {spec.ratio}")
+    return spec
+
+
+def default_checkpoints(points: pd.DataFrame, configured: int | None = None) -> int:
+    """Checkpoints of a candidate run: ``configured`` (``cpt.checkpoints``), else the median number per run of
+    ``points`` (4 without a ``run`` column)."""
+    if configured:
+        return int(configured)
+    if "run" not in points.columns:
+        return 4
+    return round(float(points.groupby(points["run"].astype(str)).size().median()))
+
+
+# ---------------------------------------------------------------------------------------------------- the workflow
+
+
+def _size_columns(size: Mapping[str, Any]) -> dict[str, Any]:
+    """A config size's candidate columns: its shape keys (those set) and ``N`` when it gives
+    ``n_params_non_embedding``."""
+    cols = {k: size[k] for k in (*SHAPE_KEYS, *OPTIONAL_SHAPE_KEYS) if size.get(k) is not None}
+    if size.get("n_params_non_embedding") is not None:
+        cols["N"] = float(size["n_params_non_embedding"])
+    return cols
+
+
+def grid_candidates(sizes: Mapping[str, Mapping[str, Any]], ratios: Sequence[float], tokens: Sequence[float]
+                    ) -> pd.DataFrame:
+    """Candidate rows (:func:`read_candidates`' columns) of every size x ratio x tokens, in that order; ``sizes``
+    maps a name to its shape keys and/or ``N``."""
+    return pd.DataFrame([{"name": name, "size": name, **cols, "D": float(d), "r": float(r)}
+                         for name, cols in sizes.items() for r in ratios for d in tokens])
+
+
+def workflow_job(cfg: Mapping[str, Any], domain: str) -> dict[str, Any]:
+    """The settings of the workflow's ``next_runs`` job for ``domain`` (plain JSON) from a normalised config:
+    ``studies.next_runs`` with its grid's defaults filled in (sizes: ``models.sizes``; tokens: ``cpt.tokens``
+    plus twice the largest), the domain's D-CPT grid (prices the default budget), the cost assumptions and the
+    pricing defaults (``shards.seq_len``, ``tokenizer.vocab_size``, ``cpt.checkpoints``), ``studies.dcpt``."""
+    study = cfg["studies"]["next_runs"]
+    sweep_sizes = {name: _size_columns(size) for name, size in cfg["models"]["sizes"].items()}
+    tokens = study["tokens"] or [*cfg["cpt"]["tokens"], 2 * max(cfg["cpt"]["tokens"])]
+    return {"decision": study["decision"], "budget_gpu_hours": study["budget_gpu_hours"],
+            "simulations": study["simulations"], "method": study["method"], "seed": study["seed"],
+            "candidates": {"sizes": study["sizes"] if study["sizes"] is not None else sweep_sizes,
+                           "ratios": list(study["ratios"]), "tokens": list(tokens)},
+            "sweep": {"sizes": sweep_sizes, "ratios": list(cfg["domains"][domain]["ratios"]),
+                      "tokens": list(cfg["cpt"]["tokens"])},
+            "cost": cost_assumptions(cfg["cost"]), "seq_len": cfg["shards"]["seq_len"],
+            "vocab_size": cfg["tokenizer"]["vocab_size"], "checkpoints": cfg["cpt"]["checkpoints"],
+            "dcpt": dict(cfg["studies"]["dcpt"])}
+
+
+def propose_for_sweep(doc: Mapping[str, Any], points: pd.DataFrame, job: Mapping[str, Any], where: str
+                      ) -> Proposal:
+    """:func:`propose` on the sweep's D-CPT study JSON ``doc`` and its ``points``, with the candidate grid,
+    budget and defaults of ``job`` (:func:`workflow_job`); a null budget is :data:`BUDGET_SHARE` of the
+    GPU-hours of the domain's D-CPT runs, each priced as a candidate is."""
+    decision = job["decision"]
+    dom, gen, base = laws_of(doc, where)
+    laws = {"domain": dom, "general": gen} if decision == "usage1" else {"domain": dom}
+    for name, law in laws.items():
+        if law is None:
+            raise InputError(where, "usage1 needs the general-loss fit: the D-CPT study JSON lacks general_loss")
+        if param_sets(law, DCPT_NAMES)[2] == 0:
+            raise InputError(where, f"the D-CPT {name}-loss fit has no bootstrap samples, which "
+                                    "studies.next_runs needs: set fit.bootstrap (e.g. 1000) in the config")
+    pts = split_points(points, where, decision == "usage1")
+    spec = decision_spec(decision, pts["domain"], study=job["dcpt"], base=base, usages=doc.get("usages") or [],
+                         where=where)
+
+    def priced(grid: Mapping[str, Any], what: str) -> list[Candidate]:
+        return read_candidates(grid_candidates(**grid), what, job["cost"], seq_len=int(job["seq_len"]),
+                               vocab_size=int(job["vocab_size"]), default_checkpoints=int(job["checkpoints"]))
+
+    candidates = priced(job["candidates"], "studies.next_runs")
+    budget = job["budget_gpu_hours"]
+    if budget is None:
+        budget = BUDGET_SHARE * sum(c.gpu_hours for c in priced(job["sweep"], "the sweep's D-CPT runs"))
+        log.info("next: budget %.4g GPU-hours (%g of the domain's D-CPT runs)", budget, BUDGET_SHARE)
+    return propose(laws, pts, candidates, spec, float(budget), simulations=int(job["simulations"]),
+                   seed=int(job["seed"]), method=job["method"], where=where)

@@ -43,21 +43,67 @@ MAIN_OUTPUT: dict[str, str] = {
 }
 
 
+class Ref(str):
+    """A path in a job description that the job reads, carrying the files Snakemake must have made first: an
+    upstream artifact's main output (:meth:`Artifact.ref`), or raw files (:func:`raw`; an exam's task YAML also
+    names its data files). It is the plain path everywhere else (JSON, keys, the job's own reading), so a job's
+    inputs are stated once: by its job description."""
+
+    inputs: tuple[str, ...]
+
+    def __new__(cls, path: str, inputs: tuple[str, ...] | None = None) -> Ref:
+        obj = super().__new__(cls, path)
+        obj.inputs = (path,) if inputs is None else inputs
+        return obj
+
+
+def raw(path: str, *also: str) -> Ref:
+    """A raw input file (or a directory such as a local checkpoint) that a job reads, and any files it names."""
+    return Ref(str(path), (str(path), *also))
+
+
+def job_inputs(job: Any) -> tuple[str, ...]:
+    """The files a job needs: the inputs of every :class:`Ref` in its description, each once, in order."""
+    found: dict[str, None] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Ref):
+            found.update(dict.fromkeys(value.inputs))
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(job)
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """One content-addressed artifact: ``<root>/<stage>/<name>-<key>/``."""
+    """One content-addressed artifact: ``<root>/<stage>/<name>-<key>/``. Its inputs are the :class:`Ref` paths of
+    its job description."""
 
     stage: str
     name: str
     spec: dict[str, Any]
     root: str
     job: dict[str, Any] = field(default_factory=dict, compare=False)
-    inputs: tuple[str, ...] = field(default=(), compare=False)
 
     @cached_property
     def key(self) -> str:
         """Content address of the spec (computed once: specs are never mutated after construction)."""
         return key_of(self.spec)
+
+    @cached_property
+    def inputs(self) -> tuple[str, ...]:
+        """What Snakemake must have made before this artifact's job: the references in its job."""
+        return job_inputs(self.job)
+
+    def ref(self, name: str | None = None) -> Ref:
+        """This artifact's directory (or its file ``name``) as a reference of a downstream job."""
+        return Ref(self.dir if name is None else self.file(name), (self.output,))
 
     @property
     def dir(self) -> str:
@@ -140,9 +186,8 @@ class Plan:
         self.classifier = self._add(Artifact(
             "classifier", "fasttext",
             self._spec("classifier", params=cfg["classifier"], seeds=seeds, columns=columns), self.root,
-            job={"seed_files": data["seeds"], **cfg["classifier"], "text_column": columns["text"],
-                 "id_column": columns["id"]},
-            inputs=tuple(p for paths in data["seeds"].values() for p in paths),
+            job={"seed_files": {label: [raw(p) for p in paths] for label, paths in data["seeds"].items()},
+                 **cfg["classifier"], "text_column": columns["text"], "id_column": columns["id"]},
         ))
         self.classified: list[Artifact] = []
         for pool_file in data["pool"]:
@@ -151,26 +196,24 @@ class Plan:
                 "classified", stem,
                 self._spec("classified", classifier=self.classifier.key,
                            pool=self.digests.digest(pool_file), columns=columns), self.root,
-                job={"pool_file": pool_file, "model": self.classifier.output, "text_column": columns["text"],
-                     "id_column": columns["id"]},
-                inputs=(pool_file, self.classifier.output),
+                job={"pool_file": raw(pool_file), "model": self.classifier.ref(MAIN_OUTPUT["classifier"]),
+                     "text_column": columns["text"], "id_column": columns["id"]},
             )))
         tok = cfg["tokenizer"]
-        if tok["path"] and tok.get("path_id"):
+        seed_files: list[str] = [p for paths in data["seeds"].values() for p in paths]
+        path = tok["path"]
+        if path and tok.get("path_id"):
             # A declared identity stands in for the content digest; the path is read at run time.
             tok_spec = self._spec("tokenizer", path_id=tok["path_id"])
-            tok_inputs: tuple[str, ...] = ()
-        elif tok["path"]:
-            tok_spec = self._spec("tokenizer", path_digest=self.digests.digest(tok["path"]))
-            tok_inputs = (tok["path"],)
-        else:
+        elif path:
+            tok_spec, path = self._spec("tokenizer", path_digest=self.digests.digest(path)), raw(path)
+        else:  # trained on the seed files
             tok_spec = self._spec("tokenizer", vocab_size=tok["vocab_size"], seeds=seeds, columns=columns)
-            tok_inputs = tuple(p for paths in data["seeds"].values() for p in paths)
+            seed_files = [raw(p) for p in seed_files]
         self.tokenizer = self._add(Artifact(
             "tokenizer", f"bpe{tok['vocab_size']}" if not tok["path"] else "local", tok_spec, self.root,
-            job={"files": [p for paths in data["seeds"].values() for p in paths], "vocab_size": tok["vocab_size"],
-                 "path": tok["path"], "text_column": columns["text"], "id_column": columns["id"]},
-            inputs=tok_inputs,
+            job={"files": seed_files, "vocab_size": tok["vocab_size"], "path": path, "text_column": columns["text"],
+                 "id_column": columns["id"]},
         ))
         self.shards: dict[str, Artifact] = {}
         for corpus in [GENERAL, *self.domains]:
@@ -180,11 +223,10 @@ class Plan:
                 self._spec("shards", corpus=corpus, threshold=threshold, params=cfg["shards"],
                            tokenizer=self.tokenizer.key, classified=[a.key for a in self.classified],
                            columns=columns), self.root,
-                job={"domain": corpus, "threshold": threshold, "pool_files": data["pool"],
-                     "classified_files": [a.output for a in self.classified],
-                     "tokenizer_path": self.tokenizer.dir, **cfg["shards"],
+                job={"domain": corpus, "threshold": threshold, "pool_files": [raw(p) for p in data["pool"]],
+                     "classified_files": [a.ref(MAIN_OUTPUT["classified"]) for a in self.classified],
+                     "tokenizer_path": self.tokenizer.ref(), **cfg["shards"],
                      "text_column": columns["text"], "id_column": columns["id"]},
-                inputs=(*data["pool"], *(a.output for a in self.classified), self.tokenizer.output),
             ))
 
     # -- training ------------------------------------------------------------------------------------------
@@ -205,10 +247,8 @@ class Plan:
     def _step_tokens(self) -> int:
         return self.cfg["training"]["batch_size"] * self.cfg["shards"]["seq_len"]
 
-    def _train_artifact(self, name: str, spec_parts: dict[str, Any], job: dict[str, Any],
-                        inputs: tuple[str, ...]) -> Artifact:
-        return self._add(Artifact("train", name, self._spec("train", **spec_parts), self.root, job=job,
-                                  inputs=inputs))
+    def _train_artifact(self, name: str, spec_parts: dict[str, Any], job: dict[str, Any]) -> Artifact:
+        return self._add(Artifact("train", name, self._spec("train", **spec_parts), self.root, job=job))
 
     def _train_stage(self) -> None:
         cfg = self.cfg
@@ -229,34 +269,32 @@ class Plan:
                 if arch.get("base_checkpoint_id"):
                     # A declared identity (e.g. 'Qwen/Qwen2.5-7B@<commit>') stands in for the content
                     # digest: the plan builds without the checkpoint on disk; the path is read at run time.
-                    spec, ckpt_inputs = {"checkpoint_id": arch["base_checkpoint_id"]}, ()
+                    spec = {"checkpoint_id": arch["base_checkpoint_id"]}
                 else:
-                    spec, ckpt_inputs = {"checkpoint": self.digests.digest(ckpt)}, (ckpt,)
-                self.base_init[size] = {"spec": spec, "init": {"kind": "checkpoint", "path": ckpt},
-                                        "inputs": ckpt_inputs}
+                    spec, ckpt = {"checkpoint": self.digests.digest(ckpt)}, raw(ckpt)
+                self.base_init[size] = {"spec": spec, "init": {"kind": "checkpoint", "path": ckpt}}
                 continue
             tokens = cfg["pretrain"]["tokens"]
             budgets = checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"], self._step_tokens())
             if self.pretrain_branches:  # every checkpoint an annealed WSD branch end (Chinchilla's points)
-                scratch = {"spec": {"init": "scratch"}, "init": {"kind": "scratch"}, "inputs": ()}
-                run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
+                scratch = {"spec": {"init": "scratch"}, "init": {"kind": "scratch"}}
+                run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
                           "domain_shards": None, "ratio": 0.0}
                 self.pretrain_curve[size] = self._wsd_curve(
                     f"pt-{size}", size, scratch, run_of, {"general": general.key, "domain": None},
-                    (general.output,), budgets, self._wsd_optimizers(cfg["optimizer"], budgets[-1]), common)
+                    budgets, self._wsd_optimizers(cfg["optimizer"], budgets[-1]), common)
                 art = self.pretrain_curve[size][tokens]
             else:
                 job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"},
-                       "general_shards": general.dir, "domain_shards": None, "ratio": 0.0, "tokens": tokens,
+                       "general_shards": general.ref(), "domain_shards": None, "ratio": 0.0, "tokens": tokens,
                        "optimizer": cfg["optimizer"], "checkpoint_tokens": budgets}
                 art = self._train_artifact(
                     f"pt-{size}", {"job": {k: v for k, v in job.items() if k not in JOB_PATHS},
-                                   "general": general.key}, job, (general.output,))
+                                   "general": general.key}, job)
                 self.pretrain_curve[size] = dict.fromkeys(budgets, art)
             self.pretrain[size] = art
             self.size_of[art.key] = size
-            self.base_init[size] = {"spec": {"pretrain": art.key},
-                                    "init": {"kind": "run", "run_dir": art.dir}, "inputs": (art.output,)}
+            self.base_init[size] = {"spec": {"pretrain": art.key}, "init": {"kind": "run", "run_dir": art.ref()}}
         self.cpt: dict[tuple[str, str, float, int], Artifact] = {}
         optimizer = dict(cfg["optimizer"])
         if cfg["cpt"]["lr"] is not None:
@@ -312,15 +350,15 @@ class Plan:
         budgets = self.cfg["cpt"]["tokens"]  # the smallest budget sets the warmup: a larger one can be added
         general = self.shards[GENERAL]
         dom = self.shards[domain] if ratio > 0 else None
-        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
-                  "domain_shards": dom.dir if dom else None, "ratio": ratio}
+        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
+                  "domain_shards": dom.ref() if dom else None, "ratio": ratio}
         label = f"{size}{base.get('label', '')}-{domain if dom else 'general'}-{ratio_label(ratio)}"
-        return self._wsd_curve(f"cpt-{label}", size, base, run_of, {"general": general.key,
-                               "domain": dom.key if dom else None}, (general.output, *((dom.output,) if dom else ())),
+        return self._wsd_curve(f"cpt-{label}", size, base, run_of,
+                               {"general": general.key, "domain": dom.key if dom else None},
                                budgets, self._wsd_optimizers(optimizer, budgets[0]), common)
 
     def _wsd_curve(self, name: str, size: str, base: dict[str, Any], run_of: dict[str, Any],
-                   data: dict[str, Any], inputs: tuple[str, ...], budgets: list[int],
+                   data: dict[str, Any], budgets: list[int],
                    optimizers: tuple[dict[str, Any], dict[str, Any]], common: dict[str, Any],
                    start: int = 0, direct: bool = False) -> dict[int, Artifact]:
         """The trunk segments and branches of one WSD curve ``name`` (branch ``<name>-d<D>`` per budget D, trunk
@@ -338,12 +376,11 @@ class Plan:
         segments: dict[int, Artifact] = {}
         previous: Artifact | None = None
         for point in sorted(set(points.values()) - {start}):
-            init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.dir}
+            init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.ref()}
             job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
                    "checkpoint_tokens": [point], "keep_final_state": True}
             trunk = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
-            seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data},
-                                       job, (*(base["inputs"] if previous is None else (previous.output,)), *inputs))
+            seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data}, job)
             self.trained[seg.key] = point - (previous.job["tokens"] if previous else start)
             self.size_of[seg.key] = size
             segments[point] = previous = seg
@@ -356,14 +393,14 @@ class Plan:
                        "checkpoint_tokens": [tokens]}
                 branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
                 runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "base": base["spec"],
-                                                    **data}, job, (*base["inputs"], *inputs))
+                                                    **data}, job)
             else:
                 seg = segments[point]
-                job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.dir}, "tokens": tokens,
+                job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.ref()}, "tokens": tokens,
                        "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
                 branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
                 runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
-                                                    job, (seg.output, *inputs))
+                                                    job)
                 self.branch_point[runs[tokens].key] = seg
             self.trained[runs[tokens].key] = tokens - point
             self.size_of[runs[tokens].key] = size
@@ -396,8 +433,7 @@ class Plan:
                     base = self.base_init[size]
                 else:  # an intermediate checkpoint of the single cosine pretraining run
                     base = {"spec": {"pretrain": pre.key, "branch_tokens": branch},
-                            "init": {"kind": "run", "run_dir": pre.dir, "tokens": branch}, "inputs": (pre.output,),
-                            "label": f"-p{branch}"}
+                            "init": {"kind": "run", "run_dir": pre.ref(), "tokens": branch}, "label": f"-p{branch}"}
                 for domain in self.split_domains:
                     for tokens in spec_tokens:
                         run = self._cpt_run(size, model, base, domain, study["ratio"], tokens, optimizer, common)
@@ -409,16 +445,15 @@ class Plan:
         """The split curves of one size and domain off its pretraining trunk (see :meth:`_split_stage`)."""
         ratio = self.cfg["studies"]["split"]["ratio"]
         general, dom = self.shards[GENERAL], self.shards[domain]
-        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.dir,
-                  "domain_shards": dom.dir, "ratio": ratio}
+        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
+                  "domain_shards": dom.ref(), "ratio": ratio}
         optimizers = self._wsd_optimizers(self.cfg["optimizer"], max(curve))  # the pretraining curve's
         trunk = [self.branch_point[a.key] for a in curve.values() if a.key in self.branch_point]
         for seg in {a.key: a for a in trunk}.values():
             point = seg.job["tokens"]
-            base = {"spec": {"pretrain_trunk": seg.key}, "init": {"kind": "run_state", "run_dir": seg.dir},
-                    "inputs": (seg.output,)}
+            base = {"spec": {"pretrain_trunk": seg.key}, "init": {"kind": "run_state", "run_dir": seg.ref()}}
             runs = self._wsd_curve(f"split-{size}-p{point}-{domain}-{ratio_label(ratio)}", size, base, run_of,
-                                   {"general": general.key, "domain": dom.key}, (general.output, dom.output),
+                                   {"general": general.key, "domain": dom.key},
                                    [point + tokens for tokens in spec_tokens], optimizers, common, start=point,
                                    direct=len(spec_tokens) == 1)
             for total, run in runs.items():
@@ -475,18 +510,17 @@ class Plan:
         general = self.shards[GENERAL]
         dom = self.shards[domain] if ratio > 0 else None
         job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": base["init"],
-               "general_shards": general.dir,
-               "domain_shards": dom.dir if dom else None, "ratio": ratio, "tokens": tokens,
+               "general_shards": general.ref(),
+               "domain_shards": dom.ref() if dom else None, "ratio": ratio, "tokens": tokens,
                "optimizer": optimizer,
                "checkpoint_tokens": checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"],
                                                         self._step_tokens())}
         stable = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
         label = domain if dom else "general"
         name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"
-        inputs = (*base["inputs"], general.output, *((dom.output,) if dom else ()))
         return self._train_artifact(
             name, {"job": stable, "base": base["spec"], "general": general.key, "domain": dom.key if dom else None},
-            job, inputs)
+            job)
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def n_params(self, size: str) -> int:
@@ -536,22 +570,21 @@ class Plan:
         held-out suites of ``corpora`` (one job, one model load per checkpoint)."""
         suites = {c: self.shards[c] for c in corpora}
         if run is not None:
-            source, name, target, upstream = {"run": run.key}, run.name, {"run_dir": run.dir}, (run.output,)
+            source, name, target = {"run": run.key}, run.name, {"run_dir": run.ref()}
         else:
             assert base is not None
             size, init = base
             source, name = {"base": init["spec"]}, f"base-{size}"
-            target, upstream = {"checkpoint_dir": init["init"]["path"]}, init["inputs"]
+            target = {"checkpoint_dir": init["init"]["path"]}
         art = Artifact(
             "eval", f"{name}--{'+'.join(corpora)}",
             self._spec("eval", **source, suites={c: a.key for c, a in suites.items()},
                        batch_size=self.cfg["evaluate"]["batch_size"]),
             self.root,
             job={**target, "corpora": corpora,
-                 "suites": {f"{c}{SPLIT_SEP}{split}": a.file(f"{fname}.parquet") for c, a in suites.items()
+                 "suites": {f"{c}{SPLIT_SEP}{split}": a.ref(f"{fname}.parquet") for c, a in suites.items()
                             for split, fname in (("test", "heldout"), ("val", "validation"))},
                  "batch_size": self.cfg["evaluate"]["batch_size"], "meta": {"run": name, **meta}},
-            inputs=(*upstream, *(a.output for a in suites.values())),
         )
         assert self._evals is not None
         self._evals[art.key] = art
@@ -576,19 +609,18 @@ class Plan:
                 continue
             if run_key is not None:
                 run = self.artifact(run_key)
-                source, name, target, upstream = {"run": run_key}, run.name, {"run_dir": run.dir}, (run.output,)
+                source, name, target = {"run": run_key}, run.name, {"run_dir": run.ref()}
             else:
                 source, name = {"base": ev.spec["base"]}, ev.job["meta"]["run"]
                 target = {"checkpoint_dir": ev.job["checkpoint_dir"]}
-                upstream = tuple(i for i in ev.inputs if i not in {a.output for a in self.shards.values()})
             art = Artifact(
                 "exam", name,
                 self._spec("exam", **source, tokenizer=self.tokenizer.key, exams=digests,
                            batch_size=self.cfg["evaluate"]["batch_size"]),
                 self.root,
-                job={**target, "tokenizer_dir": self.tokenizer.dir, "exams": {n: str(p) for n, p in exams.items()},
+                job={**target, "tokenizer_dir": self.tokenizer.ref(),
+                     "exams": {n: raw(*files[n]) for n in exams},  # a task YAML and the data files it names
                      "batch_size": self.cfg["evaluate"]["batch_size"], "meta": ev.job["meta"]},
-                inputs=(*upstream, self.tokenizer.output, *(f for fs in files.values() for f in fs)),
             )
             if art.key not in self._exams:
                 self._exams[art.key] = self._add(art)

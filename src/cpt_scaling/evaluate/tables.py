@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 META_COLUMNS = ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens"]
 
 
+def _with_meta(table: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
+    """A checkpoint table with the sweep coordinates of ``meta``; ``checkpoint_tokens`` becomes D (counted from
+    the run's initial state when it continues another run's: ``start_tokens``)."""
+    for column in META_COLUMNS:
+        table[column] = meta.get(column)
+    table["ratio"] = table["ratio"].astype("float64")
+    table = table.rename(columns={"checkpoint_tokens": "D"})
+    table["D"] -= int(meta.get("start_tokens", 0))
+    return table
+
+
 def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
     """Evaluate every checkpoint of ``job['run_dir']`` (or the base model ``job['checkpoint_dir']``) on its suites
     and add the sweep coordinates."""
@@ -34,11 +45,7 @@ def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
     checkpoints = (run_checkpoints(job["run_dir"]) if "run_dir" in job else [(0, Path(job["checkpoint_dir"]))])
     table = evaluate_checkpoints(checkpoints, suites, batch_size=job["batch_size"]).to_pandas()
     meta = job["meta"]
-    for column in META_COLUMNS:
-        table[column] = meta.get(column)
-    table["ratio"] = table["ratio"].astype("float64")
-    table = table.rename(columns={"checkpoint_tokens": "D"})
-    table["D"] -= int(meta.get("start_tokens", 0))
+    table = _with_meta(table, meta)
     parts = table["suite"].str.split(SPLIT_SEP, n=1, expand=True)
     table["suite"], table["split"] = parts[0], parts[1]
     with atomic_path(out) as tmp:
@@ -104,15 +111,10 @@ def exams_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
     exams = {name: Path(path) for name, path in job["exams"].items()}
     table = score_checkpoints(checkpoints, Path(job["tokenizer_dir"]), exams,
                               batch_size=job["batch_size"]).to_pandas()
-    meta = job["meta"]
-    for column in META_COLUMNS:
-        table[column] = meta.get(column)
-    table["ratio"] = table["ratio"].astype("float64")
-    table = table.rename(columns={"checkpoint_tokens": "D"})
-    table["D"] -= int(meta.get("start_tokens", 0))
+    table = _with_meta(table, job["meta"])
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
     final = table[(table["D"] == table["D"].max()) & (table["metric"] == "acc")]
     for suite, value in zip(final["suite"], final["value"], strict=True):
-        log.info("%s on exam %s: final acc %.3f", meta["run"], suite, value)
+        log.info("%s on exam %s: final acc %.3f", job["meta"]["run"], suite, value)
     return table

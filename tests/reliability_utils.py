@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from safetensors import safe_open
 from workflow_utils import REPO, SNAKEMAKE, run_snakemake
 
-from cpt_scaling.plan.sweep import MAIN_OUTPUT
+from cpt_scaling.plan.artifact import MAIN_OUTPUT
 
 # Files whose bytes legitimately differ between two runs of the same sweep (compared by content instead): the
 # training log records wall-clock throughput (tokens_per_s, mfu) and, after a kill, one more "start" record.

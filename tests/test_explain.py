@@ -21,7 +21,7 @@ from workflow_utils import REPO
 from cpt_scaling.cli.main import main
 from cpt_scaling.config.load import normalise_config
 from cpt_scaling.dryrun.explain import SPEC, Explainer, artifact_contexts, leaf_diff, params_changes, spec_source
-from cpt_scaling.plan import sweep as plan_module
+from cpt_scaling.plan import artifact as plan_artifact
 from cpt_scaling.plan.sweep import build_plan
 
 MICRO = REPO / "tests" / "configs" / "micro.yaml"
@@ -155,7 +155,7 @@ def test_changed_raw_file_is_named(tmp_path: Path) -> None:
 def test_stage_version_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = _raw()
     _write_specs(_plan(raw, tmp_path))
-    monkeypatch.setitem(plan_module.STAGE_VERSIONS, "shards", plan_module.STAGE_VERSIONS["shards"] + 1)
+    monkeypatch.setitem(plan_artifact.STAGE_VERSIONS, "shards", plan_artifact.STAGE_VERSIONS["shards"] + 1)
     explained = _explain_new(_plan(raw, tmp_path), tmp_path)
     assert {n.split("/")[0] for n in explained} == {"shards", "train", "eval"}
     assert all(c == (set(), set(), {"STAGE_VERSIONS['shards']"}, set()) for c in explained.values())

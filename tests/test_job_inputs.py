@@ -1,4 +1,4 @@
-"""A job's inputs are derived from the references in its job description (plan.sweep.Ref), so a path a job reads
+"""A job's inputs are derived from the references in its job description (plan.artifact.Ref), so a path a job reads
 cannot be missing from what Snakemake makes first."""
 
 from __future__ import annotations

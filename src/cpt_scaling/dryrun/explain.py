@@ -230,13 +230,19 @@ def spec_source(cfg: Mapping[str, Any], stage: str, ctx: Mapping[str, Any], path
     return SPEC, where
 
 
+def _builder(where: str) -> str:
+    """The plan module that builds the artifacts of the stage of ``where`` (``stage:path``)."""
+    stage = where.split(":", 1)[0]
+    return {"train": "train_stage", "eval": "eval_stage", "exam": "eval_stage"}.get(stage, "data_stage")
+
+
 def _exam_file(cfg: Mapping[str, Any], name: str, index: int) -> str:
     """The ``index``-th file of exam ``name`` as the plan digests it: 0 the task YAML, then its data files."""
     task_yaml = cfg["evaluate"]["exams"][name]
     if index == 0:
         return str(task_yaml)
     from cpt_scaling.evaluate.exams import load_task
-    from cpt_scaling.plan.sweep import relative_to_cwd
+    from cpt_scaling.plan.artifact import relative_to_cwd
 
     files = load_task(Path(task_yaml)).get("dataset_kwargs", {}).get("data_files") or {}
     return relative_to_cwd(files[sorted(files)[index - 1]])
@@ -384,7 +390,7 @@ class Explainer:
             elif kind == UPSTREAM:
                 out.update(self._upstream(_get(art.spec, path), _get(old, path)))
             elif kind == CONSTANT:  # fixed by stage and name: only a change of the plan's code moves it
-                out.code.add(f"src/cpt_scaling/plan/sweep.py ({value})")
+                out.code.add(f"src/cpt_scaling/plan/{_builder(value)}.py ({value})")
             else:
                 out.notes.add(f"{value} (no config key known)")
         return out

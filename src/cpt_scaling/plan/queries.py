@@ -1,0 +1,138 @@
+"""The plan's queries used by rules and reports: artifacts by key, the studies a config feeds and the eval
+tables each needs, training FLOPs and resources."""
+
+from __future__ import annotations
+
+from cpt_scaling.config.load import GENERAL
+from cpt_scaling.core.keys import canonical_json
+from cpt_scaling.cost import model as cost
+from cpt_scaling.cost import resources
+from cpt_scaling.plan.artifact import Artifact
+
+
+class Queries:
+    """What rules ask of a :class:`~cpt_scaling.plan.sweep.Plan` (a mixin over its built stages)."""
+
+    # -- studies -------------------------------------------------------------------------------------------
+    @property
+    def chinchilla_enabled(self) -> bool:
+        """Whether the Chinchilla study has data: pretraining runs, i.e. sizes trained from scratch."""
+        return bool(self.pretrain)
+
+    def unavailable_studies(self) -> dict[str, str]:
+        """Studies that this config cannot feed, each with the reason and the config keys that would enable it.
+
+        Both need pretraining runs of ours: Chinchilla fits them, the split study branches from their
+        checkpoints. A sweep whose every size continues from a local checkpoint has none.
+        """
+        if self.pretrain:
+            return {}
+        reason = ("needs pretraining runs, but every size continues from models.sizes.<name>.base_checkpoint; "
+                  "add a size trained from scratch (n_layers, d_model, n_heads, d_ff and no base_checkpoint) "
+                  "to run it")
+        studies = {"chinchilla": f"the Chinchilla study {reason}"}
+        if self.cfg["studies"]["split"]["enabled"]:
+            studies["split"] = f"the split study (studies.split.enabled) {reason}"
+        return studies
+
+    @property
+    def split_domains(self) -> list[str]:
+        """Domains of the split study; none without pretraining runs (it branches from their checkpoints)."""
+        study = self.cfg["studies"]["split"]
+        if not study["enabled"] or not self.pretrain:
+            return []
+        return [d for d in self.domains if study["domains"] is None or d in study["domains"]]
+
+    @property
+    def cross_domain_enabled(self) -> bool:
+        """Whether the cross-domain study runs: enabled and at least two domains to learn across."""
+        return self.cfg["studies"]["cross_domain"]["enabled"] and len(self.domains) >= 2
+
+    @property
+    def specialization_domains(self) -> list[str]:
+        """Domains whose sweep has both a ratio-0 (generalist) and the specialist ratio."""
+        study = self.cfg["studies"]["specialization"]
+        if not study["enabled"]:
+            return []
+        wanted = {0.0, study["specialist_ratio"]}
+        return [d for d, c in self.cfg["domains"].items() if wanted <= set(c["ratios"])]
+
+    # -- artifacts and eval tables -------------------------------------------------------------------------
+    def artifact(self, key: str) -> Artifact:
+        art = self._by_key.get(key)
+        return art if art is not None else self.by_key[key]
+
+    def job_json(self, key: str) -> str:
+        """The job's parameters as a canonical string (Snakemake compares params by repr)."""
+        return canonical_json(self.artifact(key).job)
+
+    def outputs(self, stage: str) -> list[str]:
+        return [a.output for a in self.by_key.values() if a.stage == stage]
+
+    def dcpt_evals(self, domain: str) -> list[str]:
+        """Eval tables a domain's D-CPT fit needs: its CPT runs and the base models, on its suite and general."""
+        runs = {a.key for (_, d, _, _), a in self.cpt.items() if d == domain}
+        return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
+
+    def _evals_of_runs(self, runs: set[str], corpora: set[str]) -> list[str]:
+        """Eval tables of the given runs on any of ``corpora``, plus the local base models' (every suite)."""
+        evals = self.evals  # builds the evaluation stage (and base_evals) on first use
+        bases = {a.key for a in self.base_evals.values()}
+        return sorted(a.output for a in evals.values()
+                      if (a.spec.get("run") in runs and set(a.job["corpora"]) & corpora) or a.key in bases)
+
+    def cross_domain_evals(self) -> list[str]:
+        """Eval tables of the cross-domain fit: every domain's D-CPT evaluations."""
+        return sorted({path for domain in self.domains for path in self.dcpt_evals(domain)})
+
+    def specialization_evals(self, domain: str) -> list[str]:
+        """Eval tables of the specialisation study: base models, generalist (r=0) and specialist runs."""
+        ratios = {0.0, self.cfg["studies"]["specialization"]["specialist_ratio"]}
+        runs = {a.key for (_, d, r, _), a in self.cpt.items() if d == domain and r in ratios}
+        return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
+
+    def split_evals(self, domain: str) -> list[str]:
+        """Eval tables of the split study on the domain: every branch of every pretraining checkpoint, and the
+        pretraining checkpoints themselves (the unsplit points, D' = 0)."""
+        runs = {a.key for (_, d, _, _), a in self.split.items() if d == domain}
+        if runs:
+            runs |= {a.key for curve in self.pretrain_curve.values() for a in curve.values()}
+        return self._evals_of_runs(runs, {domain})
+
+    def pretrain_evals(self) -> list[str]:
+        """Eval tables of the Chinchilla study: the from-scratch pretraining runs on the general suite."""
+        runs = {a.key for curve in self.pretrain_curve.values() for a in curve.values()}
+        return sorted(a.output for a in self.evals.values()
+                      if a.spec.get("run") in runs and GENERAL in a.job["corpora"])
+
+    def all_evals(self) -> list[str]:
+        return sorted({a.output for a in self.evals.values()})
+
+    def exam_eval_key(self, key: str) -> str:
+        """An evaluation job of the same model as the exam job ``key`` (whose resources it takes)."""
+        self._ensure_evals()
+        return self.exam_eval[key]
+
+    def all_exams(self) -> list[str]:
+        """Score tables of the exam jobs (none unless ``evaluate.exams`` lists exams)."""
+        self._ensure_evals()
+        return sorted(a.output for a in self._exams.values())
+
+    def train_flops(self, key: str) -> float:
+        """Training FLOPs of one run: ``tokens · (6·(N + d·V) + 12·L·d·T)`` (:mod:`cpt_scaling.cost.model`), with the
+        size's exact ``N`` and its embedding rows."""
+        job = self.artifact(key).job
+        arch = self.cfg["models"]["sizes"][self.size_of[key]]
+        return self.trained_tokens(key) * cost.size_flops_per_token(arch, job["seq_len"], job["vocab_size"])
+
+    def trained_tokens(self, key: str) -> int:
+        """Tokens one training job trains: a run's budget, a trunk segment's or a branch's own stretch."""
+        return self.trained.get(key, self.artifact(key).job["tokens"])
+
+    def train_resources(self, key: str) -> dict[str, int | str]:
+        """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.cost.resources`)."""
+        return resources.train_resources_of(self, key)
+
+    def train_resource_names(self) -> list[str]:
+        """Resource names every training job of this config carries (fixed at parse time)."""
+        return resources.train_resource_names(self.cfg["cost"], self.cfg.get("cluster"))

@@ -1,0 +1,212 @@
+"""The training stage of the plan: pretraining runs, continued-pretraining runs and WSD curves (trunk segments
+and decay branches)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cpt_scaling.config.load import GENERAL
+from cpt_scaling.plan.artifact import JOB_PATHS, Artifact, checkpoint_schedule, ratio_label, raw
+from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
+
+
+class TrainStage:
+    """Builds the training artifacts of a :class:`~cpt_scaling.plan.sweep.Plan` (a mixin: it uses the plan's
+    config, digests, data artifacts, ``_add`` and ``_spec``; the split study's runs come from
+    :class:`~cpt_scaling.plan.split_study.SplitStudy`)."""
+
+    def vocab_size(self, size: str) -> int:
+        """Embedding rows of a size: a checkpoint's own (config.json), else the size's or the tokenizer's."""
+        return self.cfg["models"]["sizes"][size]["vocab_size"] or self.cfg["tokenizer"]["vocab_size"]
+
+    def _train_common(self) -> dict[str, Any]:
+        t = self.cfg["training"]
+        return {"seq_len": self.cfg["shards"]["seq_len"], "batch_size": t["batch_size"],
+                "micro_batch_size": t["micro_batch_size"], "seed": t["seed"],
+                # ZeRO stage, optimizer offload (DeepSpeed's CPU Adam) and the gradient accumulation dtype change
+                # the numerics: in keys. Activation checkpointing does not: it reaches the job as a resource.
+                "deepspeed": {"zero_stage": t["zero_stage"], "offload_optimizer": t["offload_optimizer"],
+                              "grad_accum_dtype": t["grad_accum_dtype"]},
+                "tokenizer": self.tokenizer.dir}
+
+    def _step_tokens(self) -> int:
+        return self.cfg["training"]["batch_size"] * self.cfg["shards"]["seq_len"]
+
+    def _train_artifact(self, name: str, spec_parts: dict[str, Any], job: dict[str, Any]) -> Artifact:
+        return self._add(Artifact("train", name, self._spec("train", **spec_parts), self.root, job=job))
+
+    def _train_stage(self) -> None:
+        cfg = self.cfg
+        common = self._train_common()
+        general = self.shards[GENERAL]
+        self.pretrain: dict[str, Artifact] = {}  # size -> the pretraining run (its final checkpoint: the base)
+        self.pretrain_curve: dict[str, dict[int, Artifact]] = {}  # size -> tokens -> run with that checkpoint
+        self.base_init: dict[str, dict[str, Any]] = {}
+        self.size_of: dict[str, str] = {}  # train artifact key -> model size name (for the cost model)
+        self.trained: dict[str, int] = {}  # trunk segment or branch key -> tokens it trains (else: its budget)
+        self.curve_of: dict[str, str] = {}  # branch key -> its trunk's name: the run its points belong to
+        self.branch_point: dict[str, Artifact] = {}  # branch key -> the trunk segment whose end state it continues
+        self.start_tokens: dict[str, int] = {}  # run key -> tokens its initial state had trained (split branches)
+        for size, arch in cfg["models"]["sizes"].items():
+            model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
+            if arch["base_checkpoint"]:
+                ckpt = arch["base_checkpoint"]
+                if arch.get("base_checkpoint_id"):
+                    # A declared identity (e.g. 'Qwen/Qwen2.5-7B@<commit>') stands in for the content
+                    # digest: the plan builds without the checkpoint on disk; the path is read at run time.
+                    spec = {"checkpoint_id": arch["base_checkpoint_id"]}
+                else:
+                    spec, ckpt = {"checkpoint": self.digests.digest(ckpt)}, raw(ckpt)
+                self.base_init[size] = {"spec": spec, "init": {"kind": "checkpoint", "path": ckpt}}
+                continue
+            tokens = cfg["pretrain"]["tokens"]
+            budgets = checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"], self._step_tokens())
+            if self.pretrain_branches:  # every checkpoint an annealed WSD branch end (Chinchilla's points)
+                scratch = {"spec": {"init": "scratch"}, "init": {"kind": "scratch"}}
+                run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
+                          "domain_shards": None, "ratio": 0.0}
+                self.pretrain_curve[size] = self._wsd_curve(
+                    f"pt-{size}", size, scratch, run_of, {"general": general.key, "domain": None},
+                    budgets, self._wsd_optimizers(cfg["optimizer"], budgets[-1]), common)
+                art = self.pretrain_curve[size][tokens]
+            else:
+                job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"},
+                       "general_shards": general.ref(), "domain_shards": None, "ratio": 0.0, "tokens": tokens,
+                       "optimizer": cfg["optimizer"], "checkpoint_tokens": budgets}
+                art = self._train_artifact(
+                    f"pt-{size}", {"job": {k: v for k, v in job.items() if k not in JOB_PATHS},
+                                   "general": general.key}, job)
+                self.pretrain_curve[size] = dict.fromkeys(budgets, art)
+            self.pretrain[size] = art
+            self.size_of[art.key] = size
+            self.base_init[size] = {"spec": {"pretrain": art.key}, "init": {"kind": "run", "run_dir": art.ref()}}
+        self.cpt: dict[tuple[str, str, float, int], Artifact] = {}
+        optimizer = dict(cfg["optimizer"])
+        if cfg["cpt"]["lr"] is not None:
+            optimizer["lr"] = cfg["cpt"]["lr"]
+        for size, arch in cfg["models"]["sizes"].items():
+            model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
+            base = self.base_init[size]
+            for domain, dcfg in cfg["domains"].items():
+                for ratio in dcfg["ratios"]:
+                    if self.branches:
+                        runs = self._cpt_branches(size, model, base, domain, ratio, optimizer, common)
+                    else:
+                        runs = {tokens: self._cpt_run(size, model, base, domain, ratio, tokens, optimizer, common)
+                                for tokens in cfg["cpt"]["tokens"]}
+                    for tokens, run in runs.items():
+                        self.cpt[(size, domain, ratio, tokens)] = run
+                        self.size_of[run.key] = size
+        self._split_stage(optimizer, common)
+
+    @property
+    def pretrain_branches(self) -> bool:
+        """Whether pretraining checkpoints are WSD branch ends (annealed) of one trunk per size (the default
+        with more than one checkpoint; ``pretrain.budgets: single_run`` keeps one cosine run)."""
+        return self.cfg["pretrain"]["budgets"] == "branches" and self.cfg["pretrain"]["checkpoints"] > 1
+
+    @property
+    def branches(self) -> bool:
+        """Whether CPT budgets are WSD branches of one trunk per (size, domain, ratio): the default with more
+        than one budget (``cpt.budgets: separate_runs`` keeps one cosine run per budget)."""
+        cpt = self.cfg["cpt"]
+        return cpt["budgets"] == "branches" and len(cpt["tokens"]) > 1
+
+    def _wsd_optimizers(self, optimizer: dict[str, Any], warmup_budget: int
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(trunk, branch) optimizer settings: warmup in absolute steps (the same for every budget: that of a
+        cosine run of ``warmup_budget`` tokens unless ``cpt.warmup_steps``), then a constant LR on the trunk;
+        each branch decays over the last ``cpt.decay_fraction`` of its budget, in ``cpt.decay_shape``."""
+        cpt = self.cfg["cpt"]
+        warmup = cpt["warmup_steps"]
+        if warmup is None:
+            warmup = warmup_steps(warmup_budget // self._step_tokens(), optimizer["warmup_fraction"])
+        common = {k: v for k, v in optimizer.items() if k not in ("warmup_fraction", "schedule")}
+        trunk = {**common, "schedule": "constant", "warmup_steps": warmup}
+        branch = {**trunk, "schedule": "wsd", "decay_fraction": cpt["decay_fraction"],
+                  "decay_shape": cpt["decay_shape"]}
+        return trunk, branch
+
+    def _cpt_branches(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
+                      optimizer: dict[str, Any], common: dict[str, Any]) -> dict[int, Artifact]:
+        """One WSD trunk per (size, domain, ratio) and a decay branch per budget D off the trunk's state at its
+        branch point. The trunk is a chain of segments, one per branch point, each keyed by the trunk and its end
+        only: a larger budget added later extends the trunk from its last state, and nothing done reruns."""
+        budgets = self.cfg["cpt"]["tokens"]  # the smallest budget sets the warmup: a larger one can be added
+        general = self.shards[GENERAL]
+        dom = self.shards[domain] if ratio > 0 else None
+        run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
+                  "domain_shards": dom.ref() if dom else None, "ratio": ratio}
+        label = f"{size}{base.get('label', '')}-{domain if dom else 'general'}-{ratio_label(ratio)}"
+        return self._wsd_curve(f"cpt-{label}", size, base, run_of,
+                               {"general": general.key, "domain": dom.key if dom else None},
+                               budgets, self._wsd_optimizers(optimizer, budgets[0]), common)
+
+    def _wsd_curve(self, name: str, size: str, base: dict[str, Any], run_of: dict[str, Any],
+                   data: dict[str, Any], budgets: list[int],
+                   optimizers: tuple[dict[str, Any], dict[str, Any]], common: dict[str, Any],
+                   start: int = 0, direct: bool = False) -> dict[int, Artifact]:
+        """The trunk segments and branches of one WSD curve ``name`` (branch ``<name>-d<D>`` per budget D, trunk
+        segments ``trunk-<name>-t<T>``), from ``base`` (whose state is at ``start`` tokens: 0 for a model, a
+        trunk's branch point for a curve continuing another trunk); returns the branches by budget.
+
+        A budget whose decay would begin at or before ``start`` decays from ``base`` itself, over all of its
+        tokens past ``start`` (``decay_fraction`` = (D - start) / D for that branch). ``direct``: no trunk
+        segments, each branch one job from ``base`` (constant LR to its decay, then the decay): for a curve of
+        one budget, where a segment would be shared by nothing."""
+        trunk_opt, branch_opt = optimizers
+        step_tokens = self._step_tokens()
+        decays = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens for tokens in budgets}
+        points = {tokens: start if direct else max(start, decay) for tokens, decay in decays.items()}
+        segments: dict[int, Artifact] = {}
+        previous: Artifact | None = None
+        for point in sorted(set(points.values()) - {start}):
+            init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.ref()}
+            job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
+                   "checkpoint_tokens": [point], "keep_final_state": True}
+            trunk = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+            seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data}, job)
+            self.trained[seg.key] = point - (previous.job["tokens"] if previous else start)
+            self.size_of[seg.key] = size
+            segments[point] = previous = seg
+        runs: dict[int, Artifact] = {}
+        for tokens, point in points.items():
+            if point == start:  # from the base's own state; all of it a decay when the decay starts before it
+                opt = (branch_opt if decays[tokens] > start
+                       else {**branch_opt, "decay_fraction": (tokens - start) / tokens})
+                job = {**common, **run_of, "init": base["init"], "tokens": tokens, "optimizer": opt,
+                       "checkpoint_tokens": [tokens]}
+                branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+                runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "base": base["spec"],
+                                                    **data}, job)
+            else:
+                seg = segments[point]
+                job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.ref()}, "tokens": tokens,
+                       "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
+                branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+                runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
+                                                    job)
+                self.branch_point[runs[tokens].key] = seg
+            self.trained[runs[tokens].key] = tokens - point
+            self.size_of[runs[tokens].key] = size
+            self.curve_of[runs[tokens].key] = name
+        return runs
+
+    def _cpt_run(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
+                 tokens: int, optimizer: dict[str, Any], common: dict[str, Any]) -> Artifact:
+        """One continued-pretraining run. A ratio-0 run never reads domain data, so its key (and its artifact)
+        is shared by every domain."""
+        general = self.shards[GENERAL]
+        dom = self.shards[domain] if ratio > 0 else None
+        job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": base["init"],
+               "general_shards": general.ref(),
+               "domain_shards": dom.ref() if dom else None, "ratio": ratio, "tokens": tokens,
+               "optimizer": optimizer,
+               "checkpoint_tokens": checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"],
+                                                        self._step_tokens())}
+        stable = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+        label = domain if dom else "general"
+        name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"
+        return self._train_artifact(
+            name, {"job": stable, "base": base["spec"], "general": general.key, "domain": dom.key if dom else None},
+            job)

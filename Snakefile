@@ -29,6 +29,7 @@ include: "rules/train.smk"
 include: "rules/evaluate.smk"
 include: "rules/fit.smk"
 include: "rules/figures.smk"
+include: "rules/next.smk"  # optional: results/tables/next_runs_<domain>.csv, asked for by name
 
 
 # The default target (it must live in this file: Snakemake ignores default targets set in included files).

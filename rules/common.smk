@@ -102,6 +102,14 @@ def study_figures(plan):
     return figs
 
 
+@fixed_signature
+def next_runs_job(wildcards):
+    """Settings of a next_runs job (rules/next.smk) from the config; imports its module only when asked."""
+    from cpt_scaling.plan.next_runs import workflow_job
+
+    return canonical_json(workflow_job(CFG, wildcards.domain))
+
+
 def refuse_unavailable_targets(plan, argv):
     """Studies without data leave the default target with one INFO line; naming one of their outputs on the
     command line stops here with one line that says why and which config keys enable it (not a traceback)."""

@@ -27,6 +27,12 @@ STAGE_VERSIONS: dict[str, int] = {
 # Paths in a training job: where its inputs are, not what they hold (their keys are in the spec), so not in keys.
 JOB_PATHS = ("general_shards", "domain_shards", "tokenizer")
 
+
+def keyed_settings(job: dict[str, Any], *also: str) -> dict[str, Any]:
+    """A training job's settings that enter its key: all but :data:`JOB_PATHS` and ``also`` (``init``, where the
+    spec names the initial state by its own key)."""
+    return {k: v for k, v in job.items() if k not in (*JOB_PATHS, *also)}
+
 # The file each stage's job writes last; its presence means the artifact is complete.
 MAIN_OUTPUT: dict[str, str] = {
     "classifier": "model.bin",

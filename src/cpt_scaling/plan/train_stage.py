@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from cpt_scaling.config.load import GENERAL
-from cpt_scaling.plan.artifact import JOB_PATHS, Artifact, checkpoint_schedule, ratio_label, raw
+from cpt_scaling.plan.artifact import Artifact, checkpoint_schedule, keyed_settings, ratio_label, raw
 from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
 
 
@@ -74,7 +74,7 @@ class TrainStage:
                        "general_shards": general.ref(), "domain_shards": None, "ratio": 0.0, "tokens": tokens,
                        "optimizer": cfg["optimizer"], "checkpoint_tokens": budgets}
                 art = self._train_artifact(
-                    f"pt-{size}", {"job": {k: v for k, v in job.items() if k not in JOB_PATHS},
+                    f"pt-{size}", {"job": keyed_settings(job),
                                    "general": general.key}, job)
                 self.pretrain_curve[size] = dict.fromkeys(budgets, art)
             self.pretrain[size] = art
@@ -164,7 +164,7 @@ class TrainStage:
             init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.ref()}
             job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
                    "checkpoint_tokens": [point], "keep_final_state": True}
-            trunk = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+            trunk = keyed_settings(job, "init")
             seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data}, job)
             self.trained[seg.key] = point - (previous.job["tokens"] if previous else start)
             self.size_of[seg.key] = size
@@ -176,14 +176,14 @@ class TrainStage:
                        else {**branch_opt, "decay_fraction": (tokens - start) / tokens})
                 job = {**common, **run_of, "init": base["init"], "tokens": tokens, "optimizer": opt,
                        "checkpoint_tokens": [tokens]}
-                branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+                branch = keyed_settings(job, "init")
                 runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "base": base["spec"],
                                                     **data}, job)
             else:
                 seg = segments[point]
                 job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.ref()}, "tokens": tokens,
                        "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
-                branch = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+                branch = keyed_settings(job, "init")
                 runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
                                                     job)
                 self.branch_point[runs[tokens].key] = seg
@@ -204,7 +204,7 @@ class TrainStage:
                "optimizer": optimizer,
                "checkpoint_tokens": checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"],
                                                         self._step_tokens())}
-        stable = {k: v for k, v in job.items() if k not in (*JOB_PATHS, "init")}
+        stable = keyed_settings(job, "init")
         label = domain if dom else "general"
         name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"
         return self._train_artifact(

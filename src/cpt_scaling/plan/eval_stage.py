@@ -51,8 +51,8 @@ class EvalStage:
             meta = {"kind": "cpt" if run.key in cpt_runs else "split", "size": size, "N": self.n_params(size),
                     "domain": domain,
                     "ratio": self.cfg["studies"]["split"]["ratio"], "budget": tokens, "pretrain_tokens": branch}
-            if run.key in self.start_tokens:  # a split curve's branch: D counts the tokens past its branch point
-                meta |= {"run": self.curve_of[run.key], "budget": None, "start_tokens": self.start_tokens[run.key]}
+            if self.pretrain_branches:  # a split curve's branch off trunk state P = branch: D counts from P
+                meta |= {"run": self.curve_of[run.key], "budget": None, "start_tokens": branch}
             self._eval(run, [domain, GENERAL], meta)
 
     def _eval(self, run: Artifact | None, corpora: list[str], meta: dict[str, Any],

@@ -63,4 +63,3 @@ class SplitStudy:
                                    direct=len(spec_tokens) == 1)
             for total, run in runs.items():
                 self.split[(size, domain, point, total - point)] = run
-                self.start_tokens[run.key] = point

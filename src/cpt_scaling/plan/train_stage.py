@@ -46,7 +46,6 @@ class TrainStage:
         self.trained: dict[str, int] = {}  # trunk segment or branch key -> tokens it trains (else: its budget)
         self.curve_of: dict[str, str] = {}  # branch key -> its trunk's name: the run its points belong to
         self.branch_point: dict[str, Artifact] = {}  # branch key -> the trunk segment whose end state it continues
-        self.start_tokens: dict[str, int] = {}  # run key -> tokens its initial state had trained (split branches)
         for size, arch in cfg["models"]["sizes"].items():
             model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
             if arch["base_checkpoint"]:

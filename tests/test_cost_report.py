@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_workdir
-from workflow_utils import REPO, planned_jobs, run_snakemake
+from workflow_utils import REPO, plan_in, planned_jobs, run_snakemake
 
 from cpt_scaling.cli.main import main
 from cpt_scaling.dryrun.cost_report import schedule_wall_hours
@@ -143,18 +143,8 @@ def test_schedule_respects_dependencies_and_slots() -> None:
 @pytest.mark.slow
 def test_after_a_partial_run_only_what_is_left_is_priced(tmp_path: Path) -> None:
     """Run the micro sweep's pretraining, then the report prices exactly the jobs a dry run still lists."""
-    import os
-
-    from cpt_scaling.config.load import load_config
-    from cpt_scaling.plan.sweep import build_plan
-
     workdir = make_workdir(tmp_path / "w")
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        plan = build_plan(load_config("micro.yaml"))
-    finally:
-        os.chdir(cwd)
+    plan = plan_in(workdir, "micro.yaml")
     pretrain = sorted(a.output for a in plan.pretrain.values())
     out = tmp_path / "before.json"
     assert main(["cost", "--directory", str(workdir), "--configfile", "micro.yaml", "--json", str(out),

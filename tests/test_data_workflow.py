@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import pytest
 import yaml
-from workflow_utils import planned_jobs
-
-from cpt_scaling.config.load import load_config
-from cpt_scaling.plan.sweep import build_plan
+from workflow_utils import plan_in, planned_jobs
 
 pytestmark = pytest.mark.slow
 
 
 def plan_outputs(workdir: Path, configfile: str) -> dict[str, dict[str, str]]:
     """Stage -> artifact key -> output path, of the plan of ``configfile`` in ``workdir``."""
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        plan = build_plan(load_config(configfile))
-    finally:
-        os.chdir(cwd)
+    plan = plan_in(workdir, configfile)
     stages: dict[str, dict[str, str]] = {}
     for key, art in plan.by_key.items():
         stages.setdefault(art.output.split("/")[1], {})[key] = art.output

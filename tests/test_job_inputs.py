@@ -3,17 +3,15 @@ cannot be missing from what Snakemake makes first."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from test_wsd_workflow import branch_config
-from workflow_utils import REPO
+from workflow_utils import REPO, plan_in
 
-from cpt_scaling.config.load import load_config
-from cpt_scaling.plan.sweep import Plan, build_plan
+from cpt_scaling.plan.sweep import Plan
 
 
 def _strings(value: Any) -> list[str]:
@@ -27,16 +25,11 @@ def _strings(value: Any) -> list[str]:
 
 
 def _plan(config: str, tmp_path: Path) -> Plan:
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        if config == "branches":  # WSD curves (pretraining, CPT) and split curves off the pretraining trunk
-            micro = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
-            (tmp_path / "branches.yaml").write_text(yaml.safe_dump(branch_config(micro, [65536, 262144])))
-            return build_plan(load_config(str(tmp_path / "branches.yaml")))
-        return build_plan(load_config(config))
-    finally:
-        os.chdir(cwd)
+    if config == "branches":  # WSD curves (pretraining, CPT) and split curves off the pretraining trunk
+        micro = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
+        (tmp_path / "branches.yaml").write_text(yaml.safe_dump(branch_config(micro, [65536, 262144])))
+        config = str(tmp_path / "branches.yaml")
+    return plan_in(REPO, config)
 
 
 @pytest.mark.parametrize("config", ["tests/configs/micro.yaml", "config/demo.yaml", "branches"])

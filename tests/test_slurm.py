@@ -8,7 +8,6 @@ records are what the test checks, next to `squeue --states=all`.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -18,10 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_workdir
-from workflow_utils import REPO, planned_jobs, run_snakemake
+from workflow_utils import REPO, plan_in, planned_jobs, run_snakemake
 
-from cpt_scaling.config.load import load_config
-from cpt_scaling.plan.sweep import Plan, build_plan
 from cpt_scaling.train.train_log import read_log
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -74,16 +71,6 @@ def minutes(limit: str) -> int:
     return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + (parts[2] > 0)
 
 
-def micro_plan(workdir: Path) -> Plan:
-    """The sweep plan of the micro config, built in ``workdir``."""
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        return build_plan(load_config("micro.yaml"))
-    finally:
-        os.chdir(cwd)
-
-
 def run_on_slurm(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_snakemake(workdir, "micro.yaml", TARGET, *args, "--workflow-profile", str(TEST_PROFILE),
                          profile="slurm", timeout=1800)
@@ -112,7 +99,7 @@ def test_micro_sweep_on_slurm_then_a_rerun_submits_nothing(slurm_cluster: Path, 
                                                         check=True).stdout.split()]
     assert {j[1] for j in jobs} == {"COMPLETED"}, jobs
     # Training jobs got the cost model's runtime limit and memory, and no GPU request (CPU-only config).
-    plan = micro_plan(workdir)
+    plan = plan_in(workdir, "micro.yaml")
     train = [j for j in jobs if j[2].startswith("rule_train_wildcards_")]
     assert len(train) == len(plan.pretrain), jobs
     for _, _, comment, limit, mem, gres in train:
@@ -143,13 +130,7 @@ def capped_config(workdir: Path) -> tuple[str, str]:
     cfg["cluster"] = {"max_runtime_minutes": 1}
     cfg["training"]["checkpoint_minutes"] = 0.1
     (workdir / "capped.yaml").write_text(yaml.safe_dump(cfg))
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        plan = build_plan(load_config("capped.yaml"))
-    finally:
-        os.chdir(cwd)
-    return "capped.yaml", plan.pretrain["xs"].key
+    return "capped.yaml", plan_in(workdir, "capped.yaml").pretrain["xs"].key
 
 
 def test_a_run_longer_than_the_partition_limit_finishes_over_several_submissions(
@@ -157,12 +138,7 @@ def test_a_run_longer_than_the_partition_limit_finishes_over_several_submissions
 ) -> None:
     workdir = make_workdir(tmp_path / "w")
     configfile, key = capped_config(workdir)
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        plan = build_plan(load_config(configfile))
-    finally:
-        os.chdir(cwd)
+    plan = plan_in(workdir, configfile)
     res = plan.train_resources(key)
     assert res["runtime"] == 1 and res["submissions"] > 1, res
     run_dir = workdir / plan.artifact(key).dir

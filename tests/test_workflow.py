@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_utils import planned_jobs, run_snakemake
-
-from cpt_scaling.config.load import load_config
-from cpt_scaling.plan.sweep import build_plan
+from workflow_utils import plan_in, planned_jobs, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +23,7 @@ def edit_config(workdir: Path, edit) -> str:
 
 def new_artifacts(workdir: Path, old: str, new: str) -> set[str]:
     """Output paths of artifacts whose keys exist in the plan of ``new`` but not in that of ``old``."""
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        before = build_plan(load_config(old)).by_key
-        after = build_plan(load_config(new)).by_key
-    finally:
-        os.chdir(cwd)
+    before, after = plan_in(workdir, old).by_key, plan_in(workdir, new).by_key
     return {a.output for k, a in after.items() if k not in before}
 
 

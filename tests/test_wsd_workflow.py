@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,11 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 from reliability_utils import assert_same_products, kill_group, resume, start_snakemake, wait_until
-from workflow_utils import planned_jobs, run_snakemake
+from workflow_utils import plan_in, planned_jobs, run_snakemake
 
-from cpt_scaling.config.load import load_config
 from cpt_scaling.evaluate.tables import read_eval_tables
-from cpt_scaling.plan.sweep import build_plan
 from cpt_scaling.studies.split import split_points
 from cpt_scaling.train.schedule import wsd_decay_start
 
@@ -85,12 +82,7 @@ def test_split_curves_continue_the_pretraining_trunk_state_and_its_points_includ
     trunk states at P = 1,024, 2,048 and 4,096. Each split curve continues one of them (weights, optimizer, step)
     on legal data for D' = 4,096 tokens in one job (a single D': no segment to share), at constant LR and then
     decaying over the last half of P + D' (from P = 4,096, where that decay starts at P, all of it)."""
-    cwd = os.getcwd()
-    os.chdir(branch_run)
-    try:
-        plan = build_plan(load_config("branches.yaml"))
-    finally:
-        os.chdir(cwd)
+    plan = plan_in(branch_run, "branches.yaml")
     assert sorted(p for (_, _, p, _) in plan.split) == [1024, 2048, 4096]
     for point in (1024, 2048, 4096):
         total = point + SPEC_TOKENS

@@ -8,8 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cpt_scaling.config.load import load_config
+from cpt_scaling.plan.sweep import Plan, build_plan
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def plan_in(workdir: Path, configfile: str) -> Plan:
+    """The sweep plan of ``configfile`` as the workflow builds it in ``workdir`` (relative paths resolve there)."""
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        return build_plan(load_config(configfile))
+    finally:
+        os.chdir(cwd)
 
 
 def run_snakemake(workdir: Path, configfile: str, *args: str, profile: str = "local",

@@ -94,7 +94,7 @@ def study_figures(plan):
         return patterns if domains is None else expand(patterns, domain=domains)
 
     figs = outputs("figures_chinchilla") if plan.chinchilla_enabled else []
-    figs += outputs("figures_dcpt", plan.domains)
+    figs += outputs("figures_dcpt", plan.domains) if plan.dcpt_enabled else []
     if plan.cross_domain_enabled:
         figs += outputs("figures_cross_domain")
     figs += outputs("figures_specialization", plan.specialization_domains)
@@ -111,15 +111,18 @@ def next_runs_job(wildcards):
 
 
 def refuse_unavailable_targets(plan, argv):
-    """Studies without data leave the default target with one INFO line; naming one of their outputs on the
-    command line stops here with one line that says why and which config keys enable it (not a traceback)."""
+    """Studies without data (or whose annealed points would not identify their law) leave the default target
+    with one INFO line; naming one of their outputs on the command line stops here with one line that says why
+    and which config keys enable it (not a traceback). An output belongs to the study its file name starts with."""
     unavailable = plan.unavailable_studies()
     for study, reason in unavailable.items():
-        logger.info(f"left out of the default target: {reason}")
+        if study != "next_runs":  # never in the default target
+            logger.info(f"left out of the default target: {reason}")
     results = os.path.abspath(RES) + os.sep
     for arg in argv[1:]:
-        study = os.path.basename(arg).split("_")[0].split(".")[0]
-        if study in unavailable and os.path.abspath(arg).startswith(results):
+        name = os.path.basename(arg)
+        study = next((s for s in unavailable if name == s or name.startswith((f"{s}_", f"{s}."))), None)
+        if study is not None and os.path.abspath(arg).startswith(results):
             print(f"{CONFIG_SOURCE}: {arg}: {unavailable[study]}", file=sys.stderr)
             sys.exit(1)
 

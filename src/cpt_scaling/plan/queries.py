@@ -16,23 +16,54 @@ class Queries:
     # -- studies -------------------------------------------------------------------------------------------
     @property
     def chinchilla_enabled(self) -> bool:
-        """Whether the Chinchilla study has data: pretraining runs, i.e. sizes trained from scratch."""
-        return bool(self.pretrain)
+        """Whether the Chinchilla study runs: pretraining runs with two or more annealed budgets per size."""
+        return "chinchilla" not in self.unavailable_studies()
+
+    @property
+    def dcpt_enabled(self) -> bool:
+        """Whether the D-CPT fits are identified by the points ``fit.intermediate_points`` lets them use."""
+        return "dcpt" not in self.unavailable_studies()
+
+    def annealed_budgets(self) -> dict[str, int]:
+        """Annealed token budgets per run curve that the fits see: ``cpt`` (a WSD branch end or a cosine run's
+        last checkpoint per cpt.tokens entry) and ``pretrain`` (each pretraining branch end with
+        pretrain.budgets: branches; only the final checkpoint of one cosine run)."""
+        pretrain = max((len(c) if self.pretrain_branches else 1 for c in self.pretrain_curve.values()), default=0)
+        return {"cpt": len(self.cfg["cpt"]["tokens"]), "pretrain": pretrain}
 
     def unavailable_studies(self) -> dict[str, str]:
-        """Studies that this config cannot feed, each with the reason and the config keys that would enable it.
+        """Studies that this config cannot feed, each with the reason and the config keys that would enable it
+        (keys: the prefix of the study's output names).
 
-        Both need pretraining runs of ours: Chinchilla fits them, the split study branches from their
-        checkpoints. A sweep whose every size continues from a local checkpoint has none.
+        Chinchilla and split need pretraining runs of ours: Chinchilla fits them, the split study branches from
+        their checkpoints; a sweep whose every size continues from a local checkpoint has none. The fits use
+        annealed points (see fit.intermediate_points in config/schema.yaml): Chinchilla always, so it needs two
+        or more annealed pretraining budgets per size; D-CPT and cross-domain (and next_runs, which reads the
+        D-CPT fit) unless fit.intermediate_points is true, so they need two or more cpt.tokens.
         """
-        if self.pretrain:
-            return {}
-        reason = ("needs pretraining runs, but every size continues from models.sizes.<name>.base_checkpoint; "
-                  "add a size trained from scratch (n_layers, d_model, n_heads, d_ff and no base_checkpoint) "
-                  "to run it")
-        studies = {"chinchilla": f"the Chinchilla study {reason}"}
-        if self.cfg["studies"]["split"]["enabled"]:
-            studies["split"] = f"the split study (studies.split.enabled) {reason}"
+        studies: dict[str, str] = {}
+        annealed = self.annealed_budgets()
+        if not self.pretrain:
+            reason = ("needs pretraining runs, but every size continues from models.sizes.<name>.base_checkpoint; "
+                      "add a size trained from scratch (n_layers, d_model, n_heads, d_ff and no base_checkpoint) "
+                      "to run it")
+            studies["chinchilla"] = f"the Chinchilla study {reason}"
+            if self.cfg["studies"]["split"]["enabled"]:
+                studies["split"] = f"the split study (studies.split.enabled) {reason}"
+        elif annealed["pretrain"] < 2:
+            studies["chinchilla"] = (
+                "the Chinchilla study fits annealed points only and this config has one per size (pretrain.budgets: "
+                f"{self.cfg['pretrain']['budgets']}, pretrain.checkpoints: {self.cfg['pretrain']['checkpoints']}): "
+                "the data exponent is not identified; set pretrain.budgets: branches with pretrain.checkpoints >= 2 "
+                "to run it")
+        if annealed["cpt"] < 2 and not self.cfg["fit"]["intermediate_points"]:
+            reason = ("fit annealed points only (fit.intermediate_points: false) and cpt.tokens lists one budget: one "
+                      "annealed D per run, so the data exponent is not identified; list several cpt.tokens "
+                      "(budgets: branches) or set fit.intermediate_points: true")
+            studies["dcpt"] = f"the D-CPT study would {reason}"
+            if self.cross_domain_wanted:
+                studies["cross_domain"] = f"the cross-domain study would {reason}"
+            studies["next_runs"] = f"next_runs (reads the D-CPT fit): the D-CPT study would {reason}"
         return studies
 
     @property
@@ -44,9 +75,14 @@ class Queries:
         return [d for d in self.domains if study["domains"] is None or d in study["domains"]]
 
     @property
-    def cross_domain_enabled(self) -> bool:
-        """Whether the cross-domain study runs: enabled and at least two domains to learn across."""
+    def cross_domain_wanted(self) -> bool:
+        """Whether the cross-domain study is asked for: enabled and at least two domains to learn across."""
         return self.cfg["studies"]["cross_domain"]["enabled"] and len(self.domains) >= 2
+
+    @property
+    def cross_domain_enabled(self) -> bool:
+        """Whether the cross-domain study runs: asked for, and its D-CPT points identify the law."""
+        return self.cross_domain_wanted and "cross_domain" not in self.unavailable_studies()
 
     @property
     def specialization_domains(self) -> list[str]:

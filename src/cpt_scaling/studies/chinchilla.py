@@ -1,4 +1,5 @@
-"""Chinchilla study: E + A/N^α + B/D^β fitted to the pretraining runs' general loss, and its compute frontier."""
+"""Chinchilla study: E + A/N^α + B/D^β fitted to the pretraining runs' general loss at their annealed points (WSD
+branch ends; never a cosine run's intermediate checkpoints), and its compute frontier."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pandas as pd
 
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit.decisions import chinchilla_compute_optimal
 from cpt_scaling.fit.fitting import extrapolation_factor
-from cpt_scaling.studies.common import fit_points, test_rows, write_csv
+from cpt_scaling.studies.common import annealed_points, fit_points, note_unannealed, selection, test_rows, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,20 @@ def frontier(law: dict[str, Any], points: pd.DataFrame, n: int = 25) -> pd.DataF
 
 def fit_chinchilla_study(eval_tables: list[Path], fit: dict[str, Any], law_out: Path, points_out: Path,
                          frontier_out: Path) -> dict[str, Any]:
-    """Fit the Chinchilla form; write the law JSON, its points and the compute-optimal frontier."""
-    points = chinchilla_points(read_eval_tables(eval_tables))
-    unannealed = int((~points["annealed"].astype(bool)).sum())
-    log.info("fitting Chinchilla to %d points", len(points))
+    """Fit the Chinchilla form to the annealed points only (whatever fit.intermediate_points says: a cosine run's
+    intermediate checkpoints bias the data exponent); write the law JSON, its points and the compute-optimal
+    frontier."""
+    candidates = chinchilla_points(read_eval_tables(eval_tables))
+    points = annealed_points(candidates, fit, "Chinchilla points", always=True)
+    if points["D"].nunique() < 2:
+        raise InputError("Chinchilla points", f"one annealed pretraining budget ({points['D'].iloc[0]:.0f} tokens): "
+                                              "the data exponent is not identified; set pretrain.budgets: branches "
+                                              "with pretrain.checkpoints >= 2")
+    log.info("fitting Chinchilla to %d annealed points", len(points))
     result = {"study": "chinchilla",
-              **fit_points("chinchilla", points[["N", "D", "loss"]], fit, groups=points["size"])}
-    if unannealed:  # a cosine run's intermediate checkpoints: their LR never decayed, so their loss is high
-        note = (f"{unannealed} of {len(points)} points are intermediate checkpoints of cosine pretraining runs "
-                "(not annealed; they bias the data exponent): set pretrain.budgets: branches")
-        log.warning("Chinchilla: %s", note)
-        result["diagnostics"]["warnings"].append(note)
-    result["unannealed_points"] = unannealed
+              **fit_points("chinchilla", points[["N", "D", "loss"]], fit, groups=points["size"]),
+              "point_selection": selection(candidates, points, fit, always=True)}
+    note_unannealed(result, points, "Chinchilla")  # 0: annealed points only
     write_csv(points, points_out)
     write_csv(frontier(result, points), frontier_out)
     write_json(law_out, result)

@@ -2,22 +2,81 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from cpt_scaling.core.atomic import atomic_path
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.fitting import extrapolation_factor, fit_law
 
 # Eval-table kinds of the models a continued-pretraining run starts from: a pretraining run of ours (its final
 # checkpoint is the base) or a local base checkpoint (evaluated once, at D = 0).
 BASE_KINDS = ("pretrain", "base")
 
+log = logging.getLogger(__name__)
+
 
 def test_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Rows of the reported (test) suites; validation rows only select checkpoints."""
     return df[df["split"] == "test"] if "split" in df.columns else df
+
+
+def with_annealed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its ``annealed`` column (:func:`cpt_scaling.evaluate.tables.read_eval_tables` adds it; a table
+    without one: a point is annealed at its run's budget)."""
+    return df if "annealed" in df.columns else df.assign(annealed=df["D"] == df["budget"])
+
+
+def selection(points: pd.DataFrame, kept: pd.DataFrame, fit: dict[str, Any], always: bool = False) -> dict[str, Any]:
+    """How a law JSON states its point selection: the rule, and how many unannealed points it left out."""
+    return {"intermediate_points": intermediate_points(fit) and not always,
+            "unannealed_left_out": int(len(points) - len(kept))}
+
+
+def intermediate_points(fit: dict[str, Any]) -> bool:
+    """Whether the fits take unannealed (intermediate cosine) checkpoints too: ``fit.intermediate_points``."""
+    return bool(fit.get("intermediate_points", False))
+
+
+CPT_FIX = "list several cpt.tokens (budgets: branches) or set fit.intermediate_points: true"
+
+
+def annealed_points(points: pd.DataFrame, fit: dict[str, Any], where: str, always: bool = False,
+                    fix: str = CPT_FIX) -> pd.DataFrame:
+    """The points a fit uses: the annealed ones, or every one with ``fit.intermediate_points`` (unless ``always``
+    asks for annealed only); each keeps its ``annealed`` flag. An empty selection, or annealed points of a
+    single D (the data exponent unidentified; ``fix`` says what to change), is an :class:`InputError`."""
+    flag = points["annealed"].astype(bool)
+    keep = points if intermediate_points(fit) and not always else points[flag]
+    dropped = len(points) - len(keep)
+    if dropped:
+        log.info("%s: %d intermediate (unannealed) checkpoint(s) left out of %d (fit.intermediate_points: false)",
+                 where, dropped, len(points))
+    if points.empty or keep.empty:
+        raise InputError(where, "no annealed points to fit (a WSD branch end or a cosine run's last checkpoint); "
+                                "set fit.intermediate_points: true to fit intermediate checkpoints")
+    if not intermediate_points(fit) and not always and keep["D"].nunique() < 2:
+        raise InputError(where, f"one annealed token budget ({keep['D'].iloc[0]:.0f}): the data exponent is not "
+                                f"identified; {fix}")
+    return keep.assign(annealed=keep["annealed"].astype(bool)).reset_index(drop=True)
+
+
+def note_unannealed(result: dict[str, Any], points: pd.DataFrame, where: str) -> dict[str, Any]:
+    """Record in a law JSON how many fitted points are not annealed (``unannealed_points``), with a warning
+    when there are any."""
+    n = int((~points["annealed"].astype(bool)).sum())
+    result["unannealed_points"] = n
+    if n:
+        note = (f"{n} of {len(points)} fitted points are intermediate checkpoints of cosine runs (not annealed: "
+                "their loss is high and biases the data exponent; fit.intermediate_points: true); list several "
+                "cpt.tokens with cpt.budgets: branches for annealed points only")
+        result["unannealed_note"] = note
+        result.setdefault("diagnostics", {}).setdefault("warnings", []).append(note)
+        log.warning("%s: %s", where, note)
+    return result
 
 
 def holdout_largest(points: pd.DataFrame) -> pd.Series | None:

@@ -1,6 +1,7 @@
 """Cross-domain D-CPT Law study (Que et al. 2024): one law for all domains, tested on domains it never saw.
 
-Points are the domain test loss of every D-CPT run of every domain (its checkpoints included), each with its
+Points are the domain test loss of every D-CPT run of every domain (its annealed points; every checkpoint with
+``fit.intermediate_points``, flagged ``annealed`` false), each with its
 domain's two probe features from the smallest model size, the cheapest probe: ``k1``, the base model's loss on the
 domain before continued pretraining, and ``k2``, the early slope of the domain loss, ``(k1 - loss) / tokens`` at
 the first checkpoint of the domain's highest-ratio run at the smallest budget (a short probe run's reading; here
@@ -22,7 +23,7 @@ from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit.fitting import predict
 from cpt_scaling.fit.validation import leave_domains_out
-from cpt_scaling.studies.common import fit_points, run_groups, write_csv
+from cpt_scaling.studies.common import annealed_points, fit_points, note_unannealed, run_groups, selection, write_csv
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points
 
 log = logging.getLogger(__name__)
@@ -51,15 +52,20 @@ def domain_probe(df: pd.DataFrame, points: pd.DataFrame, domain: str) -> dict[st
             "probe_ratio": float(first["ratio"]), "probe_tokens": int(first["D"])}
 
 
-def cross_points(df: pd.DataFrame, domains: list[str]) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
-    """Domain-loss points of every domain with columns domain, size, N, D, r, ratio, k1, k2, loss; the probes."""
+def cross_points(df: pd.DataFrame, domains: list[str],
+                 fit: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Domain-loss points of every domain with columns domain, run, size, N, D, r, ratio, k1, k2, loss, annealed
+    (annealed ones only unless ``fit`` sets intermediate_points; ``fit`` None: every checkpoint); the probes.
+    A probe is a feature, not a fitted point: it reads the first checkpoint, annealed or not."""
     frames, probes = [], {}
     for domain in domains:
         pts = dcpt_points(df, domain)
         pts = pts[pts["target"] == "domain"]
         probes[domain] = domain_probe(df, pts, domain)
+        if fit is not None:
+            pts = annealed_points(pts, fit, f"cross-domain points of {domain}")
         frames.append(pts.assign(domain=domain, k1=probes[domain]["k1"], k2=probes[domain]["k2"]))
-    cols = ["domain", "run", "size", "N", "D", "r", "ratio", "k1", "k2", "loss"]
+    cols = ["domain", "run", "size", "N", "D", "r", "ratio", "k1", "k2", "loss", "annealed"]
     return pd.concat(frames, ignore_index=True)[cols], probes
 
 
@@ -80,7 +86,9 @@ def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dic
                            points_out: Path) -> dict[str, Any]:
     """Fit the cross-domain law on all domains and, with three or more, leave-one-domain-out; write the law JSON
     and its points."""
-    points, probes = cross_points(read_eval_tables(eval_tables), domains)
+    df = read_eval_tables(eval_tables)
+    points, probes = cross_points(df, domains, fit)
+    every, _ = cross_points(df, domains)
     log.info("fitting the cross-domain law to %d points of %d domains", len(points), len(domains))
     law = fit_points("cross_domain", points[[*LAW_COLUMNS, "loss"]], fit, groups=run_groups(points))
     points["fit"] = predict(law, points[LAW_COLUMNS])
@@ -93,7 +101,8 @@ def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dic
             f"{len(domains)} domains for {len(DOMAIN_TERM_PARAMS)} free domain-term parameters: not identified")
         log.warning("cross-domain law: %s", law["diagnostics"]["warnings"][-1])
     result = {"study": "cross_domain", "domains": domains, "probes": probes, **law,
-              "identifiability": identifiability}
+              "identifiability": identifiability, "point_selection": selection(every, points, fit)}
+    note_unannealed(result, points, "cross-domain law")
     if len(domains) >= MIN_LODO_DOMAINS:
         points["lodo"], lodo = leave_one_domain_out(points, fit)
         result["leave_one_domain_out"] = lodo

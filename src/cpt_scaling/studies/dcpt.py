@@ -1,7 +1,9 @@
 """D-CPT Law study (Que et al. 2024) for one domain.
 
 The domain loss is fitted against (N, D, r) with r the domain ratio, and the general loss against (N, D, 1 - r),
-both with the L3 form, on the test suites at every checkpoint of the D-CPT runs, with a bootstrap over whole runs.
+both with the L3 form, on the test suites at the annealed checkpoints of the D-CPT runs (a WSD branch's end per
+budget, a cosine run's last checkpoint; every checkpoint with ``fit.intermediate_points``, flagged ``annealed``
+false in the points table and counted in the law JSON's ``unannealed_points``), with a bootstrap over whole runs.
 Decisions use the fit on all sizes; with three or more sizes a second fit without the largest is reported as the
 validation error. Usages: (1) the ratio minimising the domain loss subject to the general loss staying within
 ``(1 + T)`` of the base model's, (2) the best ratio when domain data is limited, (3) the best (N, D) for a compute
@@ -24,12 +26,16 @@ from cpt_scaling.fit import decisions
 from cpt_scaling.fit.validation import ratio_cross_validation
 from cpt_scaling.studies.common import (
     BASE_KINDS,
+    annealed_points,
     extrapolation,
     fit_points,
+    note_unannealed,
     records,
     run_groups,
+    selection,
     summary_diagnostics,
     test_rows,
+    with_annealed,
     write_csv,
 )
 
@@ -37,14 +43,16 @@ log = logging.getLogger(__name__)
 
 
 def dcpt_points(df: pd.DataFrame, domain: str) -> pd.DataFrame:
-    """Points of the domain-loss and general-loss fits: columns target, size, N, D, r, ratio, budget, loss."""
-    df = test_rows(df)
+    """Candidate points of the domain-loss and general-loss fits, every checkpoint of the D-CPT runs: columns
+    target, run, size, N, D, r, ratio, budget, loss, annealed (a WSD branch end or a cosine run's last
+    checkpoint; the fits drop the others unless fit.intermediate_points, :func:`annealed_points`)."""
+    df = with_annealed(test_rows(df))
     cpt = df[df["kind"] == "cpt"]
     dom = cpt[cpt["suite"] == domain].assign(target="domain", r=lambda x: x["ratio"])
     gen = cpt[cpt["suite"] == GENERAL].assign(target="general", r=lambda x: 1.0 - x["ratio"])
     pts = pd.concat([dom, gen], ignore_index=True)
     pts = pts[pts["D"] > 0]
-    return pts[["target", "run", "size", "N", "D", "r", "ratio", "budget", "loss"]].sort_values(
+    return pts[["target", "run", "size", "N", "D", "r", "ratio", "budget", "loss", "annealed"]].sort_values(
         ["target", "N", "ratio", "D"]).reset_index(drop=True)
 
 
@@ -106,8 +114,10 @@ def fit_dcpt_study(eval_tables: list[Path], domain: str, fit: dict[str, Any], st
                    domain_tokens: float, law_out: Path, points_out: Path, usage_out: Path) -> dict[str, Any]:
     """Fit L3 to one domain's domain and general losses; write the law JSON, its points and the usage table."""
     df = read_eval_tables(eval_tables)
-    points = dcpt_points(df, domain)
-    result: dict[str, Any] = {"study": "dcpt", "domain": domain, "law": "dcpt", "base": base_losses(df, domain)}
+    candidates = dcpt_points(df, domain)
+    points = annealed_points(candidates, fit, f"D-CPT points of {domain}")
+    result: dict[str, Any] = {"study": "dcpt", "domain": domain, "law": "dcpt", "base": base_losses(df, domain),
+                              "point_selection": selection(candidates, points, fit)}
     for target in ("domain", "general"):
         sub = points[points["target"] == target][["N", "D", "r", "loss"]]
         log.info("fitting D-CPT L3 to %d %s-loss points of %s", len(sub), target, domain)
@@ -123,6 +133,7 @@ def fit_dcpt_study(eval_tables: list[Path], domain: str, fit: dict[str, Any], st
         list(table["extrapolation"]),
         [f"{int((table['extrapolation'] > 10).sum())} usage decision(s) extrapolate beyond 10x the sweep"]
         if (table["extrapolation"] > 10).any() else [])
+    note_unannealed(result, points, f"D-CPT {domain}")
     write_csv(points, points_out)
     write_csv(table, usage_out)
     write_json(law_out, result)

@@ -1,8 +1,9 @@
 """Specialisation vs model size (after Malaquias Junior et al.): specialist and generalist at matched compute.
 
 For each model size, the specialist is the continued-pretraining run at the specialist ratio and the generalist the
-ratio-0 run of the same budget (same N, same tokens: matched compute). Each is scored at its best checkpoint,
-selected on the domain *validation* suite and reported on the *test* suites: domain perplexity, and forgetting
+ratio-0 run of the same budget (same N, same tokens: matched compute). Each is scored at its best checkpoint
+(among the annealed ones unless ``fit.intermediate_points``), selected on the domain *validation* suite and
+reported on the *test* suites: domain perplexity, and forgetting
 (general test loss minus the base model's). SGER per size is the seed's: from the domain *validation* curves along
 training, the continued-pretraining compute the general model of the same size needs to first reach the
 specialist's lowest validation perplexity, over the compute at which the specialist reached it
@@ -26,9 +27,19 @@ import pandas as pd
 
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit import decisions
-from cpt_scaling.studies.common import BASE_KINDS, fit_points, records, summary_diagnostics, write_csv
+from cpt_scaling.studies.common import (
+    BASE_KINDS,
+    fit_points,
+    intermediate_points,
+    note_unannealed,
+    records,
+    summary_diagnostics,
+    with_annealed,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +50,11 @@ def _role_rows(df: pd.DataFrame, ratio: float, budget: int) -> pd.DataFrame:
     return df[(df["kind"] == "cpt") & (df["ratio"] == ratio) & (df["budget"] == budget) & (df["D"] > 0)]
 
 
-def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float) -> pd.DataFrame:
-    """One row per (size, role): best checkpoint by domain validation loss and its test metrics."""
+def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
+                     annealed_only: bool = False) -> pd.DataFrame:
+    """One row per (size, role): best checkpoint by domain validation loss and its test metrics, among the
+    annealed checkpoints only with ``annealed_only`` (its ``annealed`` column says which it is)."""
+    df = with_annealed(df)
     budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
     pre = df[df["kind"].isin(BASE_KINDS) & (df["split"] == "test")]
     base_general = {s: r.loc[(r["suite"] == GENERAL) & (r["D"] == r["D"].max()), "loss"].mean()
@@ -51,7 +65,12 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float) -> 
     for role, ratio in (("specialist", specialist_ratio), ("general", 0.0)):
         runs = _role_rows(df, ratio, budget)
         for size, r in runs.groupby("size"):
-            val = r[(r["suite"] == domain) & (r["split"] == "val")].set_index("D")["loss"]
+            val_rows = r[(r["suite"] == domain) & (r["split"] == "val")]
+            if annealed_only:
+                val_rows = val_rows[val_rows["annealed"].astype(bool)]
+                if val_rows.empty:
+                    continue
+            val = val_rows.set_index("D")["loss"]
             test_dom = r[(r["suite"] == domain) & (r["split"] == "test")].set_index("D")["loss"]
             test_gen = r[(r["suite"] == GENERAL) & (r["split"] == "test")].set_index("D")["loss"]
             best = int(val.idxmin())
@@ -62,6 +81,7 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float) -> 
                 "base_domain_loss": float(base_domain.get(size, np.nan)),
                 "forgetting": float(test_gen[best] - base_general.get(size, np.nan)),
                 "compute": 6.0 * float(r["N"].iloc[0]) * best,
+                "annealed": bool(r.loc[r["D"] == best, "annealed"].astype(bool).all()),
             })
     return pd.DataFrame(rows).sort_values(["role", "N"]).reset_index(drop=True)
 
@@ -131,7 +151,10 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
                              sger_limit: float = 100.0) -> dict[str, Any]:
     """Best checkpoints, SGER per size, power laws, equivalent general sizes and compute-optimal sizes."""
     df = read_eval_tables(eval_tables)
-    best = best_checkpoints(df, domain, specialist_ratio)
+    best = best_checkpoints(df, domain, specialist_ratio, annealed_only=not intermediate_points(fit))
+    if best.empty:
+        raise InputError(f"specialization points of {domain}", "no annealed checkpoint of the specialist or general "
+                                                                "runs; set fit.intermediate_points: true")
     best["compute_to_own_min"] = best["compute"]
     result: dict[str, Any] = {"study": "specialization", "domain": domain, "specialist_ratio": specialist_ratio,
                               "sger_definition": "C_general / C_specialist per size from the domain validation "
@@ -174,6 +197,11 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
         str(size): bool(g.set_index("role").loc["specialist", "perplexity"] < g.set_index("role").loc["general",
                                                                                                   "perplexity"])
         for size, g in best.groupby("size") if set(g["role"]) == {"specialist", "general"}}
+    result["point_selection"] = {"intermediate_points": intermediate_points(fit),
+                                 "note": "best checkpoints (the power laws' points) among the annealed ones unless "
+                                         "intermediate_points; SGER and the compute-optimal sizes read whole "
+                                         "validation/test curves"}
+    note_unannealed(result, best, f"specialization {domain}")
     write_csv(table, table_out)
     write_csv(optimal, compute_out)
     write_json(law_out, result)

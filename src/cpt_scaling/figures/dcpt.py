@@ -12,6 +12,34 @@ from cpt_scaling.figures.style import colors, fit_flags, held_out_sizes, marker,
 from cpt_scaling.fit.fitting import predict
 
 TARGETS = ("domain", "general")
+UNANNEALED_LABEL = "intermediate checkpoint (not annealed)"
+
+
+def _annealed(pts: pd.DataFrame) -> np.ndarray:
+    """Which points are annealed (a points table without the flag: all)."""
+    if "annealed" not in pts.columns:
+        return np.ones(len(pts), dtype=bool)
+    return pts["annealed"].astype(str).str.lower().isin(["true", "1", "1.0"]).to_numpy()
+
+
+def _scatter(ax: plt.Axes, x: pd.Series, y: Any, annealed: np.ndarray, held: bool, **kw: Any) -> bool:
+    """Measured points: filled when annealed, hollow (edge in the series colour) when an intermediate checkpoint;
+    whether any hollow one was drawn."""
+    x, y = np.asarray(x), np.asarray(y)
+    color = kw.pop("color")
+    ax.scatter(x[annealed], y[annealed], color=color, **kw, **marker(held))
+    if (~annealed).any():
+        kw.pop("label", None)  # one legend entry per series; the hollow markers get theirs (_legend_unannealed)
+        ax.scatter(x[~annealed], y[~annealed], facecolors="none", **kw,
+                   **{**marker(held), "edgecolor": color, "linewidth": 0.9})
+        return True
+    return False
+
+
+def _legend_unannealed(ax: plt.Axes) -> None:
+    """A legend entry for the hollow markers."""
+    ax.scatter([], [], facecolors="none", edgecolors="black", linewidths=0.9, marker="o", s=20,
+               label=UNANNEALED_LABEL)
 
 
 def _final_points(pts: pd.DataFrame) -> pd.DataFrame:
@@ -20,7 +48,8 @@ def _final_points(pts: pd.DataFrame) -> pd.DataFrame:
 
 def build_ratio_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
     """Domain and general loss against the domain ratio r: for each size, every checkpoint budget D as a curve
-    of the fitted L3 law, measured points as circles (stars for a held-out size)."""
+    of the fitted L3 law, measured points as circles (stars for a held-out size; hollow: an intermediate
+    checkpoint, not annealed, fitted with fit.intermediate_points)."""
     domain = law["domain"]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.4), constrained_layout=True)
     ns = sorted(points["N"].unique())
@@ -30,6 +59,7 @@ def build_ratio_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
         held = held_out_sizes(fit)
         pts = points[points["target"] == target]
         ds = sorted(pts["D"].unique())
+        hollow = False
         shown_ds = ds if len(ds) <= 3 else [ds[0], ds[len(ds) // 2], ds[-1]]
         for color, n in zip(colors(len(ns)), ns, strict=True):
             for k, d in enumerate(shown_ds):
@@ -39,10 +69,13 @@ def build_ratio_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
                 label = f"{size_label(n)}, D={d:,.0f}"
                 ax.plot(grid, curve, color=color, lw=1.1, alpha=alpha, label=label)
                 rows = pts[(pts["N"] == n) & (pts["D"] == d)]
-                ax.scatter(rows["ratio"], rows["loss"], color=color, alpha=alpha, **marker(n in held))
+                hollow |= _scatter(ax, rows["ratio"], rows["loss"], _annealed(rows), n in held, color=color,
+                                   alpha=alpha)
             for b in law.get("base", {}).values():
                 if b["N"] == n:
                     ax.axhline(b[f"{target}_loss"], color=color, ls=":", lw=0.8)
+        if hollow:
+            _legend_unannealed(ax)
         ax.set_xlabel(f"{domain} mixture ratio r")
         ax.set_ylabel(f"held-out {domain if target == 'domain' else 'general'} loss (nats/token)")
         heldout = ((fit.get("validation") or {}).get("heldout") or {}).get("mean_rel_error")
@@ -54,20 +87,24 @@ def build_ratio_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
 
 
 def build_fit_figure(law: dict[str, Any], points: pd.DataFrame) -> plt.Figure:
-    """Predicted against observed loss for both fits, held-out points as stars."""
+    """Predicted against observed loss for both fits, held-out points as stars, intermediate (unannealed)
+    checkpoints hollow."""
     fig, axes = plt.subplots(1, 2, figsize=(7.4, 3.4), constrained_layout=True)
     for ax, target in zip(axes, TARGETS, strict=True):
         fit = law[f"{target}_loss"]
         pts = points[points["target"] == target]
         pred = predict(fit, pts[["N", "D", "r"]])
-        ax.scatter(pts["loss"], pred, color="tab:blue", label="fit on all sizes", **marker(False))
+        annealed = _annealed(pts)
+        hollow = _scatter(ax, pts["loss"], pred, annealed, False, color="tab:blue", label="fit on all sizes")
         val = fit.get("validation")
         if val:
             held = pts["N"].isin(val["held_out_sizes"]).to_numpy()
             pv = predict({"law": fit["law"], "params": val["params"]}, pts[["N", "D", "r"]][held])
-            ax.scatter(pts["loss"][held], pv, color="tab:red", label="largest size, predicted without it",
-                       **marker(True))
+            hollow |= _scatter(ax, pts["loss"][held], pv, annealed[held], True, color="tab:red",
+                               label="largest size, predicted without it")
             pred = np.concatenate([pred, pv])
+        if hollow:
+            _legend_unannealed(ax)
         lo, hi = float(min(pts["loss"].min(), pred.min())), float(max(pts["loss"].max(), pred.max()))
         ax.plot([lo, hi], [lo, hi], color="gray", lw=0.8, ls="--")
         ax.set_xlabel(f"observed {target} loss")

@@ -103,11 +103,13 @@ def split_points(law: str, seed: int = 0) -> pd.DataFrame:
 
 
 def eval_table(seed: int = 0, domains: tuple[str, ...] = ("legal", "medical", "accounting"),
-               sizes: dict[str, float] | None = None) -> pd.DataFrame:
+               sizes: dict[str, float] | None = None, pretrain_branches: bool = False) -> pd.DataFrame:
     """A sweep's tidy evaluation table (the columns of ``results/tables/eval.csv``) from a known loss model: the
     demo's structure (3 sizes, pretraining with 4 checkpoints, CPT at 5 ratios with 4 checkpoints, split branches
     from every pretraining checkpoint), loss falling with N and tokens, the domain loss falling with the domain
-    ratio, forgetting rising with it; a noise offset per run and small noise per checkpoint."""
+    ratio, forgetting rising with it; a noise offset per run and small noise per checkpoint. With
+    ``pretrain_branches`` the pretraining checkpoints are WSD branch ends (budget null: each annealed), else
+    checkpoints of one cosine run (only the last annealed); CPT and split runs are cosine runs."""
     sizes = sizes or {"xs": 3e4, "s": 1e5, "m": 3e5}
     rng = np.random.default_rng(seed)
     pre_tokens, cpt_tokens, ratios = 262144, 65536, (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -130,10 +132,11 @@ def eval_table(seed: int = 0, domains: tuple[str, ...] = ("legal", "medical", "a
     for size, n in sizes.items():
         run = f"pretrain-{size}"
         off = rng.normal(0.0, 0.005)
+        pre_budget = None if pretrain_branches else pre_tokens
         for d in ckpts:
-            add(run, "pretrain", size, None, None, pre_tokens, 0, d, "general", general(n, d) * math.exp(off))
+            add(run, "pretrain", size, None, None, pre_budget, 0, d, "general", general(n, d) * math.exp(off))
             for dom in domains:
-                add(run, "pretrain", size, None, None, pre_tokens, 0, d, dom,
+                add(run, "pretrain", size, None, None, pre_budget, 0, d, dom,
                     (general(n, d) + gap[dom]) * math.exp(off))
         base_g = general(n, pre_tokens)
         for dom in domains:

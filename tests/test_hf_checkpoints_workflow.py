@@ -29,7 +29,7 @@ CONFIG = {  # sizes by path only; no tokenizer.vocab_size: the tokenizer's 1,500
     "models": {"sizes": {"m1": {"base_checkpoint": "hf/m1"}, "m2": {"base_checkpoint": "hf/m2"}}},
     "cpt": {"tokens": [4096], "checkpoints": 3},
     "training": {"batch_size": 8, "micro_batch_size": 8, "threads": 1},
-    "fit": {"bootstrap": 0},
+    "fit": {"bootstrap": 0, "intermediate_points": True},  # one CPT budget: D-CPT fits intermediate checkpoints
 }
 
 

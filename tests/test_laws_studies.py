@@ -18,8 +18,9 @@ from cpt_scaling.studies.dcpt import fit_dcpt_study
 from cpt_scaling.studies.specialization import fit_specialization_study
 from cpt_scaling.studies.split import fit_split_study
 
+# The demo's structure (one CPT budget, cosine runs): like config/demo.yaml, the fits take intermediate points.
 FIT = {"huber_delta": 1e-3, "bootstrap": 30, "seed": 0, "bootstrap_starts": 2, "extrapolation_limit": 100.0,
-       "coarse_grid": True}
+       "coarse_grid": True, "intermediate_points": True}
 STUDY = {"general_tolerance": 0.03, "domain_tokens": None, "compute_budgets": []}
 
 
@@ -27,7 +28,7 @@ STUDY = {"general_tolerance": 0.03, "domain_tokens": None, "compute_budgets": []
 def sweep(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("studies")
     path = root / "eval.parquet"
-    table = eval_table(seed=1)
+    table = eval_table(seed=1, pretrain_branches=True)  # Chinchilla fits annealed points only: WSD branch ends
     table.to_parquet(path)
     # what the plan gives the legal D-CPT fit: the base models, the shared ratio-0 runs and legal's own runs
     table[table["domain"].isna() | (table["domain"] == "legal")].query("kind != 'split'").to_parquet(

@@ -31,7 +31,7 @@ def _candidates() -> pd.DataFrame:
 
 def _write_config(workdir: Path, name: str, budget: float, bootstrap: int) -> str:
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
-    cfg["fit"] = {"bootstrap": bootstrap, "bootstrap_starts": 1}
+    cfg["fit"] = {**cfg["fit"], "bootstrap": bootstrap, "bootstrap_starts": 1}
     cfg["studies"]["next_runs"] = {"budget_gpu_hours": budget, "ratios": RATIOS, "tokens": TOKENS,
                                    "simulations": 64, "seed": 0}
     (workdir / name).write_text(yaml.safe_dump(cfg))

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import make_workdir
 from workflow_utils import planned_jobs, run_snakemake
 
-from cpt_scaling.figures import chinchilla, cross_domain, dcpt, specialization, split
+from cpt_scaling.figures import cross_domain, dcpt, specialization, split
 
 pytestmark = pytest.mark.slow
 
 EXPECTED = {
-    "dcpt_legal.pdf", "dcpt_fit_legal.pdf", "dcpt_medical.pdf", "dcpt_fit_medical.pdf", "chinchilla_fit.pdf",
-    "chinchilla_frontier.pdf", "split_fraction_legal.pdf", "split_optimal_legal.pdf", "cross_domain.pdf",
+    "dcpt_legal.pdf", "dcpt_fit_legal.pdf", "dcpt_medical.pdf", "dcpt_fit_medical.pdf", "split_fraction_legal.pdf", "split_optimal_legal.pdf", "cross_domain.pdf",
     *(f"specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute") for d in ("legal", "medical")),
 }
 
@@ -35,6 +35,8 @@ def labels(fig) -> set[str]:
 def test_every_study_figure_is_a_one_page_pdf(micro_run: Path) -> None:
     figures = micro_run / "results" / "figures"
     assert {p.name for p in figures.glob("*.pdf")} >= EXPECTED
+    # One cosine pretraining run (pretrain.budgets: single_run): one annealed point per size, so no Chinchilla.
+    assert not list(figures.glob("chinchilla_*")) and not (micro_run / "results" / "laws" / "chinchilla.json").exists()
     for name in EXPECTED:
         assert pdf_pages(figures / name) == 1, name
 
@@ -48,9 +50,9 @@ def test_figures_show_the_expected_axes_and_series(micro_run: Path) -> None:
     n_curves = len(points["N"].unique()) * min(3, points["D"].nunique())
     assert all(len(ax.get_lines()) >= n_curves for ax in fig.axes)
     assert labels(dcpt.build_fit_figure(law, points)) >= {"observed domain loss", "predicted domain loss"}
-    chin = json.loads((res / "laws" / "chinchilla.json").read_text())
-    fig = chinchilla.build_fit_figure(chin, pd.read_csv(res / "tables" / "chinchilla_points.csv"))
-    assert fig.axes[0].get_xscale() == "log" and "pretraining tokens D" in labels(fig)
+    assert points["annealed"].dtype == bool and not points["annealed"].all()  # fit.intermediate_points: true
+    assert law["unannealed_points"] == int((~points["annealed"]).sum())
+    assert dcpt.UNANNEALED_LABEL in {t.get_text() for t in fig.axes[0].get_legend().get_texts()}
     spec = json.loads((res / "laws" / "specialization_legal.json").read_text())
     table = pd.read_csv(res / "tables" / "specialization_legal.csv")
     fig = specialization.build_ppl_figure(spec, table)
@@ -85,7 +87,7 @@ def test_law_files_carry_uncertainty_and_held_out_points(micro_run: Path) -> Non
         assert fit["n_points"] == len(fit["points_used"]) and 0.0 <= fit["r2"] <= 1.0
         assert fit["points_held_out"] == [] and "diagnostics" in fit  # decisions use the fit on all sizes
     assert {row["usage"] for row in law["usages"]} == {1, 2, 3} and "diagnostics" in law
-    for name in ("chinchilla", "split_legal", "specialization_legal", "cross_domain"):
+    for name in ("split_legal", "specialization_legal", "cross_domain"):
         assert "diagnostics" in json.loads((micro_run / "results" / "laws" / f"{name}.json").read_text()), name
 
 
@@ -108,6 +110,10 @@ def test_report_renders(micro_copy: Path) -> None:
 def test_one_figure_plans_only_its_study(tmp_path: Path, target: str, allowed: set[str] | None,
                                          forbidden: tuple[str, ...]) -> None:
     workdir = make_workdir(tmp_path / "w")
+    if "chinchilla" in target:  # Chinchilla fits annealed points only: it needs pretraining branches (dry run)
+        micro = yaml.safe_load((workdir / "micro.yaml").read_text())
+        (workdir / "micro.yaml").write_text(yaml.safe_dump({**micro, "pretrain": {**micro["pretrain"],
+                                                                                  "budgets": "branches"}}))
     jobs = planned_jobs(workdir, "micro.yaml", target)
     rules = {rule for rule, _ in jobs}
     if allowed is not None:

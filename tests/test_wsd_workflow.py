@@ -15,8 +15,12 @@ from reliability_utils import assert_same_products, kill_group, resume, start_sn
 from workflow_utils import plan_in, planned_jobs, run_snakemake
 
 from cpt_scaling.evaluate.tables import read_eval_tables
+from cpt_scaling.studies.chinchilla import chinchilla_points
+from cpt_scaling.studies.common import annealed_points
+from cpt_scaling.studies.dcpt import dcpt_points
 from cpt_scaling.studies.split import split_points
 from cpt_scaling.train.schedule import wsd_decay_start
+from cpt_scaling.train.spec_types import OptimizerSpec
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +97,7 @@ def test_split_curves_continue_the_pretraining_trunk_state_and_its_points_includ
         job = plan.split[("xs", "legal", point, SPEC_TOKENS)].job
         assert job["init"] == {"kind": "run_state", "run_dir": str(trunk_state.relative_to(branch_run))}, job
         steps = total // 512
-        assert wsd_decay_start(steps, job["optimizer"]) == max(point // 512, steps // 2)
+        assert wsd_decay_start(steps, OptimizerSpec.from_json(job["optimizer"])) == max(point // 512, steps // 2)
     assert not train_dirs(branch_run, "trunk-split-")
     points = split_points(read_eval_tables([branch_run / p for p in plan.split_evals("legal")]), "legal", 1.0)
     split = points[points["D_spec"] > 0]
@@ -151,10 +155,33 @@ def test_kill_during_a_trunk_segment_or_a_branch_resumes_to_the_same_bytes(
     assert_same_products(workdir, branch_run)
 
 
-def test_chinchilla_on_a_single_cosine_pretraining_run_flags_its_unannealed_points(micro_run: Path) -> None:
-    """The micro sweep pretrains with pretrain.budgets: single_run: its intermediate checkpoints are fitted, and
-    the law says how many of them were not annealed."""
-    law = json.loads((micro_run / "results" / "laws" / "chinchilla.json").read_text())
-    points = pd.read_csv(micro_run / "results" / "tables" / "chinchilla_points.csv")
-    assert law["unannealed_points"] == int((~points["annealed"]).sum()) == 4  # 2 sizes x 2 earlier checkpoints
-    assert any("not annealed" in w for w in law["diagnostics"]["warnings"])
+def test_chinchilla_on_a_single_cosine_pretraining_run_is_left_out_and_dcpt_points_are_flagged(
+        micro_run: Path) -> None:
+    """The micro sweep pretrains with pretrain.budgets: single_run (one annealed point per size): Chinchilla,
+    which fits annealed points only, is left out. Its one CPT budget of cosine runs is fitted with
+    fit.intermediate_points: true: the points table flags the intermediate checkpoints, the law counts them."""
+    assert not (micro_run / "results" / "laws" / "chinchilla.json").exists()
+    assert "pretrain.budgets: branches" in plan_in(micro_run, "micro.yaml").unavailable_studies()["chinchilla"]
+    for domain in ("legal", "medical"):
+        law = json.loads((micro_run / "results" / "laws" / f"dcpt_{domain}.json").read_text())
+        points = pd.read_csv(micro_run / "results" / "tables" / f"dcpt_points_{domain}.csv")
+        assert (points["annealed"] == (points["D"] == points["budget"])).all()
+        assert law["unannealed_points"] == int((~points["annealed"]).sum()) == 2 * 2 * 3 * 2  # targets, sizes, r
+        assert any("not annealed" in w for w in law["diagnostics"]["warnings"])
+    cross = pd.read_csv(micro_run / "results" / "tables" / "cross_domain_points.csv")
+    assert not cross["annealed"].all()
+    split = pd.read_csv(micro_run / "results" / "tables" / "split_points_legal.csv")
+    assert "annealed" in split.columns
+
+
+def test_with_branches_every_dcpt_and_chinchilla_point_is_annealed(branch_run: Path) -> None:
+    """Two CPT budgets as WSD branches and pretraining branches: every candidate point is annealed, so
+    fit.intermediate_points: false (the default) leaves none out and nothing is refused."""
+    plan = plan_in(branch_run, "branches.yaml")
+    assert plan.unavailable_studies() == {} and plan.dcpt_enabled and plan.chinchilla_enabled
+    df = read_eval_tables([branch_run / p for p in plan.dcpt_evals("legal")])
+    points = dcpt_points(df, "legal")
+    assert sorted(set(points["D"])) == BUDGETS and points["annealed"].all()
+    assert len(annealed_points(points, {"intermediate_points": False}, "legal")) == len(points)
+    chin = chinchilla_points(read_eval_tables([branch_run / p for p in plan.pretrain_evals()]))
+    assert sorted(chin["D"]) == [2048, 4096, 8192] and chin["annealed"].all()

@@ -26,6 +26,7 @@ from cpt_scaling.data.shards import write_token_file
 from cpt_scaling.train.mixture import MixtureSampler
 from cpt_scaling.train.model import build_model
 from cpt_scaling.train.schedule import learning_rate
+from cpt_scaling.train.spec_types import OptimizerSpec
 from cpt_scaling.train.train_log import read_log
 from cpt_scaling.train.trainer import train
 
@@ -73,12 +74,12 @@ def bench_plain(spec: dict, general: np.ndarray, domain: np.ndarray, steps: int)
     model = build_model(SIZE, VOCAB, SEQ_LEN)
     model.config.use_cache = False
     model.train()
-    opt = spec["optimizer"]
+    opt = OptimizerSpec.from_json(spec["optimizer"])
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": opt["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]),
+        [{"params": decay, "weight_decay": opt.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=opt.lr, betas=(opt.beta1, opt.beta2),
     )
     sampler = MixtureSampler(general, domain, 0.5, BATCH, 0)
     start = 0.0
@@ -90,7 +91,7 @@ def bench_plain(spec: dict, general: np.ndarray, domain: np.ndarray, steps: int)
         ids = torch.from_numpy(sampler.batch(step).astype(np.int64))
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), opt["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), float(opt.grad_clip or 0.0))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return (steps - 1) * BATCH * SEQ_LEN / (time.perf_counter() - start)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from cpt_scaling.data.sequences import read_train_sequences
 from cpt_scaling.data.shards import write_token_file
 from cpt_scaling.train.mixture import MixtureSampler, _Source
 from cpt_scaling.train.schedule import learning_rate
+from cpt_scaling.train.spec_types import OptimizerSpec
 from cpt_scaling.train.train_log import read_log
 from cpt_scaling.train.trainer import train
 
@@ -125,13 +127,14 @@ def test_sampling_a_token_store_keeps_resident_memory_flat(tmp_path: Path) -> No
 
 
 def test_schedules() -> None:
-    opt = {"lr": 1.0, "min_lr_ratio": 0.1, "warmup_fraction": 0.1, "schedule": "cosine"}
+    opt = OptimizerSpec(lr=1.0, weight_decay=0.0, beta1=0.9, beta2=0.95, schedule="cosine", min_lr_ratio=0.1,
+                        warmup_fraction=0.1)
     lrs = [learning_rate(s, 100, opt) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
     assert lrs[-1] == pytest.approx(0.1) and all(a >= b for a, b in itertools.pairwise(lrs[10:]))
-    wsd = [learning_rate(s, 100, {**opt, "schedule": "wsd"}) for s in range(100)]
+    wsd = [learning_rate(s, 100, replace(opt, schedule="wsd")) for s in range(100)]
     assert wsd[10:80] == [1.0] * 70 and wsd[-1] == pytest.approx(0.1)
-    assert [learning_rate(s, 100, {**opt, "schedule": "constant"}) for s in (10, 99)] == [1.0, 1.0]
+    assert [learning_rate(s, 100, replace(opt, schedule="constant")) for s in (10, 99)] == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 from cpt_scaling.core.adaptor import rule_job
 from cpt_scaling.train.launch import job_deadline, run_training
 from cpt_scaling.train.runs import resolve_init
+from cpt_scaling.train.spec_types import TrainSpec
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
@@ -19,6 +20,6 @@ with rule_job(smk) as job:
     job["activation_checkpointing"] = bool(int(smk.resources.get("activation_checkpointing", 0)))
     job["checkpoint_minutes"] = int(smk.resources.get("checkpoint_seconds", 0)) / 60
     job["stop_at"] = job_deadline(int(smk.resources.get("runtime", 0)), int(smk.resources.get("stop_margin_s", 0)))
-    run_training(job, Path(smk.output.checkpoints).parent,
+    run_training(TrainSpec.from_json(job), Path(smk.output.checkpoints).parent,
                  processes_per_node=int(smk.resources.get("processes_per_node", 1)),
                  nodes=int(smk.resources.get("nodes", 1)))

@@ -9,10 +9,10 @@ from typing import Any
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from cpt_scaling.train.spec_types import TrainSpec
     from cpt_scaling.train.trainer import train
 
-    spec: dict[str, Any] = json.loads(Path(args.spec).read_text())
-    train(spec, Path(args.out))
+    train(TrainSpec.from_json(json.loads(Path(args.spec).read_text())), Path(args.out))
     return 0
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.plan.artifact import Artifact, checkpoint_schedule, keyed_settings, ratio_label, raw
 from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
+from cpt_scaling.train.spec_types import OptimizerSpec
 
 
 class TrainStage:
@@ -155,7 +156,8 @@ class TrainStage:
         one budget, where a segment would be shared by nothing."""
         trunk_opt, branch_opt = optimizers
         step_tokens = self._step_tokens()
-        decays = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens for tokens in budgets}
+        typed = OptimizerSpec.from_json(branch_opt)
+        decays = {tokens: wsd_decay_start(tokens // step_tokens, typed) * step_tokens for tokens in budgets}
         points = {tokens: start if direct else max(start, decay) for tokens, decay in decays.items()}
         segments: dict[int, Artifact] = {}
         previous: Artifact | None = None

@@ -8,9 +8,7 @@ from typing import Any
 import torch
 
 from cpt_scaling.core.errors import InputError
-
-SUPPORTED_ZERO_STAGES = (0, 1, 2, 3)
-GRAD_ACCUM_DTYPES = ("fp32", "bf16")
+from cpt_scaling.train.spec_types import TrainSpec
 
 
 def ensure_distributed() -> None:
@@ -54,22 +52,7 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, n_ranks: int) 
     return batch_size // (micro_batch_size * n_ranks)
 
 
-def zero_settings(spec: dict[str, Any]) -> dict[str, Any]:
-    """The spec's ``deepspeed`` section with defaults: zero_stage 0, offload_optimizer false, grad_accum_dtype fp32."""
-    ds = dict(spec.get("deepspeed") or {})
-    stage = ds.get("zero_stage", 0)
-    if stage not in SUPPORTED_ZERO_STAGES:
-        raise InputError("deepspeed.zero_stage", f"{stage} is not supported (use {SUPPORTED_ZERO_STAGES})")
-    offload = bool(ds.get("offload_optimizer", False))
-    if offload and stage == 0:
-        raise InputError("deepspeed.offload_optimizer", "needs zero_stage 1, 2 or 3 (ZeRO-Offload)")
-    accum = ds.get("grad_accum_dtype", "fp32")
-    if accum not in GRAD_ACCUM_DTYPES:
-        raise InputError("deepspeed.grad_accum_dtype", f"{accum!r} is not one of {GRAD_ACCUM_DTYPES}")
-    return {"zero_stage": int(stage), "offload_optimizer": offload, "grad_accum_dtype": accum}
-
-
-def deepspeed_config(spec: dict[str, Any], n_ranks: int, *, bf16: bool) -> dict[str, Any]:
+def deepspeed_config(spec: TrainSpec, n_ranks: int, *, bf16: bool) -> dict[str, Any]:
     """The DeepSpeed config dict for ``spec``: ZeRO stage and offload, precision, batch split, gradient clipping.
 
     The optimizer and the LR schedule are ours (passed to ``deepspeed.initialize`` / set per step), so the
@@ -77,19 +60,19 @@ def deepspeed_config(spec: dict[str, Any], n_ranks: int, *, bf16: bool) -> dict[
     ``data_types`` only for bf16 training under ZeRO 1-3 (DeepSpeed keeps a separate fp32 accumulation buffer
     there); ZeRO-0 accumulates in the model dtype, and fp32 (CPU) training is fp32 throughout.
     """
-    zero = zero_settings(spec)
-    stage = zero["zero_stage"]
-    batch, micro = int(spec["batch_size"]), int(spec["micro_batch_size"])
+    zero = spec.deepspeed
+    stage = zero.zero_stage
+    batch, micro = spec.batch_size, spec.micro_batch_size
     zero_cfg: dict[str, Any] = {"stage": stage}
     if stage == 3:
         zero_cfg["stage3_gather_16bit_weights_on_model_save"] = True
-    if zero["offload_optimizer"]:
+    if zero.offload_optimizer:
         zero_cfg["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     config: dict[str, Any] = {
         "train_batch_size": batch,
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": gradient_accumulation(batch, micro, n_ranks),
-        "gradient_clipping": float(spec["optimizer"].get("grad_clip") or 0.0),
+        "gradient_clipping": float(spec.optimizer.grad_clip or 0.0),
         "zero_optimization": zero_cfg,
         "bf16": {"enabled": bf16},
         "zero_allow_untested_optimizer": True,
@@ -99,5 +82,5 @@ def deepspeed_config(spec: dict[str, Any], n_ranks: int, *, bf16: bool) -> dict[
         "wall_clock_breakdown": False,
     }
     if bf16 and stage > 0:
-        config["data_types"] = {"grad_accum_dtype": zero["grad_accum_dtype"]}
+        config["data_types"] = {"grad_accum_dtype": zero.grad_accum_dtype}
     return config

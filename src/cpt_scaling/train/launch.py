@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.train.spec_types import TrainSpec
 from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
 
 log = logging.getLogger(__name__)
@@ -103,14 +104,18 @@ def launch_command(spec_file: Path, out_dir: Path, *, processes_per_node: int, n
     return [*torchrun, "-m", "cpt_scaling.cli", "train", "--spec", str(spec_file), "--out", str(out_dir)]
 
 
-def run_training(job: dict[str, Any], out_dir: Path, *, processes_per_node: int = 1, nodes: int = 1) -> None:
-    """Train in this process, or launch the multi-process command and wait for it."""
+def run_training(spec: TrainSpec | dict[str, Any], out_dir: Path, *, processes_per_node: int = 1,
+                 nodes: int = 1) -> None:
+    """Train as ``spec`` (or its JSON form) says in this process, or launch the multi-process command and wait
+    for it."""
+    if isinstance(spec, dict):
+        spec = TrainSpec.from_json(spec)
     if processes_per_node == 1 and nodes == 1:
-        train(job, out_dir)
+        train(spec, out_dir)
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_file = out_dir / "launch_spec.json"
-    write_json(spec_file, job)
+    write_json(spec_file, spec.to_json())
     cmd = launch_command(spec_file, out_dir, processes_per_node=processes_per_node, nodes=nodes)
     marker = out_dir / RESUBMIT_MARKER
     marker.unlink(missing_ok=True)

@@ -14,10 +14,10 @@ from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging as hf_logging
 
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.train.spec_types import SIZE_KEYS
 
 log = logging.getLogger(__name__)
 
-SIZE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff")
 
 
 def attention_implementation() -> str:
@@ -38,7 +38,7 @@ def build_model(size: dict[str, int], vocab_size: int, max_seq_len: int) -> Llam
     ``size`` = {"n_layers", "d_model", "n_heads", "d_ff"}. Initialisation uses the global torch RNG: seed
     it first.
     """
-    missing = [k for k in SIZE_KEYS if k not in size]
+    missing = [k for k in SIZE_KEYS if size.get(k) is None]
     if missing:
         raise InputError("model", f"missing size keys {missing} (need {list(SIZE_KEYS)})")
     if size["d_model"] % size["n_heads"]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
-SCHEDULES = ("cosine", "wsd", "constant")
+from cpt_scaling.train.spec_types import SCHEDULES, OptimizerSpec
+
 WSD_DECAY_FRACTION = 0.2
 DECAY_SHAPES = ("linear", "1-sqrt")
+
+
+def _or(value: float | None, default: float) -> float:
+    """``value``, or ``default`` where the spec leaves it unset."""
+    return default if value is None else value
 
 
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
@@ -15,13 +20,13 @@ def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
     return round(warmup_fraction * total_steps)
 
 
-def wsd_decay_start(total_steps: int, optimizer: dict[str, Any]) -> int:
+def wsd_decay_start(total_steps: int, optimizer: OptimizerSpec) -> int:
     """First step of a WSD run's decay: the last ``max(1, round(decay_fraction · total_steps))`` steps decay."""
-    decay = max(1, round(float(optimizer.get("decay_fraction", WSD_DECAY_FRACTION)) * total_steps))
+    decay = max(1, round(float(_or(optimizer.decay_fraction, WSD_DECAY_FRACTION)) * total_steps))
     return total_steps - decay
 
 
-def learning_rate(step: int, total_steps: int, optimizer: dict[str, Any]) -> float:
+def learning_rate(step: int, total_steps: int, optimizer: OptimizerSpec) -> float:
     """LR of optimizer step ``step`` (0-based) of ``total_steps``.
 
     Warmup rises linearly to ``lr`` (step ``s`` gets ``lr·(s+1)/warmup``) over ``warmup_steps`` steps when
@@ -30,13 +35,13 @@ def learning_rate(step: int, total_steps: int, optimizer: dict[str, Any]) -> flo
     minimum over the last ``decay_fraction`` (default 0.2) of the steps, ``linear`` or ``1-sqrt`` in shape
     (``decay_shape``, default linear; Hägele et al. 2024 find 1-sqrt better), ``constant`` holds ``lr``.
     """
-    peak = float(optimizer["lr"])
-    floor = peak * float(optimizer.get("min_lr_ratio", 0.0))
-    kind = optimizer.get("schedule", "cosine")
-    if optimizer.get("warmup_steps") is not None:
-        warm = int(optimizer["warmup_steps"])
+    peak = float(optimizer.lr)
+    floor = peak * float(_or(optimizer.min_lr_ratio, 0.0))
+    kind = optimizer.schedule
+    if optimizer.warmup_steps is not None:
+        warm = int(optimizer.warmup_steps)
     else:
-        warm = warmup_steps(total_steps, float(optimizer.get("warmup_fraction", 0.0)))
+        warm = warmup_steps(total_steps, float(_or(optimizer.warmup_fraction, 0.0)))
     if step < warm:
         return peak * (step + 1) / warm
     if kind == "constant":
@@ -50,7 +55,7 @@ def learning_rate(step: int, total_steps: int, optimizer: dict[str, Any]) -> flo
         if step < start:
             return peak
         progress = min((step - start + 1) / (total_steps - start), 1.0)
-        if optimizer.get("decay_shape", "linear") == "1-sqrt":
+        if optimizer.decay_shape == "1-sqrt":
             return floor + (peak - floor) * (1.0 - math.sqrt(progress))
         return peak + (floor - peak) * progress
     raise ValueError(f"unknown schedule {kind!r} (known: {', '.join(SCHEDULES)})")

@@ -22,7 +22,7 @@ from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.data.sequences import read_train_sequences
 from cpt_scaling.train import checkpoints as ckpt
 from cpt_scaling.train import train_log
-from cpt_scaling.train.ds_config import deepspeed_config, ensure_distributed, zero_settings
+from cpt_scaling.train.ds_config import deepspeed_config, ensure_distributed
 from cpt_scaling.train.extension_locks import watch_stale_locks
 from cpt_scaling.train.mixture import MixtureSampler, domain_sequences_before
 from cpt_scaling.train.model import (
@@ -34,6 +34,7 @@ from cpt_scaling.train.model import (
     model_shape,
 )
 from cpt_scaling.train.schedule import learning_rate
+from cpt_scaling.train.spec_types import OptimizerSpec, TrainSpec
 from cpt_scaling.train.train_spec import TrainPlan, plan
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,14 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
     return groups
 
 
-def _initial_model(spec: dict[str, Any], resume_dir: Path | None) -> torch.nn.Module:
+def _initial_model(spec: TrainSpec, resume_dir: Path | None) -> torch.nn.Module:
     if resume_dir is not None:
         return load_model(resume_dir, dtype=default_dtype())
-    init = spec["init"]
-    if init["kind"] in ("checkpoint", "state"):
-        return load_model(Path(init["path"]), dtype=default_dtype())
-    torch.manual_seed(spec["seed"])
-    return build_model(spec["model"], spec["vocab_size"], spec["seq_len"])
+    if spec.init.kind in ("checkpoint", "state"):
+        return load_model(Path(str(spec.init.path)), dtype=default_dtype())
+    assert spec.model is not None  # TrainSpec.from_json: a scratch init names its model
+    torch.manual_seed(spec.seed)
+    return build_model(spec.model.to_json(), spec.vocab_size, spec.seq_len)
 
 
 @contextlib.contextmanager
@@ -137,10 +138,10 @@ def _fused_cross_entropy(model: torch.nn.Module, zero_stage: int) -> bool:
     return True
 
 
-def _optimizer(model: torch.nn.Module, opt_cfg: dict[str, Any], offload: bool) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, opt_cfg: OptimizerSpec, offload: bool) -> torch.optim.Optimizer:
     """AdamW; with optimizer offload on GPU, DeepSpeed's CPU Adam (the fast kernel for CPU-resident states)."""
-    groups = _param_groups(model, float(opt_cfg["weight_decay"]))
-    lr, betas = float(opt_cfg["lr"]), (float(opt_cfg["beta1"]), float(opt_cfg["beta2"]))
+    groups = _param_groups(model, float(opt_cfg.weight_decay))
+    lr, betas = float(opt_cfg.lr), (float(opt_cfg.beta1), float(opt_cfg.beta2))
     if offload and torch.cuda.is_available():
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
@@ -148,12 +149,11 @@ def _optimizer(model: torch.nn.Module, opt_cfg: dict[str, Any], offload: bool) -
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=(torch.cuda.is_available() and not offload) or None)
 
 
-def _sampler(spec: dict[str, Any], vocab_size: int) -> MixtureSampler:
-    ratio = float(spec["ratio"])
-    seq_len = spec["seq_len"]
-    general = read_train_sequences(Path(spec["general_shards"]), seq_len, vocab_size) if ratio < 1 else None
-    domain = read_train_sequences(Path(spec["domain_shards"]), seq_len, vocab_size) if ratio > 0 else None
-    return MixtureSampler(general, domain, ratio, spec["batch_size"], spec["seed"])
+def _sampler(spec: TrainSpec, vocab_size: int) -> MixtureSampler:
+    ratio, seq_len = float(spec.ratio), spec.seq_len
+    general = read_train_sequences(Path(str(spec.general_shards)), seq_len, vocab_size) if ratio < 1 else None
+    domain = read_train_sequences(Path(str(spec.domain_shards)), seq_len, vocab_size) if ratio > 0 else None
+    return MixtureSampler(general, domain, ratio, spec.batch_size, spec.seed)
 
 
 def _result(out_dir: Path, attention: str, n_params: tuple[int, int], digest: str) -> dict[str, Any]:
@@ -173,37 +173,28 @@ def _check_resume(state: dict[str, Any], p: TrainPlan, n_ranks: int, where: Path
     if state["digest"] != p.digest:
         raise InputError(str(where), "holds checkpoints of another training spec; remove it to start over")
     # ZeRO-0/1/2 states load on any number of ranks (checkpoints.restore_train_state); ZeRO-3's are not re-cut.
-    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) == 3:
+    if state["world_size"] != n_ranks and p.spec.deepspeed.zero_stage == 3:
         problem = f"was trained on {state['world_size']} ranks under ZeRO-3; resume on as many"
         raise InputError(str(where), problem)
 
 
-def _continued_state(spec: dict[str, Any], p: TrainPlan, n_ranks: int) -> tuple[Path, int]:
+def _continued_state(p: TrainPlan, n_ranks: int) -> tuple[Path, int]:
     """The checkpoint (with its train state) that an ``init: {kind: state}`` run continues, and its step."""
-    path = Path(spec["init"]["path"])
+    path = Path(str(p.spec.init.path))
     state_file = path / ckpt.TRAIN_STATE / "state.json"
     if not state_file.is_file():
         raise InputError(str(state_file), "missing: the run to continue kept no train state at this checkpoint")
     state = json.loads(state_file.read_text())
-    if state["world_size"] != n_ranks and p.spec.get("deepspeed", {}).get("zero_stage", 0) == 3:
+    if state["world_size"] != n_ranks and p.spec.deepspeed.zero_stage == 3:
         raise InputError(str(path), f"was trained on {state['world_size']} ranks under ZeRO-3; continue on as many")
     if not 0 < state["step"] < p.steps:
         raise InputError(str(path), f"its step {state['step']} is not inside this run's {p.steps} steps")
     return path, int(state["step"])
 
 
-def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
-    """Train as ``spec`` says into ``out_dir``, resuming from its newest checkpoint; return checkpoints.json.
-
-    Spec keys: model {n_layers, d_model, n_heads, d_ff} (scratch init), vocab_size, seq_len, init
-    {kind: scratch}, {kind: checkpoint, path} or {kind: state, path} (continue that checkpoint's weights,
-    optimizer, RNG and step: a WSD branch or trunk segment), keep_final_state (keep the last checkpoint's
-    train state, for a trunk segment), general_shards, domain_shards, ratio (domain fraction of
-    sequences), tokens, batch_size, micro_batch_size, optimizer {lr, min_lr_ratio, weight_decay, beta1, beta2,
-    warmup_fraction, schedule, grad_clip}, checkpoint_tokens, seed, threads, deepspeed {zero_stage}; optional
-    peak_flops (per device, for MFU) and log_every (steps between log records, default 10). Optional
-    memory settings: activation_checkpointing (bool) and deepspeed {offload_optimizer (bool), grad_accum_dtype
-    (fp32|bf16)}; zero_stage 3 partitions the parameters from construction on (``deepspeed.zero.Init``).
+def train(spec: TrainSpec | dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Train as ``spec`` (a :class:`~cpt_scaling.train.spec_types.TrainSpec` or its JSON form) says into
+    ``out_dir``, resuming from its newest checkpoint; return checkpoints.json.
 
     Preemption and time limits (none of them changes the weights): checkpoint_minutes (a resumable checkpoint
     under ``resume/`` once that long has passed since the last save), stop_at (Unix time by which the job must
@@ -211,11 +202,13 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     finishes its optimizer step, a resumable checkpoint is written and :class:`Resubmit` (exit status
     :data:`RESUBMIT_EXIT_CODE`) is raised; a rerun resumes from it, also on another number of ranks (ZeRO 0-2).
     """
+    if isinstance(spec, dict):
+        spec = TrainSpec.from_json(spec)
     with _StopSignals() as stops:
         return _train(spec, Path(out_dir), stops)
 
 
-def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str, Any]:
+def _train(spec: TrainSpec, out_dir: Path, stops: _StopSignals) -> dict[str, Any]:
     """:func:`train` with its stop signals noted in ``stops``."""
     watch_stale_locks()  # before DeepSpeed loads its ops: a job killed mid-build must not hang every later job
     import deepspeed
@@ -231,7 +224,7 @@ def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str
         log.info("%s is complete; nothing to train", out_dir)
         return done
 
-    run = _Run(spec, p, out_dir, final_dir)
+    run = _Run(p, out_dir, final_dir)
     if run.start_step == p.steps:  # killed after the final checkpoint, before checkpoints.json
         return run.write_result()
     run.start(deepspeed)
@@ -239,13 +232,13 @@ def _train(spec: dict[str, Any], out_dir: Path, stops: _StopSignals) -> dict[str
     return run.finish()
 
 
-def _setup_ranks(spec: dict[str, Any], out_dir: Path) -> tuple[int, int]:
+def _setup_ranks(spec: TrainSpec, out_dir: Path) -> tuple[int, int]:
     """Threads, DeepSpeed's log level, the process group; rank 0 clears a previous attempt's leftovers.
 
     Returns this process's rank and the number of ranks.
     """
-    if spec.get("threads"):
-        torch.set_num_threads(int(spec["threads"]))
+    if spec.threads:
+        torch.set_num_threads(int(spec.threads))
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     ensure_distributed()
     rank, n_ranks = torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -258,7 +251,7 @@ def _setup_ranks(spec: dict[str, Any], out_dir: Path) -> tuple[int, int]:
     return rank, n_ranks
 
 
-def _resume_point(spec: dict[str, Any], p: TrainPlan, out_dir: Path, n_ranks: int) -> tuple[Path | None, int]:
+def _resume_point(p: TrainPlan, out_dir: Path, n_ranks: int) -> tuple[Path | None, int]:
     """The checkpoint to resume from (this run's newest resumable one, or a continued run's) and its step."""
     resume = ckpt.resumable_checkpoint(out_dir)
     resume_dir, start_step = None, 0
@@ -267,73 +260,64 @@ def _resume_point(spec: dict[str, Any], p: TrainPlan, out_dir: Path, n_ranks: in
         _check_resume(state, p, n_ranks, out_dir)
         start_step = state["step"]
         log.info("resuming from %s (step %d of %d)", resume_dir, start_step, p.steps)
-    elif spec["init"]["kind"] == "state":  # continue another run's full state (a WSD trunk's branch point)
-        resume_dir, start_step = _continued_state(spec, p, n_ranks)
+    elif p.spec.init.kind == "state":  # continue another run's full state (a WSD trunk's branch point)
+        resume_dir, start_step = _continued_state(p, n_ranks)
         log.info("continuing %s (step %d of %d)", resume_dir, start_step, p.steps)
     return resume_dir, start_step
 
 
-def _prepare_model(
-    spec: dict[str, Any], resume_dir: Path | None, zero: dict[str, Any], config: dict[str, Any]
-) -> tuple[torch.nn.Module, bool]:
-    """The initial model (under ZeRO-3 built into partitions), with activation checkpointing if asked for.
-
-    Returns the model and whether activation checkpointing is on.
-    """
-    with _zero3_init(config if zero["zero_stage"] == 3 else None):
+def _prepare_model(spec: TrainSpec, resume_dir: Path | None, config: dict[str, Any]) -> torch.nn.Module:
+    """The initial model (under ZeRO-3 built into partitions), with activation checkpointing if asked for."""
+    with _zero3_init(config if spec.deepspeed.zero_stage == 3 else None):
         model = _initial_model(spec, resume_dir)
     model.config.use_cache = False
-    checkpointing = bool(spec.get("activation_checkpointing", False))
-    if checkpointing:  # recompute each block in backward; non-reentrant: same losses, works with ZeRO-3
+    if spec.activation_checkpointing:  # recompute each block in backward; non-reentrant: same losses, ZeRO-3 too
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, checkpointing
+    return model
 
 
 class _Run:
     """One training run's state: set up on construction (ranks, resume point, model), then :meth:`start`,
     :meth:`run_steps` and :meth:`finish`."""
 
-    def __init__(self, spec: dict[str, Any], p: TrainPlan, out_dir: Path, final_dir: Path) -> None:
-        self.spec, self.p, self.out_dir, self.final_dir = spec, p, out_dir, final_dir
+    def __init__(self, p: TrainPlan, out_dir: Path, final_dir: Path) -> None:
+        spec = self.spec = p.spec
+        self.p, self.out_dir, self.final_dir = p, out_dir, final_dir
         self.rank, self.n_ranks = _setup_ranks(spec, out_dir)
-        self.resume_dir, self.start_step = _resume_point(spec, p, out_dir, self.n_ranks)
-        self.zero = zero_settings(spec)
+        self.resume_dir, self.start_step = _resume_point(p, out_dir, self.n_ranks)
+        self.zero = spec.deepspeed
         self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available())
-        self.model, self.checkpointing = _prepare_model(spec, self.resume_dir, self.zero, self.config)
+        self.model = _prepare_model(spec, self.resume_dir, self.config)
         self.attention = str(getattr(self.model.config, "_attn_implementation", None) or attention_implementation())
         self.n_params = count_parameters(self.model)
         self.shape = model_shape(self.model.config)
-        if self.shape["vocab_size"] < spec["vocab_size"]:
-            problem = f"{spec['vocab_size']} exceeds the model's vocabulary ({self.shape['vocab_size']})"
+        if self.shape["vocab_size"] < spec.vocab_size:
+            problem = f"{spec.vocab_size} exceeds the model's vocabulary ({self.shape['vocab_size']})"
             raise InputError("vocab_size", problem)
-        self.keep_state = bool(spec.get("keep_final_state"))  # a WSD trunk segment: later segments, branches go on
         self.log_file: TextIO | None = None
 
     def start(self, deepspeed: Any) -> None:
         """Optimizer and DeepSpeed engine (a resumed run's train state restored), sampler, log, stop settings."""
         spec, shape = self.spec, self.shape
-        self.opt_cfg = spec["optimizer"]
-        self.fused_ce = _fused_cross_entropy(self.model, self.zero["zero_stage"])
-        optimizer = _optimizer(self.model, self.opt_cfg, self.zero["offload_optimizer"])
+        self.fused_ce = _fused_cross_entropy(self.model, self.zero.zero_stage)
+        optimizer = _optimizer(self.model, spec.optimizer, self.zero.offload_optimizer)
         self.engine, *_ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=self.config)
         self.gas = self.config["gradient_accumulation_steps"]
-        self.micro = spec["micro_batch_size"]
+        self.micro = spec.micro_batch_size
         if self.resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
             ckpt.restore_train_state(self.resume_dir, self.engine.optimizer, self.rank, self.n_ranks)
         self.sampler = _sampler(spec, shape["vocab_size"])
         self.device = self.engine.device
         self.flops_tok = flops_per_token(
-            shape["n_layers"], shape["d_model"], shape["d_ff"], spec["seq_len"], shape["vocab_size"],
+            shape["n_layers"], shape["d_model"], shape["d_ff"], spec.seq_len, shape["vocab_size"],
             kv_dim=shape["kv_dim"],
         )
-        self.peak = spec.get("peak_flops")
-        self.log_every = int(spec.get("log_every") or DEFAULT_LOG_EVERY)
+        self.log_every = int(spec.log_every or DEFAULT_LOG_EVERY)
         if self.rank == 0:
             self.log_file = self._open_log()
         # Time-based resumable checkpoints and stops (signal, own deadline): decided at step boundaries, the same on
         # every rank (a MAX all-reduce of the flags over a CPU group: no device sync).
-        self.checkpoint_seconds = float(spec.get("checkpoint_minutes") or 0.0) * 60.0
-        self.stop_at = float(spec["stop_at"]) if spec.get("stop_at") is not None else None
+        self.checkpoint_seconds = float(spec.checkpoint_minutes or 0.0) * 60.0
         self.flag_group = None
         if self.n_ranks > 1:
             self.flag_group = torch.distributed.new_group(backend="gloo") if torch.cuda.is_available() else None
@@ -347,7 +331,8 @@ class _Run:
             "event": "start", "attention": self.attention, "n_params": n_params[0],
             "n_params_non_embedding": n_params[1], "resumed_from": resumed_from, "world_size": self.n_ranks,
             "zero_stage": self.config["zero_optimization"]["stage"], "steps": p.steps,
-            "activation_checkpointing": self.checkpointing, "offload_optimizer": self.zero["offload_optimizer"],
+            "activation_checkpointing": self.spec.activation_checkpointing,
+            "offload_optimizer": self.zero.offload_optimizer,
             "fused_cross_entropy": self.fused_ce,
         })
         return log_file
@@ -357,10 +342,10 @@ class _Run:
         p = self.p
         state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": self.n_ranks}
         # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
-        tensors = self.engine._zero3_consolidated_16bit_state_dict() if self.zero["zero_stage"] == 3 else None
+        tensors = self.engine._zero3_consolidated_16bit_state_dict() if self.zero.zero_stage == 3 else None
         path = ckpt.save_checkpoint(
             self.out_dir, p.tokens_at(step), self.engine.module, self.engine.optimizer, state, rank=self.rank,
-            tensors=tensors, tokenizer_dir=Path(self.spec["tokenizer"]) if self.spec.get("tokenizer") else None,
+            tensors=tensors, tokenizer_dir=Path(self.spec.tokenizer) if self.spec.tokenizer else None,
             resumable=resumable,
         )
         if self.rank == 0:
@@ -409,10 +394,10 @@ class _Run:
 
     def _step(self, step: int) -> tuple[float, torch.Tensor]:
         """One optimizer step over this rank's rows of the step's batch; returns the lr and the summed loss."""
-        lr = learning_rate(step, self.p.steps, self.opt_cfg)
+        lr = learning_rate(step, self.p.steps, self.spec.optimizer)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
-        per_rank = self.spec["batch_size"] // self.n_ranks
+        per_rank = self.spec.batch_size // self.n_ranks
         rows = self.sampler.batch(step, self.rank * per_rank, (self.rank + 1) * per_rank)  # this rank's rows only
         batch = torch.from_numpy(rows.astype(np.int64)).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
@@ -437,18 +422,20 @@ class _Run:
         if self.log_file is None:
             return
         p = self.p
-        mfu = tps * self.flops_tok / (float(self.peak) * self.n_ranks) if self.peak else None
+        peak = self.spec.peak_flops
+        mfu = tps * self.flops_tok / (float(peak) * self.n_ranks) if peak else None
         train_log.append(self.log_file, {
             "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
             "tokens_per_s": tps, "mfu": mfu,
-            "domain_sequences": domain_sequences_before(done, self.spec["batch_size"], float(self.spec["ratio"])),
+            "domain_sequences": domain_sequences_before(done, self.spec.batch_size, float(self.spec.ratio)),
         })
         log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps,
                  p.tokens_at(done), loss_value, lr, tps)
 
     def _stop_flags(self, stops: _StopSignals, longest_step: float, last_save: float) -> list[bool]:
         """Agreed over the ranks: signalled, late (the next step would pass stop_at), due (a time checkpoint)."""
-        late = self.stop_at is not None and time.time() + longest_step >= self.stop_at  # the next step would overrun
+        stop_at = self.spec.stop_at
+        late = stop_at is not None and time.time() + longest_step >= float(stop_at)  # the next step would overrun
         due = self.checkpoint_seconds > 0 and time.monotonic() - last_save >= self.checkpoint_seconds
         return self._agreed(stops.received is not None, late, due)
 
@@ -474,7 +461,7 @@ class _Run:
         if self.rank == 0:
             ckpt.drop_resumable(self.out_dir)
             write_json(self.out_dir / RESULT, result)
-            if not self.keep_state:
+            if not self.spec.keep_final_state:  # a WSD trunk segment's: later segments and branches go on
                 ckpt.drop_train_state(self.final_dir)
         return result
 

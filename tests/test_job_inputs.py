@@ -39,7 +39,7 @@ def test_every_artifact_a_job_names_is_one_of_its_inputs(config: str, tmp_path: 
     outputs = {a.output for a in plan.by_key.values()}
     for art in plan.by_key.values():
         # Paths below <artifacts>/<stage>/<name>-<key>/: the artifact directories (or files) the job reads.
-        dirs = {"/".join(s.split("/")[:3]) for s in _strings(art.job)}
+        dirs = {"/".join(s.split("/")[:3]) for s in _strings(art.job_data)}
         named = {by_dir[d].output for d in dirs if d in by_dir and d != art.dir}
         if art.stage == "train":  # the tokenizer reaches training through its shards (their input)
             named.discard(plan.tokenizer.output)

@@ -50,7 +50,7 @@ def planned_keys(workdir: Path) -> dict[str, dict[str, str]]:
         keys = {f"{art.stage}/{art.name}": key for key, art in plan.by_key.items()}
         assert len(keys) == len(plan.by_key), f"{rel}: two artifacts share a stage and name"
         out[rel] = dict(sorted(keys.items()))
-        out[f"{rel} train spec digests"] = {art.name: spec_digest(art.job) for art in
+        out[f"{rel} train spec digests"] = {art.name: spec_digest(art.job.to_json()) for art in
                                             sorted(plan.by_key.values(), key=lambda a: a.name) if art.stage == "train"}
     return out
 

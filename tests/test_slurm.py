@@ -175,7 +175,7 @@ def test_a_run_longer_than_the_partition_limit_finishes_over_several_submissions
     code = ("import json, sys; from cpt_scaling.config.load import load_config; "
             "from cpt_scaling.plan.sweep import build_plan; from cpt_scaling.train.trainer import train; "
             f"plan = build_plan(load_config({configfile!r})); "
-            f"train({{**plan.artifact({key!r}).job, 'threads': 1}}, sys.argv[1])")
+            f"train({{**plan.artifact({key!r}).job.to_json(), 'threads': 1}}, sys.argv[1])")
     subprocess.run([sys.executable, "-c", code, str(reference)], cwd=workdir, check=True, capture_output=True)
     ours = {p.relative_to(run_dir): p.read_bytes() for p in (run_dir / "checkpoints").rglob("*") if p.is_file()}
     theirs = {p.relative_to(reference): p.read_bytes() for p in (reference / "checkpoints").rglob("*")

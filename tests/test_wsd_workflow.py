@@ -20,7 +20,7 @@ from cpt_scaling.studies.common import annealed_points
 from cpt_scaling.studies.dcpt import dcpt_points
 from cpt_scaling.studies.split import split_points
 from cpt_scaling.train.schedule import wsd_decay_start
-from cpt_scaling.train.spec_types import OptimizerSpec
+from cpt_scaling.train.spec_types import InitSpec
 
 pytestmark = pytest.mark.slow
 
@@ -95,9 +95,9 @@ def test_split_curves_continue_the_pretraining_trunk_state_and_its_points_includ
         assert first["resumed_from"] == point, (branch.name, first)
         [trunk_state] = train_dirs(branch_run, f"trunk-pt-xs-t{point}")
         job = plan.split[("xs", "legal", point, SPEC_TOKENS)].job
-        assert job["init"] == {"kind": "run_state", "run_dir": str(trunk_state.relative_to(branch_run))}, job
+        assert job.init == InitSpec("run_state", run_dir=str(trunk_state.relative_to(branch_run))), job
         steps = total // 512
-        assert wsd_decay_start(steps, OptimizerSpec.from_json(job["optimizer"])) == max(point // 512, steps // 2)
+        assert wsd_decay_start(steps, job.optimizer) == max(point // 512, steps // 2)
     assert not train_dirs(branch_run, "trunk-split-")
     points = split_points(read_eval_tables([branch_run / p for p in plan.split_evals("legal")]), "legal", 1.0)
     split = points[points["D_spec"] > 0]

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cpt_scaling.core.keys import key_of
+from cpt_scaling.train.spec_types import TrainSpec
 
 # Bump a stage's version when its algorithm changes: every artifact of that stage (and downstream) gets a new key.
 STAGE_VERSIONS: dict[str, int] = {
@@ -28,10 +29,17 @@ STAGE_VERSIONS: dict[str, int] = {
 JOB_PATHS = ("general_shards", "domain_shards", "tokenizer")
 
 
-def keyed_settings(job: dict[str, Any], *also: str) -> dict[str, Any]:
-    """A training job's settings that enter its key: all but :data:`JOB_PATHS` and ``also`` (``init``, where the
-    spec names the initial state by its own key)."""
-    return {k: v for k, v in job.items() if k not in (*JOB_PATHS, *also)}
+def keyed_settings(job: TrainSpec, *also: str) -> dict[str, Any]:
+    """A training job's settings that enter its key: all of its JSON but :data:`JOB_PATHS` and ``also``
+    (``init``, where the spec names the initial state by its own key)."""
+    return {k: v for k, v in job.to_json().items() if k not in (*JOB_PATHS, *also)}
+
+
+class Job(Protocol):
+    """A typed job description (:class:`~cpt_scaling.train.spec_types.TrainSpec`); its JSON form is what the
+    rule's script receives."""
+
+    def to_json(self) -> dict[str, Any]: ...
 
 # The file each stage's job writes last; its presence means the artifact is complete.
 MAIN_OUTPUT: dict[str, str] = {
@@ -91,7 +99,7 @@ class Artifact:
     name: str
     spec: dict[str, Any]
     root: str
-    job: dict[str, Any] = field(default_factory=dict, compare=False)
+    job: dict[str, Any] | Job = field(default_factory=dict, compare=False)
 
     @cached_property
     def key(self) -> str:
@@ -101,7 +109,12 @@ class Artifact:
     @cached_property
     def inputs(self) -> tuple[str, ...]:
         """What Snakemake must have made before this artifact's job: the references in its job."""
-        return job_inputs(self.job)
+        return job_inputs(self.job_data)
+
+    @property
+    def job_data(self) -> dict[str, Any]:
+        """The job description in its JSON form (its :class:`Ref` paths kept)."""
+        return self.job if isinstance(self.job, dict) else self.job.to_json()
 
     def ref(self, name: str | None = None) -> Ref:
         """This artifact's directory (or its file ``name``) as a reference of a downstream job."""

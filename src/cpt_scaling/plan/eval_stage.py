@@ -22,7 +22,7 @@ class EvalStage:
         pre_tokens = self.cfg["pretrain"]["tokens"]
         self.base_evals: dict[str, Artifact] = {}
         for size, base in self.base_init.items():
-            if base["init"]["kind"] == "checkpoint":  # a local base model: evaluated like a run's checkpoint
+            if base["init"].kind == "checkpoint":  # a local base model: evaluated like a run's checkpoint
                 meta = {"kind": "base", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
                         "budget": 0, "pretrain_tokens": 0}
                 self.base_evals[size] = self._eval(None, [GENERAL, *self.domains], meta, base=(size, base))
@@ -66,7 +66,7 @@ class EvalStage:
             assert base is not None
             size, init = base
             source, name = {"base": init["spec"]}, f"base-{size}"
-            target = {"checkpoint_dir": init["init"]["path"]}
+            target = {"checkpoint_dir": init["init"].path}
         art = Artifact(
             "eval", f"{name}--{'+'.join(corpora)}",
             self._spec("eval", **source, suites={c: a.key for c, a in suites.items()},

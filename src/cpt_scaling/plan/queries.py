@@ -100,7 +100,7 @@ class Queries:
 
     def job_json(self, key: str) -> str:
         """The job's parameters as a canonical string (Snakemake compares params by repr)."""
-        return canonical_json(self.artifact(key).job)
+        return canonical_json(self.artifact(key).job_data)
 
     def outputs(self, stage: str) -> list[str]:
         return [a.output for a in self.by_key.values() if a.stage == stage]
@@ -159,11 +159,11 @@ class Queries:
         size's exact ``N`` and its embedding rows."""
         job = self.artifact(key).job
         arch = self.cfg["models"]["sizes"][self.size_of[key]]
-        return self.trained_tokens(key) * cost.size_flops_per_token(arch, job["seq_len"], job["vocab_size"])
+        return self.trained_tokens(key) * cost.size_flops_per_token(arch, job.seq_len, job.vocab_size)
 
     def trained_tokens(self, key: str) -> int:
         """Tokens one training job trains: a run's budget, a trunk segment's or a branch's own stretch."""
-        return self.trained.get(key, self.artifact(key).job["tokens"])
+        return self.trained.get(key, self.artifact(key).job.tokens)
 
     def train_resources(self, key: str) -> dict[str, int | str]:
         """SLURM resources of a training job from the cost model (see :mod:`cpt_scaling.cost.resources`)."""

@@ -6,13 +6,14 @@ from typing import Any
 
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.plan.artifact import Artifact, ratio_label
+from cpt_scaling.train.spec_types import InitSpec, ModelSpec, OptimizerSpec
 
 
 class SplitStudy:
     """Builds the split study's training artifacts of a :class:`~cpt_scaling.plan.sweep.Plan` (a mixin: it uses
     the training stage's runs and builders, :class:`~cpt_scaling.plan.train_stage.TrainStage`)."""
 
-    def _split_stage(self, optimizer: dict[str, Any], common: dict[str, Any]) -> None:
+    def _split_stage(self, optimizer: OptimizerSpec, common: dict[str, Any]) -> None:
         """Split study: every pretraining checkpoint D branched into specialisation runs of D' tokens per domain.
 
         With pretraining branches (WSD), a split curve continues the pretraining trunk's full state (weights,
@@ -27,7 +28,7 @@ class SplitStudy:
             return
         spec_tokens = study["spec_tokens"] or self.cfg["cpt"]["tokens"]
         for size, curve in self.pretrain_curve.items():
-            model = self.pretrain[size].job["model"]
+            model = self.pretrain[size].job.model
             if self.pretrain_branches:
                 for domain in self.split_domains:
                     self._split_curves(size, model, curve, domain, spec_tokens, common)
@@ -38,25 +39,25 @@ class SplitStudy:
                     base = self.base_init[size]
                 else:  # an intermediate checkpoint of the single cosine pretraining run
                     base = {"spec": {"pretrain": pre.key, "branch_tokens": branch},
-                            "init": {"kind": "run", "run_dir": pre.ref(), "tokens": branch}, "label": f"-p{branch}"}
+                            "init": InitSpec("run", run_dir=pre.ref(), tokens=branch), "label": f"-p{branch}"}
                 for domain in self.split_domains:
                     for tokens in spec_tokens:
                         run = self._cpt_run(size, model, base, domain, study["ratio"], tokens, optimizer, common)
                         self.split[(size, domain, branch, tokens)] = run
                         self.size_of[run.key] = size
 
-    def _split_curves(self, size: str, model: dict[str, Any], curve: dict[int, Artifact], domain: str,
+    def _split_curves(self, size: str, model: ModelSpec, curve: dict[int, Artifact], domain: str,
                       spec_tokens: list[int], common: dict[str, Any]) -> None:
         """The split curves of one size and domain off its pretraining trunk (see :meth:`_split_stage`)."""
         ratio = self.cfg["studies"]["split"]["ratio"]
         general, dom = self.shards[GENERAL], self.shards[domain]
         run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
                   "domain_shards": dom.ref(), "ratio": ratio}
-        optimizers = self._wsd_optimizers(self.cfg["optimizer"], max(curve))  # the pretraining curve's
+        optimizers = self._wsd_optimizers(OptimizerSpec(**self.cfg["optimizer"]), max(curve))  # the pretraining curve's
         trunk = [self.branch_point[a.key] for a in curve.values() if a.key in self.branch_point]
         for seg in {a.key: a for a in trunk}.values():
-            point = seg.job["tokens"]
-            base = {"spec": {"pretrain_trunk": seg.key}, "init": {"kind": "run_state", "run_dir": seg.ref()}}
+            point = seg.job.tokens
+            base = {"spec": {"pretrain_trunk": seg.key}, "init": InitSpec("run_state", run_dir=seg.ref())}
             runs = self._wsd_curve(f"split-{size}-p{point}-{domain}-{ratio_label(ratio)}", size, base, run_of,
                                    {"general": general.key, "domain": dom.key},
                                    [point + tokens for tokens in spec_tokens], optimizers, common, start=point,

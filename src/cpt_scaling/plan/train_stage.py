@@ -3,12 +3,13 @@ and decay branches)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from cpt_scaling.config.load import GENERAL
 from cpt_scaling.plan.artifact import Artifact, checkpoint_schedule, keyed_settings, ratio_label, raw
 from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
-from cpt_scaling.train.spec_types import OptimizerSpec
+from cpt_scaling.train.spec_types import DeepSpeedSpec, InitSpec, ModelSpec, OptimizerSpec, TrainSpec
 
 
 class TrainStage:
@@ -20,20 +21,25 @@ class TrainStage:
         """Embedding rows of a size: a checkpoint's own (config.json), else the size's or the tokenizer's."""
         return self.cfg["models"]["sizes"][size]["vocab_size"] or self.cfg["tokenizer"]["vocab_size"]
 
+    def _model(self, size: str) -> ModelSpec:
+        """The shape of a size (None where a checkpoint's config.json has it)."""
+        arch = self.cfg["models"]["sizes"][size]
+        return ModelSpec(arch["n_layers"], arch["d_model"], arch["n_heads"], arch["d_ff"])
+
     def _train_common(self) -> dict[str, Any]:
+        """The :class:`TrainSpec` fields every training job of the sweep shares."""
         t = self.cfg["training"]
         return {"seq_len": self.cfg["shards"]["seq_len"], "batch_size": t["batch_size"],
                 "micro_batch_size": t["micro_batch_size"], "seed": t["seed"],
                 # ZeRO stage, optimizer offload (DeepSpeed's CPU Adam) and the gradient accumulation dtype change
                 # the numerics: in keys. Activation checkpointing does not: it reaches the job as a resource.
-                "deepspeed": {"zero_stage": t["zero_stage"], "offload_optimizer": t["offload_optimizer"],
-                              "grad_accum_dtype": t["grad_accum_dtype"]},
+                "deepspeed": DeepSpeedSpec(t["zero_stage"], t["offload_optimizer"], t["grad_accum_dtype"]),
                 "tokenizer": self.tokenizer.dir}
 
     def _step_tokens(self) -> int:
         return self.cfg["training"]["batch_size"] * self.cfg["shards"]["seq_len"]
 
-    def _train_artifact(self, name: str, spec_parts: dict[str, Any], job: dict[str, Any]) -> Artifact:
+    def _train_artifact(self, name: str, spec_parts: dict[str, Any], job: TrainSpec) -> Artifact:
         return self._add(Artifact("train", name, self._spec("train", **spec_parts), self.root, job=job))
 
     def _train_stage(self) -> None:
@@ -48,7 +54,7 @@ class TrainStage:
         self.curve_of: dict[str, str] = {}  # branch key -> its trunk's name: the run its points belong to
         self.branch_point: dict[str, Artifact] = {}  # branch key -> the trunk segment whose end state it continues
         for size, arch in cfg["models"]["sizes"].items():
-            model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
+            model = self._model(size)
             if arch["base_checkpoint"]:
                 ckpt = arch["base_checkpoint"]
                 if arch.get("base_checkpoint_id"):
@@ -57,35 +63,35 @@ class TrainStage:
                     spec = {"checkpoint_id": arch["base_checkpoint_id"]}
                 else:
                     spec, ckpt = {"checkpoint": self.digests.digest(ckpt)}, raw(ckpt)
-                self.base_init[size] = {"spec": spec, "init": {"kind": "checkpoint", "path": ckpt}}
+                self.base_init[size] = {"spec": spec, "init": InitSpec("checkpoint", path=ckpt)}
                 continue
             tokens = cfg["pretrain"]["tokens"]
             budgets = checkpoint_schedule(tokens, cfg["pretrain"]["checkpoints"], self._step_tokens())
             if self.pretrain_branches:  # every checkpoint an annealed WSD branch end (Chinchilla's points)
-                scratch = {"spec": {"init": "scratch"}, "init": {"kind": "scratch"}}
+                scratch = {"spec": {"init": "scratch"}, "init": InitSpec("scratch")}
                 run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
                           "domain_shards": None, "ratio": 0.0}
                 self.pretrain_curve[size] = self._wsd_curve(
                     f"pt-{size}", size, scratch, run_of, {"general": general.key, "domain": None},
-                    budgets, self._wsd_optimizers(cfg["optimizer"], budgets[-1]), common)
+                    budgets, self._wsd_optimizers(OptimizerSpec(**cfg["optimizer"]), budgets[-1]), common)
                 art = self.pretrain_curve[size][tokens]
             else:
-                job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": {"kind": "scratch"},
-                       "general_shards": general.ref(), "domain_shards": None, "ratio": 0.0, "tokens": tokens,
-                       "optimizer": cfg["optimizer"], "checkpoint_tokens": budgets}
+                job = TrainSpec(**common, vocab_size=self.vocab_size(size), model=model, init=InitSpec("scratch"),
+                                general_shards=general.ref(), domain_shards=None, ratio=0.0, tokens=tokens,
+                                optimizer=OptimizerSpec(**cfg["optimizer"]), checkpoint_tokens=tuple(budgets))
                 art = self._train_artifact(
                     f"pt-{size}", {"job": keyed_settings(job),
                                    "general": general.key}, job)
                 self.pretrain_curve[size] = dict.fromkeys(budgets, art)
             self.pretrain[size] = art
             self.size_of[art.key] = size
-            self.base_init[size] = {"spec": {"pretrain": art.key}, "init": {"kind": "run", "run_dir": art.ref()}}
+            self.base_init[size] = {"spec": {"pretrain": art.key}, "init": InitSpec("run", run_dir=art.ref())}
         self.cpt: dict[tuple[str, str, float, int], Artifact] = {}
-        optimizer = dict(cfg["optimizer"])
+        optimizer = OptimizerSpec(**cfg["optimizer"])
         if cfg["cpt"]["lr"] is not None:
-            optimizer["lr"] = cfg["cpt"]["lr"]
-        for size, arch in cfg["models"]["sizes"].items():
-            model = {k: arch[k] for k in ("n_layers", "d_model", "n_heads", "d_ff")}
+            optimizer = replace(optimizer, lr=cfg["cpt"]["lr"])
+        for size in cfg["models"]["sizes"]:
+            model = self._model(size)
             base = self.base_init[size]
             for domain, dcfg in cfg["domains"].items():
                 for ratio in dcfg["ratios"]:
@@ -112,23 +118,20 @@ class TrainStage:
         cpt = self.cfg["cpt"]
         return cpt["budgets"] == "branches" and len(cpt["tokens"]) > 1
 
-    def _wsd_optimizers(self, optimizer: dict[str, Any], warmup_budget: int
-                        ) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _wsd_optimizers(self, optimizer: OptimizerSpec, warmup_budget: int) -> tuple[OptimizerSpec, OptimizerSpec]:
         """(trunk, branch) optimizer settings: warmup in absolute steps (the same for every budget: that of a
         cosine run of ``warmup_budget`` tokens unless ``cpt.warmup_steps``), then a constant LR on the trunk;
         each branch decays over the last ``cpt.decay_fraction`` of its budget, in ``cpt.decay_shape``."""
         cpt = self.cfg["cpt"]
         warmup = cpt["warmup_steps"]
         if warmup is None:
-            warmup = warmup_steps(warmup_budget // self._step_tokens(), optimizer["warmup_fraction"])
-        common = {k: v for k, v in optimizer.items() if k not in ("warmup_fraction", "schedule")}
-        trunk = {**common, "schedule": "constant", "warmup_steps": warmup}
-        branch = {**trunk, "schedule": "wsd", "decay_fraction": cpt["decay_fraction"],
-                  "decay_shape": cpt["decay_shape"]}
+            warmup = warmup_steps(warmup_budget // self._step_tokens(), float(optimizer.warmup_fraction or 0.0))
+        trunk = replace(optimizer, warmup_fraction=None, schedule="constant", warmup_steps=warmup)
+        branch = replace(trunk, schedule="wsd", decay_fraction=cpt["decay_fraction"], decay_shape=cpt["decay_shape"])
         return trunk, branch
 
-    def _cpt_branches(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
-                      optimizer: dict[str, Any], common: dict[str, Any]) -> dict[int, Artifact]:
+    def _cpt_branches(self, size: str, model: ModelSpec, base: dict[str, Any], domain: str, ratio: float,
+                      optimizer: OptimizerSpec, common: dict[str, Any]) -> dict[int, Artifact]:
         """One WSD trunk per (size, domain, ratio) and a decay branch per budget D off the trunk's state at its
         branch point. The trunk is a chain of segments, one per branch point, each keyed by the trunk and its end
         only: a larger budget added later extends the trunk from its last state, and nothing done reruns."""
@@ -144,7 +147,7 @@ class TrainStage:
 
     def _wsd_curve(self, name: str, size: str, base: dict[str, Any], run_of: dict[str, Any],
                    data: dict[str, Any], budgets: list[int],
-                   optimizers: tuple[dict[str, Any], dict[str, Any]], common: dict[str, Any],
+                   optimizers: tuple[OptimizerSpec, OptimizerSpec], common: dict[str, Any],
                    start: int = 0, direct: bool = False) -> dict[int, Artifact]:
         """The trunk segments and branches of one WSD curve ``name`` (branch ``<name>-d<D>`` per budget D, trunk
         segments ``trunk-<name>-t<T>``), from ``base`` (whose state is at ``start`` tokens: 0 for a model, a
@@ -156,34 +159,33 @@ class TrainStage:
         one budget, where a segment would be shared by nothing."""
         trunk_opt, branch_opt = optimizers
         step_tokens = self._step_tokens()
-        typed = OptimizerSpec.from_json(branch_opt)
-        decays = {tokens: wsd_decay_start(tokens // step_tokens, typed) * step_tokens for tokens in budgets}
+        decays = {tokens: wsd_decay_start(tokens // step_tokens, branch_opt) * step_tokens for tokens in budgets}
         points = {tokens: start if direct else max(start, decay) for tokens, decay in decays.items()}
         segments: dict[int, Artifact] = {}
         previous: Artifact | None = None
         for point in sorted(set(points.values()) - {start}):
-            init = base["init"] if previous is None else {"kind": "run_state", "run_dir": previous.ref()}
-            job = {**common, **run_of, "init": init, "tokens": point, "optimizer": trunk_opt,
-                   "checkpoint_tokens": [point], "keep_final_state": True}
+            init = base["init"] if previous is None else InitSpec("run_state", run_dir=previous.ref())
+            job = TrainSpec(**common, **run_of, init=init, tokens=point, optimizer=trunk_opt,
+                            checkpoint_tokens=(point,), keep_final_state=True)
             trunk = keyed_settings(job, "init")
             seg = self._train_artifact(f"trunk-{name}-t{point}", {"trunk": trunk, "base": base["spec"], **data}, job)
-            self.trained[seg.key] = point - (previous.job["tokens"] if previous else start)
+            self.trained[seg.key] = point - (previous.job.tokens if previous else start)
             self.size_of[seg.key] = size
             segments[point] = previous = seg
         runs: dict[int, Artifact] = {}
         for tokens, point in points.items():
             if point == start:  # from the base's own state; all of it a decay when the decay starts before it
                 opt = (branch_opt if decays[tokens] > start
-                       else {**branch_opt, "decay_fraction": (tokens - start) / tokens})
-                job = {**common, **run_of, "init": base["init"], "tokens": tokens, "optimizer": opt,
-                       "checkpoint_tokens": [tokens]}
+                       else replace(branch_opt, decay_fraction=(tokens - start) / tokens))
+                job = TrainSpec(**common, **run_of, init=base["init"], tokens=tokens, optimizer=opt,
+                                checkpoint_tokens=(tokens,))
                 branch = keyed_settings(job, "init")
                 runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "base": base["spec"],
                                                     **data}, job)
             else:
                 seg = segments[point]
-                job = {**common, **run_of, "init": {"kind": "run_state", "run_dir": seg.ref()}, "tokens": tokens,
-                       "optimizer": branch_opt, "checkpoint_tokens": [tokens]}
+                job = TrainSpec(**common, **run_of, init=InitSpec("run_state", run_dir=seg.ref()), tokens=tokens,
+                                optimizer=branch_opt, checkpoint_tokens=(tokens,))
                 branch = keyed_settings(job, "init")
                 runs[tokens] = self._train_artifact(f"{name}-d{tokens}", {"branch": branch, "trunk": seg.key},
                                                     job)
@@ -193,18 +195,16 @@ class TrainStage:
             self.curve_of[runs[tokens].key] = name
         return runs
 
-    def _cpt_run(self, size: str, model: dict[str, Any], base: dict[str, Any], domain: str, ratio: float,
-                 tokens: int, optimizer: dict[str, Any], common: dict[str, Any]) -> Artifact:
+    def _cpt_run(self, size: str, model: ModelSpec, base: dict[str, Any], domain: str, ratio: float,
+                 tokens: int, optimizer: OptimizerSpec, common: dict[str, Any]) -> Artifact:
         """One continued-pretraining run. A ratio-0 run never reads domain data, so its key (and its artifact)
         is shared by every domain."""
         general = self.shards[GENERAL]
         dom = self.shards[domain] if ratio > 0 else None
-        job = {**common, "vocab_size": self.vocab_size(size), "model": model, "init": base["init"],
-               "general_shards": general.ref(),
-               "domain_shards": dom.ref() if dom else None, "ratio": ratio, "tokens": tokens,
-               "optimizer": optimizer,
-               "checkpoint_tokens": checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"],
-                                                        self._step_tokens())}
+        checkpoints = checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"], self._step_tokens())
+        job = TrainSpec(**common, vocab_size=self.vocab_size(size), model=model, init=base["init"],
+                        general_shards=general.ref(), domain_shards=dom.ref() if dom else None, ratio=ratio,
+                        tokens=tokens, optimizer=optimizer, checkpoint_tokens=tuple(checkpoints))
         stable = keyed_settings(job, "init")
         label = domain if dom else "general"
         name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"

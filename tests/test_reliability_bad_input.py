@@ -150,7 +150,7 @@ DATA_CASES: list[tuple[str, str, Any, Edit | None, str, tuple[str, ...]]] = [
 
 def _target(workdir: Path, configfile: str, stage: str, pool_file: str | None) -> str:
     """Main output of the artifact of ``stage`` that reads ``pool_file`` (or of an xs CPT run, for training)."""
-    match = {"classified": f"a.job['pool_file'] == {pool_file!r}", "train": "a.name.startswith('cpt-xs-')"}
+    match = {"classified": f"a.job.pool_file == {pool_file!r}", "train": "a.name.startswith('cpt-xs-')"}
     expr = f"next(a.output for a in plan.by_key.values() if a.stage == {stage!r} and {match.get(stage, 'True')})"
     return plan_output(workdir, configfile, expr)
 

@@ -5,25 +5,29 @@ from typing import Any
 
 from cpt_scaling.core.adaptor import rule_job, rule_step
 from cpt_scaling.data.classify import classify_file, train_classifier
+from cpt_scaling.data.jobs import ClassifierJob, ClassifyJob
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
 
-def train(job: dict[str, Any], columns: dict[str, str]) -> None:
+def train(data: dict[str, Any]) -> None:
+    job = ClassifierJob.from_json(data)
     train_classifier(
-        {label: [Path(p) for p in paths] for label, paths in job["seed_files"].items()},
+        {label: [Path(p) for p in paths] for label, paths in job.seed_files.items()},
         Path(smk.output.model).parent,
-        epoch=job["epoch"], lr=job["lr"], word_ngrams=job["word_ngrams"], dim=job["dim"],
-        min_count=job["min_count"], validation_fraction=job["validation_fraction"], seed=job["seed"],
-        **columns,
+        epoch=job.epoch, lr=job.lr, word_ngrams=job.word_ngrams, dim=job.dim, min_count=job.min_count,
+        validation_fraction=job.validation_fraction, seed=job.seed, text_column=job.text_column,
+        id_column=job.id_column,
     )
 
 
-def classify(job: dict[str, Any], columns: dict[str, str]) -> None:
-    classify_file(Path(job["model"]), Path(job["pool_file"]), Path(smk.output.labels), **columns)
+def classify(data: dict[str, Any]) -> None:
+    job = ClassifyJob.from_json(data)
+    classify_file(Path(job.model), Path(job.pool_file), Path(smk.output.labels), text_column=job.text_column,
+                  id_column=job.id_column)
 
 
 STEPS = {"train_classifier": train, "classify_pool_file": classify}
 
 with rule_job(smk) as job:
-    rule_step(smk, STEPS)(job, {"text_column": job["text_column"], "id_column": job["id_column"]})
+    rule_step(smk, STEPS)(job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cpt_scaling.config.load import GENERAL
+from cpt_scaling.data.jobs import ClassifierJob, ClassifyJob, ShardsJob, TokenizerJob
 from cpt_scaling.plan.artifact import MAIN_OUTPUT, Artifact, raw
 
 
@@ -19,8 +20,8 @@ class DataStage:
         self.classifier = self._add(Artifact(
             "classifier", "fasttext",
             self._spec("classifier", params=cfg["classifier"], seeds=seeds, columns=columns), self.root,
-            job={"seed_files": {label: [raw(p) for p in paths] for label, paths in data["seeds"].items()},
-                 **cfg["classifier"], "text_column": columns["text"], "id_column": columns["id"]},
+            job=ClassifierJob({label: [raw(p) for p in paths] for label, paths in data["seeds"].items()},
+                              **cfg["classifier"], text_column=columns["text"], id_column=columns["id"]),
         ))
         self.classified: list[Artifact] = []
         for pool_file in data["pool"]:
@@ -29,8 +30,8 @@ class DataStage:
                 "classified", stem,
                 self._spec("classified", classifier=self.classifier.key,
                            pool=self.digests.digest(pool_file), columns=columns), self.root,
-                job={"pool_file": raw(pool_file), "model": self.classifier.ref(MAIN_OUTPUT["classifier"]),
-                     "text_column": columns["text"], "id_column": columns["id"]},
+                job=ClassifyJob(raw(pool_file), self.classifier.ref(MAIN_OUTPUT["classifier"]),
+                                text_column=columns["text"], id_column=columns["id"]),
             )))
         tok = cfg["tokenizer"]
         seed_files: list[str] = [p for paths in data["seeds"].values() for p in paths]
@@ -45,8 +46,8 @@ class DataStage:
             seed_files = [raw(p) for p in seed_files]
         self.tokenizer = self._add(Artifact(
             "tokenizer", f"bpe{tok['vocab_size']}" if not tok["path"] else "local", tok_spec, self.root,
-            job={"files": seed_files, "vocab_size": tok["vocab_size"], "path": path, "text_column": columns["text"],
-                 "id_column": columns["id"]},
+            job=TokenizerJob(seed_files, tok["vocab_size"], path, text_column=columns["text"],
+                             id_column=columns["id"]),
         ))
         self.shards: dict[str, Artifact] = {}
         for corpus in [GENERAL, *self.domains]:
@@ -56,8 +57,7 @@ class DataStage:
                 self._spec("shards", corpus=corpus, threshold=threshold, params=cfg["shards"],
                            tokenizer=self.tokenizer.key, classified=[a.key for a in self.classified],
                            columns=columns), self.root,
-                job={"domain": corpus, "threshold": threshold, "pool_files": [raw(p) for p in data["pool"]],
-                     "classified_files": [a.ref(MAIN_OUTPUT["classified"]) for a in self.classified],
-                     "tokenizer_path": self.tokenizer.ref(), **cfg["shards"],
-                     "text_column": columns["text"], "id_column": columns["id"]},
+                job=ShardsJob(corpus, threshold, [raw(p) for p in data["pool"]],
+                              [a.ref(MAIN_OUTPUT["classified"]) for a in self.classified], self.tokenizer.ref(),
+                              **cfg["shards"], text_column=columns["text"], id_column=columns["id"]),
             ))

@@ -1,0 +1,82 @@
+"""The data stages' job descriptions as typed values: built by the plan, read by the rules' scripts.
+
+A job's JSON form (:meth:`DataJob.to_json`) is its fields by name, values as they are (path fields keep the
+plan's :class:`~cpt_scaling.plan.artifact.Ref` strings, so a job's inputs are read off it);
+:meth:`DataJob.from_json` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Self
+
+
+class DataJob:
+    """A dataclass job description whose JSON form is its fields."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class ClassifierJob(DataJob):
+    """Train the fastText domain classifier (:func:`cpt_scaling.data.classify.train_classifier`) on the seed
+    files of each label; ``epoch`` … ``seed`` are fastText's settings (config ``classifier``), a
+    ``validation_fraction`` of the seeds held out for its metrics."""
+
+    seed_files: dict[str, list[str]]
+    epoch: int
+    lr: float
+    word_ngrams: int
+    dim: int
+    min_count: int
+    validation_fraction: float
+    seed: int
+    text_column: str
+    id_column: str
+
+
+@dataclass(frozen=True)
+class ClassifyJob(DataJob):
+    """Label every document of ``pool_file`` with the classifier ``model`` (its ``model.bin``)."""
+
+    pool_file: str
+    model: str
+    text_column: str
+    id_column: str
+
+
+@dataclass(frozen=True)
+class TokenizerJob(DataJob):
+    """The tokenizer (:func:`cpt_scaling.data.tokenizer_source.install_tokenizer`): a copy of the local HF
+    tokenizer at ``path``, else a BPE tokenizer of ``vocab_size`` trained on ``files``."""
+
+    files: list[str]
+    vocab_size: int | None
+    path: str | None
+    text_column: str
+    id_column: str
+
+
+@dataclass(frozen=True)
+class ShardsJob(DataJob):
+    """One corpus's packed shards (:func:`cpt_scaling.data.shards.build_shards`): the documents of
+    ``pool_files`` whose label in ``classified_files`` is ``domain`` with probability ≥ ``threshold``,
+    tokenized by ``tokenizer_path`` and packed into sequences of ``seq_len`` tokens; a ``heldout_fraction`` of
+    the documents (at most ``heldout_max_sequences`` sequences) held out, ``shard_max_sequences`` per shard."""
+
+    domain: str
+    threshold: float
+    pool_files: list[str]
+    classified_files: list[str]
+    tokenizer_path: str
+    seq_len: int
+    heldout_fraction: float
+    heldout_max_sequences: int
+    shard_max_sequences: int
+    text_column: str
+    id_column: str

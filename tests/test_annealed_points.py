@@ -121,7 +121,7 @@ def test_chinchilla_never_fits_an_unannealed_point(tmp_path) -> None:
     assert not chinchilla_points(read_eval_tables([path]))["annealed"].all()
     for p in out.values():
         p.unlink()
-    with pytest.raises(InputError, match="pretrain.budgets: branches"):
+    with pytest.raises(InputError, match=r"pretrain\.budgets: branches"):
         fit_chinchilla_study([path], WITH_INTERMEDIATE, out["law.json"], out["points.csv"], out["frontier.csv"])
     assert not any(p.exists() for p in out.values())  # no partial artifact
 

@@ -19,7 +19,8 @@ from cpt_scaling.figures import cross_domain, dcpt, specialization, split
 pytestmark = pytest.mark.slow
 
 EXPECTED = {
-    "dcpt_legal.pdf", "dcpt_fit_legal.pdf", "dcpt_medical.pdf", "dcpt_fit_medical.pdf", "split_fraction_legal.pdf", "split_optimal_legal.pdf", "cross_domain.pdf",
+    "dcpt_legal.pdf", "dcpt_fit_legal.pdf", "dcpt_medical.pdf", "dcpt_fit_medical.pdf",
+    "split_fraction_legal.pdf", "split_optimal_legal.pdf", "cross_domain.pdf",
     *(f"specialization_{w}_{d}.pdf" for w in ("ppl", "sger", "forgetting", "compute") for d in ("legal", "medical")),
 }
 

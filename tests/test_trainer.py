@@ -148,6 +148,7 @@ def test_schedules() -> None:
         ({"deepspeed": {"zero_stage": 4}}, "zero_stage"),
         ({"deepspeed": {"zero_stage": 0, "offload_optimizer": True}}, "offload_optimizer"),
         ({"deepspeed": {"zero_stage": 2, "grad_accum_dtype": "fp16"}}, "grad_accum_dtype"),
+        ({"chekpoint_tokens": [0]}, "unknown keys \\['chekpoint_tokens'\\]"),
     ],
 )
 def test_bad_specs_name_the_key(shards: tuple[Path, Path], tmp_path: Path, change: dict, key: str) -> None:

@@ -179,11 +179,14 @@ class TrainSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainSpec:
-        """A spec from its JSON form, checked as the trainer needs it (each problem an :class:`InputError` naming
-        the key); keys it does not know are ignored."""
+        """A spec from its JSON form, checked as the trainer needs it (each problem, an unknown key too, an
+        :class:`InputError` naming the key)."""
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise InputError("train spec", f"missing keys {missing}")
+        unknown = sorted(set(data) - _FIELDS)
+        if unknown:  # a misspelt setting would otherwise be dropped without a word
+            raise InputError("train spec", f"unknown keys {unknown}")
         for key in ("vocab_size", "seq_len", "tokens", "batch_size", "micro_batch_size"):
             _positive_int(data, key)
         init = data["init"]
@@ -229,6 +232,9 @@ class TrainSpec:
         }
         out.update({k: True for k in ("keep_final_state", "activation_checkpointing") if getattr(self, k)})
         return out
+
+
+_FIELDS = frozenset(TrainSpec.__dataclass_fields__)
 
 
 def _check_tokens(tokens: int, per_step: int, checkpoints: tuple[Any, ...]) -> None:

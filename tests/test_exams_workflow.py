@@ -53,7 +53,7 @@ def test_exam_acc_of_the_final_checkpoint_equals_a_hand_computation(micro_copy: 
     plan = build_plan(normalise_config(raw, "exams.yaml"), micro_copy / "digests.json")
     run = next(a for a in plan.by_key.values() if a.stage == "train" and a.name.startswith("cpt-s-legal-r1-"))
     exam = next(a for a in plan.by_key.values() if a.stage == "exam" and a.spec.get("run") == run.key)
-    assert exam.job["meta"]["run"] == run.name and len(plan.all_exams()) > 1  # one exam job per run
+    assert exam.job.meta["run"] == run.name and len(plan.all_exams()) > 1  # one exam job per run
 
     result = run_snakemake(micro_copy, "exams.yaml", exam.output, "--cores", "1")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]

@@ -5,17 +5,18 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.adaptor import rule_job, rule_step
+from cpt_scaling.evaluate.jobs import EvalJob, ExamJob
 from cpt_scaling.evaluate.tables import evaluate_with_meta, exams_with_meta, gather_eval_tables
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
 
-def evaluate(job: dict[str, Any]) -> None:
-    evaluate_with_meta(job, Path(smk.output.losses))
+def evaluate(data: dict[str, Any]) -> None:
+    evaluate_with_meta(EvalJob.from_json(data), Path(smk.output.losses))
 
 
-def exam(job: dict[str, Any]) -> None:
-    exams_with_meta(job, Path(smk.output.scores))
+def exam(data: dict[str, Any]) -> None:
+    exams_with_meta(ExamJob.from_json(data), Path(smk.output.scores))
 
 
 def eval_table(job: dict[str, Any]) -> None:

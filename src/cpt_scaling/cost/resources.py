@@ -221,12 +221,12 @@ def eval_job_cost(plan: Any, key: str) -> dict[str, float]:
     """
     cfg = plan.cfg
     art = plan.artifact(key)
-    size = art.job["meta"]["size"]
+    size = art.job.meta["size"]
     arch = cfg["models"]["sizes"][size]
     seq_len = cfg["shards"]["seq_len"]
     run_key = art.spec.get("run")
     checkpoints = len(plan.artifact(run_key).job.checkpoint_tokens) if run_key else 1
-    tokens = checkpoints * len(art.job["suites"]) * cfg["shards"]["heldout_max_sequences"] * seq_len
+    tokens = checkpoints * len(art.job.suites) * cfg["shards"]["heldout_max_sequences"] * seq_len
     shape = memory.size_shape(cfg, size)
     forward = cost_model.size_flops_per_token(arch, seq_len, shape.vocab_size) / 3
     on_gpu = cfg["cost"]["gpus_per_job"] > 0

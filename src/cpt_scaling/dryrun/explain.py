@@ -154,7 +154,7 @@ def artifact_contexts(plan: Any) -> dict[str, dict[str, Any]]:
         ctx[art.key] = {"size": size, "kind": "base"}
     for art in getattr(plan, "_exams", {}).values():  # exams of a local base model name its size's checkpoint
         if "base" in art.spec:
-            ctx[art.key] = {"size": art.job["meta"]["size"], "kind": "base"}
+            ctx[art.key] = {"size": art.job.meta["size"], "kind": "base"}
     return ctx
 
 

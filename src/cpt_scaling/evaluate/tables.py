@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from cpt_scaling.config.load import SPLIT_SEP
 from cpt_scaling.core.atomic import atomic_path
 from cpt_scaling.evaluate.heldout import evaluate_checkpoints
+from cpt_scaling.evaluate.jobs import CheckpointsJob, EvalJob, ExamJob
 from cpt_scaling.train.runs import run_checkpoints
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,20 @@ def _with_meta(table: pd.DataFrame, meta: dict[str, Any]) -> pd.DataFrame:
     return table
 
 
-def evaluate_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
-    """Evaluate every checkpoint of ``job['run_dir']`` (or the base model ``job['checkpoint_dir']``) on its suites
-    and add the sweep coordinates."""
-    suites = {name: Path(path) for name, path in job["suites"].items()}
-    # A run's checkpoints, or a local base model (before any training of ours: 0 tokens).
-    checkpoints = (run_checkpoints(job["run_dir"]) if "run_dir" in job else [(0, Path(job["checkpoint_dir"]))])
-    table = evaluate_checkpoints(checkpoints, suites, batch_size=job["batch_size"]).to_pandas()
-    meta = job["meta"]
+def _checkpoints(job: CheckpointsJob) -> list[tuple[int, Path]]:
+    """A run's checkpoints, or a local base model (before any training of ours: 0 tokens)."""
+    if job.run_dir is not None:
+        return run_checkpoints(job.run_dir)
+    assert job.checkpoint_dir is not None  # EvalJob/ExamJob.from_json: exactly one of the two
+    return [(0, Path(job.checkpoint_dir))]
+
+
+def evaluate_with_meta(job: EvalJob, out: Path) -> pd.DataFrame:
+    """Evaluate every checkpoint of ``job.run_dir`` (or the base model ``job.checkpoint_dir``) on its suites
+    and add the sweep coordinates of ``job.meta``."""
+    suites = {name: Path(path) for name, path in job.suites.items()}
+    table = evaluate_checkpoints(_checkpoints(job), suites, batch_size=job.batch_size).to_pandas()
+    meta = job.meta
     table = _with_meta(table, meta)
     parts = table["suite"].str.split(SPLIT_SEP, n=1, expand=True)
     table["suite"], table["split"] = parts[0], parts[1]
@@ -99,22 +106,21 @@ def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> p
     return df
 
 
-def exams_with_meta(job: dict[str, Any], out: Path) -> pd.DataFrame:
-    """Score every checkpoint of ``job['run_dir']`` (or the base model ``job['checkpoint_dir']``) on the exams of
-    ``job['exams']`` through lm-eval-harness (:func:`cpt_scaling.evaluate.exams.score_checkpoints`, offline) and add the
+def exams_with_meta(job: ExamJob, out: Path) -> pd.DataFrame:
+    """Score every checkpoint of ``job.run_dir`` (or the base model ``job.checkpoint_dir``) on the exams of
+    ``job.exams`` through lm-eval-harness (:func:`cpt_scaling.evaluate.exams.score_checkpoints`, offline) and add the
     sweep coordinates: rows of the tidy eval table with ``metric`` acc, acc_norm or answer_ppl and its ``value``."""
     from cpt_scaling.evaluate.exams import score_checkpoints
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # local task data only: never reach the Hub (set before datasets loads)
     os.environ["HF_DATASETS_OFFLINE"] = "1"
-    checkpoints = (run_checkpoints(job["run_dir"]) if "run_dir" in job else [(0, Path(job["checkpoint_dir"]))])
-    exams = {name: Path(path) for name, path in job["exams"].items()}
-    table = score_checkpoints(checkpoints, Path(job["tokenizer_dir"]), exams,
-                              batch_size=job["batch_size"]).to_pandas()
-    table = _with_meta(table, job["meta"])
+    exams = {name: Path(path) for name, path in job.exams.items()}
+    table = score_checkpoints(_checkpoints(job), Path(job.tokenizer_dir), exams,
+                              batch_size=job.batch_size).to_pandas()
+    table = _with_meta(table, job.meta)
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
     final = table[(table["D"] == table["D"].max()) & (table["metric"] == "acc")]
     for suite, value in zip(final["suite"], final["value"], strict=True):
-        log.info("%s on exam %s: final acc %.3f", job["meta"]["run"], suite, value)
+        log.info("%s on exam %s: final acc %.3f", job.meta["run"], suite, value)
     return table

@@ -7,6 +7,7 @@ from typing import Any
 
 from cpt_scaling.config.load import GENERAL, SPLIT_SEP
 from cpt_scaling.cost import model as cost
+from cpt_scaling.evaluate.jobs import EvalJob, ExamJob
 from cpt_scaling.plan.artifact import Artifact, raw, relative_to_cwd
 
 
@@ -61,21 +62,21 @@ class EvalStage:
         held-out suites of ``corpora`` (one job, one model load per checkpoint)."""
         suites = {c: self.shards[c] for c in corpora}
         if run is not None:
-            source, name, target = {"run": run.key}, run.name, {"run_dir": run.ref()}
+            source, name, target = {"run": run.key}, run.name, {"run_dir": run.ref(), "checkpoint_dir": None}
         else:
             assert base is not None
             size, init = base
             source, name = {"base": init["spec"]}, f"base-{size}"
-            target = {"checkpoint_dir": init["init"].path}
+            target = {"run_dir": None, "checkpoint_dir": init["init"].path}
         art = Artifact(
             "eval", f"{name}--{'+'.join(corpora)}",
             self._spec("eval", **source, suites={c: a.key for c, a in suites.items()},
                        batch_size=self.cfg["evaluate"]["batch_size"]),
             self.root,
-            job={**target, "corpora": corpora,
-                 "suites": {f"{c}{SPLIT_SEP}{split}": a.ref(f"{fname}.parquet") for c, a in suites.items()
-                            for split, fname in (("test", "heldout"), ("val", "validation"))},
-                 "batch_size": self.cfg["evaluate"]["batch_size"], "meta": {"run": name, **meta}},
+            job=EvalJob(**target, corpora=corpora,
+                        suites={f"{c}{SPLIT_SEP}{split}": a.ref(f"{fname}.parquet") for c, a in suites.items()
+                                for split, fname in (("test", "heldout"), ("val", "validation"))},
+                        batch_size=self.cfg["evaluate"]["batch_size"], meta={"run": name, **meta}),
         )
         assert self._evals is not None
         self._evals[art.key] = art
@@ -96,22 +97,23 @@ class EvalStage:
         bases = {a.key for a in self.base_evals.values()}
         for ev in list(self._evals.values()):
             run_key = ev.spec.get("run")
+            assert isinstance(ev.job, EvalJob)
             if run_key is None and ev.key not in bases:
                 continue
             if run_key is not None:
                 run = self.artifact(run_key)
-                source, name, target = {"run": run_key}, run.name, {"run_dir": run.ref()}
+                source, name, target = {"run": run_key}, run.name, {"run_dir": run.ref(), "checkpoint_dir": None}
             else:
-                source, name = {"base": ev.spec["base"]}, ev.job["meta"]["run"]
-                target = {"checkpoint_dir": ev.job["checkpoint_dir"]}
+                source, name = {"base": ev.spec["base"]}, ev.job.meta["run"]
+                target = {"run_dir": None, "checkpoint_dir": ev.job.checkpoint_dir}
             art = Artifact(
                 "exam", name,
                 self._spec("exam", **source, tokenizer=self.tokenizer.key, exams=digests,
                            batch_size=self.cfg["evaluate"]["batch_size"]),
                 self.root,
-                job={**target, "tokenizer_dir": self.tokenizer.ref(),
-                     "exams": {n: raw(*files[n]) for n in exams},  # a task YAML and the data files it names
-                     "batch_size": self.cfg["evaluate"]["batch_size"], "meta": ev.job["meta"]},
+                job=ExamJob(**target, tokenizer_dir=self.tokenizer.ref(),
+                            exams={n: raw(*files[n]) for n in exams},  # a task YAML and the data files it names
+                            batch_size=self.cfg["evaluate"]["batch_size"], meta=ev.job.meta),
             )
             if art.key not in self._exams:
                 self._exams[art.key] = self._add(art)

@@ -115,7 +115,7 @@ class Queries:
         evals = self.evals  # builds the evaluation stage (and base_evals) on first use
         bases = {a.key for a in self.base_evals.values()}
         return sorted(a.output for a in evals.values()
-                      if (a.spec.get("run") in runs and set(a.job["corpora"]) & corpora) or a.key in bases)
+                      if (a.spec.get("run") in runs and set(a.job.corpora) & corpora) or a.key in bases)
 
     def cross_domain_evals(self) -> list[str]:
         """Eval tables of the cross-domain fit: every domain's D-CPT evaluations."""
@@ -139,7 +139,7 @@ class Queries:
         """Eval tables of the Chinchilla study: the from-scratch pretraining runs on the general suite."""
         runs = {a.key for curve in self.pretrain_curve.values() for a in curve.values()}
         return sorted(a.output for a in self.evals.values()
-                      if a.spec.get("run") in runs and GENERAL in a.job["corpora"])
+                      if a.spec.get("run") in runs and GENERAL in a.job.corpora)
 
     def all_evals(self) -> list[str]:
         return sorted({a.output for a in self.evals.values()})

@@ -22,6 +22,7 @@ import yaml
 
 from cpt_scaling.config.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.config.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import memory, resources
 from cpt_scaling.cost.model import FAMILIES
@@ -29,10 +30,8 @@ from cpt_scaling.cost.model import FAMILIES
 #: The schema ships as package data ``cpt_scaling/config/schema.yaml``, a symlink to ``config/schema.yaml`` (the one
 #: source, which the wheel build copies), so a non-editable install finds it too.
 SCHEMA_RESOURCE = "schema.yaml"
-GENERAL = "general"
 YTE_MARKER = "__use_yte__"  # the top-level key that makes Snakemake render a config file as a template
 DEFAULT_VOCAB_SIZE = 2048  # the BPE trained on the seeds when tokenizer.vocab_size is not given
-SPLIT_SEP = ":"  # eval suite names are "<corpus>:<split>", split "test" (reported) or "val" (selection)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cpt_scaling.config.load import SPLIT_SEP
+from cpt_scaling.config.names import SPLIT_SEP
 from cpt_scaling.core.atomic import atomic_path
 from cpt_scaling.evaluate.heldout import evaluate_checkpoints
 from cpt_scaling.evaluate.jobs import CheckpointsJob, EvalJob, ExamJob

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cpt_scaling.config.load import GENERAL
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.data.jobs import ClassifierJob, ClassifyJob, ShardsJob, TokenizerJob
 from cpt_scaling.plan.artifact import MAIN_OUTPUT, Artifact, raw
 

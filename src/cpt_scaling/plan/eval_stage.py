@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cpt_scaling.config.load import GENERAL, SPLIT_SEP
+from cpt_scaling.config.names import GENERAL, SPLIT_SEP
 from cpt_scaling.cost import model as cost
 from cpt_scaling.evaluate.jobs import EvalJob, ExamJob
 from cpt_scaling.plan.artifact import Artifact, raw, relative_to_cwd

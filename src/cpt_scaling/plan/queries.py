@@ -3,7 +3,7 @@ tables each needs, training FLOPs and resources."""
 
 from __future__ import annotations
 
-from cpt_scaling.config.load import GENERAL
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.keys import canonical_json
 from cpt_scaling.cost import model as cost
 from cpt_scaling.cost import resources

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cpt_scaling.config.load import GENERAL
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.plan.artifact import Artifact, ratio_label
 from cpt_scaling.train.spec_types import InitSpec, ModelSpec, OptimizerSpec
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cpt_scaling.config.load import GENERAL
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.plan.artifact import Artifact, checkpoint_schedule, keyed_settings, ratio_label, raw
 from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
 from cpt_scaling.train.spec_types import DeepSpeedSpec, InitSpec, ModelSpec, OptimizerSpec, TrainSpec

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.config.load import GENERAL
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from cpt_scaling.config.load import GENERAL
+from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit import decisions

@@ -2,7 +2,7 @@
 
 A job's JSON form (:meth:`DataJob.to_json`) is its fields by name, values as they are (path fields keep the
 plan's :class:`~cpt_scaling.plan.artifact.Ref` strings, so a job's inputs are read off it);
-:meth:`DataJob.from_json` reads it back.
+:meth:`DataJob.from_json` reads it back, refusing a missing or unknown key by name.
 """
 
 from __future__ import annotations
@@ -10,13 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Self
 
+from cpt_scaling.core.errors import InputError
+
 
 class DataJob:
     """A dataclass job description whose JSON form is its fields."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        names = [f.name for f in fields(cls)]
+        missing, unknown = [n for n in names if n not in data], sorted(set(data) - set(names))
+        if missing or unknown:
+            raise InputError(f"{cls.__name__} job", f"missing keys {missing}, unknown keys {unknown}")
+        return cls(**{n: data[n] for n in names})
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

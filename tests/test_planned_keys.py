@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from cpt_scaling.train.train_spec import NON_DETERMINING, spec_digest
+from cpt_scaling.train.spec_types import NON_DETERMINING, spec_digest
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "planned_keys.json"
@@ -69,7 +69,7 @@ def test_planned_keys_match_fixture(tmp_path: Path) -> None:
 
 
 def _digest_before_keys_helpers(spec: dict) -> str:
-    """The training spec digest as train_spec.py computed it before it used cpt_scaling.core.keys."""
+    """The training spec digest as train/train_spec.py computed it before it used cpt_scaling.core.keys."""
     core = {k: v for k, v in spec.items() if k not in NON_DETERMINING}
     core["init"] = {k: v for k, v in spec["init"].items() if k != "path"}
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

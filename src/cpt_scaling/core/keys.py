@@ -26,7 +26,7 @@ KEY_PATTERN = f"[0-9a-f]{{{KEY_LENGTH}}}"
 def canonical_json(obj: Any, *, ascii_only: bool = False, allow_nan: bool = False) -> str:
     """Canonical JSON: sorted keys, no whitespace; UTF-8 text unless ``ascii_only`` (``\\uXXXX`` escapes).
 
-    Artifact keys use the defaults; the training spec digest (:func:`cpt_scaling.train.train_spec.spec_digest`) has
+    Artifact keys use the defaults; the training spec digest (:func:`cpt_scaling.train.spec_types.spec_digest`) has
     always hashed ASCII-escaped JSON that admits NaN, and resumes compare it, so it passes both flags.
     """
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=allow_nan)

@@ -34,8 +34,7 @@ from cpt_scaling.train.model import (
     model_shape,
 )
 from cpt_scaling.train.schedule import learning_rate
-from cpt_scaling.train.spec_types import OptimizerSpec, TrainSpec
-from cpt_scaling.train.train_spec import TrainPlan, plan
+from cpt_scaling.train.spec_types import OptimizerSpec, TrainPlan, TrainSpec, plan
 
 log = logging.getLogger(__name__)
 

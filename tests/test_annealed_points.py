@@ -193,3 +193,9 @@ def test_unidentifiable_annealed_fits_are_refused_at_parse_time_naming_the_key(t
     assert set(plan_in(workdir, budgets).unavailable_studies()) == {"chinchilla"}
     # The shipped micro config asks for the intermediate points: D-CPT runs; Chinchilla never fits them.
     assert set(plan_in(workdir, "micro.yaml").unavailable_studies()) == {"chinchilla"}
+    # Pretraining branches, but 2 sizes x 2 budgets = 4 annealed points for the law's 5 parameters: refused at
+    # parse time (the fit would fail only when it runs); 2 x 3 = 6 points run.
+    few = _micro_variant(workdir, "few.yaml", pretrain={"tokens": 8192, "checkpoints": 2, "budgets": "branches"})
+    assert "has 4 (sizes x pretrain.checkpoints = 2 x 2)" in plan_in(workdir, few).unavailable_studies()["chinchilla"]
+    enough = _micro_variant(workdir, "enough.yaml", pretrain={"tokens": 8192, "checkpoints": 3, "budgets": "branches"})
+    assert "chinchilla" not in plan_in(workdir, enough).unavailable_studies()

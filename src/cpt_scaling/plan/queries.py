@@ -7,6 +7,7 @@ from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.keys import canonical_json
 from cpt_scaling.cost import model as cost
 from cpt_scaling.cost import resources
+from cpt_scaling.laws import LAWS
 from cpt_scaling.plan.artifact import Artifact
 
 
@@ -56,6 +57,12 @@ class Queries:
                 f"{self.cfg['pretrain']['budgets']}, pretrain.checkpoints: {self.cfg['pretrain']['checkpoints']}): "
                 "the data exponent is not identified; set pretrain.budgets: branches with pretrain.checkpoints >= 2 "
                 "to run it")
+        elif (points := len(self.pretrain) * annealed["pretrain"]) <= (params := len(LAWS["chinchilla"].params)):
+            studies["chinchilla"] = (
+                f"the Chinchilla study fits annealed points only and this config has {points} (sizes x "
+                f"pretrain.checkpoints = {len(self.pretrain)} x {annealed['pretrain']}), not more than the law's "
+                f"{params} parameters; "
+                "add sizes trained from scratch or pretrain.checkpoints to run it")
         if annealed["cpt"] < 2 and not self.cfg["fit"]["intermediate_points"]:
             reason = ("fit annealed points only (fit.intermediate_points: false) and cpt.tokens lists one budget: one "
                       "annealed D per run, so the data exponent is not identified; list several cpt.tokens "

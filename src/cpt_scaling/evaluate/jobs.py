@@ -16,7 +16,7 @@ that continues another run's state); it stays a dict, its keys set by the plan's
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from cpt_scaling.core.errors import InputError
 
@@ -61,12 +61,11 @@ class CheckpointsJob:
         return {"run_dir": data.get("run_dir"), "checkpoint_dir": data.get("checkpoint_dir"),
                 "batch_size": _field(cls._WHAT, data, "batch_size", int), "meta": meta}
 
+    _ORDER: ClassVar[tuple[str, ...]] = ()  # the JSON's key order (the plan's: Snakemake compares params by repr)
+
     def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key in ("run_dir", "checkpoint_dir"):
-            if out[key] is None:
-                del out[key]
-        return out
+        """The plan's job dict, keys in :attr:`_ORDER`, without the unset one of ``run_dir``/``checkpoint_dir``."""
+        return {k: getattr(self, k) for k in self._ORDER if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -79,18 +78,12 @@ class EvalJob(CheckpointsJob):
     suites: dict[str, str]
 
     _WHAT = "eval job"
+    _ORDER = ("run_dir", "checkpoint_dir", "corpora", "suites", "batch_size", "meta")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         return cls(**cls._source(data), corpora=_field(cls._WHAT, data, "corpora", list),
                    suites=_field(cls._WHAT, data, "suites", dict))
-
-    def to_json(self) -> dict[str, Any]:
-        """Today's job dict, keys in the plan's order: the model source, ``corpora``, ``suites``,
-        ``batch_size``, ``meta``."""
-        out = super().to_json()
-        return {k: out[k] for k in ("run_dir", "checkpoint_dir", "corpora", "suites", "batch_size", "meta")
-                if k in out}
 
 
 @dataclass(frozen=True)
@@ -103,15 +96,10 @@ class ExamJob(CheckpointsJob):
     exams: dict[str, str]
 
     _WHAT = "exam job"
+    _ORDER = ("run_dir", "checkpoint_dir", "tokenizer_dir", "exams", "batch_size", "meta")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         return cls(**cls._source(data), tokenizer_dir=_field(cls._WHAT, data, "tokenizer_dir", str),
                    exams=_field(cls._WHAT, data, "exams", dict))
 
-    def to_json(self) -> dict[str, Any]:
-        """Today's job dict, keys in the plan's order: the model source, ``tokenizer_dir``, ``exams``,
-        ``batch_size``, ``meta``."""
-        out = super().to_json()
-        return {k: out[k] for k in ("run_dir", "checkpoint_dir", "tokenizer_dir", "exams", "batch_size", "meta")
-                if k in out}

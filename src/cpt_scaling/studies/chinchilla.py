@@ -16,7 +16,15 @@ from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit.decisions import chinchilla_compute_optimal
 from cpt_scaling.fit.fitting import extrapolation_factor
-from cpt_scaling.studies.common import annealed_points, fit_points, note_unannealed, selection, test_rows, write_csv
+from cpt_scaling.studies.common import (
+    annealed_points,
+    fit_points,
+    note_unannealed,
+    selection,
+    test_rows,
+    with_annealed,
+    write_csv,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +32,8 @@ log = logging.getLogger(__name__)
 def chinchilla_points(df: pd.DataFrame) -> pd.DataFrame:
     """General test loss of the pretraining runs at every checkpoint: columns size, N, D, loss, annealed (WSD
     branch ends and a cosine run's last checkpoint are; a cosine run's earlier checkpoints are not)."""
-    df = test_rows(df)
+    df = with_annealed(test_rows(df))
     pre = df[(df["kind"] == "pretrain") & (df["suite"] == GENERAL) & (df["D"] > 0)]
-    if "annealed" not in pre.columns:
-        pre = pre.assign(annealed=pre["D"] == pre["budget"])
     return pre[["size", "N", "D", "loss", "annealed"]].sort_values(["N", "D"]).reset_index(drop=True)
 
 

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.data import POOL
 from cpt_scaling.data.classify import classify_file, train_classifier
 from cpt_scaling.data.docs_io import hash_fraction, read_documents
 from cpt_scaling.data.sequences import read_sequences, read_train_sequences
@@ -167,6 +168,28 @@ def test_heldout_documents_never_reach_training(setup: dict[str, Any], built: tu
     assert len(distinctive) > 0.9 * len(passages) > 50
     assert not [p for p in distinctive if p in stream]
     assert all(t[100:180] in stream for t in train_texts[:-1])
+
+
+def test_pool_shards_take_every_label_and_none_of_any_corpus_heldout(
+    setup: dict[str, Any], built: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """The unfiltered pool (the seed's generalist data) keeps documents of every label, whatever their score, and
+    holds out exactly the documents any corpus holds out: its training split never sees a domain's test suite."""
+    legal_out, legal_manifest = built
+    params = {**SHARD_PARAMS, "domain": POOL, "threshold": 0.0}
+    manifest = build_shards(tmp_path / "pool", pool_files=POOLS, classified_files=setup["classified"],
+                            tokenizer_path=setup["tokenizer"], **params)
+    docs = pq.read_table(tmp_path / "pool" / "documents.parquet").to_pylist()
+    labels = pa.concat_tables([pq.read_table(f, columns=["doc_id", "domain"]) for f in setup["classified"]])
+    label_of = dict(zip(labels.column("doc_id").to_pylist(), labels.column("domain").to_pylist(), strict=True))
+    assert {label_of[d["doc_id"]] for d in docs if d["split"] == "train"} == set(DOMAINS)
+    assert manifest["n_selected"] == labels.num_rows  # every pool document, duplicates counted then dropped
+    pool_train = {d["doc_hash"] for d in docs if d["split"] == "train"}
+    legal_docs = pq.read_table(legal_out / "documents.parquet").to_pylist()
+    legal_heldout = set(legal_manifest["heldout_doc_hashes"])
+    assert legal_heldout and not legal_heldout & pool_train
+    assert legal_heldout <= set(manifest["heldout_doc_hashes"])
+    assert {d["doc_hash"] for d in legal_docs if d["split"] == "train"} <= pool_train
 
 
 def test_packing_is_exact(setup: dict[str, Any], built: tuple[Path, dict]) -> None:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.core.atomic import atomic_dir, write_json
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.data import POOL
 from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.data.prefetch import prefetch
 from cpt_scaling.data.tokenizer import document_separator, load_tokenizer
@@ -184,9 +185,10 @@ def build_shards(
     """Build the packed training shards and the held-out suite of ``domain``; return the manifest.
 
     ``pool_files[i]`` pairs row by row with ``classified_files[i]``. Documents with that domain and
-    ``score >= threshold`` are kept; exact duplicates (same ``doc_hash``) after the first are dropped. A
-    document is held out when ``hash_fraction(doc_hash) < heldout_fraction``, decided before packing. Each
-    document's tokens are followed by EOS; the stream is cut into ``seq_len`` sequences, remainder dropped.
+    ``score >= threshold`` are kept (all of them for ``domain`` = :data:`POOL`); exact duplicates (same
+    ``doc_hash``) after the first are dropped. A document is held out when ``hash_fraction(doc_hash) <
+    heldout_fraction``, decided before packing. Each document's tokens are followed by EOS; the stream is cut into
+    ``seq_len`` sequences, remainder dropped.
     """
     pool_files = [Path(p) for p in pool_files]
     classified_files = [Path(p) for p in classified_files]
@@ -415,11 +417,14 @@ class _ShardBuild:
 
 
 def _select(batch: pa.RecordBatch, labels: pa.Table, domain: str, threshold: float) -> pa.RecordBatch | None:
-    """Rows of ``batch`` labelled ``domain`` with score >= ``threshold``; None if ``labels`` is misaligned."""
+    """Rows of ``batch`` labelled ``domain`` with score >= ``threshold`` (every row for the unfiltered pool,
+    :data:`POOL`); None if ``labels`` is misaligned."""
     if labels.num_rows != batch.num_rows or not labels.column("doc_id").combine_chunks().equals(
         batch.column("doc_id")
     ):
         return None
+    if domain == POOL:
+        return batch
     mask = pc.and_(
         pc.equal(labels.column("domain"), domain), pc.greater_equal(labels.column("score"), threshold)
     )

@@ -138,6 +138,8 @@ def artifact_contexts(plan: Any) -> dict[str, dict[str, Any]]:
         ctx[art.key] = {"size": size, "kind": "pretrain"}
     for (size, domain, _, _), art in plan.cpt.items():
         ctx.setdefault(art.key, {"size": size, "domain": domain, "kind": "cpt"})
+    for (size, _), art in plan.generalist.items():
+        ctx.setdefault(art.key, {"size": size, "kind": "generalist"})
     for (size, domain, _, _), art in plan.split.items():  # the final-checkpoint branch is a D-CPT run (same key)
         ctx.setdefault(art.key, {"size": size, "domain": domain, "kind": "split"})
     for size, curve in getattr(plan, "pretrain_curve", {}).items():  # WSD pretraining: every branch end

@@ -47,7 +47,7 @@ def exam_accuracy(table: pd.DataFrame, evals: pd.DataFrame) -> pd.DataFrame:
     suite, acc, n_questions. ``evals`` is the tidy eval table; rows of other metrics or runs are ignored."""
     if "metric" not in evals.columns:
         return pd.DataFrame()
-    acc = evals[(evals["metric"] == "acc") & (evals["kind"] == "cpt")]
+    acc = evals[(evals["metric"] == "acc") & evals["kind"].isin(["cpt", "generalist"])]
     keys = table[["size", "N", "role", "ratio", "budget", "best_D"]].rename(columns={"best_D": "D"})
     out = keys.merge(acc[["size", "ratio", "budget", "D", "suite", "value", "n_questions"]],
                      on=["size", "ratio", "budget", "D"])

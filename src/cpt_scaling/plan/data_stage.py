@@ -1,10 +1,11 @@
-"""The data stage of the plan: the classifier, the classified pool, the tokenizer and the shards per corpus."""
+"""The data stage of the plan: the classifier, the classified pool, the tokenizer and the shards per corpus (and of
+the unfiltered pool when the specialisation study's generalist trains on it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cpt_scaling.config.names import GENERAL
+from cpt_scaling.config.names import GENERAL, POOL
 from cpt_scaling.data.jobs import ClassifierJob, ClassifyJob, ShardsJob, TokenizerJob
 from cpt_scaling.plan.artifact import MAIN_OUTPUT, Artifact, raw
 
@@ -50,8 +51,9 @@ class DataStage:
                              id_column=columns["id"]),
         ))
         self.shards: dict[str, Artifact] = {}
-        for corpus in [GENERAL, *self.domains]:
-            threshold = cfg["general"]["threshold"] if corpus == GENERAL else cfg["domains"][corpus]["threshold"]
+        for corpus in [GENERAL, *self.domains, *([POOL] if self.pool_generalist else [])]:
+            threshold = (cfg["general"]["threshold"] if corpus == GENERAL else 0.0 if corpus == POOL
+                         else cfg["domains"][corpus]["threshold"])
             self.shards[corpus] = self._add(Artifact(
                 "shards", corpus,
                 self._spec("shards", corpus=corpus, threshold=threshold, params=cfg["shards"],

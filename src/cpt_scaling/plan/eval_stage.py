@@ -46,6 +46,13 @@ class EvalStage:
             else:  # shared by every domain: one job per suite keeps domains independent
                 self._eval(run, [domain], meta)
                 self._eval(run, [GENERAL], meta)
+        for (size, tokens), run in self.generalist.items():  # pool generalists: one job per suite, like r = 0
+            meta = {"kind": "generalist", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
+                    "budget": tokens, "pretrain_tokens": 0 if size not in self.pretrain else pre_tokens}
+            if run.key in self.curve_of:
+                meta |= {"run": self.curve_of[run.key], "budget": None}
+            for corpus in [GENERAL, *self.specialization_domains]:
+                self._eval(run, [corpus], meta)
 
         cpt_runs = {a.key for a in self.cpt.values()}
         for (size, domain, branch, tokens), run in self.split.items():

@@ -93,12 +93,19 @@ class Queries:
 
     @property
     def specialization_domains(self) -> list[str]:
-        """Domains whose sweep has both a ratio-0 (generalist) and the specialist ratio."""
+        """Domains whose sweep has the specialist ratio (and the ratio-0 run, for the ``general`` generalist)."""
         study = self.cfg["studies"]["specialization"]
         if not study["enabled"]:
             return []
-        wanted = {0.0, study["specialist_ratio"]}
+        wanted = {study["specialist_ratio"]} | ({0.0} if study["generalist"] == "general" else set())
         return [d for d, c in self.cfg["domains"].items() if wanted <= set(c["ratios"])]
+
+    @property
+    def pool_generalist(self) -> bool:
+        """Whether the specialisation study's generalist continues pretraining on the unfiltered pool (the seed's
+        generalist): then the plan has pool shards and one generalist run per size and CPT budget."""
+        study = self.cfg["studies"]["specialization"]
+        return study["generalist"] == "pool" and bool(self.specialization_domains)
 
     # -- artifacts and eval tables -------------------------------------------------------------------------
     def artifact(self, key: str) -> Artifact:
@@ -129,9 +136,11 @@ class Queries:
         return sorted({path for domain in self.domains for path in self.dcpt_evals(domain)})
 
     def specialization_evals(self, domain: str) -> list[str]:
-        """Eval tables of the specialisation study: base models, generalist (r=0) and specialist runs."""
-        ratios = {0.0, self.cfg["studies"]["specialization"]["specialist_ratio"]}
+        """Eval tables of the specialisation study: base models, the generalist (pool or r=0) and specialist runs."""
+        study = self.cfg["studies"]["specialization"]
+        ratios = {study["specialist_ratio"]} | ({0.0} if study["generalist"] == "general" else set())
         runs = {a.key for (_, d, r, _), a in self.cpt.items() if d == domain and r in ratios}
+        runs |= {a.key for a in self.generalist.values()}
         return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})
 
     def split_evals(self, domain: str) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from cpt_scaling.config.names import GENERAL
+from cpt_scaling.config.names import GENERAL, POOL
 from cpt_scaling.plan.artifact import Artifact, checkpoint_schedule, keyed_settings, ratio_label, raw
 from cpt_scaling.train.schedule import warmup_steps, wsd_decay_start
 from cpt_scaling.train.spec_types import DeepSpeedSpec, InitSpec, ModelSpec, OptimizerSpec, TrainSpec
@@ -103,7 +103,31 @@ class TrainStage:
                     for tokens, run in runs.items():
                         self.cpt[(size, domain, ratio, tokens)] = run
                         self.size_of[run.key] = size
+        self._generalist_stage(optimizer, common)
         self._split_stage(optimizer, common)
+
+    def _generalist_stage(self, optimizer: OptimizerSpec, common: dict[str, Any]) -> None:
+        """The specialisation study's pool generalists: per size, continued pretraining on the unfiltered pool
+        from the same base, budgets and schedule as the CPT runs (shared by every domain)."""
+        self.generalist: dict[tuple[str, int], Artifact] = {}  # (size, tokens) -> run
+        if not self.pool_generalist:
+            return
+        budgets = list(self.cfg["cpt"]["tokens"])
+        factor = self.cfg["studies"]["specialization"]["generalist_tokens_factor"]
+        if factor > 1:  # a longer curve, so that SGER up to ~factor is measured, not extrapolated
+            step = self._step_tokens()
+            budgets.append(max(step, round(factor * max(budgets) / step) * step))
+        for size in self.cfg["models"]["sizes"]:
+            model, base = self._model(size), self.base_init[size]
+            if self.branches:
+                runs = self._cpt_branches(size, model, base, POOL, 0.0, optimizer, common, general_corpus=POOL,
+                                          budgets=budgets)
+            else:
+                runs = {tokens: self._cpt_run(size, model, base, POOL, 0.0, tokens, optimizer, common,
+                                              general_corpus=POOL) for tokens in budgets}
+            for tokens, run in runs.items():
+                self.generalist[(size, tokens)] = run
+                self.size_of[run.key] = size
 
     @property
     def pretrain_branches(self) -> bool:
@@ -131,16 +155,19 @@ class TrainStage:
         return trunk, branch
 
     def _cpt_branches(self, size: str, model: ModelSpec, base: dict[str, Any], domain: str, ratio: float,
-                      optimizer: OptimizerSpec, common: dict[str, Any]) -> dict[int, Artifact]:
+                      optimizer: OptimizerSpec, common: dict[str, Any],
+                      general_corpus: str = GENERAL, budgets: list[int] | None = None) -> dict[int, Artifact]:
         """One WSD trunk per (size, domain, ratio) and a decay branch per budget D off the trunk's state at its
         branch point. The trunk is a chain of segments, one per branch point, each keyed by the trunk and its end
-        only: a larger budget added later extends the trunk from its last state, and nothing done reruns."""
-        budgets = self.cfg["cpt"]["tokens"]  # the smallest budget sets the warmup: a larger one can be added
-        general = self.shards[GENERAL]
+        only: a larger budget added later extends the trunk from its last state, and nothing done reruns.
+        ``general_corpus``: the shards of the non-domain share (the unfiltered pool for a pool generalist);
+        ``budgets``: the branch budgets (default ``cpt.tokens``)."""
+        budgets = budgets or self.cfg["cpt"]["tokens"]  # the smallest sets the warmup: a larger one can be added
+        general = self.shards[general_corpus]
         dom = self.shards[domain] if ratio > 0 else None
         run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
                   "domain_shards": dom.ref() if dom else None, "ratio": ratio}
-        label = f"{size}{base.get('label', '')}-{domain if dom else 'general'}-{ratio_label(ratio)}"
+        label = f"{size}{base.get('label', '')}-{domain if dom else general_corpus}-{ratio_label(ratio)}"
         return self._wsd_curve(f"cpt-{label}", size, base, run_of,
                                {"general": general.key, "domain": dom.key if dom else None},
                                budgets, self._wsd_optimizers(optimizer, budgets[0]), common)
@@ -196,17 +223,18 @@ class TrainStage:
         return runs
 
     def _cpt_run(self, size: str, model: ModelSpec, base: dict[str, Any], domain: str, ratio: float,
-                 tokens: int, optimizer: OptimizerSpec, common: dict[str, Any]) -> Artifact:
+                 tokens: int, optimizer: OptimizerSpec, common: dict[str, Any],
+                 general_corpus: str = GENERAL) -> Artifact:
         """One continued-pretraining run. A ratio-0 run never reads domain data, so its key (and its artifact)
-        is shared by every domain."""
-        general = self.shards[GENERAL]
+        is shared by every domain. ``general_corpus``: as for :meth:`_cpt_branches`."""
+        general = self.shards[general_corpus]
         dom = self.shards[domain] if ratio > 0 else None
         checkpoints = checkpoint_schedule(tokens, self.cfg["cpt"]["checkpoints"], self._step_tokens())
         job = TrainSpec(**common, vocab_size=self.vocab_size(size), model=model, init=base["init"],
                         general_shards=general.ref(), domain_shards=dom.ref() if dom else None, ratio=ratio,
                         tokens=tokens, optimizer=optimizer, checkpoint_tokens=tuple(checkpoints))
         stable = keyed_settings(job, "init")
-        label = domain if dom else "general"
+        label = domain if dom else general_corpus
         name = f"cpt-{size}{base.get('label', '')}-{label}-{ratio_label(ratio)}-d{tokens}"
         return self._train_artifact(
             name, {"job": stable, "base": base["spec"], "general": general.key, "domain": dom.key if dom else None},

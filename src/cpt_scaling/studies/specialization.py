@@ -1,10 +1,11 @@
 """Specialisation vs model size (after Malaquias Junior et al.): specialist and generalist at matched compute.
 
 For each model size, the specialist is the continued-pretraining run at the specialist ratio and the generalist the
-ratio-0 run of the same budget (same N, same tokens: matched compute). Each is scored at its best checkpoint
-(among the annealed ones unless ``fit.intermediate_points``), selected on the domain *validation* suite and
-reported on the *test* suites: domain perplexity, and forgetting
-(general test loss minus the base model's). SGER per size is the seed's: from the domain *validation* curves along
+run of the same budget from the same base (same N, same tokens: matched compute) on the unfiltered pool, as in the
+seed (or, with ``studies.specialization.generalist: general``, the ratio-0 run on the general class). Each is
+scored at its best checkpoint (among the annealed ones unless ``fit.intermediate_points``), selected on the domain
+*validation* suite and reported on the *test* suites: domain perplexity, and forgetting (general test loss minus
+the base model's). SGER per size is the seed's: from the domain *validation* curves along
 training, the continued-pretraining compute the general model of the same size needs to first reach the
 specialist's lowest validation perplexity, over the compute at which the specialist reached it
 (:func:`cpt_scaling.fit.decisions.sger_from_curves`; interpolated between checkpoints, extrapolated and flagged
@@ -43,11 +44,40 @@ from cpt_scaling.studies.common import (
 
 log = logging.getLogger(__name__)
 
+GENERALIST_DEFINITION = {
+    "pool": "continued pretraining on the unfiltered pool (every classified document, its domain share included) "
+            "from the same base, budget and schedule as the specialist (the seed's generalist)",
+    "general": "the ratio-0 continued-pretraining run on the general class (no domain text)",
+}
+
 MIN_SIZES = 3  # a two-parameter power law across sizes needs at least three sizes
 
 
-def _role_rows(df: pd.DataFrame, ratio: float, budget: int) -> pd.DataFrame:
-    return df[(df["kind"] == "cpt") & (df["ratio"] == ratio) & (df["budget"] == budget) & (df["D"] > 0)]
+def generalist_kind(df: pd.DataFrame) -> str:
+    """Which generalist the tables hold: ``pool`` (runs of kind ``generalist``: continued pretraining on the
+    unfiltered pool, the seed's) when there are any, else ``general`` (the ratio-0 CPT run)."""
+    return "pool" if (df["kind"] == "generalist").any() else "general"
+
+
+def _run_rows(df: pd.DataFrame, role: str, specialist_ratio: float, budget: int,
+              curve: bool = False) -> pd.DataFrame:
+    """Rows of one role's runs at matched compute, the specialist's ``budget`` (D = 0 included): its CPT runs,
+    or the generalist's. A pool generalist trained longer (``generalist_tokens_factor``) is cut at ``budget``
+    where it has no run of that budget (a WSD trunk's branches); with ``curve``, its longest curve, whole."""
+    if role == "general" and generalist_kind(df) == "pool":
+        gen = df[df["kind"] == "generalist"]
+        longest = gen[gen["budget"] == gen["budget"].max()]
+        if curve:
+            return longest
+        same = gen[gen["budget"] == budget]
+        return same if len(same) else longest[longest["D"] <= budget]
+    ratio = specialist_ratio if role == "specialist" else 0.0
+    return df[(df["kind"] == "cpt") & (df["ratio"] == ratio) & (df["budget"] == budget)]
+
+
+def _role_rows(df: pd.DataFrame, role: str, specialist_ratio: float, budget: int) -> pd.DataFrame:
+    rows = _run_rows(df, role, specialist_ratio, budget)
+    return rows[rows["D"] > 0]
 
 
 def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
@@ -63,7 +93,7 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
                    for s, r in pre.groupby("size")}
     rows = []
     for role, ratio in (("specialist", specialist_ratio), ("general", 0.0)):
-        runs = _role_rows(df, ratio, budget)
+        runs = _role_rows(df, role, specialist_ratio, budget)
         for size, r in runs.groupby("size"):
             val_rows = r[(r["suite"] == domain) & (r["split"] == "val")]
             if annealed_only:
@@ -75,7 +105,8 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
             test_gen = r[(r["suite"] == GENERAL) & (r["split"] == "test")].set_index("D")["loss"]
             best = int(val.idxmin())
             rows.append({
-                "size": size, "N": int(r["N"].iloc[0]), "role": role, "ratio": ratio, "budget": budget,
+                "size": size, "N": int(r["N"].iloc[0]), "role": role, "budget": budget,
+                "ratio": ratio if role == "specialist" or generalist_kind(df) == "general" else np.nan,
                 "best_D": best, "val_loss": float(val[best]), "domain_loss": float(test_dom[best]),
                 "perplexity": math.exp(float(test_dom[best])), "general_loss": float(test_gen[best]),
                 "base_domain_loss": float(base_domain.get(size, np.nan)),
@@ -86,10 +117,12 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
     return pd.DataFrame(rows).sort_values(["role", "N"]).reset_index(drop=True)
 
 
-def _val_curve(df: pd.DataFrame, domain: str, ratio: float, budget: int, size: str) -> pd.DataFrame:
-    """Domain validation loss along one run's training: columns D, compute (6·N·D), loss (D = 0 included)."""
-    r = df[(df["kind"] == "cpt") & (df["ratio"] == ratio) & (df["budget"] == budget) & (df["size"] == size)
-           & (df["suite"] == domain) & (df["split"] == "val")]
+def _val_curve(df: pd.DataFrame, domain: str, role: str, specialist_ratio: float, budget: int,
+               size: str) -> pd.DataFrame:
+    """Domain validation loss along one run's training: columns D, compute (6·N·D), loss (D = 0 included); the
+    generalist's longest curve."""
+    r = _run_rows(df, role, specialist_ratio, budget, curve=True)
+    r = r[(r["size"] == size) & (r["suite"] == domain) & (r["split"] == "val")]
     r = r.groupby("D", as_index=False).agg(N=("N", "first"), loss=("loss", "mean")).sort_values("D")
     return r.assign(compute=6.0 * r["N"] * r["D"])
 
@@ -99,8 +132,8 @@ def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit:
     budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
     rows = []
     for size in sorted(set(df.loc[df["kind"] == "cpt", "size"].dropna())):
-        spec = _val_curve(df, domain, specialist_ratio, budget, size)
-        gen = _val_curve(df, domain, 0.0, budget, size)
+        spec = _val_curve(df, domain, "specialist", specialist_ratio, budget, size)
+        gen = _val_curve(df, domain, "general", specialist_ratio, budget, size)
         spec, start = spec[spec["D"] > 0], gen.loc[gen["D"] == 0, "loss"]
         gen = gen[gen["D"] > 0]
         if spec.empty or gen.empty:
@@ -125,8 +158,8 @@ def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float
     span the sizes whose loss there is within ``tie`` (relative) of the best."""
     budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
     rows = []
-    for role, ratio in (("specialist", specialist_ratio), ("general", 0.0)):
-        r = _role_rows(df, ratio, budget)
+    for role in ("specialist", "general"):
+        r = _role_rows(df, role, specialist_ratio, budget)
         r = r[(r["suite"] == domain) & (r["split"] == "test")].assign(compute=lambda x: 6.0 * x["N"] * x["D"])
         curves = {size: g.sort_values("compute") for size, g in r.groupby("size")}
         budgets = np.geomspace(r["compute"].min(), r["compute"].max(), 12)
@@ -159,7 +192,8 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
     result: dict[str, Any] = {"study": "specialization", "domain": domain, "specialist_ratio": specialist_ratio,
                               "sger_definition": "C_general / C_specialist per size from the domain validation "
                                                  "curves (continued-pretraining compute 6·N·D)",
-                              "sger_limit": sger_limit}
+                              "sger_limit": sger_limit, "generalist": generalist_kind(df),
+                              "generalist_definition": GENERALIST_DEFINITION[generalist_kind(df)]}
     sger = sger_per_size(df, domain, specialist_ratio, sger_limit)
     result["sger"] = records(sger)
     n_sizes = int(best["N"].nunique())

@@ -8,7 +8,7 @@ TORCH := torch==2.13.0
 # with one); GPU users install their CUDA torch and `pip install -e .[gpu]` instead.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test lint bench clean-results
+.PHONY: install demo demo-record test lint bench clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml
+
+# After `make demo`: record its study tables, law diagnostics and seed findings in report/demo/ (maintainers; the
+# tests check them against the demo's current plan).
+demo-record: $(STAMP)
+	$(BIN)/python scripts/record_demo_tables.py
 
 # The one-node test SLURM runs for the whole session when it can be installed: the SLURM executor plugin asks
 # `scontrol` for its config whenever snakemake starts, which stalls ~9 s per call while slurmctld is down.

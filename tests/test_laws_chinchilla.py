@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from law_synth import CHINCHILLA_TRUE, grid_frame, with_loss
 
@@ -113,3 +114,40 @@ def test_run_bootstrap_counts_groups_and_pairs_resamples(chinchilla_df) -> None:
     assert a.bootstrap_info["n_groups"] == 9 and a.bootstrap_info["failed"] == 0
     assert a.bootstrap_info["starts_per_resample"] == 4 and a.samples.shape == (30, 5)
     np.testing.assert_allclose(a.samples, b.samples)
+
+
+def _three_runs(seed: int, runs_per_size: int = 1):
+    """The demo's pretraining design: 3 sizes x 4 checkpoints per run, a 1 % loss offset per run."""
+    rng = np.random.default_rng(seed)
+    rows = [{"N": n, "D": d, "run": f"{n:g}-{k}", "offset": off}
+            for n in (2.5e4, 1e5, 2.2e5) for k in range(runs_per_size) for off in [rng.normal(0, 0.01)]
+            for d in (65536.0, 131072.0, 196608.0, 262144.0)]
+    df = pd.DataFrame(rows)
+    law = LAWS["chinchilla"]
+    true = law.predict(CHINCHILLA_TRUE, {c: df[c].to_numpy(float) for c in law.columns})
+    return df.assign(loss=true * np.exp(df["offset"] + rng.normal(0, 0.003, len(df)))).drop(columns="offset")
+
+
+def test_one_run_per_size_needs_a_stated_run_noise_and_then_resamples_parametrically() -> None:
+    """With one run per size, resampling runs cannot show their offsets: the fit says its intervals are not
+    calibrated; with fit.run_noise the resamples are parametric (the fit + a fresh offset per run), and their
+    spread of alpha matches the run noise (a larger noise, a wider interval). Coverage: bench/bench_coverage.py."""
+    df = _three_runs(0)
+    plain = fit_law("chinchilla", df.drop(columns="run"), bootstrap=60, groups=df["run"], seed=1)
+    doc = plain.to_json()
+    assert not doc["bootstrap_info"]["parametric"]
+    assert any("intervals not calibrated" in w for w in doc["diagnostics"]["warnings"])
+    widths = []
+    for noise in (0.005, 0.02):
+        res = fit_law("chinchilla", df.drop(columns="run"), bootstrap=60, groups=df["run"], seed=1, run_noise=noise)
+        info = res.to_json()
+        assert info["bootstrap_info"]["parametric"] and info["bootstrap_info"]["run_noise"] == noise
+        assert "parametric" in info["bootstrap_info"]["method"]
+        assert not any("intervals not calibrated" in w for w in info["diagnostics"]["warnings"])
+        assert res.ci["alpha"][0] <= res.params["alpha"] <= res.ci["alpha"][1]
+        widths.append(np.log(res.ci["alpha"][1] / res.ci["alpha"][0]))
+    assert widths[1] > 1.5 * widths[0]
+    # two runs per size: the runs within each size show their noise; resampling stays non-parametric
+    two = _three_runs(0, runs_per_size=2)
+    res = fit_law("chinchilla", two.drop(columns="run"), bootstrap=30, groups=two["run"], seed=1, run_noise=0.01)
+    assert not res.bootstrap_info["parametric"] and res.bootstrap_info["stratified_by"] == "N"

@@ -82,6 +82,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         groups=groups,
         bootstrap_starts=args.bootstrap_starts,
         where=where,
+        run_noise=args.run_noise,
     ).to_json()
     result["data"] = where
     if args.group:
@@ -117,6 +118,9 @@ def register_fit(subparsers: Subparsers) -> None:
                         "a run together); default: every row on its own")
     p.add_argument("--bootstrap-starts", type=int, default=4, metavar="K",
                    help="starts each bootstrap resample is refitted from (default 4)")
+    p.add_argument("--run-noise", type=float, metavar="SD",
+                   help="relative sd of a whole group's loss offset (seed-to-seed noise); with one --group per "
+                        "size the bootstrap is then parametric with it (the size terms absorb each run's offset)")
     p.add_argument("--holdout", metavar="EXPR", help=HOLDOUT_HELP)
     p.add_argument("--huber-delta", type=float, default=1e-3, metavar="DELTA", help="Huber δ on log-loss")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")

@@ -35,6 +35,7 @@ class BootstrapResult:
     n_groups: int
     starts: int
     stratified: bool = False
+    parametric: bool = False
 
     def interval(self, level: float = 0.95) -> np.ndarray | None:
         """``(P, 2)`` percentile interval, or None when no resample succeeded."""
@@ -85,11 +86,21 @@ def bootstrap_fit(
     max_iter: int = 200,
     ftol: float = 1e-9,
     screen_iters: int = 25,
+    run_noise: float | None = None,
 ) -> BootstrapResult:
-    """Refit ``obj`` on ``resamples`` group resamples, each from ``starts`` starting points."""
+    """Refit ``obj`` on ``resamples`` group resamples, each from ``starts`` starting points.
+
+    With ``run_noise`` (the relative sd of a whole run's loss offset, stated by the user) and groups that cannot
+    be drawn within every stratum (one run per model size: the size terms absorb each run's offset, so no
+    resampling of those runs can show it), the resamples are parametric instead: :func:`parametric_losses`.
+    """
     n = obj.log_y.size
     groups = np.arange(n) if groups is None else np.asarray(groups)
     weights, n_groups, stratified = group_weights(groups, resamples, seed, strata)
+    parametric = run_noise is not None and not stratified
+    if parametric:
+        obj = replace(obj, log_y=parametric_losses(obj, theta, groups, resamples, run_noise, seed))
+        weights = np.ones_like(weights)
     lo, hi = bounds_theta(obj)
     pool = [theta] + [c for c in (candidates if candidates is not None else [])
                       if np.max(np.abs(c - theta)) > 1e-3]
@@ -99,7 +110,8 @@ def bootstrap_fit(
     start = np.array(pool[:starts])
     k = len(start)
     # every start runs a few iterations; each resample's most promising one continues to convergence
-    screen = replace(obj, weights=np.repeat(weights, k, axis=0))
+    screen = replace(obj, weights=np.repeat(weights, k, axis=0),
+                     log_y=np.repeat(obj.log_y, k, axis=0) if parametric else obj.log_y)
     thetas, f, _ = batched_lbfgs(screen, np.tile(start, (resamples, 1)), lo, hi, max_iter=screen_iters, ftol=ftol)
     f = np.where(np.isfinite(f), f, np.inf).reshape(resamples, k)
     first = thetas[np.arange(resamples) * k + np.argmin(f, axis=1)]
@@ -109,6 +121,24 @@ def bootstrap_fit(
     samples = obj.natural(thetas)
     samples[~ok] = np.nan
     failed = int((~ok).sum())
-    log.info("bootstrap: %d resamples of %d groups (%d points), %d starts each; %d failed, %d at iteration cap",
-             resamples, n_groups, n, k, failed, not_converged)
-    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k, stratified)
+    log.info("bootstrap%s: %d resamples of %d groups (%d points), %d starts each; %d failed, %d at iteration cap",
+             f" (parametric, run noise {run_noise:g})" if parametric else "", resamples, n_groups, n, k, failed,
+             not_converged)
+    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k, stratified, parametric)
+
+
+def parametric_losses(obj: Objective, theta: np.ndarray, groups: np.ndarray, resamples: int, run_noise: float,
+                      seed: int) -> np.ndarray:
+    """``(resamples, n)`` simulated log-losses: the fit at ``theta``, plus one offset per run drawn from
+    N(0, ``run_noise``²) (log scale), plus each point's fitted residual, scaled by sqrt(n / (n - parameters)) for
+    the fit's shrinkage, with a random sign (within-run noise)."""
+    fitted = np.log(np.maximum(obj.law.predict({**dict(zip(obj.law.params, obj.natural(theta[None, :])[0],
+                                                               strict=True)), **obj.law.fixed}, obj.x), 1e-300))
+    residual = obj.log_y - fitted
+    n, n_par = residual.size, len(obj.law.params)
+    residual = residual * np.sqrt(n / max(1, n - n_par))  # undo the fit's shrinkage of its residuals
+    _, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    rng = np.random.default_rng([seed, 2])
+    offsets = rng.normal(0.0, run_noise, size=(resamples, index.max() + 1))[:, index]
+    signs = rng.choice([-1.0, 1.0], size=(resamples, residual.size))
+    return fitted + offsets + signs * residual

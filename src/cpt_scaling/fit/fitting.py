@@ -184,6 +184,7 @@ def fit_law(
     groups: pd.Series | np.ndarray | None = None,
     bootstrap_starts: int = 4,
     where: str = "points",
+    run_noise: float | None = None,
 ) -> FitResult:
     """Fit law ``name`` (a key of ``LAWS`` or ``"split"``) to ``df`` with columns of the law plus ``loss``.
 
@@ -191,7 +192,9 @@ def fit_law(
     the ``groups`` (one label per row, e.g. the run; default: every row its own group), each refitted from
     ``bootstrap_starts`` starts, give 95 % percentile intervals and the resampled parameter sets. ``coarse`` uses
     the law's small initialisation grid and shorter iteration caps (repeated fits in cross-validation). ``where``
-    names the data in error messages.
+    names the data in error messages. ``run_noise``: the stated relative sd of a run's loss offset; where the runs
+    cannot be resampled within every size (one run per size), the bootstrap is parametric with it
+    (:func:`~cpt_scaling.fit.bootstrap.bootstrap_fit`).
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
     or else on the largest total-token rows, after which the winner is refitted on all rows).
     """
@@ -209,6 +212,7 @@ def fit_law(
             groups=group_arr,
             bootstrap_starts=bootstrap_starts,
             where=where,
+            run_noise=run_noise,
         )
     law = LAWS[name]
     mask = _holdout_mask(holdout, df, where)
@@ -216,8 +220,13 @@ def fit_law(
     _check_enough_points(law, name, len(train), where)
     fitted = _minimize(law, train, huber_delta, coarse)
     boot = _bootstrap(law, fitted, train, bootstrap, None if group_arr is None else group_arr[~mask],
-                      seed=seed, starts=bootstrap_starts, where=where)
+                      seed=seed, starts=bootstrap_starts, where=where, run_noise=run_noise)
     diagnostics = _diagnostics(law, name, fitted, train, where)
+    if bootstrap and "N" in law.columns and boot.info.get("stratified_by") is None and run_noise is None:
+        diagnostics["warnings"].append(
+            "intervals not calibrated: some model size has a single run, whose loss offset the size terms absorb, "
+            "so resampling runs cannot show run-to-run noise; state it as fit.run_noise (--run-noise)")
+        log.warning("%s: %s fit: %s", where, name, diagnostics["warnings"][-1])
     return _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
 
 
@@ -283,27 +292,36 @@ class _Bootstrap:
 
 def _bootstrap(
     law: Law, fitted: _Fitted, train: pd.DataFrame, bootstrap: int, groups: np.ndarray | None, *, seed: int,
-    starts: int, where: str,
+    starts: int, where: str, run_noise: float | None = None,
 ) -> _Bootstrap:
-    """``bootstrap`` whole-group resamples (stratified by ``N`` where the law uses it) around the optimum."""
+    """``bootstrap`` whole-group resamples (stratified by ``N`` where the law uses it) around the optimum, or
+    parametric resamples with ``run_noise`` where the groups cannot be stratified."""
     out = _Bootstrap({k: None for k in fitted.params}, {"resamples": bootstrap}, None)
     if not bootstrap:
         return out
     strata = train["N"].to_numpy(float) if "N" in law.columns else None
     boot = bootstrap_fit(fitted.obj, fitted.theta, bootstrap, groups=groups, strata=strata,
-                         candidates=fitted.info.get("candidates"), starts=starts, seed=seed)
+                         candidates=fitted.info.get("candidates"), starts=starts, seed=seed, run_noise=run_noise)
     out.samples = boot.samples
     interval = boot.interval()
     if interval is not None:
         out.ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
-    out.info.update(failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
+    out.info.update(parametric=boot.parametric, run_noise=run_noise if boot.parametric else None,
+                    failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
                     groups="rows" if groups is None else "groups", n_groups=boot.n_groups,
                     starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
-                    method="percentile, whole-group resampling" + (" within each model size" if boot.stratified
-                                                                    else ""))
+                    method=_method(boot, run_noise))
     if boot.failed:
         log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
     return out
+
+
+def _method(boot: Any, run_noise: float | None) -> str:
+    """How the bootstrap resampled, in words."""
+    if boot.parametric:
+        return (f"percentile, parametric: the fit plus one offset per run from N(0, {run_noise:g}^2) (log loss, "
+                "fit.run_noise) plus sign-flipped residuals; the runs cannot be resampled within every size")
+    return "percentile, whole-group resampling" + (" within each model size" if boot.stratified else "")
 
 
 def _diagnostics(law: Law, name: str, fitted: _Fitted, train: pd.DataFrame, where: str) -> dict[str, Any]:
@@ -387,6 +405,7 @@ def _fit_split(
     groups: np.ndarray | None,
     bootstrap_starts: int,
     where: str,
+    run_noise: float | None = None,
 ) -> FitResult:
     """Fit each split candidate; keep the one with the lowest held-out mean relative error."""
     user_mask = holdout is not None
@@ -409,6 +428,7 @@ def _fit_split(
             groups=groups,
             bootstrap_starts=bootstrap_starts,
             where=where,
+            run_noise=run_noise,
         )
         assert fits[cand].heldout is not None
         scores[cand] = fits[cand].heldout["mean_rel_error"]
@@ -418,7 +438,7 @@ def _fit_split(
         if user_mask
         else fit_law(
             best, df, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, coarse=coarse, groups=groups,
-            bootstrap_starts=bootstrap_starts, where=where,
+            bootstrap_starts=bootstrap_starts, where=where, run_noise=run_noise,
         )
     )
     chosen.selection = {

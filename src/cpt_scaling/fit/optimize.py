@@ -36,7 +36,8 @@ def huber(res: np.ndarray, delta: float) -> np.ndarray:
 
 @dataclass
 class Objective:
-    """Huber loss on log-loss of ``law`` at the points ``x``/``y``; optional per-start weights ``(G, n)``.
+    """Huber loss on log-loss of ``law`` at the points ``x``/``y``; optional per-start weights ``(G, n)``, and
+    ``log_y`` either ``(n,)`` or per start ``(G, n)`` (a parametric bootstrap's simulated losses).
 
     ``scale`` divides the value and gradient (keeps the optimiser's tolerances meaningful when δ is small).
     """
@@ -62,7 +63,9 @@ class Objective:
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Value ``(G,)`` and gradient ``(G, P)`` at ``theta`` ``(G, P)``; ``rows`` index the weight rows."""
-        chunk = max(1, _CHUNK_ELEMENTS // max(1, self.log_y.size))
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, self.log_y.shape[-1]))
+        if rows is None and (self.weights is not None or self.log_y.ndim == 2):
+            rows = np.arange(theta.shape[0])
         if theta.shape[0] <= chunk:
             return self._eval(theta, rows)
         f = np.empty(theta.shape[0])
@@ -78,7 +81,8 @@ class Objective:
         p.update(self.fixed)
         pred, grads = self.law.evaluate(p, self.x)
         pred = np.maximum(pred, _TINY)
-        res = np.log(pred) - self.log_y
+        log_y = self.log_y if self.log_y.ndim == 1 or rows is None else self.log_y[rows]
+        res = np.log(pred) - log_y
         psi = np.clip(res, -self.delta, self.delta)
         c = np.abs(psi)
         h = np.abs(res)

@@ -101,7 +101,8 @@ def fit_points(law: str, points: pd.DataFrame, fit: dict[str, Any], holdout: boo
     cols = [c for c in points.columns if c != "run"]
     result = fit_law(law, points[cols], huber_delta=fit["huber_delta"], bootstrap=fit["bootstrap"],
                      seed=fit["seed"], groups=groups, bootstrap_starts=fit.get("bootstrap_starts", 4),
-                     coarse=fit.get("coarse_grid", False), where=f"{law} points").to_json()
+                     coarse=fit.get("coarse_grid", False), where=f"{law} points",
+                     run_noise=fit.get("run_noise")).to_json()
     result["diagnostics"]["extrapolation_limit"] = float(fit.get("extrapolation_limit", 100.0))
     mask = holdout_largest(points) if holdout else None
     if mask is not None:

@@ -9,6 +9,11 @@ optima the multistart found, and random perturbations of the optimum) and keeps 
 are minimised together by the batched L-BFGS. Intervals are percentiles of each parameter over the resamples that
 gave a finite objective (natural space); the others are counted as failed. The same ``seed`` and the same group
 labels give the same draws, so two laws fitted to the same runs (domain and general loss) get paired resamples.
+
+Where some size has a single run (Chinchilla's pretraining runs, one per size), the size terms absorb each run's
+offset and no resampling of runs can show it (bench/bench_coverage.py: 0.34 coverage of alpha). Given the
+run-to-run noise (``run_noise``, stated by the user), the resamples are then parametric: the fitted curve, a fresh
+offset per run and the fitted residuals with random signs (:func:`parametric_losses`).
 """
 
 from __future__ import annotations

@@ -123,3 +123,24 @@ def test_one_figure_plans_only_its_study(tmp_path: Path, target: str, allowed: s
     keyed = [out for _, out in jobs if out.startswith("artifacts/train/") or out.startswith("artifacts/eval/")]
     assert keyed and not [out for out in keyed for word in forbidden if word in out.split("/")[2]]
     shutil.rmtree(workdir)
+
+
+def test_the_generalist_continues_pretraining_on_the_unfiltered_pool(micro_run: Path) -> None:
+    """The seed's generalist: one run per size on the pool shards (every label), scored on every domain; the
+    specialisation study compares against it, not against the ratio-0 run on the general class."""
+    res = micro_run / "results"
+    spec = json.loads((res / "laws" / "specialization_legal.json").read_text())
+    assert spec["generalist"] == "pool" and "unfiltered pool" in spec["generalist_definition"]
+    evals = pd.read_parquet(res / "tables" / "eval.parquet")
+    gen = evals[evals["kind"] == "generalist"]
+    assert set(gen["size"]) == {"xs", "s"} and set(gen["suite"]) == {"general", "legal", "medical"}
+    pools = list((micro_run / "artifacts" / "shards").glob("pool-*/manifest.json"))
+    assert len(pools) == 1 and json.loads(pools[0].read_text())["n_selected"] > 0
+    table = pd.read_csv(res / "tables" / "specialization_legal.csv")
+    general = table[table["role"] == "general"]
+    # the generalist's best checkpoint is its own (pool) run's: its losses are the generalist rows of eval.parquet
+    best = general.iloc[0]
+    rows = gen[(gen["size"] == best["size"]) & (gen["D"] == best["best_D"]) & (gen["budget"] == best["budget"])
+               & (gen["suite"] == "legal") & (gen["split"] == "test")]
+    assert len(rows) == 1
+    assert float(rows["loss"].iloc[0]) == pytest.approx(best["domain_loss"])

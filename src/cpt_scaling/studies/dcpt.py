@@ -91,7 +91,8 @@ def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
                          general_loss=u1["general_loss"], extrapolation=extrapolation(dom, n, d_max),
                          note=f"min domain loss s.t. general loss <= {u1['limit']:.4f}"))
         u2 = decisions.dcpt_ratio_for_limited_domain_data(dom, N=n, domain_tokens=domain_tokens)
-        rows.append(_row(2, size, "ratio", u2, "ratio", N=n, D=u2["D"], ratio=u2["ratio"], loss=u2["loss"],
+        rows.append(_row(2, size, "ratio", u2, "ratio", N=n, D=u2["D"], D_lo=u2["D_lo"], D_hi=u2["D_hi"],
+                         ratio=u2["ratio"], loss=u2["loss"],
                          extrapolation=extrapolation(dom, n, u2["D"]), note=f"{domain_tokens:.0f} domain tokens"))
     largest = 6.0 * float(points["N"].max()) * d_max
     budgets = study["compute_budgets"] or [largest * f for f in (10.0, 100.0, 1000.0)]

@@ -49,7 +49,8 @@ def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
     sizes = [(28, 1536, 12, 2, 8960, 151936), (36, 2048, 16, 2, 11008, 151936),
              (28, 3584, 28, 4, 18944, 152064), (48, 5120, 40, 8, 13824, 152064)]
     budgets = [steps * 512 * 4096 for steps in (500, 1000, 2500, 5000)]  # optimizer steps x tokens/step
-    runs_per_budget = 3 * 8 + 1  # 3 domains x 8 non-zero ratios, plus one shared ratio-0 run
+    # 3 domains x 8 non-zero ratios, one shared ratio-0 run and the specialisation study's pool generalist
+    runs_per_budget = 3 * 8 + 1 + 1
     T, peak, mfu = 4096, 9.89e14, 0.4
     flops = sum(runs_per_budget * D * hand_flops_per_token(*s, T) for s in sizes for D in budgets)
     tokens = len(sizes) * runs_per_budget * sum(budgets)
@@ -57,7 +58,7 @@ def test_example_totals_match_a_hand_computation(tmp_path: Path) -> None:
     totals = report["totals"]
     train = [j for j in report["jobs"] if j["kind"] == "train"]
     evals = [j for j in report["jobs"] if j["kind"] == "eval"]
-    assert totals["train_jobs"] == len(train) == len(sizes) * len(budgets) * runs_per_budget == 400
+    assert totals["train_jobs"] == len(train) == len(sizes) * len(budgets) * runs_per_budget == 416
     assert sum(j["tokens"] for j in train) == tokens
     assert sum(j["flops"] for j in train) == pytest.approx(flops, rel=1e-12)
     assert sum(j["gpu_hours"] for j in train) == pytest.approx(flops / (peak * mfu) / 3600, rel=1e-12)
@@ -97,8 +98,8 @@ def test_wsd_branches_price_the_example_below_065_of_separate_runs(tmp_path: Pat
     assert b["ratio"] == pytest.approx(hand, rel=1e-9) and hand <= 0.65
     train = [j for j in report["jobs"] if j["kind"] == "train"]
     assert sum(j["gpu_hours"] for j in train) == pytest.approx(b["branches_gpu_hours"], rel=1e-9)
-    # 100 trunks of 4 segments (one per branch point) and 4 branches each.
-    assert len(train) == 4 * (3 * 8 + 1) * (4 + 4)
+    # 104 trunks (the pool generalist's among them) of 4 segments (one per branch point) and 4 branches each.
+    assert len(train) == 4 * (3 * 8 + 1 + 1) * (4 + 4)
     assert report["totals"]["gpu_hours"] <= 0.65 * b["separate_runs_gpu_hours"]
 
 

@@ -94,11 +94,15 @@ class Queries:
     @property
     def specialization_domains(self) -> list[str]:
         """Domains whose sweep has the specialist ratio (and the ratio-0 run, for the ``general`` generalist)."""
-        study = self.cfg["studies"]["specialization"]
-        if not study["enabled"]:
+        if not self.cfg["studies"]["specialization"]["enabled"]:
             return []
-        wanted = {study["specialist_ratio"]} | ({0.0} if study["generalist"] == "general" else set())
+        wanted = self._specialization_ratios()
         return [d for d, c in self.cfg["domains"].items() if wanted <= set(c["ratios"])]
+
+    def _specialization_ratios(self) -> set[float]:
+        """The CPT ratios the specialisation study reads: the specialist's, and 0 for the ``general`` generalist."""
+        study = self.cfg["studies"]["specialization"]
+        return {study["specialist_ratio"]} | ({0.0} if study["generalist"] == "general" else set())
 
     @property
     def pool_generalist(self) -> bool:
@@ -137,8 +141,7 @@ class Queries:
 
     def specialization_evals(self, domain: str) -> list[str]:
         """Eval tables of the specialisation study: base models, the generalist (pool or r=0) and specialist runs."""
-        study = self.cfg["studies"]["specialization"]
-        ratios = {study["specialist_ratio"]} | ({0.0} if study["generalist"] == "general" else set())
+        ratios = self._specialization_ratios()
         runs = {a.key for (_, d, r, _), a in self.cpt.items() if d == domain and r in ratios}
         runs |= {a.key for a in self.generalist.values()}
         return self._evals_of_runs(runs | {a.key for a in self.pretrain.values()}, {domain, GENERAL})

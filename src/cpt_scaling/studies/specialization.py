@@ -75,6 +75,11 @@ def _run_rows(df: pd.DataFrame, role: str, specialist_ratio: float, budget: int,
     return df[(df["kind"] == "cpt") & (df["ratio"] == ratio) & (df["budget"] == budget)]
 
 
+def specialist_budget(df: pd.DataFrame, specialist_ratio: float) -> int:
+    """The specialist's (largest) CPT budget: the matched compute both roles are compared at."""
+    return int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
+
+
 def _role_rows(df: pd.DataFrame, role: str, specialist_ratio: float, budget: int) -> pd.DataFrame:
     rows = _run_rows(df, role, specialist_ratio, budget)
     return rows[rows["D"] > 0]
@@ -85,7 +90,7 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
     """One row per (size, role): best checkpoint by domain validation loss and its test metrics, among the
     annealed checkpoints only with ``annealed_only`` (its ``annealed`` column says which it is)."""
     df = with_annealed(df)
-    budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
+    budget = specialist_budget(df, specialist_ratio)
     pre = df[df["kind"].isin(BASE_KINDS) & (df["split"] == "test")]
     base_general = {s: r.loc[(r["suite"] == GENERAL) & (r["D"] == r["D"].max()), "loss"].mean()
                     for s, r in pre.groupby("size")}
@@ -129,7 +134,7 @@ def _val_curve(df: pd.DataFrame, domain: str, role: str, specialist_ratio: float
 
 def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit: float) -> pd.DataFrame:
     """The seed's SGER per size from the validation curves of the specialist and the general run."""
-    budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
+    budget = specialist_budget(df, specialist_ratio)
     rows = []
     for size in sorted(set(df.loc[df["kind"] == "cpt", "size"].dropna())):
         spec = _val_curve(df, domain, "specialist", specialist_ratio, budget, size)
@@ -156,7 +161,7 @@ def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float
     """For each compute budget 6·N·D reached by some checkpoint, the size with the lowest domain test loss
     (per role), interpolating each size's loss linearly in log-compute between its checkpoints; ``N_lo``/``N_hi``
     span the sizes whose loss there is within ``tie`` (relative) of the best."""
-    budget = int(df.loc[(df["kind"] == "cpt") & (df["ratio"] == specialist_ratio), "budget"].max())
+    budget = specialist_budget(df, specialist_ratio)
     rows = []
     for role in ("specialist", "general"):
         r = _role_rows(df, role, specialist_ratio, budget)

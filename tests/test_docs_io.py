@@ -88,7 +88,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     (tmp / "bad.parquet").write_bytes(b"PAR1 definitely not parquet")
     cases["corrupt parquet"] = (tmp / "bad.parquet", "Parquet")
     nulls = [{"id": "a", "text": "ok"}, {"id": "b", "text": None}]
-    cases["null text"] = (write_jsonl(tmp / "null.jsonl", nulls), "line 2: null text")
+    cases["null text"] = (write_jsonl(tmp / "null.jsonl", nulls), "line 2: null or missing text")
     empties = [{"id": "a", "text": "ok"}, {"id": "b", "text": "  \n"}]
     cases["empty text"] = (write_jsonl(tmp / "emptytext.jsonl", empties), "line 2: empty text")
     cases["number text"] = (write_jsonl(tmp / "num.jsonl", [{"id": "a", "text": 3}]), "not a string")
@@ -97,7 +97,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     (tmp / "list.jsonl").write_text('["not", "an", "object"]\n')
     cases["not an object"] = (tmp / "list.jsonl", "JSON object")
     pq.write_table(pa.table({"id": ["a", "b"], "text": ["ok", None]}), tmp / "null.parquet")
-    cases["null text parquet"] = (tmp / "null.parquet", "row 1: null text")
+    cases["null text parquet"] = (tmp / "null.parquet", "row 1: null or missing text")
     pq.write_table(pa.table({"id": [None], "text": ["ok"]}), tmp / "nullid.parquet")
     cases["null id"] = (tmp / "nullid.parquet", "row 0: null id")
     pq.write_table(pa.table({"id": ["a"], "text": [b"\xff\xfe"]}), tmp / "binary.parquet")
@@ -127,6 +127,6 @@ def test_dataset_dict_with_several_splits_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="splits"):
         read_documents(tmp_path / "dd")
     assert read_documents(tmp_path / "dd" / "train").num_rows == 1
-    with pytest.raises(InputError, match="not a saved Hugging Face dataset"):
+    with pytest.raises(InputError, match="folder holds no document files"):
         (tmp_path / "plain_dir").mkdir()
         read_documents(tmp_path / "plain_dir")

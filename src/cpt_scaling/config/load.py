@@ -26,6 +26,7 @@ from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import memory, resources
 from cpt_scaling.cost.model import FAMILIES
+from cpt_scaling.data.docs_io import FORMATS_HELP, document_files, document_format
 
 #: The schema ships as package data ``cpt_scaling/config/schema.yaml``, a symlink to ``config/schema.yaml`` (the one
 #: source, which the wheel build copies), so a non-editable install finds it too.
@@ -120,14 +121,23 @@ def _check_finite(node: Any, where: str, path: tuple = ()) -> None:
 
 
 def expand_globs(patterns: list[str], where: str, key: str) -> list[str]:
-    """Expand file globs (sorted, de-duplicated); a pattern that matches nothing is an error."""
+    """Expand file globs (``**`` recursive; sorted, de-duplicated) and folders that are not saved datasets (every
+    document file below them); a pattern that matches no document is an error naming it."""
     files: list[str] = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        matches = [m for m in matches if Path(m).exists()]
-        if not matches:
-            raise InputError(where, f"{key}: '{pattern}' matches no file")
-        files.extend(m for m in matches if m not in files)
+        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        found: list[str] = []
+        for match in matches:
+            if not Path(match).exists():
+                continue
+            kind = document_format(Path(match))
+            if kind == "folder":
+                found.extend(str(f) for f in document_files(Path(match)))
+            elif kind is not None or not glob.has_magic(pattern):
+                found.append(match)  # a named file of another format is refused by its reader, naming it
+        if not found:
+            raise InputError(where, f"{key}: '{pattern}' matches no document file (formats: {FORMATS_HELP})")
+        files.extend(m for m in found if m not in files)
     return files
 
 

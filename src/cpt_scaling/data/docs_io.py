@@ -1,4 +1,9 @@
-"""Read text documents from JSONL(.gz), Parquet or a saved Hugging Face dataset into (doc_id, text) tables.
+"""Read text documents, in the layouts corpora are downloaded in, into (doc_id, text) tables.
+
+Formats (:func:`document_format`): JSON lines named ``.jsonl``, ``.json`` or ``.ndjson``, plain or compressed
+(``.gz``, ``.zst``/``.zstd``, ``.bz2``: DCLM's ``.jsonl.zst``, Dolma's ``.json.gz``); Parquet files; a directory
+written by ``datasets.save_to_disk``; and any other directory (a Hugging Face hub layout such as FineWeb's
+``data/<dump>/*.parquet``), read as every document file below it in sorted path order.
 
 Every reader streams batches so large pools never need to fit in memory; ``read_documents`` concatenates them.
 Bad input raises ``InputError`` naming the file and, where it applies, the line (JSONL, 1-based) or the row
@@ -18,12 +23,49 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.data.jsonl_io import iter_jsonl
+from cpt_scaling.data.jsonl_io import COMPRESSION_SUFFIXES, iter_jsonl
 
 log = logging.getLogger(__name__)
 
 DOC_SCHEMA = pa.schema([("doc_id", pa.string()), ("text", pa.string())])
 DEFAULT_BATCH = 4096
+#: Name endings of JSON-lines files, before an optional compression suffix.
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+#: Files ``datasets.save_to_disk`` writes: one of them marks a saved dataset (or dataset dict) directory.
+_SAVED_DATASET_MARKERS = ("state.json", "dataset_dict.json")
+FORMATS_HELP = (".jsonl/.json/.ndjson (plain, .gz, .zst, .bz2), .parquet, a datasets.save_to_disk directory, "
+                "or a directory of such files")
+
+
+def document_format(path: Path) -> str | None:
+    """``"jsonl"``, ``"parquet"``, ``"dataset"`` (a saved datasets directory), ``"folder"`` (any other
+    directory) or None (an unsupported file)."""
+    path = Path(path)
+    if path.is_dir():
+        return "dataset" if any((path / m).is_file() for m in _SAVED_DATASET_MARKERS) else "folder"
+    name = path.name
+    if path.suffix in COMPRESSION_SUFFIXES:
+        name = name[: -len(path.suffix)]
+    if name.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    if path.suffix == ".parquet":
+        return "parquet"
+    return None
+
+
+def document_files(folder: Path) -> list[Path]:
+    """Every document file below ``folder`` (recursively, sorted by path; saved datasets count as one entry,
+    and hidden files or folders such as ``.cache`` are skipped)."""
+    found: list[Path] = []
+    for entry in sorted(Path(folder).iterdir()):
+        if entry.name.startswith("."):
+            continue
+        kind = document_format(entry)
+        if kind == "folder":
+            found.extend(document_files(entry))
+        elif kind is not None:
+            found.append(entry)
+    return found
 
 
 def doc_hash(text: str) -> str:
@@ -39,8 +81,8 @@ def hash_fraction(digest: str) -> float:
 def read_documents(path: Path, text_column: str = "text", id_column: str = "id") -> pa.Table:
     """Read all documents of ``path`` as a table with string columns ``doc_id`` and ``text``.
 
-    Formats: ``.jsonl``, ``.jsonl.gz``, ``.parquet``, or a directory written by ``datasets.save_to_disk``.
-    Without an id column, ``doc_id`` is the first 16 hex digits of the text's sha256.
+    Formats: see :func:`document_format`. Without an id column, ``doc_id`` is the first 16 hex digits of the
+    text's sha256.
     """
     batches = list(iter_document_batches(path, text_column=text_column, id_column=id_column))
     return pa.Table.from_batches(batches, schema=DOC_SCHEMA)
@@ -67,15 +109,21 @@ def iter_document_batches(
         _normalise, where=where, text_column=text_column, id_column=id_column, extra_columns=extra_columns
     )
     batches: Iterator[pa.RecordBatch]
-    if path.is_dir():
+    kind = document_format(path)
+    if kind == "folder":
+        files = document_files(path)
+        if not files:
+            raise InputError(where, f"folder holds no document files (expected {FORMATS_HELP})")
+        batches = (b for f in files for b in iter_document_batches(
+            f, text_column=text_column, id_column=id_column, batch_size=batch_size, extra_columns=extra_columns))
+    elif kind == "dataset":
         batches = (norm(t, row, label) for t, row, label in _iter_hf_dataset(path, batch_size))
-    elif path.name.endswith((".jsonl", ".jsonl.gz")):
+    elif kind == "jsonl":
         batches = iter_jsonl(path, batch_size, text_column, norm)
-    elif path.suffix == ".parquet":
+    elif kind == "parquet":
         batches = (norm(t, row, label) for t, row, label in _iter_parquet(path, batch_size))
     else:
-        expected = ".jsonl, .jsonl.gz, .parquet or a datasets directory"
-        raise InputError(where, f"unsupported format (expected {expected})")
+        raise InputError(where, f"unsupported format (expected {FORMATS_HELP})")
     n_docs = 0
     for batch in batches:
         yield batch
@@ -150,7 +198,7 @@ def _normalise(
     bad = pc.fill_null(blank, True)
     if pc.any(bad).as_py():
         i = pc.index(bad, True).as_py()
-        what = "null" if text[i].as_py() is None else "empty"
+        what = "null or missing" if text[i].as_py() is None else "empty"
         raise InputError(where, f"{row_label} {first_row + i}: {what} text in column {text_column!r}")
     if id_column in table.column_names:
         ids = table.column(id_column).combine_chunks()

@@ -1,4 +1,5 @@
-"""Stream JSON-lines files (plain or gzip) as Arrow tables: a fast C++ path with an exact Python fallback.
+"""Stream JSON-lines files (plain, gzip, zstd or bzip2) as Arrow tables: a fast C++ path with an exact Python
+fallback.
 
 The fast path is Arrow's streaming JSON reader (C++, decompression and parsing release the GIL). Anything it
 cannot take — a parse error, a column whose type changes between records, a field first seen late in the file, a
@@ -9,7 +10,9 @@ or raises the precise ``InputError`` with the 1-based line number.
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import io
 import json
 import logging
 import zlib
@@ -40,7 +43,8 @@ Normalise = Callable[[pa.Table, int, str], pa.RecordBatch]
 
 
 def iter_jsonl(path: Path, batch_size: int, text_column: str, normalise: Normalise) -> Iterator[pa.RecordBatch]:
-    """Yield ``normalise``-d batches of about ``batch_size`` records from a ``.jsonl`` or ``.jsonl.gz`` file."""
+    """Yield ``normalise``-d batches of about ``batch_size`` records from a JSON-lines file (see
+    :data:`COMPRESSION_SUFFIXES` for the compressed forms)."""
     n_done = 0
     try:
         for table in _arrow_tables(path, batch_size, text_column):
@@ -74,25 +78,44 @@ def _arrow_tables(path: Path, batch_size: int, text_column: str) -> Iterator[pa.
             yield pa.Table.from_batches(pending, schema=reader.schema)
 
 
+#: Compression by file-name suffix (DCLM ships ``.jsonl.zst``, Dolma ``.json.gz``); anything else is plain text.
+COMPRESSION_SUFFIXES = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}
+
+
+def compression_of(path: Path) -> str | None:
+    """The compression codec a file's name announces (``gzip``, ``zstd``, ``bz2``), or None."""
+    return COMPRESSION_SUFFIXES.get(Path(path).suffix)
+
+
 def _open_stream(path: Path) -> pa.NativeFile:
-    """The file's bytes, gunzipped for ``.gz`` names (ISA-L when installed, else Arrow's zlib stream)."""
-    if not path.name.endswith(".gz"):
-        return pa.input_stream(str(path))
-    if _isal_gzip is None:
-        return pa.input_stream(str(path), compression="gzip")
-    return pa.PythonFile(_isal_gzip.open(path, "rb"), mode="r")
+    """The file's decompressed bytes (ISA-L for gzip when installed, else Arrow's codec streams)."""
+    codec = compression_of(path)
+    if codec == "gzip" and _isal_gzip is not None:
+        return pa.PythonFile(_isal_gzip.open(path, "rb"), mode="r")
+    return pa.input_stream(str(path), compression=codec)
+
+
+def _open_binary(path: Path) -> Any:
+    """A binary line-iterable file object of the decompressed bytes (the Python reader's view of the file)."""
+    codec = compression_of(path)
+    if codec == "gzip":
+        return gzip.open(path, "rb")
+    if codec == "bz2":
+        return bz2.open(path, "rb")
+    if codec == "zstd":
+        return io.BufferedReader(pa.input_stream(str(path), compression="zstd"))
+    return open(path, "rb")
 
 
 def _python_tables(path: Path, batch_size: int, text_column: str, skip: int) -> Iterator[tuple[pa.Table, int]]:
     """Parse JSON lines in Python (skipping blank lines and the first ``skip`` records) into tables."""
     where = str(path)
-    opener: Any = gzip.open if path.name.endswith(".gz") else open
     records: list[dict[str, Any]] = []
     first_line = 1
     lineno = 0
     n_records = 0
     try:
-        with opener(path, "rb") as fh:
+        with _open_binary(path) as fh:
             for lineno, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue

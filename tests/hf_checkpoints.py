@@ -44,6 +44,24 @@ def make_tokenizer(out_dir: Path, seed_files: list[Path]) -> PreTrainedTokenizer
     return fast
 
 
+def make_llama_tokenizer(out_dir: Path, seed_files: list[Path]) -> PreTrainedTokenizerFast:
+    """A Llama-family byte-level BPE: ``<s>`` (id 1) put before every text by its post-processor, ``</s>`` (id 2)
+    as EOS, ``<unk>`` id 0, as Llama 2 and its descendants ship it (``add_bos_token``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_texts(seed_files), trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(str(out_dir))
+    return fast
+
+
 def make_checkpoint(out_dir: Path, size: str, eos_id: int, seed: int = 0) -> Qwen2ForCausalLM:
     """A randomly initialised Qwen2 model of ``SIZES[size]`` saved with ``save_pretrained`` (safetensors)."""
     hidden, layers, heads, kv_heads, ff = SIZES[size]

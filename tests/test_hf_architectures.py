@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import transformers as tf
 
 from cpt_scaling.config.hf_metadata import read_checkpoint_shape
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import model as cost
 from cpt_scaling.evaluate.heldout import sequence_loss
 from cpt_scaling.train.model import count_parameters, load_model
@@ -53,7 +54,28 @@ def test_an_architecture_without_a_formula_is_counted_on_the_meta_device(tmp_pat
     raw = {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
                     "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
            "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300}, "cpt": {"tokens": [8192]},
-           "models": {"sizes": {"g": {"base_checkpoint": str(tmp_path / "gemma")}}},
+           "models": {"sizes": {"g": {"base_checkpoint": str(tmp_path / "gemma")}}}, "shards": {"seq_len": 64},
            "artifacts_dir": str(tmp_path / "a"), "results_dir": str(tmp_path / "r")}
     size = normalise_config(raw, "cfg.yaml")["models"]["sizes"]["g"]
     assert size["model_type"] == "gemma" and cost.size_non_embedding_params(size) == want
+
+
+def test_a_seq_len_beyond_the_checkpoints_positions_is_refused_at_parse_time(tmp_path: Path) -> None:
+    """A Llama checkpoint built for 256 positions: shards.seq_len 512 stops the parse naming both numbers and the
+    checkpoint's config.json; 256 parses."""
+    from cpt_scaling.config.load import normalise_config
+
+    tf.LlamaConfig(**{**SMALL, "max_position_embeddings": 256}, num_key_value_heads=2).save_pretrained(
+        str(tmp_path / "ll"))
+    root = Path(__file__).resolve().parents[1]
+    raw = {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
+                    "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
+           "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300}, "cpt": {"tokens": [8192]},
+           "models": {"sizes": {"ll": {"base_checkpoint": str(tmp_path / "ll")}}}, "shards": {"seq_len": 512},
+           "artifacts_dir": str(tmp_path / "a"), "results_dir": str(tmp_path / "r")}
+    with pytest.raises(InputError) as info:
+        normalise_config(raw, "cfg.yaml")
+    assert str(info.value) == (f"cfg.yaml: shards.seq_len: 512 is longer than models.sizes.ll's max_position_embeddings"
+                               f" 256 ({tmp_path / 'll' / 'config.json'}); use seq_len <= 256")
+    raw["shards"]["seq_len"] = 256
+    assert normalise_config(raw, "cfg.yaml")["shards"]["seq_len"] == 256

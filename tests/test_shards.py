@@ -212,6 +212,34 @@ def test_packing_is_exact(setup: dict[str, Any], built: tuple[Path, dict]) -> No
     assert manifest["train"]["n_docs"] == sum(d["split"] == "train" for d in docs)
 
 
+def test_a_bos_adding_tokenizer_packs_each_document_as_the_base_saw_it(
+    setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """A Llama-family tokenizer that adds ``<s>``: every document is ``<s> tokens </s>`` in the store (the format
+    the base model was pretrained on); this project's own BPE (and Qwen's) add no prefix."""
+    from hf_checkpoints import make_llama_tokenizer
+
+    from cpt_scaling.data.tokenizer import document_prefix
+
+    tok = make_llama_tokenizer(tmp_path / "llama_tok", [DEMO / "seeds" / f"{d}.jsonl.gz" for d in DOMAINS])
+    assert document_prefix(tok) == [tok.bos_token_id] == [1]
+    assert document_prefix(load_tokenizer(setup["tokenizer"])) == []
+    manifest = build_shards(tmp_path / "legal", pool_files=POOLS, classified_files=setup["classified"],
+                            tokenizer_path=tmp_path / "llama_tok", **SHARD_PARAMS)
+    assert manifest["document_prefix_ids"] == [1] and manifest["eos_token_id"] == 2
+    docs = [d for d in pq.read_table(tmp_path / "legal" / "documents.parquet").to_pylist() if d["split"] == "train"]
+    stored = np.concatenate([read_sequences(tmp_path / "legal" / s["file"]).ravel()
+                             for s in manifest["train"]["shards"]]).tolist()
+    start = 0
+    for d in docs:
+        doc = stored[start : start + d["n_tokens"]]
+        if len(doc) < d["n_tokens"]:
+            break  # the remainder cut at the last sequence
+        assert doc[0] == 1 and doc[-1] == 2 and 1 not in doc[1:-1] and 2 not in doc[1:-1]
+        start += d["n_tokens"]
+    assert start > 0 and tok.decode(stored[:5]).startswith("<s>")
+
+
 def test_build_is_deterministic(setup: dict[str, Any], built: tuple[Path, dict], tmp_path: Path) -> None:
     out, manifest = built
     again = build_shards(

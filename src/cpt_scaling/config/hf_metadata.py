@@ -28,16 +28,33 @@ SHAPE_FIELDS: dict[str, tuple[str, ...]] = {
     "mlp_bias": ("mlp_bias",),
 }
 REQUIRED = ("n_layers", "d_model", "n_heads", "d_ff")
+#: config.json fields holding the longest sequence the model was built for, first match wins.
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length")
 
 
-def read_checkpoint_shape(checkpoint: str | Path) -> dict[str, Any]:
-    """The size keys of the checkpoint directory's ``config.json`` (a key the file lacks is left out)."""
+def _read_config(checkpoint: str | Path) -> dict[str, Any]:
+    """The decoder's fields of the checkpoint directory's ``config.json``."""
     path = Path(checkpoint) / "config.json"
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(str(path), f"cannot read the checkpoint's config: {exc}") from None
-    config = config.get("text_config") or config  # multimodal wrappers keep the decoder's fields there
+    return config.get("text_config") or config  # multimodal wrappers keep the decoder's fields there
+
+
+def checkpoint_positions(checkpoint: str | Path) -> tuple[str, int] | None:
+    """``(field, value)`` of the longest sequence the checkpoint takes (``max_position_embeddings``), or None."""
+    config = _read_config(checkpoint)
+    for name in POSITION_FIELDS:
+        if isinstance(config.get(name), int):
+            return name, int(config[name])
+    return None
+
+
+def read_checkpoint_shape(checkpoint: str | Path) -> dict[str, Any]:
+    """The size keys of the checkpoint directory's ``config.json`` (a key the file lacks is left out)."""
+    path = Path(checkpoint) / "config.json"
+    config = _read_config(checkpoint)
     shape: dict[str, Any] = {}
     for key, fields in SHAPE_FIELDS.items():
         for name in fields:

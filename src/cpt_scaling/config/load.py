@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 from cpt_scaling.config.hf_metadata import REQUIRED as SHAPE_REQUIRED
-from cpt_scaling.config.hf_metadata import read_checkpoint_shape, tokenizer_vocab_size
+from cpt_scaling.config.hf_metadata import checkpoint_positions, read_checkpoint_shape, tokenizer_vocab_size
 from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import memory, resources
@@ -222,6 +222,7 @@ def _resolve_model_shapes(cfg: dict[str, Any], where: str) -> None:
                     raise InputError(where, f"models.sizes.{name}.{key}: {size[key]!r} in the config, but "
                                             f"{Path(ckpt) / 'config.json'} says {value!r}")
                 size[key] = value
+            _check_positions(cfg, name, ckpt, where)
             if size["model_type"] not in FAMILIES and size["n_params_non_embedding"] is None:
                 from cpt_scaling.train.model import meta_non_embedding_params  # torch: only for such checkpoints
 
@@ -240,6 +241,16 @@ def _resolve_model_shapes(cfg: dict[str, Any], where: str) -> None:
         if not ckpt and size["model_type"] not in (None, "llama"):
             raise InputError(where, f"models.sizes.{name}.model_type: from-scratch sizes are Llama-style decoders; "
                                     "for another architecture give a base_checkpoint")
+
+
+def _check_positions(cfg: dict[str, Any], name: str, ckpt: str, where: str) -> None:
+    """Refuse a ``shards.seq_len`` longer than the checkpoint's positions (its config.json's
+    ``max_position_embeddings``): the model was never trained on such positions."""
+    positions = checkpoint_positions(ckpt)
+    seq_len = cfg["shards"]["seq_len"]
+    if positions is not None and seq_len > positions[1]:
+        raise InputError(where, f"shards.seq_len: {seq_len} is longer than models.sizes.{name}'s {positions[0]} "
+                                f"{positions[1]} ({Path(ckpt) / 'config.json'}); use seq_len <= {positions[1]}")
 
 
 def _resolve_tokenizer_vocab(cfg: dict[str, Any], where: str) -> None:

@@ -30,7 +30,7 @@ from cpt_scaling.core.errors import InputError
 from cpt_scaling.data import POOL
 from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.data.prefetch import prefetch
-from cpt_scaling.data.tokenizer import document_separator, load_tokenizer
+from cpt_scaling.data.tokenizer import document_prefix, document_separator, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +187,9 @@ def build_shards(
     ``pool_files[i]`` pairs row by row with ``classified_files[i]``. Documents with that domain and
     ``score >= threshold`` are kept (all of them for ``domain`` = :data:`POOL`); exact duplicates (same
     ``doc_hash``) after the first are dropped. A document is held out when ``hash_fraction(doc_hash) <
-    heldout_fraction``, decided before packing. Each document's tokens are followed by EOS; the stream is cut into
-    ``seq_len`` sequences, remainder dropped.
+    heldout_fraction``, decided before packing. Each document is packed as the tokenizer's own prefix (``<s>``
+    where it adds one: :func:`document_prefix`), its tokens and EOS; the stream is cut into ``seq_len``
+    sequences, remainder dropped.
     """
     pool_files = [Path(p) for p in pool_files]
     classified_files = [Path(p) for p in classified_files]
@@ -197,12 +198,13 @@ def build_shards(
                   heldout_fraction=heldout_fraction, heldout_max_sequences=heldout_max_sequences)
     tok = load_tokenizer(Path(tokenizer_path))
     eos_id = document_separator(tok, str(tokenizer_path))
+    prefix = document_prefix(tok)
     backend = tok.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
 
     with atomic_dir(out_dir) as tmp:
-        build = _ShardBuild(tmp, backend, eos_id, domain=domain, threshold=threshold, seq_len=seq_len,
+        build = _ShardBuild(tmp, backend, eos_id, prefix, domain=domain, threshold=threshold, seq_len=seq_len,
                             heldout_fraction=heldout_fraction, heldout_max_sequences=heldout_max_sequences,
                             shard_max_sequences=shard_max_sequences)
         for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
@@ -254,10 +256,10 @@ class _ShardBuild:
     """
 
     def __init__(
-        self, tmp: Path, backend: Any, eos_id: int, *, domain: str, threshold: float, seq_len: int,
+        self, tmp: Path, backend: Any, eos_id: int, prefix: list[int], *, domain: str, threshold: float, seq_len: int,
         heldout_fraction: float, heldout_max_sequences: int, shard_max_sequences: int,
     ) -> None:
-        self.backend, self.eos_id = backend, eos_id
+        self.backend, self.eos_id, self.prefix = backend, eos_id, prefix
         self.domain, self.threshold, self.seq_len = domain, threshold, seq_len
         self.heldout_fraction, self.heldout_max_sequences = heldout_fraction, heldout_max_sequences
         self.heldout_hashes: list[str] = []
@@ -324,7 +326,7 @@ class _ShardBuild:
         """Tokenize training documents into the shard writer and record their audit rows."""
         if not docs:
             return
-        flat, lengths = _encode_docs(self.backend, docs, self.eos_id)
+        flat, lengths = _encode_docs(self.backend, docs, self.eos_id, self.prefix)
         self.train.add(flat)
         _add_doc_rows(self.doc_rows, docs, "train", lengths.tolist())
         self.n_train_docs += len(docs)
@@ -337,7 +339,7 @@ class _ShardBuild:
             self.heldout_hashes.extend(digest for _, digest, _ in docs)
             suite = self.suites[kind]
             if suite["buffered"] < self.heldout_target:
-                flat, lengths = _encode_docs(self.backend, docs, self.eos_id)
+                flat, lengths = _encode_docs(self.backend, docs, self.eos_id, self.prefix)
                 suite["chunks"].append(flat)
                 suite["buffered"] += len(flat)
                 _add_doc_rows(self.doc_rows, docs, kind, lengths.tolist())
@@ -384,6 +386,7 @@ class _ShardBuild:
             "seq_len": seq_len,
             "vocab_size": vocab_size,
             "eos_token_id": self.eos_id,
+            "document_prefix_ids": self.prefix,
             "token_dtype": "uint32",
             "n_scanned": self.n_seen,
             "n_selected": self.n_selected,
@@ -432,11 +435,12 @@ def _select(batch: pa.RecordBatch, labels: pa.Table, domain: str, threshold: flo
 
 
 def _encode_docs(
-    backend: Any, docs: list[tuple[str, str, str]], eos_id: int
+    backend: Any, docs: list[tuple[str, str, str]], eos_id: int, prefix: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Batch-encode (doc_id, hash, text) documents without special tokens; pack them with EOS after each."""
+    """Tokenize ``docs`` ``(doc_id, hash, text)`` and pack them as ``prefix + tokens + EOS``; return the flat
+    token stream and each document's length."""
     encodings = backend.encode_batch_fast([text for _, _, text in docs], add_special_tokens=False)
-    return _pack_documents([e.ids for e in encodings], eos_id)
+    return _pack_documents([[*prefix, *e.ids] if prefix else e.ids for e in encodings], eos_id)
 
 
 def _add_doc_rows(

@@ -118,6 +118,21 @@ def document_separator(tok: PreTrainedTokenizerFast, where: str) -> int:
     return int(tok.eos_token_id)
 
 
+def document_prefix(tok: PreTrainedTokenizerFast) -> list[int]:
+    """The special tokens the tokenizer puts before a text when it adds its own (Llama's ``<s>``, Llama 3's
+    ``<|begin_of_text|>``); empty for tokenizers that add none (Qwen2, GPT-2, this project's BPE). Documents are
+    packed as ``prefix + text + end-of-document``, the format the base model was pretrained on."""
+    bare = tok("a", add_special_tokens=False)["input_ids"]
+    full = tok("a", add_special_tokens=True)["input_ids"]
+    special = set(tok.all_special_ids)
+    prefix: list[int] = []
+    for token in full[: max(0, len(full) - len(bare))]:
+        if token not in special:
+            break
+        prefix.append(int(token))
+    return prefix
+
+
 def _write_json(path: Path, obj: object) -> None:
     """Write indented, key-sorted JSON (inside an atomic directory, so no per-file atomicity needed)."""
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

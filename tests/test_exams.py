@@ -102,3 +102,80 @@ def test_lm_eval_acc_equals_a_hand_computation(tmp_path: Path, monkeypatch: pyte
     assert got["acc"] == pytest.approx(score.acc) and got["acc_norm"] == pytest.approx(score.acc_norm)
     assert got["answer_ppl"] == pytest.approx(score.answer_ppl, rel=1e-4)
     json.dumps(score.loglik)  # plain floats
+
+
+LETTERS = "ABCD"
+
+
+def _mmlu_copy(root: Path) -> tuple[list[dict], list[dict]]:
+    """A local copy of MMLU's professional_law subset in the Hub's layout (``<subset>/<split>-*.parquet``): five
+    dev questions (the few-shot pool) and eight test questions with known answers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def q(i: int) -> dict:
+        return {"question": f"Under the statute of frauds, which contract number {i} must be in writing? ",
+                "subject": "professional_law", "answer": i % 4,
+                "choices": [f"a lease of {i} years", "a sale of goods", f"a promise number {i}", "none of these"]}
+
+    dev, test = [q(i) for i in range(5)], [q(i) for i in range(10, 18)]
+    (root / "professional_law").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(dev), root / "professional_law" / "dev-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(test), root / "professional_law" / "test-00000-of-00001.parquet")
+    return dev, test
+
+
+def _mmlu_text(d: dict) -> str:
+    options = "".join(f"\n{letter}. {c}" for letter, c in zip(LETTERS, d["choices"], strict=True))
+    return f"{d['question'].strip()}{options}\nAnswer:"
+
+
+def test_an_lm_eval_task_by_name_with_few_shot_from_a_local_copy_equals_a_hand_computation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate.exams: {task: mmlu_professional_law, num_fewshot: 2, data_dir: <local copy>}: lm-eval's own prompt
+    (its description, the first two dev questions answered, then the question) and its acc, recomputed here from
+    the model's log-likelihoods of ' A' .. ' D'."""
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from cpt_scaling.data.tokenizer import load_tokenizer, train_tokenizer
+    from cpt_scaling.evaluate.exams import ExamSpec, score_exam
+    from cpt_scaling.train.model import build_model
+
+    dev, test = _mmlu_copy(tmp_path / "mmlu")
+    train_tokenizer([SEEDS / "legal.jsonl.gz"], tmp_path / "tok", vocab_size=400)
+    tokenizer = load_tokenizer(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = build_model({"n_layers": 1, "d_model": 32, "n_heads": 2, "d_ff": 64}, len(tokenizer), 1024).eval()
+    spec = ExamSpec.parse({"task": "mmlu_professional_law", "num_fewshot": 2, "data_dir": str(tmp_path / "mmlu")},
+                          "evaluate.exams.law")
+    assert len(spec.files("evaluate.exams.law")) == 2
+
+    score = score_exam(model, tokenizer, spec.to_job([]), batch_size=4)
+
+    shots = "".join(f"{_mmlu_text(d)} {LETTERS[d['answer']]}\n\n" for d in dev[:2])
+    description = "The following are multiple choice questions (with answers) about professional law.\n\n"
+    contexts = [description + shots + _mmlu_text(d) for d in test]
+    assert score.contexts == contexts
+    hand = [[_hand_loglik(model, tokenizer, ctx, f" {letter}") for letter in LETTERS] for ctx in contexts]
+    for mine, theirs in zip(hand, score.loglik, strict=True):
+        assert theirs == pytest.approx(mine, abs=1e-3)
+    assert score.answers == [d["answer"] for d in test]
+    acc = sum(max(range(4), key=h.__getitem__) == d["answer"] for h, d in zip(hand, test, strict=True)) / len(test)
+    assert score.n == 8 and score.acc == pytest.approx(acc)
+
+
+def test_exam_entries_are_checked_naming_the_key(tmp_path: Path) -> None:
+    from cpt_scaling.evaluate.exams import ExamSpec
+
+    cases = {"needs data_dir": {"task": "mmlu_professional_law"},
+             "exactly one of yaml": {"task": "x", "yaml": "y.yaml", "data_dir": "d"},
+             "unknown key": {"task": "x", "data_dir": "d", "shots": 2},
+             "num_fewshot must be": {"task": "x", "data_dir": "d", "num_fewshot": -1}}
+    for expected, entry in cases.items():
+        with pytest.raises(InputError, match=expected) as info:
+            ExamSpec.parse(entry, "evaluate.exams.law")
+        assert str(info.value).startswith("evaluate.exams.law: ")
+    with pytest.raises(InputError, match="holds no files"):
+        ExamSpec.parse({"task": "x", "data_dir": str(tmp_path)}, "evaluate.exams.law").files("evaluate.exams.law")

@@ -7,6 +7,11 @@ questions whose right choice has the highest sum, ``acc_norm`` the same with sum
 lengths. The answer perplexity (the specialisation paper's exam measure) is ``exp(-sum ll / sum tokens)`` of the
 right choices.
 
+Besides local YAMLs, ``evaluate.exams`` names standard lm-eval tasks (``{task: mmlu_professional_law,
+num_fewshot: 5, data_dir: ...}``): the task's own prompt, choices, few-shot split and metrics come from lm-eval's
+registry; its data from a local copy of the dataset (the splits' Parquet or JSON-lines files, as the Hub ships
+them), so a job never downloads (:func:`named_task`).
+
 The demo's exams are cloze questions built from held-out documents by :func:`build_cloze_exam` (see
 ``scripts/make_demo_exams.py``): a held-out sentence cut just before one of its domain terms is the question,
 that term is the right choice and the distractors are domain terms of other documents of the same domain.
@@ -21,7 +26,7 @@ import math
 import random
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +135,114 @@ def task_config(name: str, data_file: str) -> dict[str, Any]:
     }
 
 
+# -- exam entries of the config --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExamSpec:
+    """One ``evaluate.exams`` entry: a local task YAML (``yaml``), or an lm-eval task by name (``task``) whose data
+    is the local copy in ``data_dir``; ``num_fewshot`` examples from the task's few-shot split precede each
+    question."""
+
+    yaml: str | None = None
+    task: str | None = None
+    data_dir: str | None = None
+    num_fewshot: int = 0
+
+    @classmethod
+    def parse(cls, entry: str | Mapping[str, Any], where: str) -> ExamSpec:
+        """An entry as the config writes it: a YAML path, or a mapping with ``yaml`` or ``task`` + ``data_dir``."""
+        if isinstance(entry, str):
+            return cls(yaml=entry)
+        if not isinstance(entry, Mapping):
+            raise InputError(where, "an exam is a task YAML path or {task, data_dir, num_fewshot}")
+        unknown = sorted(set(entry) - {"yaml", "task", "data_dir", "num_fewshot"})
+        if unknown:
+            raise InputError(where, f"unknown key(s) {', '.join(unknown)} (known: yaml, task, data_dir, num_fewshot)")
+        spec = cls(**dict(entry))
+        if (spec.yaml is None) == (spec.task is None):
+            raise InputError(where, "give exactly one of yaml (a local task YAML) or task (an lm-eval task name)")
+        if spec.task is not None and spec.data_dir is None:
+            raise InputError(where, f"task {spec.task!r} needs data_dir: a local copy of its dataset (jobs never "
+                                    "download)")
+        if not isinstance(spec.num_fewshot, int) or spec.num_fewshot < 0:
+            raise InputError(where, f"num_fewshot must be an integer >= 0, got {spec.num_fewshot!r}")
+        return spec
+
+    def files(self, where: str) -> list[str]:
+        """The files a job scoring this exam reads: the YAML and its data files, or every file of ``data_dir``."""
+        if self.yaml is not None:
+            files = load_task(Path(self.yaml)).get("dataset_kwargs", {}).get("data_files") or {}
+            return [self.yaml, *(files[s] for s in sorted(files))]
+        root = Path(str(self.data_dir))
+        found = sorted(str(f) for f in root.rglob("*") if f.is_file() and not f.name.startswith(".")) \
+            if root.is_dir() else []
+        if not found:
+            raise InputError(where, f"data_dir '{root}' holds no files (a local copy of the task's dataset)")
+        return found
+
+    def to_job(self, files: Sequence[str]) -> Any:
+        """The job description's value: the YAML path alone (as before named tasks existed), else a mapping."""
+        if self.task is None and self.num_fewshot == 0:
+            return files[0]
+        out: dict[str, Any] = {"yaml": files[0]} if self.task is None else {"task": self.task,
+                                                                            "data_dir": self.data_dir}
+        return {**out, "num_fewshot": self.num_fewshot}
+
+
+#: Data-file suffixes of a local dataset copy, and the ``datasets`` builder that reads each.
+_SPLIT_FORMATS = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+
+
+def _split_files(data_dir: Path, subset: str | None, split: str) -> list[str]:
+    """Files of ``split`` in a local dataset copy: ``<split>.<ext>`` or Hub-style shards ``<split>-*.<ext>``,
+    in ``data_dir`` or its ``<subset>`` folder (the Hub layout of a dataset with configurations)."""
+    for folder in ([data_dir / subset] if subset else []) + [data_dir]:
+        if folder.is_dir():
+            files = sorted(str(f) for f in folder.iterdir() if f.suffix in _SPLIT_FORMATS
+                           and (f.stem == split or f.name.startswith(f"{split}-")))
+            if files:
+                return files
+    return []
+
+
+def named_task(name: str, data_dir: Path, num_fewshot: int, where: str) -> dict[str, Any]:
+    """lm-eval's registered task ``name`` (prompt, choices, target, few-shot split, metrics), reading its splits
+    from the local copy ``data_dir`` instead of the Hub."""
+    from lm_eval.tasks import TaskManager
+
+    entry = TaskManager().task_index.get(name)
+    if entry is None or not isinstance(getattr(entry, "cfg", None), dict) or "output_type" not in entry.cfg:
+        raise InputError(where, f"lm-eval has no single task named {name!r} (a group? name its tasks)")
+    task = dict(entry.cfg)
+    subset = task.pop("dataset_name", None)
+    needed = {task.get("test_split") or task.get("validation_split")}
+    if num_fewshot:
+        needed.add(task.get("fewshot_split") or task.get("training_split") or task.get("validation_split"))
+    data_files: dict[str, list[str]] = {}
+    for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
+        split = task.get(key)
+        if split and split not in data_files:
+            files = _split_files(Path(data_dir), subset, split)
+            if files:
+                data_files[split] = files
+            elif split in needed:
+                raise InputError(where, f"task {name!r}: no '{split}' split in {data_dir} (expected {split}.parquet, "
+                                        f"{split}.jsonl or {split}-*.parquet, there or in {data_dir}/{subset})")
+    builders = {_SPLIT_FORMATS[Path(f).suffix] for fs in data_files.values() for f in fs}
+    if len(builders) != 1:
+        raise InputError(where, f"task {name!r}: mix of Parquet and JSON files in {data_dir}; use one format")
+    task.update(dataset_path=builders.pop(), dataset_kwargs={"data_files": data_files})
+    return task
+
+
+def resolve_exam(entry: str | Path | Mapping[str, Any], where: str) -> tuple[dict[str, Any], int]:
+    """The lm-eval task dict of a job's exam entry (a YAML path, or the mapping of :meth:`ExamSpec.to_job`) and its
+    number of few-shot examples."""
+    spec = ExamSpec.parse(str(entry) if isinstance(entry, Path) else entry, where)
+    if spec.yaml is not None:
+        return load_task(Path(spec.yaml)), spec.num_fewshot
+    return named_task(str(spec.task), Path(str(spec.data_dir)), spec.num_fewshot, where), spec.num_fewshot
+
+
 # -- scoring ---------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExamScore:
@@ -142,6 +255,7 @@ class ExamScore:
     answer_ppl: float
     loglik: list[list[float]]  # per question, per choice: summed log-likelihood
     answers: list[int]
+    contexts: list[str]  # per question: the prompt the choices continue (few-shot examples included)
 
 
 def load_task(task_yaml: Path) -> dict[str, Any]:
@@ -165,18 +279,21 @@ def load_task(task_yaml: Path) -> dict[str, Any]:
     return task
 
 
-def score_exam(model: Any, tokenizer: Any, task_yaml: Path, *, batch_size: int = 8) -> ExamScore:
-    """Score a loaded HF causal LM on one exam through lm-eval-harness's Python API (no download, no reload)."""
+def score_exam(model: Any, tokenizer: Any, exam: str | Path | Mapping[str, Any], *, batch_size: int = 8
+               ) -> ExamScore:
+    """Score a loaded HF causal LM on one exam (a task YAML path, or an :meth:`ExamSpec.to_job` mapping) through
+    lm-eval-harness's Python API (no download, no reload)."""
+    where = str(exam if not isinstance(exam, Mapping) else exam.get("yaml") or exam.get("task"))
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
-        raise InputError(str(task_yaml), "scoring exams needs lm-eval: pip install -e '.[exams]'") from None
-    task = load_task(task_yaml)
+        raise InputError(where, "scoring exams needs lm-eval: pip install -e '.[exams]'") from None
+    task, num_fewshot = resolve_exam(exam, where)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=_max_length(model))
     out = simple_evaluate(model=lm, tasks=[task], task_manager=TaskManager(include_defaults=False),
-                          num_fewshot=0, log_samples=True, bootstrap_iters=0, random_seed=0)
+                          num_fewshot=num_fewshot, log_samples=True, bootstrap_iters=0, random_seed=0)
     name = task["task"]
     metrics = out["results"][name]
     samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
@@ -187,8 +304,10 @@ def score_exam(model: Any, tokenizer: Any, task_yaml: Path, *, batch_size: int =
         context, continuation = s["arguments"][a][0], s["arguments"][a][1]
         n_tokens += len(lm._encode_pair(context, continuation)[1])
         ll_right += lls[a]
-    return ExamScore(name, len(samples), float(metrics["acc,none"]), float(metrics["acc_norm,none"]),
-                     math.exp(-ll_right / max(1, n_tokens)), loglik, answers)
+    acc_norm = metrics.get("acc_norm,none", float("nan"))  # a registry task may report acc only (MMLU)
+    return ExamScore(name, len(samples), float(metrics["acc,none"]), float(acc_norm),
+                     math.exp(-ll_right / max(1, n_tokens)), loglik, answers, [s["arguments"][0][0]
+                                                                               for s in samples])
 
 
 def _max_length(model: Any) -> int | None:
@@ -198,8 +317,8 @@ def _max_length(model: Any) -> int | None:
 EXAM_FIELDS = ("checkpoint_tokens", "suite", "metric", "value", "n_questions")
 
 
-def score_checkpoints(checkpoints: Sequence[tuple[int, Path]], tokenizer_dir: Path, exams: dict[str, Path], *,
-                      batch_size: int = 8) -> Any:
+def score_checkpoints(checkpoints: Sequence[tuple[int, Path]], tokenizer_dir: Path,
+                      exams: Mapping[str, str | Path | Mapping[str, Any]], *, batch_size: int = 8) -> Any:
     """Tidy exam scores of each checkpoint, one row per (checkpoint, exam, metric): ``checkpoint_tokens``,
     ``suite`` (the exam's name), ``metric`` (acc, acc_norm, answer_ppl), ``value``, ``n_questions``. Each
     checkpoint is loaded once and scored on every exam in memory."""
@@ -215,8 +334,10 @@ def score_checkpoints(checkpoints: Sequence[tuple[int, Path]], tokenizer_dir: Pa
     for tokens, path in checkpoints:
         model = load_model(Path(path)).to(device).eval()
         for name, task in sorted(exams.items()):
-            score = score_exam(model, tokenizer, Path(task), batch_size=batch_size)
+            score = score_exam(model, tokenizer, task, batch_size=batch_size)
             for metric in ("acc", "acc_norm", "answer_ppl"):
+                if not math.isfinite(getattr(score, metric)):
+                    continue
                 rows["checkpoint_tokens"].append(int(tokens))
                 rows["suite"].append(name)
                 rows["metric"].append(metric)

@@ -89,11 +89,12 @@ class EvalJob(CheckpointsJob):
 @dataclass(frozen=True)
 class ExamJob(CheckpointsJob):
     """Exam scores (:func:`cpt_scaling.evaluate.tables.exams_with_meta`, lm-eval-harness offline) of every
-    checkpoint: ``exams`` maps an exam's name to its lm-eval task YAML, the text read with the tokenizer of
-    ``tokenizer_dir``; ``batch_size`` requests per forward pass."""
+    checkpoint: ``exams`` maps an exam's name to its lm-eval task YAML, or to the mapping of
+    :meth:`cpt_scaling.evaluate.exams.ExamSpec.to_job` (an lm-eval task by name, few-shot), the text read with the
+    tokenizer of ``tokenizer_dir``; ``batch_size`` requests per forward pass."""
 
     tokenizer_dir: str
-    exams: dict[str, str]
+    exams: dict[str, Any]
 
     _WHAT = "exam job"
     _ORDER = ("run_dir", "checkpoint_dir", "tokenizer_dir", "exams", "batch_size", "meta")

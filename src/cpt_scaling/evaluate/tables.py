@@ -114,8 +114,7 @@ def exams_with_meta(job: ExamJob, out: Path) -> pd.DataFrame:
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # local task data only: never reach the Hub (set before datasets loads)
     os.environ["HF_DATASETS_OFFLINE"] = "1"
-    exams = {name: Path(path) for name, path in job.exams.items()}
-    table = score_checkpoints(_checkpoints(job), Path(job.tokenizer_dir), exams,
+    table = score_checkpoints(_checkpoints(job), Path(job.tokenizer_dir), job.exams,
                               batch_size=job.batch_size).to_pandas()
     table = _with_meta(table, job.meta)
     with atomic_path(out) as tmp:

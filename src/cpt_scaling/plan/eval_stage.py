@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from cpt_scaling.config.names import GENERAL, SPLIT_SEP
 from cpt_scaling.cost import model as cost
+from cpt_scaling.evaluate.exams import ExamSpec
 from cpt_scaling.evaluate.jobs import EvalJob, ExamJob
 from cpt_scaling.plan.artifact import Artifact, raw, relative_to_cwd
 
@@ -91,16 +91,18 @@ class EvalStage:
 
     def _exam_stage(self) -> None:
         """One exam job per evaluated training run and per local base model: every checkpoint on every exam of
-        ``evaluate.exams`` (lm-eval task YAMLs; their data files are raw inputs)."""
-        from cpt_scaling.evaluate.exams import load_task
-
-        exams = dict(sorted(self.cfg["evaluate"]["exams"].items()))
-        files: dict[str, list[str]] = {}
-        for name, path in exams.items():
-            task = load_task(Path(path))
-            data_files = task.get("dataset_kwargs", {}).get("data_files") or {}
-            files[name] = [str(path), *(relative_to_cwd(data_files[s]) for s in sorted(data_files))]
-        digests = {name: [self.digests.digest(f) for f in fs] for name, fs in files.items()}
+        ``evaluate.exams`` (lm-eval task YAMLs, or lm-eval tasks by name over a local data copy; their files are
+        raw inputs)."""
+        specs = {name: ExamSpec.parse(entry, f"evaluate.exams.{name}")
+                 for name, entry in sorted(self.cfg["evaluate"]["exams"].items())}
+        files = {name: [relative_to_cwd(f) for f in spec.files(f"evaluate.exams.{name}")]
+                 for name, spec in specs.items()}
+        files = {name: [str(specs[name].yaml), *fs[1:]] if specs[name].yaml else fs for name, fs in files.items()}
+        digests: dict[str, Any] = {name: [self.digests.digest(f) for f in fs] for name, fs in files.items()}
+        for name, spec in specs.items():  # a plain YAML keeps its old key; a named or few-shot exam adds its terms
+            if spec.task is not None or spec.num_fewshot:
+                digests[name] = {"task": spec.task, "num_fewshot": spec.num_fewshot, "files": digests[name]}
+        exams = {name: _exam_ref(spec, files[name]) for name, spec in specs.items()}
         bases = {a.key for a in self.base_evals.values()}
         for ev in list(self._evals.values()):
             run_key = ev.spec.get("run")
@@ -119,9 +121,18 @@ class EvalStage:
                            batch_size=self.cfg["evaluate"]["batch_size"]),
                 self.root,
                 job=ExamJob(**target, tokenizer_dir=self.tokenizer.ref(),
-                            exams={n: raw(*files[n]) for n in exams},  # a task YAML and the data files it names
+                            exams=exams,  # a task YAML and the data files it names, or a named task's data
                             batch_size=self.cfg["evaluate"]["batch_size"], meta=ev.job.meta),
             )
             if art.key not in self._exams:
                 self._exams[art.key] = self._add(art)
                 self.exam_eval[art.key] = ev.key
+
+
+def _exam_ref(spec: ExamSpec, files: list[str]) -> Any:
+    """An exam's entry in the job description, its files marked as the job's raw inputs."""
+    value = spec.to_job(files)
+    if isinstance(value, str):
+        return raw(*files)
+    key = "yaml" if spec.yaml is not None else "data_dir"
+    return {**value, key: raw(value[key], *files)}

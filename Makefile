@@ -2,25 +2,37 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
-TORCH := torch==2.13.0
-# CPU torch: the pinned CPU wheel from the PyTorch CPU index (a local wheel directory is used when pip is set up
-# with one); GPU users install their CUDA torch and `pip install -e .[gpu]` instead.
+# CPU torch: the pinned +cpu build. PyPI has no +cpu builds, so a plain pip fails fast there (never pulling the
+# multi-GB CUDA build) and the PyTorch CPU index serves it; a machine whose pip is set up with a local wheel
+# directory takes it from there. GPU users install their CUDA torch and `pip install -e .[gpu]` instead (README).
+TORCH_VERSION := 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo demo-record test lint bench clean-results
+.PHONY: install demo demo-quick demo-record test lint bench clean-results
 
-$(STAMP): pyproject.toml
+# `make demo` needs the package alone; `make test` (and lint, the recorders) adds the dev, reports and exams extras.
+$(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel setuptools
-	$(BIN)/pip install -q "$(TORCH)" || $(BIN)/pip install -q "$(TORCH)" --index-url $(TORCH_INDEX)
+	$(BIN)/pip install -q "torch==$(TORCH_VERSION)+cpu" \
+		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_INDEX)
+	DS_BUILD_OPS=0 $(BIN)/pip install -q -e .
+	touch $(BASE)
+
+$(STAMP): $(BASE)
 	DS_BUILD_OPS=0 $(BIN)/pip install -q -e ".[dev,reports,exams]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml
+
+# The whole chain on a smaller sweep (one domain, two sizes: 30 jobs, a few minutes), into results/quick/.
+demo-quick: $(BASE)
+	$(BIN)/snakemake --profile profiles/local --configfile config/demo_quick.yaml
 
 # After `make demo`: record its study tables, law diagnostics and seed findings in report/demo/ (maintainers; the
 # tests check them against the demo's current plan).
@@ -40,5 +52,5 @@ lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/lint-imports
 
-bench: $(STAMP)
+bench: $(BASE)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

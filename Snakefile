@@ -3,9 +3,12 @@
 from cpt_scaling.config.load import check_config_files, normalise_config
 from cpt_scaling.core.keys import KEY_PATTERN
 from cpt_scaling.plan.sweep import build_plan
+from snakemake.logging import logger
 
 
 if not workflow.overwrite_configfiles:
+    logger.warning("No --configfile given: planning the demo sweep (config/demo.yaml). "
+                   "Give your study's config with --configfile my_study.yaml.")
     configfile: "config/demo.yaml"
 
 

@@ -36,3 +36,22 @@ rule classify_pool_file:
         "../envs/cpt-scaling.yaml"
     script:
         "../workflow_scripts/classify.py"
+
+
+# The classifier's quality report (per-class precision/recall/F1, confusion matrix, thresholds) beside the results,
+# when a classifier is trained or given (labels a user brings need none).
+rule classifier_report:
+    input:
+        metrics=lambda wc: PLAN.classifier.file("metrics.json"),
+        confusion=lambda wc: PLAN.classifier.file("confusion.pdf"),
+        thresholds=lambda wc: PLAN.classifier.file("thresholds.json"),
+    output:
+        metrics=f"{RES}/classifier/metrics.json",
+        confusion=f"{RES}/classifier/confusion.pdf",
+        thresholds=f"{RES}/classifier/thresholds.json",
+    log:
+        "logs/results/classifier_report.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/classify.py"

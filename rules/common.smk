@@ -128,4 +128,10 @@ def refuse_unavailable_targets(plan, argv):
 
 
 refuse_unavailable_targets(PLAN, sys.argv)
-TABLES = [f"{RES}/tables/eval.csv"]
+TABLES = [f"{RES}/tables/eval.csv", f"{RES}/checkpoints.csv",
+          *([f"{RES}/classifier/metrics.json"] if PLAN.classifier is not None else [])]
+
+
+onsuccess:
+    logger.info(f"Done. Results are in {RES}/: figures/, laws/ (fitted laws), tables/ (eval.csv, decisions); "
+                f"artifacts (checkpoints, shards) in {ART}/.")

@@ -50,6 +50,7 @@ rule eval_table:
     output:
         csv=f"{RES}/tables/eval.csv",
         parquet=f"{RES}/tables/eval.parquet",
+        checkpoints=f"{RES}/checkpoints.csv",
     log:
         "logs/results/eval_table.log",
     conda:

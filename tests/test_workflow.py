@@ -36,6 +36,22 @@ def test_finished_run_has_products_and_nothing_left(micro_run: Path) -> None:
     assert planned_jobs(micro_run, "micro.yaml") == []
 
 
+def test_checkpoint_index_points_at_every_evaluated_checkpoint(micro_run: Path) -> None:
+    """results/checkpoints.csv: one row per evaluated checkpoint (run, D, annealed), each a loadable HF directory."""
+    import pandas as pd
+
+    index = pd.read_csv(micro_run / "results" / "checkpoints.csv")
+    evals = pd.read_csv(micro_run / "results" / "tables" / "eval.csv")
+    losses = evals[evals["metric"] == "loss"]
+    assert len(index) == len(losses[["run", "D"]].drop_duplicates()) > 0
+    for row in index.itertuples():
+        assert (micro_run / row.checkpoint / "config.json").is_file(), row.checkpoint
+        assert (micro_run / row.checkpoint / "model.safetensors").is_file(), row.checkpoint
+    assert index.groupby("run")["annealed"].sum().eq(1).all()  # cosine runs: the last checkpoint is annealed
+    assert index.loc[index["annealed"], "D"].tolist() == index.groupby("run")["D"].max().loc[
+        index.loc[index["annealed"], "run"]].tolist()
+
+
 def test_touching_every_file_plans_nothing(micro_copy: Path) -> None:
     for path in micro_copy.rglob("*"):
         if path.is_file() and ".snakemake" not in path.parts:

@@ -20,7 +20,8 @@ def exam(data: dict[str, Any]) -> None:
 
 
 def eval_table(job: dict[str, Any]) -> None:
-    gather_eval_tables([Path(p) for p in smk.input], Path(smk.output.parquet), Path(smk.output.csv))
+    gather_eval_tables([Path(p) for p in smk.input], Path(smk.output.parquet), Path(smk.output.csv),
+                       Path(smk.output.checkpoints))
 
 
 STEPS = {"evaluate": evaluate, "exam": exam, "eval_table": eval_table}

@@ -141,6 +141,30 @@ def expand_globs(patterns: list[str], where: str, key: str) -> list[str]:
     return files
 
 
+def _resolve_user_labels(cfg: dict[str, Any], where: str) -> None:
+    """Expand ``data.pool_labels`` (class -> pool files) and check the labels a user brings: classes of
+    ``data.seeds``, files of ``data.pool``, each file under one class, and not both a label column and file
+    labels; an existing ``classifier.model`` must be a file."""
+    data = cfg["data"]
+    labelled: dict[str, str] = {}
+    for label, patterns in sorted(data["pool_labels"].items()):
+        key = f"data.pool_labels.{label}"
+        if label not in data["seeds"]:
+            raise InputError(where, f"{key}: unknown class (classes: {', '.join(sorted(data['seeds']))})")
+        files = expand_globs(patterns, where, key)
+        for f in files:
+            if f not in data["pool"]:
+                raise InputError(where, f"{key}: '{f}' is not one of the data.pool files")
+            if labelled.setdefault(f, label) != label:
+                raise InputError(where, f"{key}: '{f}' is already labelled {labelled[f]!r}")
+        data["pool_labels"][label] = files
+    if labelled and data["label_column"] is not None:
+        raise InputError(where, "data.pool_labels: give either data.label_column or per-file labels, not both")
+    model = cfg["classifier"]["model"]
+    if model is not None and not Path(model).is_file():
+        raise InputError(where, f"classifier.model: '{model}' is not a file (an existing fastText model.bin)")
+
+
 def _check_semantics(cfg: dict[str, Any], where: str) -> None:
     seeds = cfg["data"]["seeds"]
     if GENERAL not in seeds:
@@ -298,6 +322,7 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     data = cfg["data"]
     data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}
     data["pool"] = expand_globs(data["pool"], where, "data.pool")
+    _resolve_user_labels(cfg, where)
     # Canonical order: a config that only lists the same things in another order gives identical jobs.
     data["seeds"] = dict(sorted(data["seeds"].items()))
     cfg["domains"] = dict(sorted(cfg["domains"].items()))

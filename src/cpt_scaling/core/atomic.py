@@ -103,3 +103,9 @@ def write_pdf(fig: Any, path: str | os.PathLike[str]) -> None:
     """Write a matplotlib figure as a reproducible PDF (no timestamps, tight bounding box), atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata=PDF_METADATA)
+
+
+def copy_file(src: str | os.PathLike[str], dest: str | os.PathLike[str]) -> None:
+    """Copy ``src`` to ``dest`` atomically (a reader never sees a partial copy)."""
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)

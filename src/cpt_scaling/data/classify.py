@@ -139,8 +139,11 @@ def train_classifier(
     text_column: str = "text",
     id_column: str = "id",
     bucket: int = 200_000,
+    model: Path | None = None,
 ) -> dict[str, Any]:
-    """Train a fastText classifier on labelled seeds and write its directory ``out_dir`` (atomically).
+    """Train a fastText classifier on labelled seeds and write its directory ``out_dir`` (atomically); with
+    ``model`` (an existing fastText classifier whose labels cover every seed label), install that one instead and
+    report its metrics on every seed document.
 
     Files: ``model.bin``; ``metrics.json`` (validation per-label precision/recall/F1, macro-F1, accuracy,
     confusion matrix, label counts, parameters); ``confusion.pdf``; ``thresholds.json`` and ``thresholds.pdf``
@@ -155,6 +158,8 @@ def train_classifier(
 
     if not seed_files:
         raise InputError("seed_files", "no labels given")
+    if model is not None:
+        return install_classifier(Path(model), seed_files, out_dir, text_column=text_column, id_column=id_column)
     train, val = _split_seeds(seed_files, validation_fraction, text_column, id_column)
     order = np.random.default_rng(seed).permutation(len(train))
     labels = sorted(seed_files)
@@ -190,22 +195,51 @@ def train_classifier(
             verbose=0,
         )
         train_txt.unlink()
-        pred, scores = _top_labels(model, [line for _, line in val]) if val else ([], np.empty(0, np.float32))
-        truth = [lab for lab, _ in val]
-        metrics = _metrics(labels, truth, pred)
-        metrics["label_counts"] = {
-            "train": {lab: sum(1 for t, _ in train if t == lab) for lab in labels},
-            "validation": {lab: truth.count(lab) for lab in labels},
-            "predicted": {lab: pred.count(lab) for lab in labels},
-        }
-        metrics["params"] = params
         model.save_model(str(tmp / "model.bin"))
-        write_json(tmp / "metrics.json", metrics)
-        thresholds = threshold_report(labels, truth, pred, scores)
-        write_json(tmp / "thresholds.json", thresholds)
-        plot_confusion(metrics, tmp / "confusion.pdf")
-        plot_thresholds(thresholds, tmp / "thresholds.pdf")
+        metrics = _write_report(tmp, model, labels, val, params, {"train": {
+            lab: sum(1 for t, _ in train if t == lab) for lab in labels}})
     log.info("classifier validation macro-F1 %s on %d documents", metrics["macro_f1"], len(val))
+    return metrics
+
+
+def _write_report(out: Path, model: Any, labels: list[str], val: list[tuple[str, str]], params: dict[str, Any],
+                  counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """``metrics.json``, ``thresholds.json`` and their figures of ``model`` on the labelled lines ``val``."""
+    pred, scores = _top_labels(model, [line for _, line in val]) if val else ([], np.empty(0, np.float32))
+    truth = [lab for lab, _ in val]
+    metrics = _metrics(labels, truth, pred)
+    metrics["label_counts"] = {**counts, "validation": {lab: truth.count(lab) for lab in labels},
+                               "predicted": {lab: pred.count(lab) for lab in labels}}
+    metrics["params"] = params
+    write_json(out / "metrics.json", metrics)
+    thresholds = threshold_report(labels, truth, pred, scores)
+    write_json(out / "thresholds.json", thresholds)
+    plot_confusion(metrics, out / "confusion.pdf")
+    plot_thresholds(thresholds, out / "thresholds.pdf")
+    return metrics
+
+
+def install_classifier(model_path: Path, seed_files: dict[str, list[Path]], out_dir: Path, *,
+                       text_column: str = "text", id_column: str = "id") -> dict[str, Any]:
+    """Install an existing fastText classifier as ``out_dir/model.bin`` (atomically) with the same reports a
+    trained one gets, measured on every seed document (none was held out of its training here). Its labels must
+    include every seed label (a label it predicts beyond them is reported, and is used by no corpus)."""
+    model = load_classifier(model_path)
+    known = sorted(lab[len(LABEL_PREFIX):] for lab in model.get_labels())
+    missing = sorted(set(seed_files) - set(known))
+    if missing:
+        raise InputError(str(model_path), f"the classifier has no label(s) {', '.join(missing)} "
+                                          f"(its labels: {', '.join(known)})")
+    _, lines = _split_seeds(seed_files, 0.0, text_column, id_column)[0], None
+    seeds = _split_seeds(seed_files, 0.0, text_column, id_column)[0]
+    del lines
+    params = {"model": str(model_path), "text_column": text_column, "id_column": id_column,
+              "evaluated_on": "every seed document"}
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "model.bin").write_bytes(Path(model_path).read_bytes())
+        metrics = _write_report(tmp, model, sorted(set(known) | set(seed_files)), seeds, params, {})
+    log.info("installed classifier %s: macro-F1 %s on %d seed documents", model_path, metrics["macro_f1"],
+             len(seeds))
     return metrics
 
 
@@ -269,6 +303,36 @@ def classify_file(
         _flush(writer, pending, keep_tail=False)
     log.info("classified %d documents of %s: %s", n_docs, pool_file, counts)
     return {"n_docs": n_docs, "counts": counts}
+
+
+def label_file(pool_file: Path, out_parquet: Path, *, label: str | None = None, label_column: str | None = None,
+               text_column: str = "text", id_column: str = "id", batch_size: int = 4096) -> dict[str, Any]:
+    """The labels a user already has, in :func:`classify_file`'s table (score 1): ``label`` for every document of
+    ``pool_file``, or each document's ``label_column`` (a null stays unlabelled: used only by the unfiltered
+    pool). Returns ``{"n_docs", "counts"}``."""
+    if (label is None) == (label_column is None):
+        raise InputError(str(pool_file), "give exactly one of a file label or a label column")
+    counts: Counter[str] = Counter()
+    n_docs = 0
+    extra = () if label_column is None else (label_column,)
+    with (
+        atomic_path(out_parquet) as tmp,
+        pq.ParquetWriter(tmp, CLASSIFIED_SCHEMA, compression="zstd") as writer,
+    ):
+        for batch in iter_document_batches(pool_file, text_column=text_column, id_column=id_column,
+                                           batch_size=batch_size, extra_columns=extra):
+            if label_column is not None and label_column not in batch.schema.names:
+                raise InputError(str(pool_file), f"no label column {label_column!r} (data.label_column)")
+            names = (pa.array([label] * batch.num_rows, pa.string()) if label is not None
+                     else batch.column(label_column).cast(pa.string()))
+            writer.write_batch(pa.RecordBatch.from_arrays(
+                [batch.column("doc_id"), names, pa.array(np.ones(batch.num_rows, np.float32)),
+                 pc.utf8_length(batch.column("text")).cast(pa.int32())], schema=CLASSIFIED_SCHEMA))
+            counts.update(n for n in names.to_pylist() if n is not None)
+            n_docs += batch.num_rows
+    log.info("labelled %d documents of %s from %s: %s", n_docs, pool_file,
+             f"the file's label {label!r}" if label is not None else f"column {label_column!r}", dict(counts))
+    return {"n_docs": n_docs, "counts": dict(counts)}
 
 
 def _prepared_batches(pool_file: Path, text_column: str, id_column: str, batch_size: int

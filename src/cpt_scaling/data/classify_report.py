@@ -62,7 +62,7 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
     """Confusion matrix (rows: true label with its validation count, columns: predicted label) as a PDF."""
     labels = sorted(metrics["confusion"])
     counts = np.array([[metrics["confusion"][t][p] for p in labels] for t in labels], dtype=float)
-    n_train = metrics["label_counts"]["train"]
+    n_train = metrics["label_counts"].get("train")  # none for a given (not trained here) classifier
     fig = Figure(figsize=(1.2 * len(labels) + 2.5, 1.0 * len(labels) + 1.5))
     ax = fig.add_subplot()
     ax.imshow(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
@@ -73,9 +73,14 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(labels)), [f"{lab} (n={int(counts[i].sum())})" for i, lab in enumerate(labels)])
     ax.set_xlabel("predicted label")
-    ax.set_ylabel("true label (validation documents)")
-    train_counts = ", ".join(f"{lab} {n_train[lab]}" for lab in labels)
-    ax.set_title(f"validation macro-F1 {metrics['macro_f1']:.3f}\ntraining documents: {train_counts}", fontsize=9)
+    if n_train is None:
+        ax.set_ylabel("true label (seed documents)")
+        ax.set_title(f"given classifier: macro-F1 {metrics['macro_f1']:.3f} on every seed document", fontsize=9)
+    else:
+        ax.set_ylabel("true label (validation documents)")
+        train_counts = ", ".join(f"{lab} {n_train.get(lab, 0)}" for lab in labels)
+        ax.set_title(f"validation macro-F1 {metrics['macro_f1']:.3f}\ntraining documents: {train_counts}",
+                     fontsize=9)
     write_pdf(fig, path)
 
 

@@ -14,25 +14,33 @@ from cpt_scaling.core.errors import InputError
 
 
 class DataJob:
-    """A dataclass job description whose JSON form is its fields."""
+    """A dataclass job description whose JSON form is its fields; ``OPTIONAL`` fields (default None) are left
+    out of the JSON while None, so jobs that do not use them keep the form they had before the fields existed."""
+
+    OPTIONAL: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Self:
         names = [f.name for f in fields(cls)]
-        missing, unknown = [n for n in names if n not in data], sorted(set(data) - set(names))
+        missing = [n for n in names if n not in data and n not in cls.OPTIONAL]
+        unknown = sorted(set(data) - set(names))
         if missing or unknown:
             raise InputError(f"{cls.__name__} job", f"missing keys {missing}, unknown keys {unknown}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if not (f.name in self.OPTIONAL and getattr(self, f.name) is None)}
 
 
 @dataclass(frozen=True)
 class ClassifierJob(DataJob):
     """Train the fastText domain classifier (:func:`cpt_scaling.data.classify.train_classifier`) on the seed
     files of each label; ``epoch`` … ``seed`` are fastText's settings (config ``classifier``), a
-    ``validation_fraction`` of the seeds held out for its metrics."""
+    ``validation_fraction`` of the seeds held out for its metrics. ``model``: an existing fastText model used
+    instead, its metrics computed on every seed document."""
+
+    OPTIONAL = ("model",)
 
     seed_files: dict[str, list[str]]
     epoch: int
@@ -44,16 +52,22 @@ class ClassifierJob(DataJob):
     seed: int
     text_column: str
     id_column: str
+    model: str | None = None
 
 
 @dataclass(frozen=True)
 class ClassifyJob(DataJob):
-    """Label every document of ``pool_file`` with the classifier ``model`` (its ``model.bin``)."""
+    """Label every document of ``pool_file``: with the classifier ``model`` (its ``model.bin``), or with the
+    labels a user has: ``label`` for every document of the file, or each document's ``label_column``."""
+
+    OPTIONAL = ("label", "label_column")
 
     pool_file: str
-    model: str
+    model: str | None
     text_column: str
     id_column: str
+    label: str | None = None
+    label_column: str | None = None
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ def evaluate_with_meta(job: EvalJob, out: Path) -> pd.DataFrame:
     """Evaluate every checkpoint of ``job.run_dir`` (or the base model ``job.checkpoint_dir``) on its suites
     and add the sweep coordinates of ``job.meta``."""
     suites = {name: Path(path) for name, path in job.suites.items()}
-    table = evaluate_checkpoints(_checkpoints(job), suites, batch_size=job.batch_size).to_pandas()
+    checkpoints = _checkpoints(job)
+    table = evaluate_checkpoints(checkpoints, suites, batch_size=job.batch_size).to_pandas()
+    table["checkpoint"] = table["checkpoint_tokens"].map({tokens: str(path) for tokens, path in checkpoints})
     meta = job.meta
     table = _with_meta(table, meta)
     parts = table["suite"].str.split(SPLIT_SEP, n=1, expand=True)
@@ -77,12 +79,32 @@ def read_eval_tables(paths: list[Path]) -> pd.DataFrame:
     return df
 
 
-def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> pd.DataFrame:
+#: Columns of ``checkpoints.csv``: where each evaluated checkpoint of the sweep lies, with its coordinates.
+CHECKPOINT_COLUMNS = ["run", "kind", "size", "N", "domain", "ratio", "budget", "D", "annealed", "checkpoint"]
+
+
+def write_checkpoint_index(df: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """One row per evaluated checkpoint (its run, coordinates, tokens ``D``, ``annealed`` and directory), from the
+    sweep's evaluation rows; tables written before checkpoints were recorded give an empty ``checkpoint``."""
+    if not len(df):
+        index = pd.DataFrame(columns=CHECKPOINT_COLUMNS)
+    else:
+        rows = df.assign(checkpoint=df["checkpoint"] if "checkpoint" in df.columns else pd.NA)
+        index = (rows[rows["metric"] == "loss"][CHECKPOINT_COLUMNS].drop_duplicates(["run", "D", "checkpoint"])
+                 .sort_values(["kind", "N", "domain", "ratio", "D"], na_position="first").reset_index(drop=True))
+    with atomic_path(out) as tmp:
+        index.to_csv(tmp, index=False, float_format="%.6g")
+    return index
+
+
+def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path,
+                       checkpoints_out: Path | None = None) -> pd.DataFrame:
     """The sweep's tidy evaluation table (one row per run, checkpoint, suite and metric), as Parquet and CSV.
 
     Held-out loss rows have ``metric`` "loss" (``value`` = ``loss``; ``perplexity`` and ``n_tokens`` filled);
     exam rows (``suite`` = the exam's name, no ``split``) have ``metric`` acc, acc_norm or answer_ppl, their
-    ``value`` and ``n_questions``. Readers of losses select ``metric == "loss"`` (or a non-null ``loss``)."""
+    ``value`` and ``n_questions``. Readers of losses select ``metric == "loss"`` (or a non-null ``loss``).
+    ``checkpoints_out``: also the index of checkpoint directories (:func:`write_checkpoint_index`)."""
     df = read_eval_tables(paths)
     if len(df):
         if "metric" not in df.columns:
@@ -92,6 +114,8 @@ def gather_eval_tables(paths: list[Path], parquet_out: Path, csv_out: Path) -> p
         losses = df["metric"].isna()
         df.loc[losses, "metric"] = "loss"
         df.loc[losses, "value"] = df.loc[losses, "loss"]
+    if checkpoints_out is not None:
+        write_checkpoint_index(df, checkpoints_out)
     order = [c for c in ["run", "kind", "size", "N", "domain", "ratio", "budget", "pretrain_tokens", "D", "annealed",
                          "suite", "split", "metric", "value", "loss", "perplexity", "n_tokens", "n_questions"]
              if c in df.columns]

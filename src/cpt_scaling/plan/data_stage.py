@@ -3,7 +3,9 @@ the unfiltered pool when the specialisation study's generalist trains on it)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from cpt_scaling.config.names import GENERAL, POOL
 from cpt_scaling.data.jobs import ClassifierJob, ClassifyJob, ShardsJob, TokenizerJob
@@ -18,21 +20,28 @@ class DataStage:
         cfg, data = self.cfg, self.cfg["data"]
         columns = {"text": data["text_column"], "id": data["id_column"]}
         seeds = {label: [self.digests.digest(p) for p in paths] for label, paths in data["seeds"].items()}
-        self.classifier = self._add(Artifact(
-            "classifier", "fasttext",
-            self._spec("classifier", params=cfg["classifier"], seeds=seeds, columns=columns), self.root,
-            job=ClassifierJob({label: [raw(p) for p in paths] for label, paths in data["seeds"].items()},
-                              **cfg["classifier"], text_column=columns["text"], id_column=columns["id"]),
-        ))
+        file_labels = {f: label for label, files in data["pool_labels"].items() for f in files}
+        self.classifier: Artifact | None = None
+        if data["label_column"] is None and any(f not in file_labels for f in data["pool"]):
+            self.classifier = self._add(self._classifier_artifact(seeds, columns))
         self.classified: list[Artifact] = []
         for pool_file in data["pool"]:
             stem = Path(pool_file).name.split(".")[0]
+            job = ClassifyJob(raw(pool_file), None, text_column=columns["text"], id_column=columns["id"])
+            if pool_file in file_labels:  # labels the user already has: the file's, or a column's
+                source: dict[str, Any] = {"label": file_labels[pool_file]}
+                job = replace(job, label=file_labels[pool_file])
+            elif data["label_column"] is not None:
+                source = {"label_column": data["label_column"]}
+                job = replace(job, label_column=data["label_column"])
+            else:
+                assert self.classifier is not None
+                source = {"classifier": self.classifier.key}
+                job = replace(job, model=self.classifier.ref(MAIN_OUTPUT["classifier"]))
             self.classified.append(self._add(Artifact(
                 "classified", stem,
-                self._spec("classified", classifier=self.classifier.key,
-                           pool=self.digests.digest(pool_file), columns=columns), self.root,
-                job=ClassifyJob(raw(pool_file), self.classifier.ref(MAIN_OUTPUT["classifier"]),
-                                text_column=columns["text"], id_column=columns["id"]),
+                self._spec("classified", **source, pool=self.digests.digest(pool_file), columns=columns),
+                self.root, job=job,
             )))
         tok = cfg["tokenizer"]
         seed_files: list[str] = [p for paths in data["seeds"].values() for p in paths]
@@ -63,3 +72,17 @@ class DataStage:
                               [a.ref(MAIN_OUTPUT["classified"]) for a in self.classified], self.tokenizer.ref(),
                               **cfg["shards"], text_column=columns["text"], id_column=columns["id"]),
             ))
+
+    def _classifier_artifact(self, seeds: dict[str, list[str]], columns: dict[str, str]) -> Artifact:
+        """The fastText classifier trained on the seeds, or the user's existing one (``classifier.model``)."""
+        cfg, data = self.cfg, self.cfg["data"]
+        params = {k: v for k, v in cfg["classifier"].items() if k != "model"}
+        given = cfg["classifier"]["model"]
+        extra = {} if given is None else {"model": self.digests.digest(given)}
+        return Artifact(
+            "classifier", "fasttext",
+            self._spec("classifier", params=params, seeds=seeds, columns=columns, **extra), self.root,
+            job=ClassifierJob({label: [raw(p) for p in paths] for label, paths in data["seeds"].items()},
+                              **params, text_column=columns["text"], id_column=columns["id"],
+                              model=None if given is None else raw(given)),
+        )

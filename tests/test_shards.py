@@ -240,6 +240,32 @@ def test_a_bos_adding_tokenizer_packs_each_document_as_the_base_saw_it(
     assert start > 0 and tok.decode(stored[:5]).startswith("<s>")
 
 
+def test_a_long_document_is_encoded_in_pieces_with_the_tokens_of_the_whole(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokenizer calls take at most ENCODE_CHARS characters (memory bound); a document cut in pieces before
+    whitespace gets exactly the byte-level BPE tokens of the whole document."""
+    from cpt_scaling.data import shards
+
+    tok = load_tokenizer(setup["tokenizer"])
+    texts = read_documents(POOLS[0]).column("text").to_pylist()
+    long_doc = "\n\n".join(texts[:40])  # ~ tens of thousands of characters, spaces and newlines
+    monkeypatch.setattr(shards, "ENCODE_CHARS", 1000)
+    calls: list[int] = []
+    backend = tok.backend_tokenizer
+
+    class Counting:
+        def encode_batch_fast(self, pieces: list[str], add_special_tokens: bool) -> Any:
+            calls.append(sum(map(len, pieces)))
+            return backend.encode_batch_fast(pieces, add_special_tokens=add_special_tokens)
+
+    flat, lengths = shards._encode_docs(Counting(), [("a", "h", long_doc), ("b", "h", texts[41])], 7, [])
+    whole = [*tok(long_doc, add_special_tokens=False)["input_ids"], 7, *tok(texts[41],
+                                                                          add_special_tokens=False)["input_ids"], 7]
+    assert flat.tolist() == whole and lengths.sum() == len(whole)
+    assert len(calls) > len(long_doc) // 1000 and max(calls) <= 1000
+
+
 def test_build_is_deterministic(setup: dict[str, Any], built: tuple[Path, dict], tmp_path: Path) -> None:
     out, manifest = built
     again = build_shards(

@@ -142,3 +142,24 @@ def test_domain_without_seed_label_is_a_config_error(micro_raw: dict[str, Any]) 
     micro_raw["domains"]["finance"] = {"threshold": 0.5, "ratios": [0.5]}
     with pytest.raises(InputError, match=r"^micro\.yaml: domains\.finance: unknown domain"):
         normalise_config(micro_raw, "micro.yaml")
+
+
+@pytest.mark.parametrize(("case", "texts", "phrase"), [
+    ("one document", ["a court ruled on the appeal"], "has 1 distinct document(s); a classifier needs at least 10"),
+    ("identical documents", ["a court ruled on the appeal"] * 40, "has 1 distinct document(s)"),
+    ("none left for validation", [f"court ruling number {i}" for i in range(12)], "no validation documents"),
+])
+def test_too_few_seed_documents_are_refused_naming_the_seed_file(tmp_path: Path, case: str, texts: list[str],
+                                                                phrase: str) -> None:
+    from cpt_scaling.data.docs_io import doc_hash, hash_fraction
+
+    if case == "none left for validation":  # documents whose hashes all fall in training at fraction 0.2
+        texts = [t for t in (f"court ruling number {i}" for i in range(200))
+                 if hash_fraction(doc_hash(t)) >= CLASSIFIER["validation_fraction"]][:12]
+    seed = tmp_path / "legal.jsonl"
+    seed.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    seeds = {"general": [DEMO / "seeds" / "general.jsonl.gz"], "legal": [seed]}
+    with pytest.raises(InputError) as info:
+        train_classifier(seeds, tmp_path / "classifier", **CLASSIFIER)
+    assert str(info.value).startswith(f"{seed}: label 'legal' ") and phrase in str(info.value), case
+    assert not (tmp_path / "classifier").exists()

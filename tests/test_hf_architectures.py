@@ -79,3 +79,35 @@ def test_a_seq_len_beyond_the_checkpoints_positions_is_refused_at_parse_time(tmp
                                f" 256 ({tmp_path / 'll' / 'config.json'}); use seq_len <= 256")
     raw["shards"]["seq_len"] = 256
     assert normalise_config(raw, "cfg.yaml")["shards"]["seq_len"] == 256
+
+
+def test_one_checkpoint_under_two_size_names_is_refused_naming_both(tmp_path: Path) -> None:
+    """Through a symlink (caught when the config is read) or as a byte-identical copy (caught when the plan finds
+    two artifacts with identical inputs): one line naming both, never an internal key collision."""
+    import shutil
+
+    from cpt_scaling.config.load import normalise_config
+    from cpt_scaling.plan.sweep import build_plan
+
+    model = tf.LlamaForCausalLM(tf.LlamaConfig(**SMALL, num_key_value_heads=2))
+    model.save_pretrained(str(tmp_path / "base"))
+    (tmp_path / "link").symlink_to(tmp_path / "base")
+    shutil.copytree(tmp_path / "base", tmp_path / "copy")
+    root = Path(__file__).resolve().parents[1]
+
+    def raw(other: str) -> dict:
+        return {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
+                         "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
+                "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300},
+                "cpt": {"tokens": [8192]}, "shards": {"seq_len": 64},
+                "models": {"sizes": {"a": {"base_checkpoint": str(tmp_path / "base")},
+                                     "b": {"base_checkpoint": str(tmp_path / other)}}},
+                "artifacts_dir": str(tmp_path / "art"), "results_dir": str(tmp_path / "res")}
+
+    with pytest.raises(InputError) as info:
+        normalise_config(raw("link"), "cfg.yaml")
+    assert str(info.value).startswith("cfg.yaml: models.sizes.b: duplicates models.sizes.a")
+    with pytest.raises(InputError) as info:
+        build_plan(normalise_config(raw("copy"), "cfg.yaml"), tmp_path / "digests.json").by_key  # noqa: B018
+    message = str(info.value)
+    assert "-a-" in message and "-b-" in message and "identical inputs under two names" in message, message

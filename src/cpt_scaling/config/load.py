@@ -196,7 +196,10 @@ def _check_sweep_entries(cfg: dict[str, Any], where: str) -> None:
     """
     seen: dict[str, str] = {}
     for name, size in cfg["models"]["sizes"].items():
-        identity = repr(sorted((k, v) for k, v in size.items() if k not in ("n_kv_heads", "vocab_size")))
+        fields = {k: v for k, v in size.items() if k not in ("n_kv_heads", "vocab_size")}
+        if fields.get("base_checkpoint"):  # one checkpoint reached through a symlink is still one checkpoint
+            fields["base_checkpoint"] = os.path.realpath(fields["base_checkpoint"])
+        identity = repr(sorted(fields.items()))
         if identity in seen:
             raise InputError(where, f"models.sizes.{name}: duplicates models.sizes.{seen[identity]} (same "
                                     "architecture and base checkpoint); list each model once")

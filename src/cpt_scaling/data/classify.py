@@ -27,6 +27,8 @@ CLASSIFIED_SCHEMA = pa.schema(
     [("doc_id", pa.string()), ("domain", pa.string()), ("score", pa.float32()), ("n_chars", pa.int32())]
 )
 ROW_GROUP_ROWS = 65536
+#: Distinct seed documents a label needs (fewer cannot train, nor validate, a classifier).
+MIN_SEED_DOCUMENTS = 10
 LOG_EVERY_DOCS = 100_000
 
 
@@ -79,16 +81,26 @@ def _split_seeds(
         _check_label(label, where)
         if not seed_files[label]:
             raise InputError(where, "no seed files given")
-        n_train = len(train)
+        n_train, n_val = len(train), len(val)
+        distinct: set[str] = set()
         for path in seed_files[label]:
             texts = _read_seed_file(Path(path), label, text_column, id_column)
             lines = preprocess_array(pa.array(texts, pa.string())).to_pylist()
             for text, line in zip(texts, lines, strict=True):
-                target = val if hash_fraction(doc_hash(text)) < validation_fraction else train
+                digest = doc_hash(text)
+                distinct.add(digest)
+                target = val if hash_fraction(digest) < validation_fraction else train
                 target.append((label, line))
+        files = ", ".join(str(p) for p in seed_files[label])
+        if len(distinct) < MIN_SEED_DOCUMENTS:
+            raise InputError(files, f"label {label!r} has {len(distinct)} distinct document(s); a classifier needs at "
+                                    f"least {MIN_SEED_DOCUMENTS} per label")
         if len(train) == n_train:
-            files = ", ".join(str(p) for p in seed_files[label])
             raise InputError(files, f"label {label!r} has no training documents after the validation split")
+        if validation_fraction > 0 and len(val) == n_val:
+            raise InputError(files, f"label {label!r} has no validation documents (its {len(distinct)} distinct "
+                                    f"documents all hash into training): add seed documents or raise "
+                                    f"classifier.validation_fraction")
     return train, val
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import DigestCache
 from cpt_scaling.plan.artifact import STAGE_VERSIONS, Artifact
 from cpt_scaling.plan.data_stage import DataStage
@@ -65,7 +66,9 @@ class Plan(DataStage, TrainStage, SplitStudy, EvalStage, Queries):
     def _add(self, art: Artifact) -> Artifact:
         existing = self._by_key.get(art.key)
         if existing is not None and existing.name != art.name:
-            raise ValueError(f"key collision between {existing.name} and {art.name}")
+            raise InputError(f"{art.stage} artifacts {existing.name} and {art.name}",
+                             "identical inputs under two names (e.g. one base checkpoint copied to two model sizes, "
+                             "or the same file under two names): list it once")
         self._by_key[art.key] = art
         return art
 

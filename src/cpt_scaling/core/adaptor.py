@@ -4,7 +4,9 @@ A rule's job parameters arrive as one canonical JSON string (``params.job``); it
 is written to ``spec.json`` beside the artifact after the library call succeeds. Bad input becomes one clear error
 line and a non-zero exit instead of a traceback. Temporaries that a killed earlier attempt of the same job left
 (library writes go to a hidden temp and are renamed into place) are removed first: Snakemake's lock makes this
-job the only writer of its outputs and of its keyed artifact directory.
+job the only writer of its outputs in this checkout, and the artifact's lease (:mod:`cpt_scaling.core.lease`) the only
+writer of its keyed artifact directory across checkouts. A job whose Snakemake is killed stops
+(:mod:`cpt_scaling.core.orphans`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 
 from cpt_scaling.core.atomic import remove_stale_temps, write_text
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.lease import artifact_lease
 from cpt_scaling.core.logs import setup_logging
+from cpt_scaling.core.orphans import stop_when_orphaned
 
 log = logging.getLogger("cpt_scaling")
 
@@ -47,9 +51,28 @@ def rule_step(smk: Any, steps: Mapping[str, Callable[..., Any]]) -> Callable[...
 def rule_job(smk: Any) -> Iterator[dict[str, Any]]:
     """Set up logging and threads, yield the job dict, then write ``spec.json`` if the rule declares one."""
     setup_logging(smk.log[0] if smk.log else None)
-    if _launch_rank() == 0:  # one cleaner per job: other ranks of a multi-task launch may already be writing
-        keyed = "key" in dict(smk.wildcards.items())
-        remove_stale_temps(list(smk.output), [Path(smk.output[0]).parent] if keyed else [])
+    stop_when_orphaned()
+    keyed = "key" in dict(smk.wildcards.items())
+    with contextlib.ExitStack() as stack:
+        if _launch_rank() == 0:  # one lease and one cleaner per job: other ranks of a launch may already write
+            if keyed:  # one writer per artifact, also across checkouts sharing artifacts_dir
+                try:
+                    stack.enter_context(artifact_lease(Path(smk.output[0]).parent))
+                except InputError as exc:
+                    _fail(exc)
+            remove_stale_temps(list(smk.output), [Path(smk.output[0]).parent] if keyed else [])
+        yield from _run(smk)
+
+
+def _fail(exc: InputError) -> None:
+    """Bad input: one line on stderr (and in the log), exit status 1."""
+    log.error("%s", exc)
+    print(f"ERROR: {exc}", file=sys.stderr)
+    sys.exit(1)
+
+
+def _run(smk: Any) -> Iterator[dict[str, Any]]:
+    """The job proper: threads, the job dict, errors as one line, then ``spec.json``."""
     torch = sys.modules.get("torch")  # only rules that compute with torch have imported it; others skip its ~1 s
     if torch is not None:
         torch.set_num_threads(max(1, int(smk.threads)))
@@ -58,9 +81,7 @@ def rule_job(smk: Any) -> Iterator[dict[str, Any]]:
     try:
         yield job
     except InputError as exc:
-        log.error("%s", exc)
-        print(f"ERROR: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(exc)
     except Exception:
         log.exception("rule %s failed", smk.rule)
         raise

@@ -128,6 +128,11 @@ def refuse_unavailable_targets(plan, argv):
 
 
 refuse_unavailable_targets(PLAN, sys.argv)
+if workflow.is_main_process:  # not in every job's re-parse
+    _line, _warning = PLAN.size_summary()
+    logger.info(_line)
+    if _warning:
+        logger.warning(_warning)
 TABLES = [f"{RES}/tables/eval.csv", f"{RES}/checkpoints.csv",
           *([f"{RES}/classifier/metrics.json"] if PLAN.classifier is not None else [])]
 

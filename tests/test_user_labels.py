@@ -113,3 +113,4 @@ def test_a_missing_classifier_model_is_refused_at_parse_time(micro: dict[str, An
     micro["classifier"] = {"model": "no/such/model.bin"}
     with pytest.raises(InputError, match=r"classifier.model: 'no/such/model.bin' is not a file"):
         normalise_config(micro, "micro.yaml")
+

@@ -328,11 +328,6 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]))
 
 
-def sweep_train_gpu_hours(plan: Any) -> float:
-    """GPU-hours of every training job of the sweep (finished or not) under the plan's cost model."""
-    return sum(resources.gpu_hours(plan.train_flops(key), plan.cfg["cost"]) for key in plan.size_of)
-
-
 def budgets_comparison(plan: Any) -> dict[str, Any] | None:
     """The whole sweep's training GPU-hours with CPT budgets as WSD branches and as separate runs (the same
     config with ``cpt.budgets: separate_runs``); None when the plan has no branches."""
@@ -340,7 +335,7 @@ def budgets_comparison(plan: Any) -> dict[str, Any] | None:
         return None
     separate = copy.deepcopy(plan.cfg)
     separate["cpt"]["budgets"] = "separate_runs"
-    branches, runs = sweep_train_gpu_hours(plan), sweep_train_gpu_hours(Plan(separate, plan.digests))
+    branches, runs = plan.train_gpu_hours(), Plan(separate, plan.digests).train_gpu_hours()
     return {"branches_gpu_hours": branches, "separate_runs_gpu_hours": runs, "ratio": branches / runs}
 
 

@@ -10,6 +10,10 @@ from cpt_scaling.cost import resources
 from cpt_scaling.laws import LAWS
 from cpt_scaling.plan.artifact import Artifact
 
+#: Jobs above which the parse warns that the sweep is large (Snakemake's DAG time and memory grow with the jobs:
+#: bench/bench_dag.py, bench/RESULTS.md).
+LARGE_SWEEP_JOBS = 20_000
+
 
 class Queries:
     """What rules ask of a :class:`~cpt_scaling.plan.sweep.Plan` (a mixin over its built stages)."""
@@ -179,6 +183,37 @@ class Queries:
         job = self.artifact(key).job
         arch = self.cfg["models"]["sizes"][self.size_of[key]]
         return self.trained_tokens(key) * cost.size_flops_per_token(arch, job.seq_len, job.vocab_size)
+
+    def train_gpu_hours(self) -> float:
+        """GPU-hours of every training job of the sweep (finished or not) under the plan's cost model."""
+        return sum(resources.gpu_hours(self.train_flops(key), self.cfg["cost"]) for key in self.size_of)
+
+    def job_counts(self) -> dict[str, int]:
+        """Artifacts of the sweep per stage (each is one Snakemake job), the evaluation stage included."""
+        counts: dict[str, int] = {}
+        for art in self.by_key.values():
+            counts[art.stage] = counts.get(art.stage, 0) + 1
+        return counts
+
+    def size_summary(self) -> tuple[str, str | None]:
+        """One line with the sweep's job count per stage and its training GPU-hours, and a warning naming the
+        dimensions to cut when it plans more than :data:`LARGE_SWEEP_JOBS` jobs (None otherwise)."""
+        counts = self.job_counts()
+        total = sum(counts.values())
+        parts = ", ".join(f"{n:,} {stage}" for stage, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        training = (f"training {self.train_gpu_hours():,.0f} GPU-hours" if self.cfg["cost"]["gpus_per_job"]
+                    else "training on CPUs (cost.gpus_per_job: 0)")
+        line = f"this config plans {total:,} artifact jobs ({parts}) besides its fits and figures; {training}"
+        if total <= LARGE_SWEEP_JOBS:
+            return line, None
+        cfg = self.cfg
+        ratios = sum(len(d["ratios"]) for d in cfg["domains"].values())
+        dims = (f"{len(cfg['models']['sizes'])} sizes x {ratios} (domain, ratio) pairs x {len(cfg['cpt']['tokens'])} "
+                "CPT budgets")
+        warning = (f"large sweep: {total:,} jobs (more than {LARGE_SWEEP_JOBS:,}) from {dims}; Snakemake's dry run "
+                   "and DAG grow with the jobs (bench/bench_dag.py): fewer ratios or budgets (cpt-scaling next "
+                   "proposes the informative ones), or one config per domain, plan faster")
+        return line, warning
 
     def trained_tokens(self, key: str) -> int:
         """Tokens one training job trains: a run's budget, a trunk segment's or a branch's own stretch."""

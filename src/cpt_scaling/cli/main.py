@@ -192,6 +192,7 @@ REGISTRARS.append(__import__("cpt_scaling.cli.cost", fromlist=["_"]).register_co
 REGISTRARS.append(__import__("cpt_scaling.cli.train", fromlist=["_"]).register_train)
 REGISTRARS.append(__import__("cpt_scaling.cli.explain", fromlist=["_"]).register_explain)
 REGISTRARS.append(__import__("cpt_scaling.cli.next", fromlist=["_"]).register_next)
+REGISTRARS.append(__import__("cpt_scaling.cli.verify", fromlist=["_"]).register_verify)
 
 
 def build_parser() -> argparse.ArgumentParser:

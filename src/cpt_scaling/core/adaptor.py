@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.atomic import remove_stale_temps, write_text
+from cpt_scaling.core.digests import record_digests
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.lease import artifact_lease
 from cpt_scaling.core.logs import setup_logging
@@ -62,6 +63,8 @@ def rule_job(smk: Any) -> Iterator[dict[str, Any]]:
                     _fail(exc)
             remove_stale_temps(list(smk.output), [Path(smk.output[0]).parent] if keyed else [])
         yield from _run(smk)
+        if keyed and _launch_rank() == 0:  # what later jobs read is checked against what this job wrote
+            record_digests(Path(smk.output[0]).parent)
 
 
 def _fail(exc: InputError) -> None:

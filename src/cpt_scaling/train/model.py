@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.utils import logging as hf_logging
 
+from cpt_scaling.core.digests import verify_file
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.train.spec_types import SIZE_KEYS
 
@@ -67,7 +68,8 @@ def load_model(path: Path, *, dtype: torch.dtype | None = None) -> PreTrainedMod
         raise InputError(str(path), "not a model checkpoint: config.json is missing")
     if not ((path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()):
         raise InputError(str(path), "not a model checkpoint: model.safetensors is missing")
-    for weights in sorted(path.glob("*.safetensors")):  # headers only: cheap even for sharded large models
+    for weights in sorted(path.glob("*.safetensors")):  # digest, then the header of every weights file
+        verify_file(weights)  # against the digest its training job recorded (a bit flip is caught here)
         try:
             with safe_open(str(weights), framework="pt"):
                 pass

@@ -1,0 +1,139 @@
+"""Content digests of artifact files: recorded when a job has written its artifact, checked when it is read.
+
+A keyed artifact's job writes ``digests.json`` into the artifact's directory when it succeeds: the sha256 and size
+of every file under the directory (logs that keep growing, ``*.jsonl``, and the record itself excepted). A reader
+that reads a file whole anyway (loading a checkpoint to evaluate it, resuming or branching from a state) checks it
+against the record with :func:`verify_file`; ``cpt-scaling verify`` checks whole trees (:func:`verify_tree`). A
+damaged file is an :class:`~cpt_scaling.core.errors.InputError` naming it and the command that redoes its artifact.
+Nothing is silently used: a bit flipped on disk changes the digest, which the dry run cannot see (sizes and times
+are unchanged) but every whole read and ``verify`` do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cpt_scaling.core.errors import InputError
+
+log = logging.getLogger(__name__)
+
+RECORD = "digests.json"
+_SKIP_SUFFIXES = (".jsonl", ".tmp", ".log")
+_CHUNK = 1 << 22
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 of a file's bytes (hex), read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _recorded_files(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if (path.is_file() and path.name != RECORD and not path.name.startswith(".")
+                and not path.name.endswith(_SKIP_SUFFIXES)):
+            yield path
+
+
+def record_digests(artifact_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write ``digests.json`` of every file under ``artifact_dir`` (relative path -> sha256 and size); files
+    already recorded with the same size and modification time are not read again (a resumed job's old
+    checkpoints)."""
+    root = Path(artifact_dir)
+    previous = _read_record(root) or {}
+    files: dict[str, dict[str, Any]] = {}
+    for path in _recorded_files(root):
+        rel = path.relative_to(root).as_posix()
+        stat = path.stat()
+        old = previous.get(rel)
+        if old and old["size"] == stat.st_size and old.get("mtime_ns") == stat.st_mtime_ns:
+            files[rel] = old
+        else:
+            files[rel] = {"sha256": file_digest(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    tmp = root / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, root / RECORD)
+    return files
+
+
+def _read_record(root: Path) -> dict[str, dict[str, Any]] | None:
+    try:
+        return json.loads((root / RECORD).read_text())["files"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(str(root / RECORD), f"damaged digest record: {exc}") from None
+
+
+def _record_root(path: Path) -> Path | None:
+    """The nearest directory at or above ``path``'s folder that holds a digest record."""
+    for folder in [path.parent, *path.parent.parents]:
+        if (folder / RECORD).is_file():
+            return folder
+    return None
+
+
+def redo_hint(artifact_dir: Path) -> str:
+    """How to redo a damaged artifact: Snakemake's --forcerun of its directory's spec file (every keyed job
+    writes ``spec.json``), which reruns exactly the job that writes it."""
+    return f"redo it with: snakemake --forcerun {artifact_dir / 'spec.json'} (plus your usual options)"
+
+
+def verify_file(path: str | os.PathLike[str]) -> None:
+    """Check one file against its artifact's digest record (silently nothing when no record covers it: an
+    artifact written before records existed, or a raw input)."""
+    path = Path(path)
+    root = _record_root(path)
+    if root is None:
+        return
+    entry = (_read_record(root) or {}).get(path.relative_to(root).as_posix())
+    if entry is None:
+        return
+    problem = _problem(path, entry)
+    if problem:
+        raise InputError(str(path), f"{problem}: the artifact is damaged; {redo_hint(root)}")
+
+
+def _problem(path: Path, entry: dict[str, Any]) -> str | None:
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != entry["size"]:
+        return f"size {path.stat().st_size} differs from the {entry['size']} bytes recorded when it was written"
+    if file_digest(path) != entry["sha256"]:
+        return "content differs from the sha256 recorded when it was written"
+    return None
+
+
+@dataclass(frozen=True)
+class Damage:
+    """One damaged file of an artifact, and what is wrong with it."""
+
+    artifact: Path
+    file: str
+    problem: str
+
+
+def verify_tree(root: str | os.PathLike[str]) -> tuple[int, list[Damage]]:
+    """Check every recorded file of every artifact under ``root`` (an artifacts tree or one artifact); returns
+    the number of files checked and the damaged ones."""
+    checked = 0
+    damaged: list[Damage] = []
+    for record in sorted(Path(root).rglob(RECORD)):
+        artifact = record.parent
+        for rel, entry in sorted((_read_record(artifact) or {}).items()):
+            checked += 1
+            problem = _problem(artifact / rel, entry)
+            if problem:
+                damaged.append(Damage(artifact, rel, problem))
+                log.error("%s: %s", artifact / rel, problem)
+    return checked, damaged

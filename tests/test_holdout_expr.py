@@ -43,3 +43,17 @@ def test_anything_else_is_refused_naming_the_expression_and_runs_nothing(expr: s
         holdout_mask(DF, expr, "points.csv")
     assert str(info.value).startswith(f"--holdout {expr!r}: ") and "\n" not in str(info.value)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_points_beyond_the_stated_range_are_refused_naming_column_and_rows() -> None:
+    """N or D times 1e100 (a unit slip) is refused before any fit, not fitted to a meaningless optimum."""
+    from cpt_scaling.fit.points import validate_points
+
+    df = pd.DataFrame({"N": [1e8, 1e108, 1e9], "D": [1e9, 1e10, 1e11], "loss": [3.0, 2.9, 2.8]})
+    with pytest.raises(InputError) as info:
+        validate_points(df, "chinchilla", "points.csv")
+    assert str(info.value) == "points.csv: column 'N' must lie in [1, 1e+15] (the stated range); outside in row(s) 1"
+    df.loc[1, "N"] = 2e8
+    df.loc[2, "D"] = 1e111
+    with pytest.raises(InputError, match=r"column 'D' must lie in \[1, 1e\+18\]"):
+        validate_points(df, "chinchilla", "points.csv")

@@ -20,6 +20,10 @@ TARGET = "loss"
 POSITIVE = ("N", "D", "k1", "k2", TARGET)
 NONNEGATIVE = ("D_spec",)
 RATIOS = ("r",)
+#: The stated range of each column: parameters, tokens, coefficients and losses of any real study lie far inside
+#: it; a value outside (a unit slip, N or D times 1e100) is refused rather than fitted to a meaningless optimum.
+RANGES = {"N": (1.0, 1e15), "D": (1.0, 1e18), "D_spec": (0.0, 1e18), "k1": (1e-12, 1e12), "k2": (1e-12, 1e12),
+          TARGET: (1e-12, 1e6)}
 
 
 def read_points(path: str | Path) -> pd.DataFrame:
@@ -78,6 +82,11 @@ def validate_points(
             raise InputError(where, f"column {col!r} must be > 0; non-positive in {_rows(arr <= 0)}")
         if col in NONNEGATIVE and (arr < 0).any():
             raise InputError(where, f"column {col!r} must be >= 0; negative in {_rows(arr < 0)}")
+        lo, hi = RANGES.get(col, (-np.inf, np.inf))
+        outside = (arr < lo) | (arr > hi)
+        if outside.any():
+            raise InputError(where, f"column {col!r} must lie in [{lo:g}, {hi:g}] (the stated range); outside in "
+                                    f"{_rows(outside)}")
         if col in RATIOS and ((arr < 0) | (arr > 1)).any():
             raise InputError(
                 where, f"column {col!r} must lie in [0, 1]; outside in {_rows((arr < 0) | (arr > 1))}"

@@ -22,4 +22,4 @@ with rule_job(smk) as job:
     job["stop_at"] = job_deadline(int(smk.resources.get("runtime", 0)), int(smk.resources.get("stop_margin_s", 0)))
     run_training(TrainSpec.from_json(job), Path(smk.output.checkpoints).parent,
                  processes_per_node=int(smk.resources.get("processes_per_node", 1)),
-                 nodes=int(smk.resources.get("nodes", 1)))
+                 nodes=int(smk.resources.get("nodes", 1)), cpus_per_task=int(smk.resources.get("cpus_per_task", 0)))

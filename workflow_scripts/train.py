@@ -17,6 +17,7 @@ smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 with rule_job(smk) as job:
     job["init"] = resolve_init(job["init"])
     job["threads"] = int(smk.threads)
+    job["device"] = "cuda" if smk.resources.get("gres") else None  # given GPUs: refuse to train without CUDA
     job["activation_checkpointing"] = bool(int(smk.resources.get("activation_checkpointing", 0)))
     job["checkpoint_minutes"] = int(smk.resources.get("checkpoint_seconds", 0)) / 60
     job["stop_at"] = job_deadline(int(smk.resources.get("runtime", 0)), int(smk.resources.get("stop_margin_s", 0)))

@@ -30,7 +30,7 @@ from typing import Any
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.train.spec_types import TrainSpec
-from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
+from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, check_environment, train
 
 log = logging.getLogger(__name__)
 RDZV_PORT = 29500
@@ -121,6 +121,7 @@ def run_training(spec: TrainSpec | dict[str, Any], out_dir: Path, *, processes_p
     for it (``cpus_per_task``: CPUs per node of a multi-node step, :func:`launch_command`)."""
     if isinstance(spec, dict):
         spec = TrainSpec.from_json(spec)
+    check_environment(spec)  # once, before any process starts
     if processes_per_node == 1 and nodes == 1:
         train(spec, out_dir)
         return

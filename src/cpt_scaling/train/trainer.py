@@ -94,12 +94,24 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 def _initial_model(spec: TrainSpec, resume_dir: Path | None) -> torch.nn.Module:
     if resume_dir is not None:
-        return load_model(resume_dir, dtype=default_dtype())
+        return load_model(resume_dir, dtype=default_dtype(), attention=spec.attention)
     if spec.init.kind in ("checkpoint", "state"):
-        return load_model(Path(str(spec.init.path)), dtype=default_dtype())
+        return load_model(Path(str(spec.init.path)), dtype=default_dtype(), attention=spec.attention)
     assert spec.model is not None  # TrainSpec.from_json: a scratch init names its model
     torch.manual_seed(spec.seed)
-    return build_model(spec.model.to_json(), spec.vocab_size, spec.seq_len)
+    return build_model(spec.model.to_json(), spec.vocab_size, spec.seq_len, attention=spec.attention)
+
+
+def check_environment(spec: TrainSpec) -> None:
+    """Stop before anything starts when this machine cannot train as the job asks: a job given GPUs
+    (``device: cuda``) whose torch sees no CUDA device (a CPU build of torch would train in fp32 over gloo for
+    days), or an explicitly requested attention kernel that cannot run. One :class:`InputError` line."""
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        cuda = torch.version.cuda
+        build = f"torch {torch.__version__} (built {'without CUDA' if cuda is None else 'for CUDA ' + cuda})"
+        raise InputError("device", f"the job was given GPUs (cost.gpus_per_job > 0) but {build} sees no CUDA "
+                                   "device; install a CUDA build of torch or check the job's GPU allocation")
+    attention_implementation(spec.attention)
 
 
 @contextlib.contextmanager
@@ -203,6 +215,7 @@ def train(spec: TrainSpec | dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """
     if isinstance(spec, dict):
         spec = TrainSpec.from_json(spec)
+    check_environment(spec)
     with _StopSignals() as stops:
         return _train(spec, Path(out_dir), stops)
 
@@ -287,7 +300,8 @@ class _Run:
         self.zero = spec.deepspeed
         self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available())
         self.model = _prepare_model(spec, self.resume_dir, self.config)
-        self.attention = str(getattr(self.model.config, "_attn_implementation", None) or attention_implementation())
+        self.attention = str(getattr(self.model.config, "_attn_implementation", None)
+                             or attention_implementation(spec.attention))
         self.n_params = count_parameters(self.model)
         self.shape = model_shape(self.model.config)
         if self.shape["vocab_size"] < spec.vocab_size:

@@ -29,7 +29,9 @@ count (the embedding or LM head here): ZeRO-3 gathers the module being computed 
 (``4·P_big`` = two bf16 copies, DeepSpeed's ``largest_layer_memory``). With ``offload_optimizer`` (stages 1-3)
 the fp32 gradients, master weights and moments live in CPU memory: the GPU keeps the bf16 weights (``2·P``,
 ``2·P/G + 4·P_big`` at stage 3) and at stage 1 the bf16 gradients. These are DeepSpeed's
-``estimate_zero2/zero3_model_states_mem_needs`` (tests/test_memory.py).
+``estimate_zero2/zero3_model_states_mem_needs`` (tests/test_memory.py). ZeRO-3 over several nodes uses ZeRO++
+hpZ (:func:`cpt_scaling.train.ds_config.deepspeed_config`): one more bf16 partition of the weights within the
+node of ``R`` GPUs, ``2·P/R``.
 ``precision="fp32"`` (CPU training): 4-byte weights and gradients, 8-byte moments, no master copy.
 
 Activations saved for the backward pass, per layer and token, as the HF decoder layer stores them with
@@ -143,17 +145,19 @@ class TrainSetup:
     precision: str = "bf16"  # "bf16" (GPU mixed precision) or "fp32" (CPU)
     fused_loss: bool = False
     on_gpu: bool = True
+    hpz_partition: int = 0  # ZeRO++ hpZ: the 16-bit weights' second partition within a node of this many GPUs
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> TrainSetup:
         """The setup a config's training jobs run with (bf16 on GPUs, fp32 without)."""
         t, c = cfg["training"], cfg["cost"]
         gpu = c["gpus_per_job"] > 0
+        hpz = c["gpus_per_job"] // c["nodes_per_job"] if gpu and c["nodes_per_job"] > 1 and t["zero_stage"] == 3 else 0
         setup = cls(seq_len=cfg["shards"]["seq_len"], micro_batch_size=t["micro_batch_size"],
                     gpus=max(1, c["gpus_per_job"] if gpu else t["processes_per_node"] * c["nodes_per_job"]),
                     zero_stage=t["zero_stage"], offload_optimizer=t["offload_optimizer"],
                     activation_checkpointing=t["activation_checkpointing"], grad_accum_dtype=t["grad_accum_dtype"],
-                    precision="bf16" if gpu else "fp32", on_gpu=gpu)
+                    precision="bf16" if gpu else "fp32", on_gpu=gpu, hpz_partition=hpz)
         return replace(setup, **overrides)
 
 
@@ -208,6 +212,8 @@ def model_state_bytes(shape: ModelShape, setup: TrainSetup) -> tuple[int, int, i
     accum = 4.0 if setup.grad_accum_dtype == "fp32" else 0.0
     if stage == 3:
         params = 2.0 * p / g + 4.0 * shape.largest_module_params
+        if setup.hpz_partition:  # ZeRO++ hpZ: a second bf16 partition within the node
+            params += 2.0 * p / setup.hpz_partition
         grads, optim = 4.0 * p / g, 12.0 * p / g
         if setup.offload_optimizer:
             grads = optim = 0.0

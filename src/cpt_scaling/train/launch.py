@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -29,6 +30,8 @@ from typing import Any
 
 from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost.resources import STOP_SLACK_SECONDS
+from cpt_scaling.train import train_log
 from cpt_scaling.train.spec_types import TrainSpec
 from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, check_environment, train
 
@@ -63,6 +66,24 @@ def _descendants(pid: int) -> list[int]:
         found.append(current)
         todo += children.get(current, [])
     return found
+
+
+#: The measured save time is scaled by this before it becomes a stop margin (a save varies with the filesystem).
+SAVE_TIME_FACTOR = 1.5
+
+
+def stop_margin(out_dir: Path, modelled_s: int) -> int:
+    """Seconds before the job's end at which training stops: the cost model's margin (``stop_margin_s``), or
+    longer when this run already logged a slower resumable save (:func:`~cpt_scaling.train.train_log.longest_save`
+    times :data:`SAVE_TIME_FACTOR`, plus :data:`~cpt_scaling.cost.resources.STOP_SLACK_SECONDS`)."""
+    measured = train_log.longest_save(Path(out_dir) / train_log.LOG_NAME)
+    if measured is None:
+        return int(modelled_s)
+    margin = max(int(modelled_s), math.ceil(SAVE_TIME_FACTOR * measured) + STOP_SLACK_SECONDS)
+    if margin > modelled_s:
+        log.info("stop margin %d s from the longest logged save (%.0f s), above the modelled %d s", margin,
+                 measured, modelled_s)
+    return margin
 
 
 def job_deadline(runtime_minutes: int, margin_s: int) -> float | None:

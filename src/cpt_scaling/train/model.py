@@ -118,6 +118,16 @@ def load_model(path: Path, *, dtype: torch.dtype | None = None, attention: str |
         raise InputError(str(path), f"cannot load the checkpoint (truncated or corrupt file?): {exc}") from None
 
 
+def model_from_config(path: Path, *, attention: str | None = None) -> PreTrainedModel:
+    """A model of the architecture in ``path/config.json``, freshly initialised (under ZeRO-3's ``zero.Init``
+    when HF's DeepSpeed config is live: each rank builds only its partitions), for weights restored afterwards."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attention_implementation(attention),
+                                            dtype=default_dtype())
+
+
 def save_model(model: PreTrainedModel, directory: Path) -> None:
     """Write ``model.safetensors`` and ``config.json`` into ``directory`` (the caller makes it atomic)."""
     from safetensors.torch import save_model as save_safetensors

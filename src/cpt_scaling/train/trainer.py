@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from cpt_scaling.train.model import (
     count_parameters,
     default_dtype,
     load_model,
+    model_from_config,
     model_shape,
 )
 from cpt_scaling.train.schedule import learning_rate
@@ -93,6 +95,8 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def _initial_model(spec: TrainSpec, resume_dir: Path | None) -> torch.nn.Module:
+    if resume_dir is not None and ckpt.is_sharded(resume_dir):  # ZeRO-3 partitions: restored after initialize
+        return model_from_config(resume_dir, attention=spec.attention)
     if resume_dir is not None:
         return load_model(resume_dir, dtype=default_dtype(), attention=spec.attention)
     if spec.init.kind in ("checkpoint", "state"):
@@ -298,7 +302,8 @@ class _Run:
         self.rank, self.n_ranks = _setup_ranks(spec, out_dir)
         self.resume_dir, self.start_step = _resume_point(p, out_dir, self.n_ranks)
         self.zero = spec.deepspeed
-        self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available())
+        self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available(),
+                                       ranks_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", self.n_ranks)))
         self.model = _prepare_model(spec, self.resume_dir, self.config)
         self.attention = str(getattr(self.model.config, "_attn_implementation", None)
                              or attention_implementation(spec.attention))
@@ -319,6 +324,8 @@ class _Run:
         self.micro = spec.micro_batch_size
         if self.resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
             ckpt.restore_train_state(self.resume_dir, self.engine.optimizer, self.rank, self.n_ranks)
+            if ckpt.is_sharded(self.resume_dir):
+                ckpt.restore_param_partitions(self.resume_dir, self.engine.module, self.rank)
         self.sampler = _sampler(spec, shape["vocab_size"])
         self.device = self.engine.device
         self.flops_tok = flops_per_token(
@@ -351,18 +358,29 @@ class _Run:
         return log_file
 
     def save(self, step: int, resumable: bool = False) -> None:
-        """Checkpoint after ``step`` steps (with its train state); ``resumable``: under ``resume/``."""
+        """Checkpoint after ``step`` steps (with its train state); ``resumable``: under ``resume/``.
+
+        ZeRO-3: a resumable state holds each rank's parameter partitions (no gathered copy); only an evaluation
+        checkpoint gathers the full 16-bit weights onto rank 0 (an HF model directory). The save's seconds go
+        to the log (a ``save`` record), which the next submission's stop margin reads."""
         p = self.p
+        t0 = time.perf_counter()
         state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": self.n_ranks}
-        # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
-        tensors = self.engine._zero3_consolidated_16bit_state_dict() if self.zero.zero_stage == 3 else None
+        zero3 = self.zero.zero_stage == 3
+        partitions = ckpt.param_partitions(self.engine.module) if zero3 and resumable else None
+        # ZeRO-3 evaluation checkpoint: every rank takes part in gathering the full 16-bit weights; rank 0 gets them.
+        tensors = self.engine._zero3_consolidated_16bit_state_dict() if zero3 and not resumable else None
         path = ckpt.save_checkpoint(
             self.out_dir, p.tokens_at(step), self.engine.module, self.engine.optimizer, state, rank=self.rank,
             tensors=tensors, tokenizer_dir=Path(self.spec.tokenizer) if self.spec.tokenizer else None,
-            resumable=resumable,
+            resumable=resumable, partitions=partitions,
         )
+        seconds = time.perf_counter() - t0
+        if self.log_file is not None:
+            train_log.append(self.log_file, {"event": "save", "step": step, "tokens": p.tokens_at(step),
+                                             "resumable": resumable, "seconds": seconds})
         if self.rank == 0:
-            log.info("saved %scheckpoint %s", "resumable " if resumable else "", path)
+            log.info("saved %scheckpoint %s in %.1f s", "resumable " if resumable else "", path, seconds)
 
     def _agreed(self, *flags: bool) -> list[bool]:
         """Each flag set on any rank (a MAX all-reduce over the flag group; the flags as given on one rank)."""

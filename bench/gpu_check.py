@@ -131,7 +131,7 @@ def write_store(directory: Path, n_seq: int, seq_len: int, vocab: int) -> Path:
 
 
 def predicted_gib(config: Qwen2Config, n_non_embedding: int, seq_len: int, micro: int, *, on_gpu: bool,
-                  fused: bool, zero_stage: int) -> float:
+                  fused: bool, zero_stage: int, chunked: bool = False) -> float:
     """The memory model's peak per device for one rank of this run."""
     from cpt_scaling.cost import memory
 
@@ -141,7 +141,7 @@ def predicted_gib(config: Qwen2Config, n_non_embedding: int, seq_len: int, micro
         n_non_embedding=n_non_embedding, tied_embeddings=bool(config.tie_word_embeddings))
     setup = memory.TrainSetup(seq_len=seq_len, micro_batch_size=micro, gpus=1, zero_stage=zero_stage,
                               activation_checkpointing=True, precision="bf16" if on_gpu else "fp32",
-                              fused_loss=fused, on_gpu=on_gpu)
+                              fused_loss=fused, chunked_loss=chunked, on_gpu=on_gpu)
     return memory.estimate(shape, setup).gib
 
 
@@ -238,7 +238,8 @@ def main() -> None:
     predicted = predicted_gib(config, n_non_embedding, seq_len, micro, on_gpu=on_gpu, fused=fused, zero_stage=0)
     starts3 = [r for r in log3 if r["event"] == "start"]
     predicted3 = predicted_gib(config, n_non_embedding, seq_len, micro, on_gpu=on_gpu,
-                               fused=bool(starts3[-1].get("fused_cross_entropy")), zero_stage=3)
+                               fused=bool(starts3[-1].get("fused_cross_entropy")), zero_stage=3,
+                               chunked=bool(starts3[-1].get("chunked_cross_entropy")))
     saves = [r["seconds"] for r in log3 if r["event"] == "save" and r["resumable"]]
     stops = [r for r in log3 if r["event"] == "stop"]
     loss0 = {r["step"]: r["loss"] for r in records if r["event"] == "step"}

@@ -23,6 +23,7 @@ from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.data.sequences import read_train_sequences
 from cpt_scaling.train import checkpoints as ckpt
 from cpt_scaling.train import train_log
+from cpt_scaling.train.chunked_loss import apply_chunked_loss
 from cpt_scaling.train.ds_config import deepspeed_config, ensure_distributed
 from cpt_scaling.train.extension_locks import watch_stale_locks
 from cpt_scaling.train.mixture import MixtureSampler, domain_sequences_before
@@ -318,6 +319,9 @@ class _Run:
         """Optimizer and DeepSpeed engine (a resumed run's train state restored), sampler, log, stop settings."""
         spec, shape = self.spec, self.shape
         self.fused_ce = _fused_cross_entropy(self.model, self.zero.zero_stage)
+        # ZeRO-3 on GPU: the logits chunk by chunk through the gathered head (Liger's fused loss cannot run there).
+        self.chunked_ce = (not self.fused_ce and self.zero.zero_stage == 3 and torch.cuda.is_available()
+                           and apply_chunked_loss(self.model))
         optimizer = _optimizer(self.model, spec.optimizer, self.zero.offload_optimizer)
         self.engine, *_ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=self.config)
         self.gas = self.config["gradient_accumulation_steps"]
@@ -353,7 +357,7 @@ class _Run:
             "zero_stage": self.config["zero_optimization"]["stage"], "steps": p.steps,
             "activation_checkpointing": self.spec.activation_checkpointing,
             "offload_optimizer": self.zero.offload_optimizer,
-            "fused_cross_entropy": self.fused_ce,
+            "fused_cross_entropy": self.fused_ce, "chunked_cross_entropy": self.chunked_ce,
         })
         return log_file
 

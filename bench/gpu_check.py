@@ -3,7 +3,7 @@
 GPU (default): a ~1B Qwen2-shaped model from random init (d 2048, 16 layers, 16 heads / 2 KV heads, MLP 5632,
 vocab 151,936, tied embeddings: 1.0B parameters), bf16, flash-attn when it imports (else SDPA), activation
 checkpointing, Liger's fused linear cross-entropy when installed; steps of 8 × 4096 tokens (micro-batch 2).
-``--cpu``: the same path at toy size (d 64, 2 layers, vocab 512, sequence 128, 20 steps), fp32, for CI.
+``--cpu``: the same path at toy size (d 64, 2 layers, vocab 512, sequence 128, 8 steps), fp32, for CI.
 
 Each run is ``torchrun --standalone --nproc_per_node 1`` of this file's ``--worker`` (the trainer, as
 ``cpt-scaling train`` calls it):
@@ -51,7 +51,7 @@ SHAPES = {
 }
 RUNS = {  # seq_len, batch, micro-batch, steps, peak FLOP/s per device (H100/H200 dense bf16; a nominal CPU)
     "gpu": (4096, 8, 2, 40, 989e12),
-    "cpu": (128, 4, 2, 20, 1e11),
+    "cpu": (128, 4, 2, 8, 1e11),
 }
 #: The ZeRO-3 run gets its SIGUSR1 once it logged this step (it stops at the next step boundary).
 STOP_AFTER_STEP = 2

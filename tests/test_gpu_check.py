@@ -40,7 +40,7 @@ def check_output(done: subprocess.CompletedProcess[str]) -> dict[str, float]:
 
 def test_gpu_check_cpu_variant_stops_resumes_and_reports(tmp_path: Path) -> None:
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--cpu", "--workdir", str(tmp_path)],
-                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=900)
     check_output(done)
 
 
@@ -89,7 +89,7 @@ def test_offline_gpu_check_runs_on_a_clean_venv_with_the_listed_wheels(tmp_path:
     (Path(purelib) / "machine.pth").write_text(f"{machine}\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(PYTHON=str(base), GPU_CHECK_VENV=str(venv), GPU_CHECK_WHEELS=str(wheels),
-               PATH=f"{venv / 'bin'}:{env['PATH']}")
+               PATH=f"{venv / 'bin'}:{env['PATH']}", TORCH_EXTENSIONS_DIR=str(tmp_path / "extensions"))
     shutil.rmtree(tmp_path / "work", ignore_errors=True)
     (tmp_path / "work").mkdir()
     done = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--offline", "--cpu", "--workdir",

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from workflow_utils import REPO
 
-from cpt_scaling.cost.host_memory import HOST_MARGIN, host_estimate, mem_mb
+from cpt_scaling.config.load import load_config
+from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost.host_memory import HOST_MARGIN, check_host_fits, host_estimate, mem_mb
 from cpt_scaling.cost.memory import GIB, ModelShape, TrainSetup
 
 # Qwen2.5-7B (config.json): 28 layers, d 3584, 28 heads / 4 KV heads, MLP 18944, 152,064 untied embedding rows.
@@ -54,3 +57,14 @@ def test_offload_pins_the_optimizer_partitions_and_a_scratch_build_is_fp32() -> 
     plain = host_estimate(QWEN_7B, base, batch_size=256)
     assert off.pinned == 8 * 16 * P_7B // 8 and off.save == 2 * P_7B  # the state is already on the host
     assert host_estimate(QWEN_7B, base, batch_size=256, scratch=True).load == 8 * 4 * P_7B > plain.load
+
+
+def test_a_job_asking_more_than_a_node_has_fails_at_parse_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    cfg = load_config("config/demo.yaml")
+    cfg["cost"].update(gpus_per_job=4, node_memory_gb=1000)
+    check_host_fits(cfg, "demo.yaml")  # 4 processes of 3 GiB and tiny models: ~14 GB
+    cfg["cost"]["node_memory_gb"] = 8
+    with pytest.raises(InputError, match=r"^demo.yaml: models.sizes.\w+: a training job needs \d+ MB of host memory "
+                                         r"per node .* above cost.node_memory_gb=8"):
+        check_host_fits(cfg, "demo.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.train.launch import launch_command, run_training
+from cpt_scaling.cost.resources import STOP_SLACK_SECONDS
+from cpt_scaling.train.launch import SAVE_TIME_FACTOR, launch_command, run_training, stop_margin
 
 
 def test_single_node_command_uses_torchrun_standalone(tmp_path: Path) -> None:
@@ -50,3 +52,13 @@ def test_multi_node_command_takes_the_cpus_of_the_allocation(tmp_path: Path, mon
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     with pytest.raises(InputError, match="cpus_per_task"):
         launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=8, nodes=2)
+
+
+def test_stop_margin_grows_to_the_longest_logged_save(tmp_path: Path) -> None:
+    assert stop_margin(tmp_path, 300) == 300  # nothing logged yet: the cost model's margin
+    records = [{"event": "save", "step": 10, "resumable": True, "seconds": 400.0},
+               {"event": "save", "step": 20, "resumable": False, "seconds": 900.0},  # an evaluation checkpoint
+               {"event": "step", "step": 20, "loss": 1.0}]
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert stop_margin(tmp_path, 300) == math.ceil(SAVE_TIME_FACTOR * 400) + STOP_SLACK_SECONDS
+    assert stop_margin(tmp_path, 5000) == 5000  # never below the modelled one

@@ -75,6 +75,7 @@ def worker(spec_file: Path, out: Path) -> None:
                     "allocated_gib": torch.cuda.max_memory_allocated() / GIB}
         else:
             peak = {"peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB}
+        out.mkdir(parents=True, exist_ok=True)
         (out / MEMORY_FILE).write_text(json.dumps(peak))
 
 

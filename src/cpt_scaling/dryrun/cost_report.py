@@ -8,7 +8,9 @@ is priced by the one cost model (:mod:`cpt_scaling.cost.model`, :mod:`cpt_scalin
   T sequence length;
 * GPU-hours = FLOPs / (peak FLOP/s per GPU · expected MFU) / 3600 (``cost`` section of the config);
 * expected hours = FLOPs / (GPUs per job · peak · MFU) / 3600, or FLOPs / ``cost.cpu_flops`` without GPUs;
-* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.cost.memory`), with GPUs.
+* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.cost.memory`), with GPUs;
+* peak host GB per node (GiB, ``host_memory_gb``) from the host-memory model (:mod:`cpt_scaling.cost.host_memory`),
+  from which a training job's ``mem_mb`` comes (an evaluation job's: its loaded weights).
 
 Each evaluation job (rule ``evaluate``) is priced by the same model on one GPU: forward FLOPs (a third of
 training's per token) of every checkpoint on its suites, plus reading the checkpoints

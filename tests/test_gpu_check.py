@@ -98,4 +98,4 @@ def test_offline_gpu_check_runs_on_a_clean_venv_with_the_listed_wheels(tmp_path:
     listed = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "list", "--format=freeze", "--path", purelib],
                             capture_output=True, text=True, check=True).stdout
     installed = {re.sub(r"[-_.]+", "-", line.split("==")[0]).lower() for line in listed.splitlines() if line}
-    assert installed - {"pip", "setuptools"} == set(names), installed
+    assert installed - {"pip", "setuptools"} <= set(names), installed  # the listed wheels (or the machine's), no more

@@ -1,29 +1,42 @@
 #!/usr/bin/env bash
-# GPU check (issue 13): one training run of a ~1B Qwen2-shaped model on one GPU through the project's trainer
-# (bf16, flash-attn or SDPA, activation checkpointing, 50 steps at sequence 4096); prints tokens/s, MFU and the
-# measured peak memory against the memory model. See bench/gpu_check.py.
+# GPU check (issue 25): the project's trainer through torchrun on one device: ZeRO-0 throughput, MFU and peak
+# memory against the memory model; a ZeRO-3 run stopped by SIGUSR1 (resumable save timed, exit status 75) and
+# resumed; the evaluation's forward throughput. See bench/gpu_check.py.
 #
-#   bench/gpu_check.sh          # on a single-GPU machine: installs what it needs (best effort), then runs
-#   bench/gpu_check.sh --cpu    # the CPU-sized variant (toy model, few steps), as CI runs it; installs nothing
+#   bench/gpu_check.sh --offline [--cpu]   # a bare machine without internet: a throwaway venv over the machine's
+#                                          # own torch/transformers, the wheels of bench/gpu_check_wheels.txt from
+#                                          # .whl/ (nothing else installed), the project from PYTHONPATH=src
+#   bench/gpu_check.sh [--cpu]             # an environment that already has the project's dependencies
 #
-# PYTHON selects the interpreter (default: .venv/bin/python, created if missing).
+# Build the wheels where there is internet (DeepSpeed as a pure-Python wheel, its ops compiled at first use):
+#   DS_BUILD_OPS=0 pip wheel --no-deps --no-build-isolation -w .whl $(grep -v '^#' bench/gpu_check_wheels.txt)
+# PYTHON selects the interpreter (default: python3); GPU_CHECK_VENV the throwaway venv (default: a temp dir);
+# GPU_CHECK_WHEELS the wheel directory (default: .whl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-.venv/bin/python}"
+PY="${PYTHON:-python3}"
 
-if [[ "${1:-}" != "--cpu" ]]; then
-    if [[ ! -x "$PY" ]]; then
-        python3 -m venv .venv
-        PY=.venv/bin/python
-    fi
-    if ! "$PY" -c "import cpt_scaling, deepspeed, transformers, accelerate" 2>/dev/null; then
-        DS_BUILD_OPS=0 "$PY" -m pip install -q -e .
-    fi
-    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: torch sees no CUDA device')"
-    # Optional speed-ups of the gpu extra; the run goes on without them (SDPA, plain cross-entropy).
-    "$PY" -c "import liger_kernel" 2>/dev/null || "$PY" -m pip install -q "liger-kernel>=0.5" \
-        || echo "gpu_check: liger-kernel not installed; plain cross-entropy"
-    "$PY" -c "import flash_attn" 2>/dev/null || "$PY" -m pip install -q --no-build-isolation "flash-attn>=2.5" \
-        || echo "gpu_check: flash-attn not installed; SDPA attention"
+args=()
+offline=0
+for arg in "$@"; do
+    if [[ "$arg" == "--offline" ]]; then offline=1; else args+=("$arg"); fi
+done
+
+if (( offline )); then
+    venv="${GPU_CHECK_VENV:-$(mktemp -d)/venv}"
+    "$PY" -m venv --system-site-packages "$venv"
+    mapfile -t names < <(grep -v '^#' bench/gpu_check_wheels.txt | sed '/^\s*$/d')
+    wheels=()
+    for name in "${names[@]}"; do
+        found=("${GPU_CHECK_WHEELS:-.whl}"/"${name//-/_}"-*.whl)
+        [[ -f "${found[0]}" ]] || { echo "gpu_check: no wheel for $name in ${GPU_CHECK_WHEELS:-.whl}/ (see the header)" >&2; exit 2; }
+        wheels+=("${found[0]}")
+    done
+    "$venv/bin/python" -m pip install -q --no-index --no-deps "${wheels[@]}"
+    PY="$venv/bin/python"
+    export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 fi
-exec "$PY" bench/gpu_check.py "$@"
+if [[ " ${args[*]:-} " != *" --cpu "* ]]; then
+    "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu_check: torch sees no CUDA device')"
+fi
+exec "$PY" bench/gpu_check.py "${args[@]}"

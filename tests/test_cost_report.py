@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_workdir
 from workflow_utils import REPO, plan_in, planned_jobs, run_snakemake
 
@@ -118,6 +119,15 @@ def test_example_fits_80_gb_per_gpu_and_without_checkpointing_fails_naming_the_l
     largest = max(train, key=lambda j: j["gpu_memory_gb"])
     assert "qwen2_5_14b" in largest["output"]
     print(f"paper_qwen: max training gpu_memory_gb {largest['gpu_memory_gb']:.1f}")
+    # Issue 25, must-show 3: nothing a partition of 48 h and nodes of 8 x 80 GB GPUs would reject: each training
+    # job's host memory (the host-memory model, its --mem with the margin) within the node's, its limit <= 48 h.
+    node_gb = yaml.safe_load(text)["cost"]["node_memory_gb"]
+    for j in train:
+        assert j["host_memory_gb"] > 0 and j["resources"]["mem_mb"] * 2**20 <= node_gb * 2**30
+        assert j["resources"]["mem_mb"] >= j["host_memory_gb"] * 1.2 * 1024
+        assert j["runtime_limit_min"] <= 48 * 60 and j["resources"]["runtime"] <= 48 * 60
+    print(f"paper_qwen: max training host_memory_gb {max(j['host_memory_gb'] for j in train):.1f}, longest limit "
+          f"{max(j['runtime_limit_min'] for j in train)} min, {sum(j['submissions'] for j in train)} submissions")
 
     assert "activation_checkpointing: true" in text
     (workdir / "nock.yaml").write_text(text.replace("activation_checkpointing: true",

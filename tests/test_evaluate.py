@@ -12,7 +12,7 @@ from tiny_shards import SEQ_LEN, VOCAB, make_shards, tiny_spec
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data.sequences import read_sequences
-from cpt_scaling.evaluate.heldout import SCHEMA, evaluate_run
+from cpt_scaling.evaluate.heldout import evaluate_run, schema
 from cpt_scaling.train.model import load_model
 from cpt_scaling.train.trainer import train
 
@@ -30,7 +30,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]
 def test_losses_per_checkpoint_and_suite(run: tuple[Path, dict[str, Path]]) -> None:
     run_dir, suites = run
     table = evaluate_run(run_dir, suites, batch_size=5)
-    assert table.schema == SCHEMA
+    assert table.schema == schema()
     rows = table.to_pylist()
     assert [(r["checkpoint_tokens"], r["suite"]) for r in rows] == [
         (t, s) for t in (0, 20 * 8 * SEQ_LEN, 40 * 8 * SEQ_LEN) for s in ("domain", "general")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.torch import load_file
 from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
-from cpt_scaling.train.launch import launch_command, run_training
+from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost.resources import STOP_SLACK_SECONDS
+from cpt_scaling.train.launch import SAVE_TIME_FACTOR, launch_command, run_training, stop_margin
 
 
 def test_single_node_command_uses_torchrun_standalone(tmp_path: Path) -> None:
@@ -19,8 +24,9 @@ def test_single_node_command_uses_torchrun_standalone(tmp_path: Path) -> None:
 
 
 def test_multi_node_command_runs_one_torchrun_per_node_under_srun(tmp_path: Path) -> None:
-    cmd = launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=8, nodes=2)
-    assert cmd[:3] == ["srun", "--nodes=2", "--ntasks-per-node=1"]
+    cmd = launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=8, nodes=2, cpus_per_task=64)
+    # Slurm >= 22.05: a step does not inherit the job's --cpus-per-task, so the srun step must pass it.
+    assert cmd[:4] == ["srun", "--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=64"]
     assert cmd[cmd.index("--nnodes") + 1] == "2" and "--rdzv-backend" in cmd and "--standalone" not in cmd
 
 
@@ -37,3 +43,22 @@ def test_two_processes_through_the_launcher_match_one(tmp_path: Path) -> None:
     one = load_file(tmp_path / "one" / final / "model.safetensors")
     for name, tensor in one.items():
         assert np.allclose(tensor.numpy(), two[name].numpy(), rtol=0, atol=1e-5), name
+
+
+def test_multi_node_command_takes_the_cpus_of_the_allocation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "48")
+    cmd = launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=8, nodes=2)
+    assert "--cpus-per-task=48" in cmd[:cmd.index(sys.executable)]
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    with pytest.raises(InputError, match="cpus_per_task"):
+        launch_command(tmp_path / "s.json", tmp_path / "o", processes_per_node=8, nodes=2)
+
+
+def test_stop_margin_grows_to_the_longest_logged_save(tmp_path: Path) -> None:
+    assert stop_margin(tmp_path, 300) == 300  # nothing logged yet: the cost model's margin
+    records = [{"event": "save", "step": 10, "resumable": True, "seconds": 400.0},
+               {"event": "save", "step": 20, "resumable": False, "seconds": 900.0},  # an evaluation checkpoint
+               {"event": "step", "step": 20, "loss": 1.0}]
+    (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert stop_margin(tmp_path, 300) == math.ceil(SAVE_TIME_FACTOR * 400) + STOP_SLACK_SECONDS
+    assert stop_margin(tmp_path, 5000) == 5000  # never below the modelled one

@@ -12,6 +12,7 @@ from snakemake_executor_plugin_slurm.utils import set_gres_string
 from workflow_utils import REPO
 
 from cpt_scaling.config.load import load_config
+from cpt_scaling.cost.host_memory import train_mem_mb
 from cpt_scaling.cost.resources import train_resource_names, train_resources, train_state_bytes
 from cpt_scaling.plan.sweep import build_plan
 
@@ -77,7 +78,8 @@ def test_plan_train_resources_use_the_cost_model(tmp_path: Any, monkeypatch: pyt
     key = next(a.key for a in plan.by_key.values() if a.stage == "train")
     res = plan.train_resources(key)
     assert res == train_resources(plan.train_flops(key), cfg["cost"], cfg["cluster"], 1,
-                                  train_state_bytes(cfg, plan.size_of[key]))
+                                  train_state_bytes(cfg, plan.size_of[key]), train_mem_mb(cfg, plan.size_of[key]))
+    assert res["mem_mb"] == max(cfg["cost"]["mem_mb"], train_mem_mb(cfg, plan.size_of[key])) > 4000
     assert res["gres"] == "gpu:4" and set(res) == set(plan.train_resource_names())
 
 

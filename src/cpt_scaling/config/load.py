@@ -24,7 +24,7 @@ from cpt_scaling.config.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.config.hf_metadata import checkpoint_positions, read_checkpoint_shape, tokenizer_vocab_size
 from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.cost import memory, resources
+from cpt_scaling.cost import host_memory, memory, resources
 from cpt_scaling.cost.model import FAMILIES
 from cpt_scaling.data.docs_io import FORMATS_HELP, document_files, document_format
 
@@ -321,6 +321,7 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     _check_semantics(cfg, where)
     resources.resolve_processes_per_node(cfg, where)
     memory.check_fits(cfg, where)  # with GPUs: every training job fits cost.gpu_memory_gb
+    host_memory.check_host_fits(cfg, where)  # with cost.node_memory_gb: every training job's --mem fits a node
     _check_sweep_entries(cfg, where)
     data = cfg["data"]
     data["seeds"] = {label: expand_globs(p, where, f"data.seeds.{label}") for label, p in data["seeds"].items()}

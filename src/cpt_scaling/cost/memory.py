@@ -29,7 +29,9 @@ count (the embedding or LM head here): ZeRO-3 gathers the module being computed 
 (``4·P_big`` = two bf16 copies, DeepSpeed's ``largest_layer_memory``). With ``offload_optimizer`` (stages 1-3)
 the fp32 gradients, master weights and moments live in CPU memory: the GPU keeps the bf16 weights (``2·P``,
 ``2·P/G + 4·P_big`` at stage 3) and at stage 1 the bf16 gradients. These are DeepSpeed's
-``estimate_zero2/zero3_model_states_mem_needs`` (tests/test_memory.py).
+``estimate_zero2/zero3_model_states_mem_needs`` (tests/test_memory.py). ZeRO-3 over several nodes uses ZeRO++
+hpZ (:func:`cpt_scaling.train.ds_config.deepspeed_config`): one more bf16 partition of the weights within the
+node of ``R`` GPUs, ``2·P/R``.
 ``precision="fp32"`` (CPU training): 4-byte weights and gradients, 8-byte moments, no master copy.
 
 Activations saved for the backward pass, per layer and token, as the HF decoder layer stores them with
@@ -46,7 +48,9 @@ elements per layer and token). Both add the final norm (``t·(4d + e·d)``).
 Logits and loss: the LM head's logits (``e·V`` per token), the fp32 log-softmax the cross-entropy saves and, in the
 backward pass, its incoming gradient and the logits' gradient (``3·4·V``): ``t·V·(e + 12)``. With a fused
 linear cross-entropy (Liger, ``fused_loss``) logits are never materialised: chunks of about ``t·d/V`` rows,
-the input gradient and the fp32 weight gradient, ``t·d·(e + 12) + 4·V·d``.
+the input gradient and the fp32 weight gradient, ``t·d·(e + 12) + 4·V·d``. Under ZeRO-3 on GPU the trainer's
+chunked loss (:mod:`cpt_scaling.train.chunked_loss`) holds one chunk of :data:`LOSS_CHUNK_ROWS` positions at a
+time: ``min(t, LOSS_CHUNK_ROWS)·V·(e + 12)``.
 
 Peak. Without checkpointing all ``L`` layers' activations are live when the loss's backward pass runs:
 ``states + t·L·A_layer + final norm + logits``. With activation checkpointing (non-reentrant, one checkpoint per
@@ -77,6 +81,9 @@ BUCKET_ELEMENTS = 500_000_000
 GPU_FIXED_OVERHEAD = 2 * GIB
 #: Caching-allocator fragmentation, as a fraction of activation and logit memory.
 FRAGMENTATION = 0.10
+#: Positions per LM-head chunk of the trainer's chunked loss under ZeRO-3 (:mod:`cpt_scaling.train.chunked_loss`;
+#: a few chunks per micro-batch: each is one more gather of the head).
+LOSS_CHUNK_ROWS = 2048
 
 
 @dataclass(frozen=True)
@@ -142,18 +149,22 @@ class TrainSetup:
     grad_accum_dtype: str = "fp32"
     precision: str = "bf16"  # "bf16" (GPU mixed precision) or "fp32" (CPU)
     fused_loss: bool = False
+    chunked_loss: bool = False  # the trainer's chunked loss (ZeRO-3 on GPU, where Liger's fused one cannot run)
     on_gpu: bool = True
+    hpz_partition: int = 0  # ZeRO++ hpZ: the 16-bit weights' second partition within a node of this many GPUs
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], **overrides: Any) -> TrainSetup:
         """The setup a config's training jobs run with (bf16 on GPUs, fp32 without)."""
         t, c = cfg["training"], cfg["cost"]
         gpu = c["gpus_per_job"] > 0
+        hpz = c["gpus_per_job"] // c["nodes_per_job"] if gpu and c["nodes_per_job"] > 1 and t["zero_stage"] == 3 else 0
         setup = cls(seq_len=cfg["shards"]["seq_len"], micro_batch_size=t["micro_batch_size"],
                     gpus=max(1, c["gpus_per_job"] if gpu else t["processes_per_node"] * c["nodes_per_job"]),
                     zero_stage=t["zero_stage"], offload_optimizer=t["offload_optimizer"],
                     activation_checkpointing=t["activation_checkpointing"], grad_accum_dtype=t["grad_accum_dtype"],
-                    precision="bf16" if gpu else "fp32", on_gpu=gpu)
+                    precision="bf16" if gpu else "fp32", on_gpu=gpu, hpz_partition=hpz,
+                    chunked_loss=gpu and t["zero_stage"] == 3)
         return replace(setup, **overrides)
 
 
@@ -208,6 +219,8 @@ def model_state_bytes(shape: ModelShape, setup: TrainSetup) -> tuple[int, int, i
     accum = 4.0 if setup.grad_accum_dtype == "fp32" else 0.0
     if stage == 3:
         params = 2.0 * p / g + 4.0 * shape.largest_module_params
+        if setup.hpz_partition:  # ZeRO++ hpZ: a second bf16 partition within the node
+            params += 2.0 * p / setup.hpz_partition
         grads, optim = 4.0 * p / g, 12.0 * p / g
         if setup.offload_optimizer:
             grads = optim = 0.0
@@ -249,9 +262,12 @@ def activation_bytes(shape: ModelShape, setup: TrainSetup) -> int:
 
 
 def logit_bytes(shape: ModelShape, setup: TrainSetup) -> int:
-    """Logits and cross-entropy of one micro-batch: ``t·V·(e + 12)``, fused ``t·d·(e + 12) + 4·V·d``."""
+    """Logits and cross-entropy of one micro-batch: ``t·V·(e + 12)``, fused ``t·d·(e + 12) + 4·V·d``, chunked
+    ``min(t, LOSS_CHUNK_ROWS)·V·(e + 12)``."""
     e = activation_element_bytes(setup)
     tokens = setup.micro_batch_size * setup.seq_len
+    if setup.chunked_loss and not setup.fused_loss:
+        return min(tokens, LOSS_CHUNK_ROWS) * shape.vocab_size * (e + 12)
     if setup.fused_loss:
         return tokens * shape.d_model * (e + 12) + 4 * shape.vocab_size * shape.d_model
     return tokens * shape.vocab_size * (e + 12)
@@ -357,8 +373,8 @@ def size_shape(cfg: Mapping[str, Any], size: str) -> ModelShape:
 def train_estimate(cfg: Mapping[str, Any], size: str) -> MemoryEstimate:
     """Predicted peak per GPU (per process without GPUs) of a training job of ``size`` under the config.
 
-    Assumes the unfused loss: the trainer uses Liger's fused cross-entropy only where it is installed on the
-    nodes, and never under ZeRO-3."""
+    Assumes the unfused loss below ZeRO-3 (the trainer uses Liger's fused cross-entropy only where it is installed
+    on the nodes) and the chunked loss under ZeRO-3 on GPU (the trainer's own)."""
     return estimate(size_shape(cfg, size), TrainSetup.from_config(cfg))
 
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.cost import memory
+from cpt_scaling.cost import host_memory, memory
 from cpt_scaling.cost import model as cost_model
 
 #: Start-up allowance added to every training job's runtime limit (minutes): imports, checkpoint load, launch.
@@ -135,10 +135,12 @@ def train_schedule(flops: float, cost: Mapping[str, Any], cluster: Mapping[str, 
 
 
 def train_resources(flops: float, cost: Mapping[str, Any], cluster: Mapping[str, Any] | None = None,
-                    threads: int = 1, state_bytes: float = 0.0) -> dict[str, int | str]:
+                    threads: int = 1, state_bytes: float = 0.0, mem_mb: int | None = None) -> dict[str, int | str]:
     """Plugin resources of one training job.
 
-    Always ``mem_mb`` (per node), ``runtime`` (minutes, at most ``cluster.max_runtime_minutes``),
+    Always ``mem_mb`` (per node: ``mem_mb`` if given, the host-memory model's
+    :func:`cpt_scaling.cost.host_memory.train_mem_mb`; else ``cost.mem_mb``), ``runtime`` (minutes, at most
+    ``cluster.max_runtime_minutes``),
     ``submissions`` (jobs the run takes, :func:`train_schedule`), ``stop_margin_s`` (the trainer stops that long
     before the job's end) with ``slurm_extra`` ``--signal=TERM@<stop_margin_s>`` (SLURM's warning to every
     process of the job's steps; see profiles/slurm) and ``cpus_per_task``; with GPUs ``gres`` and
@@ -149,7 +151,7 @@ def train_resources(flops: float, cost: Mapping[str, Any], cluster: Mapping[str,
     gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
     limit, submissions = train_schedule(flops, cost, cluster, state_bytes)
     margin = stop_margin_seconds(state_bytes, limit)
-    res: dict[str, int | str] = {"mem_mb": int(cost["mem_mb"]), "runtime": limit, "submissions": submissions,
+    res: dict[str, int | str] = {"mem_mb": int(mem_mb or cost["mem_mb"]), "runtime": limit, "submissions": submissions,
                                  "stop_margin_s": margin}
     if gpus:
         per_node = gpus // nodes
@@ -253,7 +255,9 @@ def train_state_bytes(cfg: Mapping[str, Any], size: str) -> float:
 
 
 def train_resources_of(plan: Any, key: str) -> dict[str, int | str]:
-    """SLURM resources of the training job ``key`` of ``plan`` (its FLOPs and train state; :func:`train_resources`)."""
+    """SLURM resources of the training job ``key`` of ``plan`` (its FLOPs, train state and host memory;
+    :func:`train_resources`)."""
     cfg = plan.cfg
+    size = plan.size_of[key]
     return train_resources(plan.train_flops(key), cfg["cost"], cfg.get("cluster"), cfg["training"]["threads"],
-                           train_state_bytes(cfg, plan.size_of[key]))
+                           train_state_bytes(cfg, size), host_memory.train_mem_mb(cfg, size))

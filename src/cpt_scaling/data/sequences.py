@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cpt_scaling.core.errors import InputError
 
@@ -24,6 +22,9 @@ def read_sequences(path: Path, *, seq_len: int | None = None, dtype: Any = np.in
     Every row must have the same length (``seq_len`` when given). An empty file keeps the width its writer stored
     in the schema metadata (``seq_len``). A missing, corrupt or non-sequence file is an :class:`InputError`.
     """
+    import pyarrow as pa  # here, not at the top: training reads token files only (no pyarrow on a bare GPU node)
+    import pyarrow.parquet as pq
+
     path = Path(path)
     if not path.is_file():
         raise InputError(str(path), "sequence file not found")

@@ -8,7 +8,9 @@ is priced by the one cost model (:mod:`cpt_scaling.cost.model`, :mod:`cpt_scalin
   T sequence length;
 * GPU-hours = FLOPs / (peak FLOP/s per GPU · expected MFU) / 3600 (``cost`` section of the config);
 * expected hours = FLOPs / (GPUs per job · peak · MFU) / 3600, or FLOPs / ``cost.cpu_flops`` without GPUs;
-* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.cost.memory`), with GPUs.
+* peak GB per GPU (GiB) from the memory model (:mod:`cpt_scaling.cost.memory`), with GPUs;
+* peak host GB per node (GiB, ``host_memory_gb``) from the host-memory model (:mod:`cpt_scaling.cost.host_memory`),
+  from which a training job's ``mem_mb`` comes (an evaluation job's: its loaded weights).
 
 Each evaluation job (rule ``evaluate``) is priced by the same model on one GPU: forward FLOPs (a third of
 training's per token) of every checkpoint on its suites, plus reading the checkpoints
@@ -36,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from cpt_scaling.cost import memory, resources
+from cpt_scaling.cost import host_memory, memory, resources
 from cpt_scaling.plan.sweep import Plan
 
 TRAIN_RULE = "train"
@@ -65,6 +67,7 @@ class JobCost:
     gpu_memory_gb: float | None = None  # predicted peak GiB per GPU (memory model); None without GPUs
     resources: dict[str, Any] = field(default_factory=dict, compare=False)  # what Snakemake would submit
     submissions: int = 1  # SLURM jobs the run takes under cluster.max_runtime_minutes (each <= runtime_limit_min)
+    host_memory_gb: float | None = None  # modelled peak host GiB per node (training: cost.host_memory); None: CPU job
 
 
 @dataclass
@@ -83,10 +86,12 @@ class CostReport:
         train = [j for j in self.jobs if j.kind == "train"]
         evals = [j for j in self.jobs if j.kind == "eval"]
         peak = max((j.gpu_memory_gb for j in train if j.gpu_memory_gb is not None), default=None)
+        host = max((j.host_memory_gb for j in train if j.host_memory_gb is not None), default=None)
         return {"jobs": len(self.jobs), "train_jobs": len(train), "eval_jobs": len(evals),
                 "submissions": sum(j.submissions for j in self.jobs),
                 "max_runtime_limit_min": max((j.runtime_limit_min for j in self.jobs), default=0),
-                "max_train_gpu_memory_gb": peak, "tokens": sum(j.tokens for j in self.jobs),
+                "max_train_gpu_memory_gb": peak, "max_train_host_memory_gb": host,
+                "tokens": sum(j.tokens for j in self.jobs),
                 "flops": sum(j.flops for j in self.jobs), "gpu_hours": sum(j.gpu_hours for j in self.jobs),
                 "job_hours": sum(j.hours for j in self.jobs), "wall_hours": self.wall_hours,
                 "parallelism": self.parallelism}
@@ -108,13 +113,14 @@ class CostReport:
 
     def format_table(self, max_rows: int = 200) -> str:
         """An aligned table of the jobs (the most expensive first when there are many) plus totals."""
-        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "GB/GPU", "hours", "GPU-h", "limit", "jobs")
+        head = ("rule", "job", "tokens", "FLOPs", "GPUs", "GB/GPU", "host GB", "hours", "GPU-h", "limit", "jobs")
         jobs = sorted(self.jobs, key=lambda j: (-j.flops, j.output))[:max_rows]
         rows = [(j.rule, _short(j.output), f"{j.tokens:,}", f"{j.flops:.3e}", str(j.gpus),
-                 "-" if j.gpu_memory_gb is None else f"{j.gpu_memory_gb:.1f}", f"{j.hours:.4g}",
+                 "-" if j.gpu_memory_gb is None else f"{j.gpu_memory_gb:.1f}",
+                 "-" if j.host_memory_gb is None else f"{j.host_memory_gb:.1f}", f"{j.hours:.4g}",
                  f"{j.gpu_hours:.2f}", f"{j.runtime_limit_min}m", str(j.submissions)) for j in jobs]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        right = {2, 3, 4, 5, 6, 7, 8, 9}
+        right = {2, 3, 4, 5, 6, 7, 8, 9, 10}
 
         def line(cells: Sequence[str]) -> str:
             return "  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -136,6 +142,10 @@ class CostReport:
         if t["max_train_gpu_memory_gb"] is not None:
             out.append(f"peak GB per GPU:     {t['max_train_gpu_memory_gb']:.1f} GiB (largest training job; "
                        f"cost.gpu_memory_gb {self.assumptions['gpu_memory_gb']:g})")
+        if t["max_train_host_memory_gb"] is not None:
+            node = self.assumptions.get("node_memory_gb")
+            out.append(f"peak host GB/node:   {t['max_train_host_memory_gb']:.1f} GiB (largest training job, "
+                       "host-memory model; its --mem adds 20 %" + (f"; cost.node_memory_gb {node:g})" if node else ")"))
         if self.budgets is not None:
             b = self.budgets
             out.append(f"CPT budgets:         whole sweep as WSD branches {b['branches_gpu_hours']:,.0f} GPU-h, as "
@@ -210,6 +220,7 @@ def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) ->
     cost = cfg["cost"]
     gpus, nodes = cost["gpus_per_job"], cost["nodes_per_job"]
     train_gb = {size: memory.train_estimate(cfg, size).gib for size in cfg["models"]["sizes"]} if gpus else {}
+    host_gb = {size: host_memory.train_host_estimate(cfg, size).gib for size in cfg["models"]["sizes"]}
     out = []
     for jobid, rule, output, key, deps, submitted in jobs:
         if rule == TRAIN_RULE and key is not None:
@@ -219,7 +230,8 @@ def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) ->
             out.append(JobCost(jobid, rule, output, "train", tokens, flops, gpus, nodes,
                                resources.expected_seconds(flops, cost) / 3600,
                                resources.gpu_hours(flops, cost), int(res["runtime"]),
-                               deps, train_gb.get(plan.size_of[key]), submitted, int(res["submissions"])))
+                               deps, train_gb.get(plan.size_of[key]), submitted, int(res["submissions"]),
+                               host_memory_gb=host_gb[plan.size_of[key]]))
         elif rule == EVAL_RULE and key is not None:
             c = resources.eval_job_cost(plan, key)
             rate = cost["peak_flops_per_gpu"] * cost["expected_mfu"] if gpus else float(cost["cpu_flops"])
@@ -228,7 +240,8 @@ def price_jobs(plan: Any, cfg: Mapping[str, Any], jobs: Iterable[PlannedJob]) ->
                                              cfg.get("cluster"))["runtime"]
             out.append(JobCost(jobid, rule, output, "eval", int(c["tokens"]), c["flops"], 1 if gpus else 0, 1,
                                hours, hours if gpus else 0.0, int(limit), deps,
-                               c["gpu_bytes"] / memory.GIB if gpus else None, submitted))
+                               c["gpu_bytes"] / memory.GIB if gpus else None, submitted,
+                               host_memory_gb=c["host_bytes"] / memory.GIB))
         else:
             minutes = float(cost["other_job_minutes"])
             out.append(JobCost(jobid, rule, output, "cpu", 0, 0.0, 0, 1, minutes / 60, 0.0,
@@ -320,7 +333,7 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     slots = profile_parallelism(settings, cfg["cost"]["parallel_jobs"])
     wall = schedule_wall_hours({j.jobid: j.hours for j in priced}, {j.jobid: j.deps for j in priced}, slots)
     keys = ("gpus_per_job", "nodes_per_job", "peak_flops_per_gpu", "expected_mfu", "cpu_flops",
-            "other_job_minutes", "runtime_margin", "gpu_memory_gb")
+            "other_job_minutes", "runtime_margin", "gpu_memory_gb", "node_memory_gb")
     assumptions = {k: cfg["cost"][k] for k in keys}
     assumptions["max_runtime_minutes"] = resources.max_runtime(cfg.get("cluster"))
     assumptions.update(flops_formula=FLOPS_FORMULA,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
@@ -18,13 +18,20 @@ from cpt_scaling.train.runs import run_checkpoints
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([
-    ("checkpoint_tokens", pa.int64()),
-    ("suite", pa.string()),
-    ("loss", pa.float64()),
-    ("perplexity", pa.float64()),
-    ("n_tokens", pa.int64()),
-])
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: Columns of the evaluation table and their Arrow types.
+COLUMNS = (("checkpoint_tokens", "int64"), ("suite", "string"), ("loss", "float64"), ("perplexity", "float64"),
+           ("n_tokens", "int64"))
+
+
+def schema() -> pa.Schema:
+    """The evaluation table's Arrow schema (pyarrow imported here: the forward pass, :func:`sequence_loss`, also
+    runs where it is not installed, e.g. bench/gpu_check.py on a bare GPU machine)."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in COLUMNS])
 LOGIT_ROWS = 4096  # positions per LM-head chunk, so full-vocabulary logits never fill memory
 
 
@@ -79,7 +86,9 @@ def evaluate_checkpoints(
         if len(seqs) == 0 or seqs.shape[1] < 2:
             raise InputError(str(suites[name]), f"suite {name!r} holds no sequences of length ≥ 2")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows: dict[str, list] = {field.name: [] for field in SCHEMA}
+    import pyarrow as pa
+
+    rows: dict[str, list] = {name: [] for name, _ in COLUMNS}
     for tokens, path in checkpoints:
         model = load_model(path).to(device)
         model.config.use_cache = False  # one forward per batch: a KV cache would only cost memory
@@ -96,4 +105,4 @@ def evaluate_checkpoints(
             rows["n_tokens"].append(n)
             log.info("checkpoint %s suite %s: loss %.4f over %d tokens", path, name, loss, n)
         del model
-    return pa.table(rows, schema=SCHEMA)
+    return pa.table(rows, schema=schema())

@@ -6,7 +6,9 @@ rank ``rank-<05d>.{safetensors,json}`` (optimizer state, fp32 master partitions 
 Everything is written into a hidden staging directory that is renamed into place when complete, so a
 checkpoint directory either is complete or does not exist. ``state.json`` is written last and deleted first.
 
-``resume/tokens-<012d>/`` holds at most one *resumable* checkpoint in the same layout: a time-based or
+``resume/tokens-<012d>/`` holds at most one *resumable* checkpoint in the same layout (under ZeRO-3 without
+``model.safetensors``: each rank's file also holds its parameter partitions, :func:`param_partitions`, and
+``config.json`` describes the model; no copy of the weights is gathered): a time-based or
 signal-triggered save between evaluation checkpoints (``training.checkpoint_minutes``, SIGTERM/SIGUSR1). It is
 never listed in ``checkpoints.json`` nor evaluated; an evaluation checkpoint at or past it removes it, and a
 finished run removes the directory. The train state is rank-independent on load: ZeRO-1/2 partitions written
@@ -224,17 +226,66 @@ def _barrier() -> None:
         torch.distributed.barrier()
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_files(directory: Path, names: list[str]) -> None:
+    for name in names:
+        _fsync(directory / name)
+
+
+def param_partitions(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """This rank's ZeRO-3 partition of every parameter (``ds_tensor``: flat, padded), by name; tied tensors once."""
+    seen: set[int] = set()
+    out = {}
+    for name, p in model.named_parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            out[name] = p.ds_tensor.detach()
+    return out
+
+
+def restore_param_partitions(checkpoint: Path, model: torch.nn.Module, rank: int) -> None:
+    """Copy this rank's saved ZeRO-3 parameter partitions (:func:`param_partitions`) into the live ones."""
+    saved = load_rank_state(checkpoint, rank)["params"]
+    live = param_partitions(model)
+    if saved.keys() != live.keys():
+        raise InputError(str(checkpoint / TRAIN_STATE), "its parameter partitions do not match the model")
+    with torch.no_grad():
+        for name, tensor in live.items():
+            tensor.copy_(saved[name])
+
+
+def is_sharded(checkpoint: Path) -> bool:
+    """Whether a checkpoint holds its weights only as per-rank ZeRO-3 partitions (a resumable state: no
+    ``model.safetensors``, loaded by building the model from ``config.json`` and restoring the partitions)."""
+    state_file = checkpoint / TRAIN_STATE / "state.json"
+    return state_file.is_file() and bool(json.loads(state_file.read_text()).get("sharded"))
+
+
 def save_checkpoint(
     out_dir: Path, tokens: int, model: Any, optimizer: Any, state: dict[str, Any], *, rank: int,
     tensors: dict[str, torch.Tensor] | None = None, tokenizer_dir: Path | None = None, resumable: bool = False,
+    partitions: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint ``tokens`` (all ranks call this); returns its directory.
 
     ``state`` (JSON) goes to ``train_state/state.json``. Older checkpoints lose their train state afterwards.
     ``tensors``: rank 0's full model weights when the model is partitioned (ZeRO-3), else None.
+    ``partitions``: this rank's ZeRO-3 parameter partitions instead (:func:`param_partitions`): each rank writes
+    its own, rank 0 only ``config.json``, never a gathered copy (a resumable state; ``state["sharded"]``).
     ``tokenizer_dir``: its tokenizer files are copied in, so the checkpoint is a self-contained HF directory.
     ``resumable``: a resumable-only checkpoint under :data:`RESUME_DIR` (replaces the previous one; not
     evaluated). An evaluation checkpoint removes the resumable ones with fewer tokens.
+
+    Order: every file is fsynced, then the staging directory renamed into place (and its parent fsynced), then
+    the older states removed; a save killed before the rename leaves the previous state as it was.
     """
     root = Path(out_dir) / (RESUME_DIR if resumable else CHECKPOINT_DIR)
     final = root / checkpoint_name(tokens)
@@ -244,16 +295,28 @@ def save_checkpoint(
         (staging / TRAIN_STATE).mkdir(parents=True)
     _barrier()
     rank_state = {"optimizer": optimizer_state(optimizer), "rng": rng_state()}
-    save_state(rank_state, staging / TRAIN_STATE / f"rank-{rank:05d}")
+    if partitions is not None:
+        rank_state["params"] = partitions
+    stem = f"rank-{rank:05d}"
+    save_state(rank_state, staging / TRAIN_STATE / stem)
+    _fsync_files(staging / TRAIN_STATE, [f"{stem}.safetensors", f"{stem}.json"])
     _barrier()
     if rank == 0:
-        write_model(model, staging, tensors)
+        if partitions is None:
+            write_model(model, staging, tensors)
+        else:
+            model.config.to_json_file(str(staging / "config.json"))
+            state = {**state, "sharded": True}
         if tokenizer_dir is not None and not resumable:
             copy_tokenizer_files(Path(tokenizer_dir), staging)
         write_json(staging / TRAIN_STATE / "state.json", state)
+        _fsync_files(staging, [p.name for p in staging.iterdir() if p.is_file()])
+        _fsync_files(staging / TRAIN_STATE, ["state.json", "."])
+        _fsync(staging)
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
+        _fsync(root)
         if resumable:  # the newest state supersedes every older one, evaluation checkpoints' included
             for _, older in complete_checkpoints(out_dir, RESUME_DIR):
                 if older != final:

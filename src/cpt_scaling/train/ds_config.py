@@ -52,13 +52,19 @@ def gradient_accumulation(batch_size: int, micro_batch_size: int, n_ranks: int) 
     return batch_size // (micro_batch_size * n_ranks)
 
 
-def deepspeed_config(spec: TrainSpec, n_ranks: int, *, bf16: bool) -> dict[str, Any]:
+def deepspeed_config(spec: TrainSpec, n_ranks: int, *, bf16: bool, ranks_per_node: int | None = None
+                     ) -> dict[str, Any]:
     """The DeepSpeed config dict for ``spec``: ZeRO stage and offload, precision, batch split, gradient clipping.
 
     The optimizer and the LR schedule are ours (passed to ``deepspeed.initialize`` / set per step), so the
     config names neither. ZeRO-3 gathers the 16-bit weights for saving. ``grad_accum_dtype`` goes to
     ``data_types`` only for bf16 training under ZeRO 1-3 (DeepSpeed keeps a separate fp32 accumulation buffer
     there); ZeRO-0 accumulates in the model dtype, and fp32 (CPU) training is fp32 throughout.
+
+    ZeRO-3 over several nodes (``ranks_per_node`` < ``n_ranks``): ZeRO++'s hierarchical partitioning (hpZ,
+    ``zero_hpz_partition_size`` = ranks per node): a second copy of the 16-bit weights partitioned within each
+    node, so the forward and backward all-gathers stay on the node's NVLink (cost: ``2·P/ranks_per_node`` bytes
+    per GPU, :mod:`cpt_scaling.cost.memory`).
     """
     zero = spec.deepspeed
     stage = zero.zero_stage
@@ -66,6 +72,8 @@ def deepspeed_config(spec: TrainSpec, n_ranks: int, *, bf16: bool) -> dict[str, 
     zero_cfg: dict[str, Any] = {"stage": stage}
     if stage == 3:
         zero_cfg["stage3_gather_16bit_weights_on_model_save"] = True
+        if ranks_per_node and 1 < ranks_per_node < n_ranks:
+            zero_cfg["zero_hpz_partition_size"] = ranks_per_node
     if zero.offload_optimizer:
         zero_cfg["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     config: dict[str, Any] = {

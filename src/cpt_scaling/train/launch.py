@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -28,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.core.errors import InputError
+from cpt_scaling.cost.resources import STOP_SLACK_SECONDS
+from cpt_scaling.train import train_log
 from cpt_scaling.train.spec_types import TrainSpec
-from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, train
+from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, check_environment, train
 
 log = logging.getLogger(__name__)
 RDZV_PORT = 29500
@@ -64,6 +68,24 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+#: The measured save time is scaled by this before it becomes a stop margin (a save varies with the filesystem).
+SAVE_TIME_FACTOR = 1.5
+
+
+def stop_margin(out_dir: Path, modelled_s: int) -> int:
+    """Seconds before the job's end at which training stops: the cost model's margin (``stop_margin_s``), or
+    longer when this run already logged a slower resumable save (:func:`~cpt_scaling.train.train_log.longest_save`
+    times :data:`SAVE_TIME_FACTOR`, plus :data:`~cpt_scaling.cost.resources.STOP_SLACK_SECONDS`)."""
+    measured = train_log.longest_save(Path(out_dir) / train_log.LOG_NAME)
+    if measured is None:
+        return int(modelled_s)
+    margin = max(int(modelled_s), math.ceil(SAVE_TIME_FACTOR * measured) + STOP_SLACK_SECONDS)
+    if margin > modelled_s:
+        log.info("stop margin %d s from the longest logged save (%.0f s), above the modelled %d s", margin,
+                 measured, modelled_s)
+    return margin
+
+
 def job_deadline(runtime_minutes: int, margin_s: int) -> float | None:
     """The Unix time by which a SLURM training job must have stopped: its end less ``margin_s``.
 
@@ -89,8 +111,14 @@ def job_deadline(runtime_minutes: int, margin_s: int) -> float | None:
     return deadline
 
 
-def launch_command(spec_file: Path, out_dir: Path, *, processes_per_node: int, nodes: int) -> list[str]:
-    """The command line that runs one training job on ``nodes`` × ``processes_per_node`` processes."""
+def launch_command(spec_file: Path, out_dir: Path, *, processes_per_node: int, nodes: int,
+                   cpus_per_task: int | None = None) -> list[str]:
+    """The command line that runs one training job on ``nodes`` × ``processes_per_node`` processes.
+
+    Several nodes: the ``srun`` step passes ``--cpus-per-task`` (``cpus_per_task``, else the allocation's
+    ``$SLURM_CPUS_PER_TASK``): since Slurm 22.05 a step no longer inherits it, and each node's torchrun and its
+    workers would share one CPU.
+    """
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes_per_node),
                 "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
     if nodes > 1:
@@ -98,25 +126,31 @@ def launch_command(spec_file: Path, out_dir: Path, *, processes_per_node: int, n
         job = os.environ.get("SLURM_JOB_ID", "cpt-scaling")
         torchrun += ["--nnodes", str(nodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{head}:{RDZV_PORT}",
                      "--rdzv-id", job]
-        torchrun = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", *torchrun]
+        cpus = cpus_per_task or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
+        if cpus < 1:
+            raise InputError("cpus_per_task", "a multi-node launch needs the CPUs per node (the job's "
+                                              "cpus_per_task resource or $SLURM_CPUS_PER_TASK)")
+        torchrun = ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", f"--cpus-per-task={cpus}", *torchrun]
     else:
         torchrun.append("--standalone")
     return [*torchrun, "-m", "cpt_scaling.cli", "train", "--spec", str(spec_file), "--out", str(out_dir)]
 
 
 def run_training(spec: TrainSpec | dict[str, Any], out_dir: Path, *, processes_per_node: int = 1,
-                 nodes: int = 1) -> None:
+                 nodes: int = 1, cpus_per_task: int | None = None) -> None:
     """Train as ``spec`` (or its JSON form) says in this process, or launch the multi-process command and wait
-    for it."""
+    for it (``cpus_per_task``: CPUs per node of a multi-node step, :func:`launch_command`)."""
     if isinstance(spec, dict):
         spec = TrainSpec.from_json(spec)
+    check_environment(spec)  # once, before any process starts
     if processes_per_node == 1 and nodes == 1:
         train(spec, out_dir)
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_file = out_dir / "launch_spec.json"
     write_json(spec_file, spec.to_json())
-    cmd = launch_command(spec_file, out_dir, processes_per_node=processes_per_node, nodes=nodes)
+    cmd = launch_command(spec_file, out_dir, processes_per_node=processes_per_node, nodes=nodes,
+                         cpus_per_task=cpus_per_task)
     marker = out_dir / RESUBMIT_MARKER
     marker.unlink(missing_ok=True)
     log.info("launching: %s", " ".join(cmd))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from pathlib import Path
@@ -21,10 +22,39 @@ log = logging.getLogger(__name__)
 
 
 
-def attention_implementation() -> str:
-    """``"flash_attention_2"`` when flash-attn is installed and CUDA is available, else ``"sdpa"``."""
-    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+ATTENTIONS = ("flash_attention_2", "sdpa")
+
+
+@functools.cache
+def flash_attn_problem() -> str | None:
+    """Why flash-attn cannot run here (no CUDA, not installed, or it fails to import: e.g. a wheel built for
+    another torch, whose CUDA extension does not load); None when it imports with its extension."""
+    if not torch.cuda.is_available():
+        return "CUDA is not available"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "flash-attn is not installed"
+    try:  # the package and its compiled CUDA extension (flash_attn_2_cuda)
+        from flash_attn import flash_attn_func  # noqa: F401
+    except Exception as exc:  # ImportError, OSError (undefined symbol): anything that stops its first forward
+        return f"flash-attn does not import ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return None
+
+
+def attention_implementation(requested: str | None = None) -> str:
+    """The attention kernel: ``requested`` (``"sdpa"`` or ``"flash_attention_2"``, which must work here: an
+    :class:`InputError` naming why not), else flash-attn when it imports with its CUDA extension, else SDPA (with
+    a warning when flash-attn is installed but broken)."""
+    if requested is not None and requested not in ATTENTIONS:
+        raise InputError("attention", f"{requested!r} is not one of {list(ATTENTIONS)}")
+    if requested == "sdpa":
+        return "sdpa"
+    problem = flash_attn_problem()
+    if problem is None:
         return "flash_attention_2"
+    if requested == "flash_attention_2":
+        raise InputError("attention", f"flash_attention_2 was asked for but {problem}")
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        log.warning("%s; using SDPA attention", problem)
     return "sdpa"
 
 
@@ -33,11 +63,12 @@ def default_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
-def build_model(size: dict[str, int], vocab_size: int, max_seq_len: int) -> LlamaForCausalLM:
+def build_model(size: dict[str, int], vocab_size: int, max_seq_len: int, *,
+                attention: str | None = None) -> LlamaForCausalLM:
     """A freshly initialised Llama-style model (RMSNorm, RoPE, SwiGLU, untied embeddings) of the given size.
 
     ``size`` = {"n_layers", "d_model", "n_heads", "d_ff"}. Initialisation uses the global torch RNG: seed
-    it first.
+    it first. ``attention``: :func:`attention_implementation`'s request.
     """
     missing = [k for k in SIZE_KEYS if size.get(k) is None]
     if missing:
@@ -54,15 +85,16 @@ def build_model(size: dict[str, int], vocab_size: int, max_seq_len: int) -> Llam
         num_key_value_heads=size["n_heads"],
         max_position_embeddings=max_seq_len,
         tie_word_embeddings=False,
-        attn_implementation=attention_implementation(),
+        attn_implementation=attention_implementation(attention),
     )
     if is_deepspeed_zero3_enabled():  # under zero.Init, with HF's weight init on gathered partitions
         return LlamaForCausalLM._from_config(config)
     return LlamaForCausalLM(config)
 
 
-def load_model(path: Path, *, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """Load a causal LM from a local directory with ``config.json`` and safetensors weights (no downloads)."""
+def load_model(path: Path, *, dtype: torch.dtype | None = None, attention: str | None = None) -> PreTrainedModel:
+    """Load a causal LM from a local directory with ``config.json`` and safetensors weights (no downloads;
+    ``attention``: :func:`attention_implementation`'s request)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError(str(path), "not a model checkpoint: config.json is missing")
@@ -82,10 +114,20 @@ def load_model(path: Path, *, dtype: torch.dtype | None = None) -> PreTrainedMod
             local_files_only=True,
             use_safetensors=True,
             dtype=dtype or default_dtype(),
-            attn_implementation=attention_implementation(),
+            attn_implementation=attention_implementation(attention),
         )
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # truncated or corrupt files
         raise InputError(str(path), f"cannot load the checkpoint (truncated or corrupt file?): {exc}") from None
+
+
+def model_from_config(path: Path, *, attention: str | None = None) -> PreTrainedModel:
+    """A model of the architecture in ``path/config.json``, freshly initialised (under ZeRO-3's ``zero.Init``
+    when HF's DeepSpeed config is live: each rank builds only its partitions), for weights restored afterwards."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    return AutoModelForCausalLM.from_config(config, attn_implementation=attention_implementation(attention),
+                                            dtype=default_dtype())
 
 
 def save_model(model: PreTrainedModel, directory: Path) -> None:

@@ -25,7 +25,7 @@ REQUIRED = ("vocab_size", "seq_len", "init", "general_shards", "ratio", "tokens"
 OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2", "schedule")
 _OPTIMIZER_OPTIONAL = ("min_lr_ratio", "warmup_fraction", "warmup_steps", "grad_clip", "decay_fraction",
                        "decay_shape")
-_RUNTIME = ("threads", "peak_flops", "log_every", "checkpoint_minutes", "stop_at")
+_RUNTIME = ("threads", "peak_flops", "log_every", "checkpoint_minutes", "stop_at", "device", "attention")
 
 
 def _set(**fields: Any) -> dict[str, Any]:
@@ -148,8 +148,10 @@ class TrainSpec:
 
     Settings that never change the weights (the job's, not the plan's): ``threads``, ``activation_checkpointing``
     (recompute each block in backward), ``peak_flops`` (per device, for MFU), ``log_every`` (steps between log
-    records), ``checkpoint_minutes`` (a resumable checkpoint once that long has passed since the last save) and
-    ``stop_at`` (Unix time by which the job must have stopped).
+    records), ``checkpoint_minutes`` (a resumable checkpoint once that long has passed since the last save),
+    ``stop_at`` (Unix time by which the job must have stopped), ``device`` (``"cuda"``: the job was given GPUs
+    and must not train without them; None: whatever is there) and ``attention`` (``"flash_attention_2"`` or
+    ``"sdpa"`` asked for explicitly; None: flash-attn when it works, else SDPA).
     """
 
     vocab_size: int
@@ -174,6 +176,8 @@ class TrainSpec:
     log_every: int | None = None
     checkpoint_minutes: float | None = None
     stop_at: float | None = None
+    device: str | None = None
+    attention: str | None = None
 
     @property
     def tokens_per_step(self) -> int:
@@ -259,7 +263,7 @@ def _positive_int(data: dict[str, Any], key: str) -> int:
 # paths are left out too: the caller's content-addressed keys identify what they hold, and a moved or copied
 # working directory must still resume.
 NON_DETERMINING = ("threads", "peak_flops", "log_every", "general_shards", "domain_shards", "tokenizer",
-                   "activation_checkpointing", "checkpoint_minutes", "stop_at")
+                   "activation_checkpointing", "checkpoint_minutes", "stop_at", "device", "attention")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The JSONL training log: one ``start`` record per (re)start, one ``step`` record per logged step."""
+"""The JSONL training log: one ``start`` record per (re)start, one ``step`` record per logged step, one ``save``
+record per checkpoint (its seconds: what the stop margin of the next submission must leave, :func:`longest_save`)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,9 @@ def append(log_file: TextIO, record: dict[str, Any]) -> None:
     """Write one record and flush it."""
     log_file.write(json.dumps(record) + "\n")
     log_file.flush()
+
+
+def longest_save(path: Path) -> float | None:
+    """The longest resumable save of a run (seconds, from its ``save`` records); None when it logged none."""
+    seconds = [r["seconds"] for r in read_log(path) if r.get("event") == "save" and r.get("resumable")]
+    return max(seconds, default=None)

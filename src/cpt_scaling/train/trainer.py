@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.data.sequences import read_train_sequences
 from cpt_scaling.train import checkpoints as ckpt
 from cpt_scaling.train import train_log
+from cpt_scaling.train.chunked_loss import apply_chunked_loss
 from cpt_scaling.train.ds_config import deepspeed_config, ensure_distributed
 from cpt_scaling.train.extension_locks import watch_stale_locks
 from cpt_scaling.train.mixture import MixtureSampler, domain_sequences_before
@@ -31,6 +33,7 @@ from cpt_scaling.train.model import (
     count_parameters,
     default_dtype,
     load_model,
+    model_from_config,
     model_shape,
 )
 from cpt_scaling.train.schedule import learning_rate
@@ -93,13 +96,27 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def _initial_model(spec: TrainSpec, resume_dir: Path | None) -> torch.nn.Module:
+    if resume_dir is not None and ckpt.is_sharded(resume_dir):  # ZeRO-3 partitions: restored after initialize
+        return model_from_config(resume_dir, attention=spec.attention)
     if resume_dir is not None:
-        return load_model(resume_dir, dtype=default_dtype())
+        return load_model(resume_dir, dtype=default_dtype(), attention=spec.attention)
     if spec.init.kind in ("checkpoint", "state"):
-        return load_model(Path(str(spec.init.path)), dtype=default_dtype())
+        return load_model(Path(str(spec.init.path)), dtype=default_dtype(), attention=spec.attention)
     assert spec.model is not None  # TrainSpec.from_json: a scratch init names its model
     torch.manual_seed(spec.seed)
-    return build_model(spec.model.to_json(), spec.vocab_size, spec.seq_len)
+    return build_model(spec.model.to_json(), spec.vocab_size, spec.seq_len, attention=spec.attention)
+
+
+def check_environment(spec: TrainSpec) -> None:
+    """Stop before anything starts when this machine cannot train as the job asks: a job given GPUs
+    (``device: cuda``) whose torch sees no CUDA device (a CPU build of torch would train in fp32 over gloo for
+    days), or an explicitly requested attention kernel that cannot run. One :class:`InputError` line."""
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        cuda = torch.version.cuda
+        build = f"torch {torch.__version__} (built {'without CUDA' if cuda is None else 'for CUDA ' + cuda})"
+        raise InputError("device", f"the job was given GPUs (cost.gpus_per_job > 0) but {build} sees no CUDA "
+                                   "device; install a CUDA build of torch or check the job's GPU allocation")
+    attention_implementation(spec.attention)
 
 
 @contextlib.contextmanager
@@ -203,6 +220,7 @@ def train(spec: TrainSpec | dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """
     if isinstance(spec, dict):
         spec = TrainSpec.from_json(spec)
+    check_environment(spec)
     with _StopSignals() as stops:
         return _train(spec, Path(out_dir), stops)
 
@@ -285,9 +303,11 @@ class _Run:
         self.rank, self.n_ranks = _setup_ranks(spec, out_dir)
         self.resume_dir, self.start_step = _resume_point(p, out_dir, self.n_ranks)
         self.zero = spec.deepspeed
-        self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available())
+        self.config = deepspeed_config(spec, self.n_ranks, bf16=torch.cuda.is_available(),
+                                       ranks_per_node=int(os.environ.get("LOCAL_WORLD_SIZE", self.n_ranks)))
         self.model = _prepare_model(spec, self.resume_dir, self.config)
-        self.attention = str(getattr(self.model.config, "_attn_implementation", None) or attention_implementation())
+        self.attention = str(getattr(self.model.config, "_attn_implementation", None)
+                             or attention_implementation(spec.attention))
         self.n_params = count_parameters(self.model)
         self.shape = model_shape(self.model.config)
         if self.shape["vocab_size"] < spec.vocab_size:
@@ -299,12 +319,17 @@ class _Run:
         """Optimizer and DeepSpeed engine (a resumed run's train state restored), sampler, log, stop settings."""
         spec, shape = self.spec, self.shape
         self.fused_ce = _fused_cross_entropy(self.model, self.zero.zero_stage)
+        # ZeRO-3 on GPU: the logits chunk by chunk through the gathered head (Liger's fused loss cannot run there).
+        self.chunked_ce = (not self.fused_ce and self.zero.zero_stage == 3 and torch.cuda.is_available()
+                           and apply_chunked_loss(self.model))
         optimizer = _optimizer(self.model, spec.optimizer, self.zero.offload_optimizer)
         self.engine, *_ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=self.config)
         self.gas = self.config["gradient_accumulation_steps"]
         self.micro = spec.micro_batch_size
         if self.resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
             ckpt.restore_train_state(self.resume_dir, self.engine.optimizer, self.rank, self.n_ranks)
+            if ckpt.is_sharded(self.resume_dir):
+                ckpt.restore_param_partitions(self.resume_dir, self.engine.module, self.rank)
         self.sampler = _sampler(spec, shape["vocab_size"])
         self.device = self.engine.device
         self.flops_tok = flops_per_token(
@@ -332,23 +357,34 @@ class _Run:
             "zero_stage": self.config["zero_optimization"]["stage"], "steps": p.steps,
             "activation_checkpointing": self.spec.activation_checkpointing,
             "offload_optimizer": self.zero.offload_optimizer,
-            "fused_cross_entropy": self.fused_ce,
+            "fused_cross_entropy": self.fused_ce, "chunked_cross_entropy": self.chunked_ce,
         })
         return log_file
 
     def save(self, step: int, resumable: bool = False) -> None:
-        """Checkpoint after ``step`` steps (with its train state); ``resumable``: under ``resume/``."""
+        """Checkpoint after ``step`` steps (with its train state); ``resumable``: under ``resume/``.
+
+        ZeRO-3: a resumable state holds each rank's parameter partitions (no gathered copy); only an evaluation
+        checkpoint gathers the full 16-bit weights onto rank 0 (an HF model directory). The save's seconds go
+        to the log (a ``save`` record), which the next submission's stop margin reads."""
         p = self.p
+        t0 = time.perf_counter()
         state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": self.n_ranks}
-        # ZeRO-3: every rank takes part in gathering the full 16-bit weights; rank 0 receives them.
-        tensors = self.engine._zero3_consolidated_16bit_state_dict() if self.zero.zero_stage == 3 else None
+        zero3 = self.zero.zero_stage == 3
+        partitions = ckpt.param_partitions(self.engine.module) if zero3 and resumable else None
+        # ZeRO-3 evaluation checkpoint: every rank takes part in gathering the full 16-bit weights; rank 0 gets them.
+        tensors = self.engine._zero3_consolidated_16bit_state_dict() if zero3 and not resumable else None
         path = ckpt.save_checkpoint(
             self.out_dir, p.tokens_at(step), self.engine.module, self.engine.optimizer, state, rank=self.rank,
             tensors=tensors, tokenizer_dir=Path(self.spec.tokenizer) if self.spec.tokenizer else None,
-            resumable=resumable,
+            resumable=resumable, partitions=partitions,
         )
+        seconds = time.perf_counter() - t0
+        if self.log_file is not None:
+            train_log.append(self.log_file, {"event": "save", "step": step, "tokens": p.tokens_at(step),
+                                             "resumable": resumable, "seconds": seconds})
         if self.rank == 0:
-            log.info("saved %scheckpoint %s", "resumable " if resumable else "", path)
+            log.info("saved %scheckpoint %s in %.1f s", "resumable " if resumable else "", path, seconds)
 
     def _agreed(self, *flags: bool) -> list[bool]:
         """Each flag set on any rank (a MAX all-reduce over the flag group; the flags as given on one rank)."""

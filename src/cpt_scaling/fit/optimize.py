@@ -241,7 +241,8 @@ def polish(obj: Objective, theta: np.ndarray, *, rounds: int = 6, rtol: float = 
     best, f_best = np.clip(theta, lo, hi), value(np.clip(theta, lo, hi))
     unweighted = obj.weights is None and obj.log_y.ndim == 1
     improvement, n_rounds = np.inf, 0
-    for n_rounds in range(1, rounds + 1):
+    while n_rounds < rounds:
+        n_rounds += 1
         x, fx, _ = batched_lbfgs(obj, best[None, :], lo, hi, max_iter=300, ftol=1e-15, gtol=1e-12)
         start, f_start = (x[0], float(fx[0])) if fx[0] < f_best else (best, f_best)
         if unweighted:
@@ -255,7 +256,7 @@ def polish(obj: Objective, theta: np.ndarray, *, rounds: int = 6, rtol: float = 
             best, f_best = cand, f_cand
         if improvement <= rtol:
             break
-    record = {"test": f"polish: a round of L-BFGS plus Nelder-Mead lowers the objective by <= {rtol:g} relative",
+    record = {"test": f"polish: a round of L-BFGS, robust least squares and Nelder-Mead lowers the objective by <= {rtol:g} relative",
               "passed": bool(improvement <= rtol), "polish_improvement": float(max(improvement, 0.0)),
               "projected_gradient": projected_gradient(obj, best), "rounds": n_rounds}
     return best, f_best, record

@@ -256,7 +256,8 @@ def polish(obj: Objective, theta: np.ndarray, *, rounds: int = 6, rtol: float = 
             best, f_best = cand, f_cand
         if improvement <= rtol:
             break
-    record = {"test": f"polish: a round of L-BFGS, robust least squares and Nelder-Mead lowers the objective by <= {rtol:g} relative",
+    record = {"test": f"polish: a round of L-BFGS, robust least squares and Nelder-Mead lowers the objective by "
+                      f"<= {rtol:g} relative",
               "passed": bool(improvement <= rtol), "polish_improvement": float(max(improvement, 0.0)),
               "projected_gradient": projected_gradient(obj, best), "rounds": n_rounds}
     return best, f_best, record

@@ -106,7 +106,7 @@ def strict_json(obj: Any) -> str:
     found: list[str] = []
     clean = _finite(obj, "", found)
     if found and isinstance(clean, dict):
-        clean[NON_FINITE_KEY] = {"note": "these values were NaN or infinite and are written as null",
+        clean[NON_FINITE_KEY] = {"note": "these values were not finite numbers and are written as null",
                                  "paths": found}
     return json.dumps(clean, indent=2, sort_keys=True, allow_nan=False) + "\n"
 

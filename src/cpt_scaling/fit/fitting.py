@@ -189,7 +189,7 @@ def not_identified(law: Law, obj: Objective, theta: np.ndarray, ci: dict[str, li
         value = float(obj.natural(theta[None, :])[0, j])
         reasons = []
         if name == "E" and value < E_FLOOR_SHARE * min_loss:
-            reasons.append(f"at {value:.2g} — below {E_FLOOR_SHARE:.0%} of the smallest loss")
+            reasons.append(f"at {value:.2g} — below {E_FLOOR_SHARE * 100:g} % of the smallest loss")
         if obj.is_log[j] and ((b_lo <= OPEN_BOUND and theta[j] - lo[j] <= margin)
                               or (b_hi >= 1.0 / OPEN_BOUND and hi[j] - theta[j] <= margin)):
             reasons.append(f"within {EDGE_FACTOR:g}× of its bound")

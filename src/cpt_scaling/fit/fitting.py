@@ -357,7 +357,7 @@ def _bootstrap(
     if interval is not None:
         out.ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
     out.info.update(parametric=boot.parametric, run_noise=run_noise if boot.parametric else None,
-                    failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
+                    failed=boot.failed, not_converged=boot.not_converged, succeeded=bootstrap - boot.failed,
                     groups="rows" if groups is None else "groups", n_groups=boot.n_groups,
                     starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
                     method=_method(boot, run_noise))

@@ -120,3 +120,17 @@ def test_law_json_is_strict(tmp_path: Path) -> None:
     assert doc["r2"] is None and doc["ci"]["A"] == [1.0, None]
     assert doc["non_finite"]["paths"] == ["r2", "ci.A[1]"]
     assert strict_json([1.0]) == "[\n  1.0\n]\n"
+
+
+def test_figures_say_what_is_not_identified_in_words() -> None:
+    """The one wording helper every figure module puts in its title or legend."""
+    from cpt_scaling.figures.style import fit_flags
+
+    fit = {"r2": 0.99, "diagnostics": {"converged": True, "n_sizes": 3, "not_identified": [
+        {"param": "E", "reason": "at 2.6e-09 — below 1 % of the smallest loss"},
+        {"param": "A", "reason": "within 10× of its bound"}]}}
+    text = " ".join(fit_flags(fit).split())
+    assert text == ("not identified by these points: E (at 2.6e-09 — below 1 % of the smallest loss), A (within 10× "
+                    "of its bound)")
+    assert "optimality test" in fit_flags({"r2": 0.9, "diagnostics": {"converged": False}})
+    assert fit_flags({"r2": 0.9, "diagnostics": {"converged": True, "n_sizes": 3}}) == ""

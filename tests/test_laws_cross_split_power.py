@@ -8,6 +8,7 @@ import pytest
 from law_synth import CROSS_TRUE, cross_domain_points, split_points
 
 from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.optimize import huber
 from cpt_scaling.fit.validation import leave_domains_out
 from cpt_scaling.laws import LAWS
 
@@ -78,11 +79,23 @@ def test_powerlaw_recovery() -> None:
 
 def test_cross_domain_leave_one_out_is_invariant_to_the_unit_of_k2() -> None:
     """k2 measured per token instead of per billion tokens (x 1e-7 here) must not change the fit: w2 starts on a
-    grid scaled to the data, so the leave-one-domain-out error changes by at most 1 %. (Single splits differ a
-    little more: fitted on three domains, w2 is barely pinned and the fits stop in a flat valley.)"""
+    grid scaled to the data, so every split reaches the same minimum of its objective (1e-6 relative). Fitted on
+    three domains, w2 is barely pinned (a flat valley of equal objective), so the held-out errors, read off
+    different points of that valley, agree only roughly (within 25 %)."""
     df = cross_domain_points(seed=3)
     df = df[df.N.lt(df.N.max()) & df.domain.isin(["code", "math", "law", "med"])]
-    base = leave_domains_out(df, "cross_domain")
-    scaled = leave_domains_out(df.assign(k2=df.k2 * 1e-7), "cross_domain")
-    assert base["mean_rel_error"] < 0.05
-    assert scaled["mean_rel_error"] == pytest.approx(base["mean_rel_error"], rel=0.01)
+    runs = {}
+    for unit in (1.0, 1e-7):
+        data = df.assign(k2=df.k2 * unit)
+        runs[unit] = (data, leave_domains_out(data, "cross_domain"))
+    law = LAWS["cross_domain"]
+    objectives = {}
+    for unit, (data, result) in runs.items():
+        assert result["mean_rel_error"] < 0.05
+        for split in result["splits"]:
+            train = data[data.domain.ne(split["held_out"])]
+            pred = law.predict(split["params"], {c: train[c].to_numpy(float) for c in law.columns})
+            objectives[unit, split["held_out"]] = huber(np.log(pred) - np.log(train["loss"].to_numpy()), 1e-3).sum()
+    for dom in ("code", "math", "law", "med"):
+        assert objectives[1e-7, dom] == pytest.approx(objectives[1.0, dom], rel=1e-6), dom
+    assert runs[1e-7][1]["mean_rel_error"] == pytest.approx(runs[1.0][1]["mean_rel_error"], rel=0.25)

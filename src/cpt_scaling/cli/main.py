@@ -55,7 +55,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from cpt_scaling.core.atomic import write_json
+    from cpt_scaling.core.atomic import strict_json, write_json
     from cpt_scaling.fit.fitting import fit_law
     from cpt_scaling.fit.points import read_points, validate_points
 
@@ -92,8 +92,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if args.out:
         write_json(args.out, result)
     else:
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
-        sys.stdout.write("\n")
+        sys.stdout.write(strict_json(result))
     return 0
 
 

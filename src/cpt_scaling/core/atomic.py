@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -83,10 +84,37 @@ def remove_stale_temps(outputs: list[str | os.PathLike[str]], owned_dirs: list[s
             path.unlink(missing_ok=True)
 
 
+#: The key under which :func:`strict_json` notes the values it wrote as null.
+NON_FINITE_KEY = "non_finite"
+
+
+def _finite(obj: Any, where: str, found: list[str]) -> Any:
+    """``obj`` with every NaN/Infinity float replaced by None, its JSON path appended to ``found``."""
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        found.append(where)
+        return None
+    return obj
+
+
+def strict_json(obj: Any) -> str:
+    """Indented, key-sorted, standard JSON of ``obj``: NaN and Infinity (which standard JSON lacks) are written as
+    null, and a top-level object gets a ``non_finite`` note listing their paths."""
+    found: list[str] = []
+    clean = _finite(obj, "", found)
+    if found and isinstance(clean, dict):
+        clean[NON_FINITE_KEY] = {"note": "these values were not finite numbers and are written as null",
+                                 "paths": found}
+    return json.dumps(clean, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    """Write ``obj`` as strict JSON (:func:`strict_json`), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(strict_json(obj))
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cpt_scaling.core.atomic import write_pdf
+from cpt_scaling.fit.fitting import identification_words
 
 plt.rcParams.update({"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 150,
                      "pdf.fonttype": 42, "legend.frameon": False})
@@ -42,16 +44,23 @@ def extrapolation_limit(fit: dict[str, Any]) -> float:
 
 
 def fit_flags(fit: dict[str, Any]) -> str:
-    """A short visible mark of a fit's diagnostics: '' when clean, else e.g. ' [not converged; at bound: E]'."""
+    """The visible mark of a fit's diagnostics, in words, for every figure that draws the law: '' when clean, else a
+    new line such as 'not identified by these points: E (at 2.6e-09 — below 1 % of the smallest loss), A (within
+    10× of its bound); fitted from 2 sizes'."""
     d = fit.get("diagnostics", {})
     flags = []
     if d.get("converged") is False:
-        flags.append("not converged")
-    if d.get("params_at_bound"):
-        flags.append("at bound: " + ", ".join(d["params_at_bound"]))
+        r2 = fit.get("r2")
+        flags.append("fit no better than a constant (R² ≤ 0)" if isinstance(r2, (int, float)) and r2 <= 0
+                     else "fit failed its optimality test (not at the minimum of its objective)")
+    words = identification_words(d.get("not_identified") or [])
+    if words:
+        flags.append(words)
+    elif d.get("params_at_bound"):
+        flags.append("at a bound: " + ", ".join(d["params_at_bound"]))
     if d.get("n_sizes") and d["n_sizes"] < 3:
-        flags.append(f"{d['n_sizes']} sizes")
-    return f" [{'; '.join(flags)}]" if flags else ""
+        flags.append(f"fitted from {d['n_sizes']} sizes")
+    return "\n" + "\n".join(textwrap.wrap("; ".join(flags), 90)) if flags else ""
 
 
 def marker(held: bool) -> dict[str, Any]:

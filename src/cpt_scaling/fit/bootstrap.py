@@ -126,7 +126,7 @@ def bootstrap_fit(
     samples = obj.natural(thetas)
     samples[~ok] = np.nan
     failed = int((~ok).sum())
-    log.info("bootstrap%s: %d resamples of %d groups (%d points), %d starts each; %d failed, %d at iteration cap",
+    log.info("bootstrap%s: %d resamples of %d groups (%d points), %d starts each; %d failed, %d not converged",
              f" (parametric, run noise {run_noise:g})" if parametric else "", resamples, n_groups, n, k, failed,
              not_converged)
     return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k, stratified, parametric)

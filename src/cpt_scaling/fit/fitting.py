@@ -19,14 +19,14 @@ import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.bootstrap import bootstrap_fit
-from cpt_scaling.fit.optimize import Objective, bounds_theta, huber, multistart_minimize
+from cpt_scaling.fit.optimize import POLISH_RTOL, Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.fit.points import TARGET, validate_points
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitResult", "extrapolation_factor", "fit_law", "fit_range", "heldout_metrics", "predict",
-           "validate_points"]
+__all__ = ["FitResult", "extrapolation_factor", "fit_law", "fit_range", "heldout_metrics", "identification_words",
+           "not_identified", "predict", "validate_points"]
 
 
 @dataclass
@@ -165,6 +165,52 @@ def extrapolation_factor(fitted: dict[str, float], N: Any, tokens: Any = None) -
     return factor
 
 
+#: Bounds at or below this stand for 0, at or above its inverse for infinity: a parameter within a factor
+#: :data:`EDGE_FACTOR` of such a bound is not identified by the points.
+OPEN_BOUND = 1e-3
+EDGE_FACTOR = 10.0
+#: An additive constant below this share of the smallest fitted loss is "zero irreducible loss".
+E_FLOOR_SHARE = 0.01
+#: A bootstrap interval spanning more than this factor (two decades) does not pin its parameter.
+CI_SPAN = 100.0
+
+
+def not_identified(law: Law, obj: Objective, theta: np.ndarray, ci: dict[str, list[float] | None],
+                   min_loss: float) -> list[dict[str, str]]:
+    """Parameters the points do not pin down, each ``{"param", "reason"}``: within a factor 10 of a bound that
+    stands for 0 or infinity (log-space parameters; other bounds count only when reached), an additive constant
+    ``E`` below 1 % of the smallest fitted loss, a bootstrap interval of a positive parameter spanning more than two
+    decades."""
+    lo, hi = bounds_theta(obj)
+    margin = np.log(EDGE_FACTOR)
+    out: list[dict[str, str]] = []
+    for j, name in enumerate(law.params):
+        b_lo, b_hi = law.param_bounds(name)
+        value = float(obj.natural(theta[None, :])[0, j])
+        reasons = []
+        if name == "E" and value < E_FLOOR_SHARE * min_loss:
+            reasons.append(f"at {value:.2g} — below {E_FLOOR_SHARE * 100:g} % of the smallest loss")
+        if obj.is_log[j] and ((b_lo <= OPEN_BOUND and theta[j] - lo[j] <= margin)
+                              or (b_hi >= 1.0 / OPEN_BOUND and hi[j] - theta[j] <= margin)):
+            reasons.append(f"within {EDGE_FACTOR:g}× of its bound")
+        elif np.isclose(theta[j], lo[j], rtol=0, atol=1e-6 * max(1.0, abs(lo[j]))) or np.isclose(
+                theta[j], hi[j], rtol=0, atol=1e-6 * max(1.0, abs(hi[j]))):
+            reasons.append("at its bound")
+        interval = ci.get(name)
+        if obj.is_log[j] and interval is not None and interval[0] > 0 and interval[1] / interval[0] > CI_SPAN:
+            reasons.append(f"95 % interval spans {np.log10(interval[1] / interval[0]):.1f} decades")
+        out += [{"param": name, "reason": r} for r in reasons]
+    return out
+
+
+def identification_words(flags: list[dict[str, str]]) -> str:
+    """``not identified by these points: E (at 2.6e-09 — below 1 % of the smallest loss), A (within 10× of its
+    bound)``; empty without flags."""
+    if not flags:
+        return ""
+    return "not identified by these points: " + ", ".join(f"{f['param']} ({f['reason']})" for f in flags)
+
+
 def _at_bounds(law: Law, obj: Objective, theta: np.ndarray) -> list[str]:
     lo, hi = bounds_theta(obj)
     near = (np.abs(theta - lo) < 1e-6 * np.maximum(1.0, np.abs(lo))) | (
@@ -222,6 +268,10 @@ def fit_law(
     boot = _bootstrap(law, fitted, train, bootstrap, None if group_arr is None else group_arr[~mask],
                       seed=seed, starts=bootstrap_starts, where=where, run_noise=run_noise)
     diagnostics = _diagnostics(law, name, fitted, train, where)
+    diagnostics["not_identified"] = not_identified(law, fitted.obj, fitted.theta, boot.ci, float(fitted.y.min()))
+    if diagnostics["not_identified"]:
+        diagnostics["warnings"].append(identification_words(diagnostics["not_identified"]))
+        log.warning("%s: %s fit: %s", where, name, diagnostics["warnings"][-1])
     if bootstrap and "N" in law.columns and boot.info.get("stratified_by") is None and run_noise is None:
         diagnostics["warnings"].append(
             "intervals not calibrated: some model size has a single run, whose loss offset the size terms absorb, "
@@ -307,7 +357,7 @@ def _bootstrap(
     if interval is not None:
         out.ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
     out.info.update(parametric=boot.parametric, run_noise=run_noise if boot.parametric else None,
-                    failed=boot.failed, at_iteration_cap=boot.not_converged, succeeded=bootstrap - boot.failed,
+                    failed=boot.failed, not_converged=boot.not_converged, succeeded=bootstrap - boot.failed,
                     groups="rows" if groups is None else "groups", n_groups=boot.n_groups,
                     starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
                     method=_method(boot, run_noise))
@@ -335,11 +385,14 @@ def _diagnostics(law: Law, name: str, fitted: _Fitted, train: pd.DataFrame, wher
     if at_bound:
         warnings.append(f"parameter(s) at a bound: {', '.join(at_bound)}")
         log.warning("%s: %s fit: %s", where, name, warnings[-1])
+    optimality = fitted.info.get("optimality", {})
     if not fitted.info.get("converged", True):
-        warnings.append("the optimiser stopped at its iteration cap")
-        log.warning("%s: %s fit did not converge", where, name)
+        warnings.append(f"the fit failed its optimality test: one more polish round lowered the objective by "
+                        f"{optimality.get('polish_improvement', float('nan')):.3g} relative (> {POLISH_RTOL:g})")
+        log.warning("%s: %s fit: %s", where, name, warnings[-1])
     return {
         "converged": bool(fitted.info.get("converged", True)),
+        "optimality": optimality,
         "params_at_bound": at_bound,
         "n_sizes": n_sizes,
         "fit_range": fit_range(train),
@@ -355,6 +408,10 @@ def _assemble(
     y, pred, params = fitted.y, fitted.pred, fitted.params
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot > 0 else float("nan")
+    if r2 <= 0.0:
+        diagnostics["converged"] = False
+        diagnostics["warnings"].append(f"R² = {r2:.3g} <= 0: the law fits its points no better than a constant")
+        log.warning("%s fit: %s", name, diagnostics["warnings"][-1])
     heldout = None
     if len(test):
         heldout = heldout_metrics(

@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.optimize import least_squares, minimize
 
 from cpt_scaling.laws.base import Law
 
@@ -26,6 +28,8 @@ Fun = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 _TINY = 1e-300
 #: Rows per evaluation chunk are chosen so that one ``(rows, n)`` array stays cache-sized.
 _CHUNK_ELEMENTS = 4096
+#: A fit is converged when one more round of polishing lowers its objective by at most this much (relative).
+POLISH_RTOL = 1e-8
 
 
 def huber(res: np.ndarray, delta: float) -> np.ndarray:
@@ -60,6 +64,17 @@ class Objective:
     def to_theta(self, values: np.ndarray) -> np.ndarray:
         """Optimiser coordinates of natural-space ``values``."""
         return np.where(self.is_log, np.log(np.where(self.is_log, values, 1.0)), values)
+
+    def residuals(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Log-loss residuals ``(n,)`` of one unweighted parameter vector ``theta`` ``(P,)`` and their Jacobian
+        ``(n, P)`` in the optimiser's coordinates."""
+        nat = self.natural(theta[None, :])
+        p = {name: nat[:, j : j + 1] for j, name in enumerate(self.law.params)}
+        p.update(self.fixed)
+        pred, grads = self.law.evaluate(p, self.x)
+        pred = np.maximum(pred[0], _TINY)
+        jac = np.stack([grads[name][0] / pred for name in self.law.params], axis=1)
+        return np.log(pred) - self.log_y, jac * np.where(self.is_log, nat[0], 1.0)
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Value ``(G,)`` and gradient ``(G, P)`` at ``theta`` ``(G, P)``; ``rows`` index the weight rows."""
@@ -115,7 +130,9 @@ def batched_lbfgs(
     """Minimise every row of ``x0`` ``(G, P)`` within box bounds; return ``x``, ``f`` and a converged mask.
 
     Projected L-BFGS with an Armijo backtracking line search, vectorised over rows. Variables at a bound whose
-    gradient points outward are frozen for that step.
+    gradient points outward are frozen for that step. A row is converged when its projected gradient is below
+    ``gtol`` or a step lowered the objective by less than ``ftol`` relative; a row whose line search fails (after
+    one retry along steepest descent) or that reaches ``max_iter`` stops unconverged.
     """
     n_rows, n_par = x0.shape
     x = np.clip(x0, lo, hi)
@@ -125,9 +142,11 @@ def batched_lbfgs(
     y_hist = np.zeros((n_rows, memory, n_par))
     rho = np.zeros((n_rows, memory))
     gamma = 0.1 / np.maximum(np.linalg.norm(g, axis=1), 1e-12)
-    done = ~np.isfinite(f)
+    done = np.zeros(n_rows, dtype=bool)
+    stop = ~np.isfinite(f)
+    restarted = np.zeros(n_rows, dtype=bool)
     for it in range(max_iter):
-        act = np.flatnonzero(~done)
+        act = np.flatnonzero(~stop)
         if act.size == 0:
             break
         xa, ga, fa = x[act], g[act], f[act]
@@ -169,6 +188,11 @@ def batched_lbfgs(
             step[pending] *= 0.5
         failed = np.zeros(act.size, dtype=bool)
         failed[pending] = True
+        # a failed line search is no convergence test: retry once along steepest descent, then stop the row
+        # without counting it as converged
+        retry = failed & (it > 0) & ~bad & ~restarted[act]
+        restarted[act] = retry
+        rho[act[retry]] = 0.0
         s = x_new - xa
         yv = g_new - ga
         sy = np.einsum("ij,ij->i", s, yv)
@@ -181,8 +205,79 @@ def batched_lbfgs(
         gamma[act] = np.where(good, sy / np.where(good, yy, 1.0), gamma[act])
         rel = (fa - f_new) <= ftol * np.maximum(np.abs(fa), 1e-12)
         x[act], f[act], g[act] = x_new, f_new, g_new
-        done[act] = small | failed | (rel & (it > 0))
+        done[act] = small | (rel & (it > 0) & ~failed)
+        stop[act] = done[act] | (failed & ~retry)
     return x, f, done
+
+
+def projected_gradient(obj: Objective, theta: np.ndarray) -> float:
+    """Largest component of the projected gradient of ``obj`` at ``theta`` (``(P,)``), in objective units of
+    ``obj.scale``: components pushing out of the box at an active bound count as zero."""
+    lo, hi = bounds_theta(obj)
+    _, g = obj(theta[None, :])
+    g = g[0]
+    outward = ((theta <= lo) & (g > 0)) | ((theta >= hi) & (g < 0))
+    return float(np.max(np.abs(np.where(outward, 0.0, g)), initial=0.0))
+
+
+def polish(obj: Objective, theta: np.ndarray, *, rounds: int = 6, rtol: float = POLISH_RTOL,
+           evals_per_param: int = 400) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Refine ``theta`` until a round of polishing cannot lower the objective by more than ``rtol`` relative.
+
+    A round is a tight batched L-BFGS run, then (unweighted objectives) a robust trust-region least-squares step
+    on the residuals (:func:`_robust_least_squares`), then scipy's Nelder-Mead (derivative free, so the kinks of a
+    nearly-L1 Huber objective and a narrow curved valley do not stop it; adaptive coefficients above three
+    parameters; restarted each round with a fresh simplex). Returns ``theta``, the scaled objective and the
+    optimality record ``{test, passed, polish_improvement, projected_gradient, rounds}``: ``passed`` means the last
+    round improved the objective by at most ``rtol`` relative (``polish_improvement``).
+    """
+    lo, hi = bounds_theta(obj)
+    bounds = list(zip(lo, hi, strict=True))
+
+    def value(t: np.ndarray) -> float:
+        f = float(obj(t[None, :])[0][0])
+        return f if np.isfinite(f) else np.inf
+
+    best, f_best = np.clip(theta, lo, hi), value(np.clip(theta, lo, hi))
+    unweighted = obj.weights is None and obj.log_y.ndim == 1
+    improvement, n_rounds = np.inf, 0
+    while n_rounds < rounds:
+        n_rounds += 1
+        x, fx, _ = batched_lbfgs(obj, best[None, :], lo, hi, max_iter=300, ftol=1e-15, gtol=1e-12)
+        start, f_start = (x[0], float(fx[0])) if fx[0] < f_best else (best, f_best)
+        if unweighted:
+            start, f_start = _robust_least_squares(obj, start, f_start, lo, hi, value)
+        res = minimize(value, start, method="Nelder-Mead", bounds=bounds,
+                       options={"xatol": 1e-9, "fatol": 1e-13 * max(abs(f_best), 1e-300),
+                                "maxfev": evals_per_param * best.size, "adaptive": best.size > 3})
+        cand, f_cand = (res.x, float(res.fun)) if res.fun < f_start else (start, f_start)
+        improvement = (f_best - f_cand) / max(abs(f_best), 1e-300)
+        if f_cand < f_best:
+            best, f_best = cand, f_cand
+        if improvement <= rtol:
+            break
+    record = {"test": f"polish: a round of L-BFGS, robust least squares and Nelder-Mead lowers the objective by "
+                      f"<= {rtol:g} relative",
+              "passed": bool(improvement <= rtol), "polish_improvement": float(max(improvement, 0.0)),
+              "projected_gradient": projected_gradient(obj, best), "rounds": n_rounds}
+    return best, f_best, record
+
+
+def _robust_least_squares(obj: Objective, theta: np.ndarray, f_theta: float, lo: np.ndarray, hi: np.ndarray,
+                          value: Callable[[np.ndarray], float]) -> tuple[np.ndarray, float]:
+    """scipy's trust-region least squares with its ``huber`` loss at ``f_scale = δ``: its cost
+    ``½δ²·Σρ(r²/δ²)`` is exactly ``Σ huber_δ(r)``, minimised with the residuals' Jacobian (a Gauss-Newton model
+    of the kinked objective). Returns the better of ``theta`` and its result."""
+    span = 1e-10 * np.maximum(1.0, np.abs(hi - lo))
+    x0 = np.clip(theta, lo + span, hi - span)
+    try:
+        res = least_squares(lambda t: obj.residuals(t)[0], x0, jac=lambda t: obj.residuals(t)[1], bounds=(lo, hi),
+                            method="trf", loss="huber", f_scale=obj.delta, x_scale="jac", ftol=1e-15, xtol=1e-15,
+                            gtol=1e-15, max_nfev=200 * theta.size)
+    except (ValueError, np.linalg.LinAlgError):  # a non-finite residual at a trial point
+        return theta, f_theta
+    f_res = value(res.x)
+    return (res.x, f_res) if f_res < f_theta else (theta, f_theta)
 
 
 def multistart_minimize(
@@ -201,10 +296,12 @@ def multistart_minimize(
     """Best ``theta`` from a grid of natural-space ``starts`` ``(G, P)``; returns ``(theta, f, n_starts)``.
 
     The objective is evaluated at every start; the best ``prescreen`` fraction (at least ``min_screen``; 1.0
-    keeps all) gets ``screen_iters`` batched L-BFGS iterations; the ``keep`` best of those continue to
-    convergence; the ``n_polish`` best distinct results (within 1 % of the best) are refined to tight
-    tolerances. ``info``, when given, receives ``converged`` (the best row met a convergence test before its
-    iteration cap) and ``candidates`` (distinct converged optima, best first; the bootstrap restarts from them).
+    keeps all) gets ``screen_iters`` batched L-BFGS iterations; the ``keep`` best of those continue for
+    ``max_iter`` iterations; the ``n_polish`` best distinct results (within 1 % of the best) are refined by
+    :func:`polish` (``polish_iter`` caps its Nelder-Mead evaluations per parameter), and the best polished optimum
+    wins. ``info``, when given, receives ``converged`` (the winner passed the polish's optimality test),
+    ``optimality`` (that test's record) and ``candidates`` (distinct optima, best first; the bootstrap restarts
+    from them).
     """
     lo, hi = bounds_theta(obj)
     theta0 = np.clip(obj.to_theta(starts), lo, hi)
@@ -215,34 +312,24 @@ def multistart_minimize(
     theta, f, _ = batched_lbfgs(obj, theta0, lo, hi, max_iter=screen_iters)
     f = np.where(np.isfinite(f), f, np.inf)
     best = np.argsort(f)[: max(keep, n_polish)]
-    theta, f, done = batched_lbfgs(obj, theta[best], lo, hi, max_iter=max_iter, ftol=1e-10)
+    theta, f, _ = batched_lbfgs(obj, theta[best], lo, hi, max_iter=max_iter, ftol=1e-10)
     order = np.argsort(np.where(np.isfinite(f), f, np.inf))
-    converged = bool(done[order[0]])
     picked: list[np.ndarray] = []
     for i in order:
         if len(picked) == n_polish:
             break
-        if f[i] > f[order[0]] + 1e-2 * abs(f[order[0]]):  # only near-best basins are worth polishing
+        if picked and f[i] > f[order[0]] + 1e-2 * abs(f[order[0]]):  # only near-best basins are worth polishing
             break
         if all(np.max(np.abs(theta[i] - t)) > 1e-6 for t in picked):
             picked.append(theta[i])
-    best_theta, best_f = theta[order[0]], float(f[order[0]])
-    if picked:
-        pol, fp, dp = batched_lbfgs(
-            obj, np.array(picked), lo, hi, max_iter=polish_iter, ftol=1e-15, gtol=1e-11
-        )
-        i = int(np.argmin(np.where(np.isfinite(fp), fp, np.inf)))
-        if fp[i] < best_f:
-            best_theta, best_f = pol[i], float(fp[i])
-            converged = bool(dp[i])
+    polished = [polish(obj, t, evals_per_param=polish_iter) for t in picked]
+    best_theta, best_f, optimality = min(polished, key=lambda r: r[1])
     if info is not None:
-        _, _, check = batched_lbfgs(obj, best_theta[None, :], lo, hi, max_iter=100, ftol=1e-10)
-        converged = converged or bool(check[0])
         cands: list[np.ndarray] = [best_theta]
         for i in order:
             if np.isfinite(f[i]) and all(np.max(np.abs(theta[i] - t)) > 1e-3 for t in cands):
                 cands.append(theta[i])
-        info.update(converged=converged, candidates=np.array(cands))
+        info.update(converged=optimality["passed"], optimality=optimality, candidates=np.array(cands))
     log.debug("multistart %s: %d starts, best objective %.6g", obj.law.name, len(starts), best_f * obj.scale)
     return best_theta, best_f, len(starts)
 

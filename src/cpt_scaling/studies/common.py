@@ -135,8 +135,8 @@ def summary_diagnostics(fits: dict[str, dict[str, Any] | None], extrapolations: 
             continue
         d = fit.get("diagnostics", {})
         out["fits"][name] = {"converged": d.get("converged"), "params_at_bound": d.get("params_at_bound", []),
-                             "n_sizes": d.get("n_sizes"), "bootstrap_failed": fit.get("bootstrap_info", {}).get(
-                                 "failed")}
+                             "not_identified": d.get("not_identified", []), "n_sizes": d.get("n_sizes"),
+                             "bootstrap_failed": fit.get("bootstrap_info", {}).get("failed")}
         out["warnings"] += [f"{name}: {w}" for w in d.get("warnings", [])]
     out["converged"] = all(f["converged"] is not False for f in out["fits"].values())
     finite = [float(x) for x in (extrapolations or []) if x is not None and x == x]

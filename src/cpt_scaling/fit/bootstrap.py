@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from cpt_scaling.fit.noise import draw_variances, design, hierarchical_losses, variance_components
+from cpt_scaling.fit.noise import design, draw_variances, hierarchical_losses, variance_components
 from cpt_scaling.fit.optimize import Objective, batched_lbfgs, bounds_theta
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ measured from few runs widens the intervals as a t distribution widens a mean's.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +52,10 @@ class Components:
 
 @dataclass
 class Design:
-    """The run of every point, the size of every run, and the fitted log-losses and residuals at the optimum."""
+    """The run labels, the run of every point, the size of every run, and the fitted log-losses, residuals and
+    Jacobian (log loss by optimiser coordinate) at the optimum."""
 
+    runs: np.ndarray
     run_of_point: np.ndarray
     size_of_run: np.ndarray
     fitted: np.ndarray
@@ -62,7 +65,7 @@ class Design:
 
 def design(obj: Objective, theta: np.ndarray, groups: np.ndarray, strata: np.ndarray | None) -> Design:
     """Index the runs (``groups``) and sizes (``strata``, constant within a run; None: one size) of a fit."""
-    _, run = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    runs, run = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     first = np.zeros(run.max() + 1, dtype=int)
     first[run[::-1]] = np.arange(run.size)[::-1]
     size = np.zeros(run.size, dtype=int) if strata is None else np.unique(np.asarray(strata),
@@ -75,7 +78,7 @@ def design(obj: Objective, theta: np.ndarray, groups: np.ndarray, strata: np.nda
     jac = np.stack([grads[name][0] / pred * (nat[0, j] if obj.is_log[j] else 1.0)
                     for j, name in enumerate(obj.law.params)], axis=1)
     fitted = np.log(pred)
-    return Design(run, size[first], fitted, obj.log_y - fitted, jac)
+    return Design(runs, run, size[first], fitted, obj.log_y - fitted, jac)
 
 
 def _averaging(index: np.ndarray) -> np.ndarray:
@@ -146,10 +149,13 @@ def hierarchical_losses(d: Design, within_scale: float, resamples: int, *, base:
                         run: tuple[float, float | None], seed: int) -> np.ndarray:
     """``(resamples, n)`` simulated log-losses: the fit, one offset per size and one per run (``(sd, df)``: df None
     for a stated sd, else each resample's variance is drawn from the estimate's sampling distribution), and the
-    within-run residuals times ``within_scale`` with random signs."""
+    within-run residuals times ``within_scale`` with random signs. The same ``seed`` and sizes give the same size
+    offsets (two laws fitted to runs of the same base models stay paired); the run offsets also depend on the run
+    labels (different runs, independent offsets)."""
     rng = np.random.default_rng([seed, 3])
     n_runs, n_sizes = d.size_of_run.size, int(d.size_of_run.max()) + 1
     size_offsets = rng.standard_normal((resamples, n_sizes)) * np.sqrt(draw_variances(rng, *base, resamples))
+    rng = np.random.default_rng([seed, 4, zlib.crc32("\n".join(d.runs).encode())])
     run_offsets = rng.standard_normal((resamples, n_runs)) * np.sqrt(draw_variances(rng, *run, resamples))
     within = d.residual - (_averaging(d.run_of_point) @ d.residual)[d.run_of_point]
     signs = rng.choice([-1.0, 1.0], size=(resamples, d.residual.size))

@@ -60,7 +60,7 @@ def test_hierarchical_offsets_have_the_stated_variances(df: float | None, factor
     variance is σ_base² + σ_run². An estimated sd (df given) is drawn per resample from its scaled-inverse-χ², so
     the offsets' variance is that of a t: ν/(ν−2) times the estimate."""
     d = _toy_design()
-    sim = hierarchical_losses(d, 1.0, 40000, base=(0.02, df), run=(0.01, df), seed=0)
+    sim = hierarchical_losses(d, np.zeros(d.residual.size), 40000, base=(0.02, df), run=(0.01, df), seed=0)
     np.testing.assert_allclose(sim[:, 0], sim[:, 1])  # two points of one run
     same_size = np.cov(sim[:, 0], sim[:, 2])[0, 1]  # runs 0 and 1 of size 0
     other_size = np.cov(sim[:, 0], sim[:, 6])[0, 1]  # run 0 of size 0, run 3 of size 1
@@ -68,7 +68,7 @@ def test_hierarchical_offsets_have_the_stated_variances(df: float | None, factor
     assert same_size == pytest.approx(factor * 0.02**2, rel=0.1)
     assert total == pytest.approx(factor * (0.02**2 + 0.01**2), rel=0.1)
     assert abs(other_size) < 0.05 * total
-    again = hierarchical_losses(d, 1.0, 40000, base=(0.02, df), run=(0.01, df), seed=0)
+    again = hierarchical_losses(d, np.zeros(d.residual.size), 40000, base=(0.02, df), run=(0.01, df), seed=0)
     np.testing.assert_array_equal(again, sim)  # the same seed gives the same draws
 
 

@@ -205,6 +205,6 @@ def noise_plan(obj: Objective, theta: np.ndarray, groups: np.ndarray, strata: np
             method, log_y = "runs_and_base", obj.log_y + offsets[:, d.size_of_run][:, d.run_of_point]
         return NoisePlan(method, log_y, base, run, None)
     assert run[0] is not None
-    log_y = hierarchical_losses(d, comp.within_scale(d.residual.size), resamples, base=(base_sd, base[2]),
+    log_y = hierarchical_losses(d, comp.within, resamples, base=(base_sd, base[2]),
                                 run=(run[0], run[2]), seed=seed)
     return NoisePlan("hierarchical", log_y, base, run, comp.point)

@@ -34,7 +34,9 @@ MIN_DF = 2.0
 
 @dataclass
 class Components:
-    """Estimated standard deviations (log scale) with their degrees of freedom; ``nan`` where not identified."""
+    """Estimated standard deviations (log scale) with their degrees of freedom, ``nan`` where not identified; the
+    fewest runs of any size; and the within-run residuals scaled up for what the fit and the run means absorb (the
+    point noise a simulation flips the signs of)."""
 
     point: float
     run: float
@@ -42,12 +44,7 @@ class Components:
     base: float
     base_df: float
     runs_per_size: int
-    within_trace: float
-
-    def within_scale(self, n: int) -> float:
-        """Factor that restores the within-run residuals' shrinkage (by the fit and the run means) to the point
-        noise's full variance."""
-        return float(np.sqrt(n / self.within_trace)) if self.within_trace > 1e-12 else 1.0
+    within: np.ndarray
 
 
 @dataclass
@@ -111,7 +108,10 @@ def variance_components(d: Design) -> Components:
             coef[i, c], df = _moments(f if fac is None else f @ fac)
             if i == c:
                 dfs[i] = df
-    q = [float(np.sum((form @ d.residual) ** 2)) for form in raw]
+    # the residuals projected off the Jacobian are the linearised least-squares residuals, for which the moment
+    # coefficients above are exact (the Huber optimum's own residuals are nearly L1's: their squares run high)
+    projected = resid @ d.residual
+    q = [float(np.sum((form @ projected) ** 2)) for form in raw]
     var = np.zeros(3)
     for c in range(3):
         if coef[c, c] > 1e-12 and dfs[c] >= (1.0 if c < 2 else MIN_DF):
@@ -119,8 +119,9 @@ def variance_components(d: Design) -> Components:
         else:
             var[c] = 0.0 if c == 0 else np.nan
     runs_per_size = int(np.bincount(d.size_of_run).min())
+    within = raw[0] @ projected * (np.sqrt(n / coef[0, 0]) if coef[0, 0] > 1e-12 else 1.0)
     return Components(float(np.sqrt(var[0])), float(np.sqrt(var[1])), float(dfs[1]), float(np.sqrt(var[2])),
-                      float(dfs[2]), runs_per_size, float(coef[0, 0]))
+                      float(dfs[2]), runs_per_size, within)
 
 
 def _moments(g: np.ndarray) -> tuple[float, float]:
@@ -145,11 +146,11 @@ def draw_variances(rng: np.random.Generator, sd: float, df: float | None, resamp
     return np.full((resamples, 1), sd * sd) * df / rng.chisquare(df, size=(resamples, 1))
 
 
-def hierarchical_losses(d: Design, within_scale: float, resamples: int, *, base: tuple[float, float | None],
+def hierarchical_losses(d: Design, within: np.ndarray, resamples: int, *, base: tuple[float, float | None],
                         run: tuple[float, float | None], seed: int) -> np.ndarray:
     """``(resamples, n)`` simulated log-losses: the fit, one offset per size and one per run (``(sd, df)``: df None
     for a stated sd, else each resample's variance is drawn from the estimate's sampling distribution), and the
-    within-run residuals times ``within_scale`` with random signs. The same ``seed`` and sizes give the same size
+    point terms ``within`` (:attr:`Components.within`) with random signs. The same ``seed`` and sizes give the same size
     offsets (two laws fitted to runs of the same base models stay paired); the run offsets also depend on the run
     labels (different runs, independent offsets)."""
     rng = np.random.default_rng([seed, 3])
@@ -157,7 +158,6 @@ def hierarchical_losses(d: Design, within_scale: float, resamples: int, *, base:
     size_offsets = rng.standard_normal((resamples, n_sizes)) * np.sqrt(draw_variances(rng, *base, resamples))
     rng = np.random.default_rng([seed, 4, zlib.crc32("\n".join(d.runs).encode())])
     run_offsets = rng.standard_normal((resamples, n_runs)) * np.sqrt(draw_variances(rng, *run, resamples))
-    within = d.residual - (_averaging(d.run_of_point) @ d.residual)[d.run_of_point]
     signs = rng.choice([-1.0, 1.0], size=(resamples, d.residual.size))
     offsets = size_offsets[:, d.size_of_run] + run_offsets
-    return d.fitted + offsets[:, d.run_of_point] + signs * within * within_scale
+    return d.fitted + offsets[:, d.run_of_point] + signs * within

@@ -13,7 +13,7 @@ labels give the same draws, so two laws fitted to the same runs (domain and gene
 Where some size has a single run (Chinchilla's pretraining runs, one per size), the size terms absorb each run's
 offset and no resampling of runs can show it (bench/bench_coverage.py: 0.34 coverage of alpha). Given the
 run-to-run noise (``run_noise``, stated by the user), the resamples are then parametric: the fitted curve, a fresh
-offset per run and the fitted residuals with random signs (:func:`~cpt_scaling.fit.noise.hierarchical_losses`).
+offset per run and the within-run residuals with random signs (:func:`~cpt_scaling.fit.noise.hierarchical_losses`).
 
 All runs of one size start from the same base model (a WSD trunk's branches carry one run label), so they share
 its loss offset, which no resampling of runs within a size can show. :func:`noise_plan` chooses per fit how the
@@ -111,7 +111,7 @@ def bootstrap_fit(
 
     With ``run_noise`` (the relative sd of a whole run's loss offset, stated by the user) and groups that cannot
     be drawn within every stratum (one run per model size: the size terms absorb each run's offset, so no
-    resampling of those runs can show it), the resamples are parametric instead: :func:`noise_plan`.
+    resampling of those runs can show it), the resamples are parametric instead.
     ``base_noise``: the stated relative sd of the offset shared by all runs of a size (one base model); how the
     resamples include it and the run noise is chosen by :func:`noise_plan` and recorded in ``noise``.
     """

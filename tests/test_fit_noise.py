@@ -18,6 +18,7 @@ from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.fit.noise import Design, hierarchical_losses
 from cpt_scaling.laws import LAWS
+from cpt_scaling.studies import specialization
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES = (2.5e4, 1e5, 2.2e5)
@@ -150,3 +151,12 @@ def test_cli_base_noise(tmp_path: Path, capsys) -> None:
     assert "--base-noise" in err and ">= 0" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(InputError, match=r"fit\.base_noise"):
         fit_law("chinchilla", _sweep(0, 1).drop(columns="run"), base_noise=float("nan"))
+
+
+def test_specialization_power_laws_restate_the_noise_for_log_perplexity() -> None:
+    """A relative loss offset ε moves log perplexity (= the loss L) by L·ε: the power laws on perplexity get the
+    stated sds times the mean loss; an unstated one stays unstated."""
+    pts = pd.DataFrame({"N": [1e5, 2e5, 4e5], "loss": np.exp([3.2, 3.0, 2.8])})
+    fit = specialization.perplexity_noise({"run_noise": 0.01, "base_noise": 0.02, "seed": 0}, pts)
+    assert fit["run_noise"] == pytest.approx(0.03) and fit["base_noise"] == pytest.approx(0.06) and fit["seed"] == 0
+    assert specialization.perplexity_noise({"run_noise": None, "base_noise": None}, pts)["base_noise"] is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -60,6 +61,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from cpt_scaling.fit.points import read_points, validate_points
 
     where = str(args.data)
+    if args.run_noise is not None and not (math.isfinite(args.run_noise) and args.run_noise > 0):
+        raise InputError("--run-noise", f"must be a number > 0, got {args.run_noise}")
+    if args.base_noise is not None and not (math.isfinite(args.base_noise) and args.base_noise >= 0):
+        raise InputError("--base-noise", f"must be a number >= 0 (relative sd), got {args.base_noise}")
     if args.out is not None and _same_file(args.out, args.data):
         raise InputError(str(args.out), f"--out would overwrite the input --data {args.data}; choose another path")
     df = validate_points(read_points(args.data), args.law, where)
@@ -83,6 +88,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         bootstrap_starts=args.bootstrap_starts,
         where=where,
         run_noise=args.run_noise,
+        base_noise=args.base_noise,
     ).to_json()
     result["data"] = where
     if args.group:
@@ -120,6 +126,10 @@ def register_fit(subparsers: Subparsers) -> None:
     p.add_argument("--run-noise", type=float, metavar="SD",
                    help="relative sd of a whole group's loss offset (seed-to-seed noise); with one --group per "
                         "size the bootstrap is then parametric with it (the size terms absorb each run's offset)")
+    p.add_argument("--base-noise", type=float, metavar="SD",
+                   help="relative sd of the loss offset shared by all groups of one model size (one base model); "
+                        "the bootstrap adds a fresh offset per size (default: estimated where enough sizes "
+                        "identify it, else ignored with a warning; 0: none)")
     p.add_argument("--holdout", metavar="EXPR", help=HOLDOUT_HELP)
     p.add_argument("--huber-delta", type=float, default=1e-3, metavar="DELTA", help="Huber δ on log-loss")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")

@@ -13,16 +13,28 @@ labels give the same draws, so two laws fitted to the same runs (domain and gene
 Where some size has a single run (Chinchilla's pretraining runs, one per size), the size terms absorb each run's
 offset and no resampling of runs can show it (bench/bench_coverage.py: 0.34 coverage of alpha). Given the
 run-to-run noise (``run_noise``, stated by the user), the resamples are then parametric: the fitted curve, a fresh
-offset per run and the fitted residuals with random signs (:func:`parametric_losses`).
+offset per run and the within-run residuals with random signs (:func:`~cpt_scaling.fit.noise.hierarchical_losses`).
+
+All runs of one size start from the same base model (a WSD trunk's branches carry one run label), so they share
+its loss offset, which no resampling of runs within a size can show. :func:`noise_plan` chooses per fit how the
+resamples include what the runs share (:mod:`cpt_scaling.fit.noise`): ``runs`` (whole-run resampling, as above),
+``runs_and_base`` (runs resampled within every size plus a fresh offset per size) or ``hierarchical`` (parametric:
+the fit, an offset per size, an offset per run, sign-flipped within-run residuals). Every size with
+:data:`MIN_RUNS_RESAMPLED` runs or more: runs are resampled; fewer (a bootstrap of two runs has half the variance
+of their mean): the run noise, stated or estimated from the runs, is simulated. The base offset's sd is stated
+(``base_noise``), else estimated from the spread of the size terms where enough sizes identify it, else unknown
+(the fit then warns that its intervals ignore it).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
+from cpt_scaling.fit.noise import design, draw_variances, hierarchical_losses, variance_components
 from cpt_scaling.fit.optimize import Objective, batched_lbfgs, bounds_theta
 
 log = logging.getLogger(__name__)
@@ -41,6 +53,7 @@ class BootstrapResult:
     starts: int
     stratified: bool = False
     parametric: bool = False
+    noise: dict[str, Any] = field(default_factory=dict)
 
     def interval(self, level: float = 0.95) -> np.ndarray | None:
         """``(P, 2)`` percentile interval, or None when no resample succeeded."""
@@ -92,19 +105,24 @@ def bootstrap_fit(
     ftol: float = 1e-9,
     screen_iters: int = 25,
     run_noise: float | None = None,
+    base_noise: float | None = None,
 ) -> BootstrapResult:
     """Refit ``obj`` on ``resamples`` group resamples, each from ``starts`` starting points.
 
     With ``run_noise`` (the relative sd of a whole run's loss offset, stated by the user) and groups that cannot
     be drawn within every stratum (one run per model size: the size terms absorb each run's offset, so no
-    resampling of those runs can show it), the resamples are parametric instead: :func:`parametric_losses`.
+    resampling of those runs can show it), the resamples are parametric instead.
+    ``base_noise``: the stated relative sd of the offset shared by all runs of a size (one base model); how the
+    resamples include it and the run noise is chosen by :func:`noise_plan` and recorded in ``noise``.
     """
     n = obj.log_y.size
     groups = np.arange(n) if groups is None else np.asarray(groups)
     weights, n_groups, stratified = group_weights(groups, resamples, seed, strata)
-    parametric = run_noise is not None and not stratified
+    plan = noise_plan(obj, theta, groups, strata, resamples, seed, stratified=stratified, run_noise=run_noise,
+                      base_noise=base_noise)
+    parametric = plan.method == "hierarchical"
+    obj = replace(obj, log_y=plan.log_y)
     if parametric:
-        obj = replace(obj, log_y=parametric_losses(obj, theta, groups, resamples, run_noise, seed))
         weights = np.ones_like(weights)
     lo, hi = bounds_theta(obj)
     pool = [theta] + [c for c in (candidates if candidates is not None else [])
@@ -116,7 +134,7 @@ def bootstrap_fit(
     k = len(start)
     # every start runs a few iterations; each resample's most promising one continues to convergence
     screen = replace(obj, weights=np.repeat(weights, k, axis=0),
-                     log_y=np.repeat(obj.log_y, k, axis=0) if parametric else obj.log_y)
+                     log_y=np.repeat(obj.log_y, k, axis=0) if obj.log_y.ndim == 2 else obj.log_y)
     thetas, f, _ = batched_lbfgs(screen, np.tile(start, (resamples, 1)), lo, hi, max_iter=screen_iters, ftol=ftol)
     f = np.where(np.isfinite(f), f, np.inf).reshape(resamples, k)
     first = thetas[np.arange(resamples) * k + np.argmin(f, axis=1)]
@@ -126,24 +144,67 @@ def bootstrap_fit(
     samples = obj.natural(thetas)
     samples[~ok] = np.nan
     failed = int((~ok).sum())
-    log.info("bootstrap%s: %d resamples of %d groups (%d points), %d starts each; %d failed, %d not converged",
-             f" (parametric, run noise {run_noise:g})" if parametric else "", resamples, n_groups, n, k, failed,
-             not_converged)
-    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k, stratified, parametric)
+    log.info("bootstrap (%s): %d resamples of %d groups (%d points), %d starts each; %d failed, %d not converged",
+             plan.method, resamples, n_groups, n, k, failed, not_converged)
+    return BootstrapResult(samples, resamples, failed, not_converged, n_groups, k, stratified, parametric,
+                           plan.record())
 
 
-def parametric_losses(obj: Objective, theta: np.ndarray, groups: np.ndarray, resamples: int, run_noise: float,
-                      seed: int) -> np.ndarray:
-    """``(resamples, n)`` simulated log-losses: the fit at ``theta``, plus one offset per run drawn from
-    N(0, ``run_noise``²) (log scale), plus each point's fitted residual, scaled by sqrt(n / (n - parameters)) for
-    the fit's shrinkage, with a random sign (within-run noise)."""
-    fitted = np.log(np.maximum(obj.law.predict({**dict(zip(obj.law.params, obj.natural(theta[None, :])[0],
-                                                               strict=True)), **obj.law.fixed}, obj.x), 1e-300))
-    residual = obj.log_y - fitted
-    n, n_par = residual.size, len(obj.law.params)
-    residual = residual * np.sqrt(n / max(1, n - n_par))  # undo the fit's shrinkage of its residuals
-    _, index = np.unique(np.asarray(groups).astype(str), return_inverse=True)
-    rng = np.random.default_rng([seed, 2])
-    offsets = rng.normal(0.0, run_noise, size=(resamples, index.max() + 1))[:, index]
-    signs = rng.choice([-1.0, 1.0], size=(resamples, residual.size))
-    return fitted + offsets + signs * residual
+#: Fewest runs in every size for which resampling the runs within each size shows their spread; with fewer the
+#: run noise (stated, or estimated from the runs with its degrees of freedom) is simulated instead.
+MIN_RUNS_RESAMPLED = 4
+
+
+@dataclass
+class NoisePlan:
+    """How one fit's resamples include the noise its runs share: the method, the (per-resample) log-losses, and
+    each noise component's sd (log scale), source (``stated``, ``estimated``, ``resampled``, ``confounded`` or
+    None: unknown) and degrees of freedom (None for a stated sd)."""
+
+    method: str
+    log_y: np.ndarray
+    base: tuple[float | None, str | None, float | None]
+    run: tuple[float | None, str | None, float | None]
+    point: float | None
+
+    def record(self) -> dict[str, Any]:
+        """The plan's ``bootstrap_info`` keys."""
+        def num(v: float | None) -> float | None:
+            return None if v is None else float(f"{v:.6g}")
+        return {"resampling": self.method, "base_noise": num(self.base[0]), "base_noise_source": self.base[1],
+                "base_noise_df": num(self.base[2]), "run_noise": num(self.run[0]), "run_noise_source": self.run[1],
+                "run_noise_df": num(self.run[2]), "point_noise": num(self.point)}
+
+
+def noise_plan(obj: Objective, theta: np.ndarray, groups: np.ndarray, strata: np.ndarray | None, resamples: int,
+               seed: int, *, stratified: bool, run_noise: float | None, base_noise: float | None) -> NoisePlan:
+    """Choose the resampling of one fit (see the module docstring) and simulate its log-losses where needed."""
+    d = design(obj, theta, groups, strata)
+    comp = variance_components(d)
+    base: tuple[float | None, str | None, float | None] = (None, None, None)
+    if base_noise is not None:
+        base = (base_noise, "stated", None)
+    elif np.isfinite(comp.base):
+        base = (comp.base, "estimated", comp.base_df)
+    run: tuple[float | None, str | None, float | None] = (None, None, None)
+    if stratified and comp.runs_per_size >= MIN_RUNS_RESAMPLED:
+        run = (None, "resampled", None)
+    elif run_noise is not None:
+        run = (run_noise, "stated", None)
+    elif comp.runs_per_size >= 2 and np.isfinite(comp.run):
+        run = (comp.run, "estimated", comp.run_df)
+    elif comp.runs_per_size == 1 and base[1] == "estimated":
+        run = (0.0, "confounded", None)  # one run per size: the size terms' spread holds both offsets
+    base_sd = base[0] or 0.0
+    if run[1] in (None, "resampled"):
+        method, log_y = "runs", obj.log_y
+        if base_sd > 0:
+            rng = np.random.default_rng([seed, 4])
+            offsets = rng.standard_normal((resamples, int(d.size_of_run.max()) + 1)) * np.sqrt(
+                draw_variances(rng, base_sd, base[2], resamples))
+            method, log_y = "runs_and_base", obj.log_y + offsets[:, d.size_of_run][:, d.run_of_point]
+        return NoisePlan(method, log_y, base, run, None)
+    assert run[0] is not None
+    log_y = hierarchical_losses(d, comp.within, resamples, base=(base_sd, base[2]),
+                                run=(run[0], run[2]), seed=seed)
+    return NoisePlan("hierarchical", log_y, base, run, comp.point)

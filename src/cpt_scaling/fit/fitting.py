@@ -231,6 +231,7 @@ def fit_law(
     bootstrap_starts: int = 4,
     where: str = "points",
     run_noise: float | None = None,
+    base_noise: float | None = None,
 ) -> FitResult:
     """Fit law ``name`` (a key of ``LAWS`` or ``"split"``) to ``df`` with columns of the law plus ``loss``.
 
@@ -240,11 +241,14 @@ def fit_law(
     the law's small initialisation grid and shorter iteration caps (repeated fits in cross-validation). ``where``
     names the data in error messages. ``run_noise``: the stated relative sd of a run's loss offset; where the runs
     cannot be resampled within every size (one run per size), the bootstrap is parametric with it
-    (:func:`~cpt_scaling.fit.bootstrap.bootstrap_fit`).
+    (:func:`~cpt_scaling.fit.bootstrap.bootstrap_fit`). ``base_noise``: the stated relative sd of the loss offset
+    shared by all runs of one size (one base model); without it, it is estimated where enough sizes identify it
+    (``bootstrap_info``: ``resampling``, ``base_noise``/``run_noise`` with ``_source`` and ``_df``).
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
     or else on the largest total-token rows, after which the winner is refitted on all rows).
     """
     _check_options(df, huber_delta, bootstrap, groups, where)
+    _check_noise(run_noise, base_noise, where)
     df = validate_points(df, name, where).reset_index(drop=True)
     group_arr = None if groups is None else np.asarray(groups)
     if name == "split":
@@ -259,6 +263,7 @@ def fit_law(
             bootstrap_starts=bootstrap_starts,
             where=where,
             run_noise=run_noise,
+            base_noise=base_noise,
         )
     law = LAWS[name]
     mask = _holdout_mask(holdout, df, where)
@@ -266,17 +271,16 @@ def fit_law(
     _check_enough_points(law, name, len(train), where)
     fitted = _minimize(law, train, huber_delta, coarse)
     boot = _bootstrap(law, fitted, train, bootstrap, None if group_arr is None else group_arr[~mask],
-                      seed=seed, starts=bootstrap_starts, where=where, run_noise=run_noise)
+                      seed=seed, starts=bootstrap_starts, where=where, run_noise=run_noise, base_noise=base_noise)
     diagnostics = _diagnostics(law, name, fitted, train, where)
     diagnostics["not_identified"] = not_identified(law, fitted.obj, fitted.theta, boot.ci, float(fitted.y.min()))
     if diagnostics["not_identified"]:
         diagnostics["warnings"].append(identification_words(diagnostics["not_identified"]))
         log.warning("%s: %s fit: %s", where, name, diagnostics["warnings"][-1])
-    if bootstrap and "N" in law.columns and boot.info.get("stratified_by") is None and run_noise is None:
-        diagnostics["warnings"].append(
-            "intervals not calibrated: some model size has a single run, whose loss offset the size terms absorb, "
-            "so resampling runs cannot show run-to-run noise; state it as fit.run_noise (--run-noise)")
-        log.warning("%s: %s fit: %s", where, name, diagnostics["warnings"][-1])
+    if bootstrap and "N" in law.columns:
+        for warning in _noise_warnings(boot.info):
+            diagnostics["warnings"].append(warning)
+            log.warning("%s: %s fit: %s", where, name, warning)
     return _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
 
 
@@ -290,6 +294,26 @@ def _check_options(
         raise InputError(where, f"bootstrap resamples must be >= 0, got {bootstrap}")
     if groups is not None and len(groups) != len(df):
         raise InputError(where, f"groups must give one label per row ({len(df)}), got {len(groups)}")
+
+
+def _check_noise(run_noise: float | None, base_noise: float | None, where: str) -> None:
+    """Reject a stated run noise that is not positive and a base noise that is negative (or not finite)."""
+    if run_noise is not None and not (math.isfinite(run_noise) and run_noise > 0):
+        raise InputError(where, f"fit.run_noise must be a number > 0, got {run_noise}")
+    if base_noise is not None and not (math.isfinite(base_noise) and base_noise >= 0):
+        raise InputError(where, f"fit.base_noise must be a number >= 0, got {base_noise}")
+
+
+def _noise_warnings(info: dict[str, Any]) -> list[str]:
+    """What a fit's intervals leave out: the run-to-run noise, the base-model offset shared by a size's runs."""
+    out = []
+    if info.get("run_noise_source") is None:
+        out.append("intervals not calibrated: some model size has a single run, whose loss offset the size terms "
+                   "absorb, so resampling runs cannot show run-to-run noise; state it as fit.run_noise (--run-noise)")
+    if info.get("base_noise_source") is None:
+        out.append("intervals ignore the loss offset shared by all runs of a size (one base model): the sizes do "
+                   "not identify it; state it as fit.base_noise (--base-noise)")
+    return out
 
 
 def _check_enough_points(law: Law, name: str, n_train: int, where: str) -> None:
@@ -342,7 +366,7 @@ class _Bootstrap:
 
 def _bootstrap(
     law: Law, fitted: _Fitted, train: pd.DataFrame, bootstrap: int, groups: np.ndarray | None, *, seed: int,
-    starts: int, where: str, run_noise: float | None = None,
+    starts: int, where: str, run_noise: float | None = None, base_noise: float | None = None,
 ) -> _Bootstrap:
     """``bootstrap`` whole-group resamples (stratified by ``N`` where the law uses it) around the optimum, or
     parametric resamples with ``run_noise`` where the groups cannot be stratified."""
@@ -351,27 +375,38 @@ def _bootstrap(
         return out
     strata = train["N"].to_numpy(float) if "N" in law.columns else None
     boot = bootstrap_fit(fitted.obj, fitted.theta, bootstrap, groups=groups, strata=strata,
-                         candidates=fitted.info.get("candidates"), starts=starts, seed=seed, run_noise=run_noise)
+                         candidates=fitted.info.get("candidates"), starts=starts, seed=seed, run_noise=run_noise,
+                         base_noise=base_noise)
     out.samples = boot.samples
     interval = boot.interval()
     if interval is not None:
         out.ci = {k: [float(a), float(b)] for k, (a, b) in zip(law.params, interval, strict=True)}
-    out.info.update(parametric=boot.parametric, run_noise=run_noise if boot.parametric else None,
+    out.info.update(parametric=boot.parametric, **boot.noise,
                     failed=boot.failed, not_converged=boot.not_converged, succeeded=bootstrap - boot.failed,
                     groups="rows" if groups is None else "groups", n_groups=boot.n_groups,
                     starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
-                    method=_method(boot, run_noise))
+                    method=_method(boot.noise))
     if boot.failed:
         log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
     return out
 
 
-def _method(boot: Any, run_noise: float | None) -> str:
+def _method(noise: dict[str, Any]) -> str:
     """How the bootstrap resampled, in words."""
-    if boot.parametric:
-        return (f"percentile, parametric: the fit plus one offset per run from N(0, {run_noise:g}^2) (log loss, "
-                "fit.run_noise) plus sign-flipped residuals; the runs cannot be resampled within every size")
-    return "percentile, whole-group resampling" + (" within each model size" if boot.stratified else "")
+    def sd(key: str) -> str:
+        source = noise[f"{key}_source"]
+        df = noise[f"{key}_df"]
+        return f"{noise[key]:g} ({source}{f', {df:.3g} df' if df is not None else ''})"
+    if noise["resampling"] == "hierarchical":
+        return ("percentile, parametric (hierarchical): the fit plus one offset per model size from N(0, "
+                f"{sd('base_noise') if noise['base_noise_source'] else '0 (unknown)'}^2), one per run from "
+                f"N(0, {sd('run_noise')}^2) (log loss) and sign-flipped within-run residuals; an estimated sd is "
+                "drawn per resample from its scaled-inverse-chi-square distribution")
+    words = "percentile, whole-group resampling" + (" within each model size" if noise["run_noise_source"] ==
+                                                     "resampled" else "")
+    if noise["resampling"] == "runs_and_base":
+        words += f", plus one offset per model size from N(0, {sd('base_noise')}^2) (log loss)"
+    return words
 
 
 def _diagnostics(law: Law, name: str, fitted: _Fitted, train: pd.DataFrame, where: str) -> dict[str, Any]:
@@ -463,6 +498,7 @@ def _fit_split(
     bootstrap_starts: int,
     where: str,
     run_noise: float | None = None,
+    base_noise: float | None = None,
 ) -> FitResult:
     """Fit each split candidate; keep the one with the lowest held-out mean relative error."""
     user_mask = holdout is not None
@@ -486,6 +522,7 @@ def _fit_split(
             bootstrap_starts=bootstrap_starts,
             where=where,
             run_noise=run_noise,
+            base_noise=base_noise,
         )
         assert fits[cand].heldout is not None
         scores[cand] = fits[cand].heldout["mean_rel_error"]
@@ -495,7 +532,7 @@ def _fit_split(
         if user_mask
         else fit_law(
             best, df, huber_delta=huber_delta, bootstrap=bootstrap, seed=seed, coarse=coarse, groups=groups,
-            bootstrap_starts=bootstrap_starts, where=where, run_noise=run_noise,
+            bootstrap_starts=bootstrap_starts, where=where, run_noise=run_noise, base_noise=base_noise,
         )
     )
     chosen.selection = {

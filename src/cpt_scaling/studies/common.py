@@ -102,7 +102,7 @@ def fit_points(law: str, points: pd.DataFrame, fit: dict[str, Any], holdout: boo
     result = fit_law(law, points[cols], huber_delta=fit["huber_delta"], bootstrap=fit["bootstrap"],
                      seed=fit["seed"], groups=groups, bootstrap_starts=fit.get("bootstrap_starts", 4),
                      coarse=fit.get("coarse_grid", False), where=f"{law} points",
-                     run_noise=fit.get("run_noise")).to_json()
+                     run_noise=fit.get("run_noise"), base_noise=fit.get("base_noise")).to_json()
     result["diagnostics"]["extrapolation_limit"] = float(fit.get("extrapolation_limit", 100.0))
     mask = holdout_largest(points) if holdout else None
     if mask is not None:

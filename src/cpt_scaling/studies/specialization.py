@@ -184,6 +184,14 @@ def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float
     return pd.DataFrame(rows)
 
 
+def perplexity_noise(fit: dict[str, Any], pts: pd.DataFrame) -> dict[str, Any]:
+    """``fit`` with ``run_noise`` and ``base_noise`` (relative sds of a loss) restated for a perplexity fitted in
+    log space: log perplexity is the loss, so its offset's sd is the relative sd times the loss. The generalist's
+    and specialist's power laws get the same per-size (base model) offsets in their paired resamples."""
+    loss = float(np.log(pts["loss"]).mean())
+    return {**fit, **{k: fit[k] * loss for k in ("run_noise", "base_noise") if fit.get(k)}}
+
+
 def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ratio: float, fit: dict[str, Any],
                              law_out: Path, table_out: Path, compute_out: Path,
                              sger_limit: float = 100.0) -> dict[str, Any]:
@@ -209,8 +217,10 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
         log.warning("specialization %s: %s", domain, result["note"])
     else:
         for role in ("specialist", "general"):
-            pts = best[best["role"] == role][["N", "perplexity"]].rename(columns={"perplexity": "loss"})
-            result[f"{role}_powerlaw"] = fit_points("powerlaw", pts, fit, holdout=False)
+            rows = best[best["role"] == role]
+            pts = rows[["N", "perplexity"]].rename(columns={"perplexity": "loss"})
+            result[f"{role}_powerlaw"] = fit_points("powerlaw", pts, perplexity_noise(fit, pts), holdout=False,
+                                                    groups=role + "-" + rows["size"].astype(str))
         for _, row in best[best["role"] == "specialist"].iterrows():
             e = decisions.equivalent_general_size(result["general_powerlaw"], result["specialist_powerlaw"],
                                                   N_specialist=float(row["N"]), tokens_general=float(row["budget"]),

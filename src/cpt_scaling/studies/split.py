@@ -78,7 +78,8 @@ def fit_split_study(eval_tables: list[Path], domain: str, study: dict[str, Any],
     law = fit_law("split", points[["N", "D", "D_spec", "loss"]], huber_delta=fit["huber_delta"],
                   bootstrap=fit["bootstrap"], seed=fit["seed"], groups=points["run"].astype(str),
                   bootstrap_starts=fit.get("bootstrap_starts", 4), coarse=fit.get("coarse_grid", False),
-                  where=f"split points of {domain}", run_noise=fit.get("run_noise")).to_json()
+                  where=f"split points of {domain}", run_noise=fit.get("run_noise"),
+                  base_noise=fit.get("base_noise")).to_json()
     law["diagnostics"]["extrapolation_limit"] = float(fit.get("extrapolation_limit", 100.0))
     table = split_decisions(law, points)
     law["diagnostics"]["max_decision_extrapolation"] = float(table["extrapolation"].max())

@@ -19,6 +19,7 @@ import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.bootstrap import bootstrap_fit
+from cpt_scaling.fit.misfit import add_misfit
 from cpt_scaling.fit.optimize import Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.fit.points import TARGET, validate_points
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
@@ -222,6 +223,8 @@ def fit_law(
     boot = _bootstrap(law, fitted, train, bootstrap, None if group_arr is None else group_arr[~mask],
                       seed=seed, starts=bootstrap_starts, where=where, run_noise=run_noise)
     diagnostics = _diagnostics(law, name, fitted, train, where)
+    add_misfit(diagnostics, train[list(law.columns)], fitted.y, fitted.pred, len(law.params),
+               runs=None if group_arr is None else group_arr[~mask], run_noise=run_noise, where=f"{where}: {name}")
     if bootstrap and "N" in law.columns and boot.info.get("stratified_by") is None and run_noise is None:
         diagnostics["warnings"].append(
             "intervals not calibrated: some model size has a single run, whose loss offset the size terms absorb, "

@@ -115,8 +115,8 @@ class DcptL3(Law):
 
 
 class DcptForget(Law):
-    """New candidate (not from the paper; flagged reconstructed like L1, L2, L4, L5): L3 plus forgetting that grows with the tokens of the *other* corpus,
-    ``E + A/N^α + B·r^η/D^β + C/(r+ε)^γ + G·((1−r)·D)^ζ``.
+    """New candidate (not from the paper; flagged reconstructed like L1, L2, L4, L5): L3 plus forgetting that grows
+    with the tokens of the *other* corpus, ``E + A/N^α + B·r^η/D^β + C/(r+ε)^γ + G·((1−r)·D)^ζ``.
 
     Fitted to the general loss (``r`` the general ratio), the last term is the loss the other corpus's
     ``(1 − r)·D`` tokens add: it grows with D where the general ratio is low, and vanishes at ``r = 1``; L3 has no

@@ -5,14 +5,14 @@ domain ratio), ``loss``; replicate runs of a cell are averaged). Each returns ``
 "measured_note": how it was read, or why not}``; a decision outside the measured range is None with the reason.
 
 * usage 1 — :func:`measured_max_domain_ratio`: the measured general and domain losses at one ``(N, D)``,
-  interpolated linearly along the ratio; the ratio minimising the domain loss where the general loss is within
-  the limit.
+  interpolated along the ratio (PCHIP); the ratio minimising the domain loss where the general loss is within
+  the limit, with ``measured_lo``/``measured_hi`` from the points' noise.
 * usage 2 — :func:`measured_ratio_for_limited_domain_data`: each ratio's domain-loss curve (over D, linear in
   log D) read at ``D = domain_tokens / r``; the best ratio, refined by a parabola through it and its neighbours.
 * usage 3 — :func:`measured_compute_allocation`: each size's curve at ratio ``r`` read at ``D = C / (6N)``; the
   best size, refined by a parabola in log N.
 
-:func:`consistent` compares a measured value with the law's interval.
+:func:`consistent` compares a measured value (and its interval, where it has one) with the law's interval.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.interpolate import PchipInterpolator
 
 #: Points of the dense ratio grid of usage 1 (a resolution of 1/2000 of the measured ratio range).
 RATIO_GRID = 2001
@@ -55,33 +56,57 @@ def _vertex(x: np.ndarray, y: np.ndarray, i: int) -> float:
     return float(np.clip(-b / (2.0 * a), x[i - 1], x[i + 1]))
 
 
-def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit: float) -> dict[str, Any]:
+def _interp(x: np.ndarray, series: pd.Series) -> np.ndarray:
+    """A measured series (index: ratio) at ``x``: shape-preserving cubic (PCHIP) through three or more points,
+    which follows a convex curve better than straight chords; linear through two."""
+    if len(series) >= 3:
+        return PchipInterpolator(series.index.to_numpy(float), series.to_numpy(float))(x)
+    return np.interp(x, series.index.to_numpy(float), series.to_numpy(float))
+
+
+def _constrained_best(grid: np.ndarray, general: np.ndarray, domain: np.ndarray | None, limit: float) -> float | None:
+    """The ratio of ``grid`` minimising ``domain`` (or the largest, without it) where ``general <= limit``."""
+    feasible = general <= limit
+    if domain is not None:
+        feasible &= np.isfinite(domain)
+    if not feasible.any():
+        return None
+    if domain is None:
+        return float(grid[feasible].max())
+    value = np.where(feasible, domain, np.inf)
+    return float(grid[::-1][int(np.argmin(value[::-1]))])  # ties: the largest ratio
+
+
+def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit: float,
+                              noise: float = 0.0) -> dict[str, Any]:
     """Usage 1 from the points: the domain ratio minimising the measured domain loss at ``(N, D)`` subject to the
-    measured general loss ``<= limit`` (both interpolated linearly along the ratio between measured ratios)."""
+    measured general loss ``<= limit`` (both interpolated along the ratio between measured ratios, :func:`_interp`).
+    ``noise`` (loss units, e.g. the general fit's RMSE) gives ``measured_lo``/``measured_hi``: the same ratio with
+    every general loss moved up or down by 1.96 x noise."""
     gen = _mean_loss(points, "general", ["ratio"], N=N, D=D)
     dom = _mean_loss(points, "domain", ["ratio"], N=N, D=D)
     if len(gen) < 2:
         return _none(f"fewer than two measured ratios of the general loss at N={N:g}, D={D:g}")
     grid = np.linspace(float(gen.index.min()), float(gen.index.max()), RATIO_GRID)
-    general = np.interp(grid, gen.index.to_numpy(float), gen.to_numpy(float))
-    feasible = general <= limit
-    if not feasible.any():
-        return _none(f"general loss above the limit {limit:.4g} at every measured ratio")
+    general = _interp(grid, gen)
+    domain = None
     if len(dom) >= 2:
         inside = (grid >= dom.index.min()) & (grid <= dom.index.max())
-        domain = np.where(inside, np.interp(grid, dom.index.to_numpy(float), dom.to_numpy(float)), np.inf)
-        value = np.where(feasible, domain, np.inf)
-        if not np.isfinite(value).any():
-            return _none("no measured domain loss where the general loss is within the limit")
-        best = int(np.argmin(value[::-1]))  # ties: the largest ratio
-        r = float(grid[::-1][best])
-    else:
-        r = float(grid[feasible].max())
+        domain = np.where(inside, _interp(np.clip(grid, dom.index.min(), dom.index.max()), dom), np.inf)
+    r = _constrained_best(grid, general, domain, limit)
+    if r is None:
+        return _none(f"general loss above the limit {limit:.4g} at every measured ratio with a domain loss")
     lo, hi = float(grid[0]), float(grid[-1])
     if (r == hi and hi < 1.0) or (r == lo and lo > 0.0):
         return _none(f"best measured ratio {r:g} at the edge of the measured ratios [{lo:g}, {hi:g}]")
-    crossing = "constraint crossing" if not feasible.all() else "no crossing: every measured ratio is within it"
-    return {"measured": r, "measured_note": f"interpolated along r at measured N={N:g}, D={D:g} ({crossing})"}
+    crossing = "constraint crossing" if (general > limit).any() else "no crossing: every measured ratio is within it"
+    out: dict[str, Any] = {"measured": r, "measured_note": f"interpolated along r at measured N={N:g}, D={D:g} "
+                                                           f"({crossing})"}
+    if noise > 0:
+        shifted = [_constrained_best(grid, general + s * 1.96 * noise, domain, limit) for s in (1.0, -1.0)]
+        out["measured_lo"] = lo if shifted[0] is None else min(shifted[0], r)
+        out["measured_hi"] = max(shifted[1] if shifted[1] is not None else r, r)
+    return out
 
 
 def measured_ratio_for_limited_domain_data(points: pd.DataFrame, *, N: float, domain_tokens: float) -> dict[str, Any]:
@@ -127,8 +152,12 @@ def measured_compute_allocation(points: pd.DataFrame, *, compute: float, ratio: 
             "measured_note": "curves read at D = C/(6N), parabola in log N through the best size and its neighbours"}
 
 
-def consistent(measured: float | None, lo: float | None, hi: float | None) -> bool | None:
-    """Whether the measured value lies inside the law's interval ``[lo, hi]`` (None without both)."""
-    if measured is None or lo is None or hi is None:
+def consistent(measured: dict[str, Any], lo: float | None, hi: float | None) -> bool | None:
+    """Whether a measured decision agrees with the law's interval ``[lo, hi]``: its own interval
+    ``[measured_lo, measured_hi]`` (where it has one) overlaps it, else the value lies inside it; None without a
+    measured value or a law interval."""
+    value = measured.get("measured")
+    if value is None or lo is None or hi is None:
         return None
-    return bool(lo - 1e-9 <= measured <= hi + 1e-9)
+    m_lo, m_hi = measured.get("measured_lo", value), measured.get("measured_hi", value)
+    return bool(m_lo <= hi + 1e-9 and m_hi >= lo - 1e-9)

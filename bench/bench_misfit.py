@@ -14,7 +14,8 @@ loss fitted by L3 alone, and the usage table (:func:`cpt_scaling.studies.dcpt.us
 with the study's default selection between L3 and ``dcpt_forget``. Reported: how often the L3 general fit carries
 ``misfit`` (null: false alarm; forgetting: detection, counted when it names a run at domain ratio 1), and how often
 the largest size's usage-1 row is ``consistent`` (null: target >= 0.95 together with no misfit; forgetting: how
-often it is flagged inconsistent). Last line:
+often it is flagged inconsistent); ``inside``: how often the measured value itself lies in the law's interval
+(without the measured value's own noise). Last line:
 ``misfit_detect=<share> false_alarm=<share> consistent_true=<share> null_clean=<share> inconsistent_detect=<share>``.
 """
 
@@ -55,7 +56,8 @@ def one(seed: int, forgetting: float, fit: dict[str, Any], forms: tuple[str, ...
     return {"general_misfit": bool(general), "names_ratio_1": bool(named),
             "domain_misfit": bool(laws["domain_loss"]["diagnostics"].get("misfit")),
             "law": row["value"], "lo": row["lo"], "hi": row["hi"], "measured": row["measured"],
-            "consistent": row["consistent"], "chosen": laws["general_loss"]["law"]}
+            "consistent": row["consistent"], "inside": bool(row["lo"] <= row["measured"] <= row["hi"]),
+            "chosen": laws["general_loss"]["law"]}
 
 
 def main() -> None:
@@ -78,6 +80,7 @@ def main() -> None:
     summary = df.groupby("truth").agg(
         general_misfit=("general_misfit", "mean"), names_ratio_1=("names_ratio_1", "mean"),
         domain_misfit=("domain_misfit", "mean"), consistent=("consistent", lambda s: float(np.mean(s == True))),  # noqa: E712
+        inside=("inside", "mean"),
         law_median=("law", "median"), measured_median=("measured", "median"),
         chose_forget=("chosen", lambda s: float(np.mean(s == "dcpt_forget"))))
     print(f"{args.seeds} seeds, bootstrap {args.bootstrap} x {args.starts} starts, forgetting k={args.forgetting}, "

@@ -77,12 +77,30 @@ def _constrained_best(grid: np.ndarray, general: np.ndarray, domain: np.ndarray 
     return float(grid[::-1][int(np.argmin(value[::-1]))])  # ties: the largest ratio
 
 
+def _crossing_interval(gen: pd.Series, r: float, limit: float, noise: float, binding: bool) -> tuple[float, float]:
+    """``r ± 1.96·se`` where ``r`` is where the interpolated general loss crosses the limit: ``se = noise ·
+    sqrt((1 − t)² + t²) / |slope|``, the two bracketing measured points' independent noise carried to the crossing
+    (``t`` its place between them, ``slope`` the interpolant's there); ``(r, r)`` where the constraint does not
+    bind (the domain loss alone chose ``r``)."""
+    x = gen.index.to_numpy(float)
+    j = int(np.clip(np.searchsorted(x, r), 1, len(x) - 1))
+    a, b = x[j - 1], x[j]
+    h = 1e-4 * (b - a)
+    slope = float((_interp(np.array([r + h]), gen)[0] - _interp(np.array([r - h]), gen)[0]) / (2 * h))
+    at_limit = abs(float(_interp(np.array([r]), gen)[0]) - limit) <= abs(slope) * 2.0 * (x[-1] - x[0]) / RATIO_GRID
+    if not binding or not at_limit or slope <= 0:
+        return r, r
+    t = (r - a) / (b - a)
+    half = 1.96 * noise * math.sqrt((1 - t) ** 2 + t**2) / slope
+    return max(r - half, float(x[0])), min(r + half, float(x[-1]))
+
+
 def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit: float,
                               noise: float = 0.0) -> dict[str, Any]:
     """Usage 1 from the points: the domain ratio minimising the measured domain loss at ``(N, D)`` subject to the
     measured general loss ``<= limit`` (both interpolated along the ratio between measured ratios, :func:`_interp`).
-    ``noise`` (loss units, e.g. the general fit's RMSE) gives ``measured_lo``/``measured_hi``: the same ratio with
-    every general loss moved up or down by 1.96 x noise."""
+    ``noise`` (one measured loss's sd, loss units) gives ``measured_lo``/``measured_hi`` where the constraint
+    binds (:func:`_crossing_interval`)."""
     gen = _mean_loss(points, "general", ["ratio"], N=N, D=D)
     dom = _mean_loss(points, "domain", ["ratio"], N=N, D=D)
     if len(gen) < 2:
@@ -103,9 +121,8 @@ def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit
     out: dict[str, Any] = {"measured": r, "measured_note": f"interpolated along r at measured N={N:g}, D={D:g} "
                                                            f"({crossing})"}
     if noise > 0:
-        shifted = [_constrained_best(grid, general + s * 1.96 * noise, domain, limit) for s in (1.0, -1.0)]
-        out["measured_lo"] = lo if shifted[0] is None else min(shifted[0], r)
-        out["measured_hi"] = max(shifted[1] if shifted[1] is not None else r, r)
+        out["measured_lo"], out["measured_hi"] = _crossing_interval(gen, r, limit, noise, binding=r < grid[-1]
+                                                                    and bool((general > limit).any()))
     return out
 
 

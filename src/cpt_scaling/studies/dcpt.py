@@ -85,10 +85,10 @@ def _row(usage: int, size: Any, decision: str, out: dict[str, Any], key: str, **
             "hi": out[f"{key}_hi"], **cols}
 
 
-def _with_measured(row: dict[str, Any], measured: dict[str, Any]) -> dict[str, Any]:
-    """A decision row plus its value read off the measured points and whether that lies in the law's interval."""
-    return {**row, "measured_lo": None, "measured_hi": None, **measured,
-            "consistent": consistent(measured, row["lo"], row["hi"])}
+def _with_measured(row: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
+    """A decision row plus the same decision read off the measured points and whether they agree."""
+    return {**row, "measured_lo": None, "measured_hi": None, **read,
+            "consistent": consistent(read, row["lo"], row["hi"])}
 
 
 def _point_noise(fit: dict[str, Any], loss: float) -> float:

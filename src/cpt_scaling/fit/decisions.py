@@ -32,7 +32,7 @@ from cpt_scaling.laws import LAWS, Law
 
 LawJson = Mapping[str, Any]
 Params = dict[str, np.ndarray]
-DCPT_NAMES = ("dcpt", "dcpt_l1", "dcpt_l2", "dcpt_l3", "dcpt_l4", "dcpt_l5")
+DCPT_NAMES = ("dcpt", "dcpt_l1", "dcpt_l2", "dcpt_l3", "dcpt_l4", "dcpt_l5", "dcpt_forget")
 SPLIT_NAMES = ("split_separable", "split_effective")
 LEVEL = 0.95
 

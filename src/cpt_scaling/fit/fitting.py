@@ -19,6 +19,7 @@ import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.bootstrap import bootstrap_fit
+from cpt_scaling.fit.misfit import add_misfit
 from cpt_scaling.fit.optimize import POLISH_RTOL, Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.fit.points import TARGET, validate_points
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
@@ -277,6 +278,8 @@ def fit_law(
     if diagnostics["not_identified"]:
         diagnostics["warnings"].append(identification_words(diagnostics["not_identified"]))
         log.warning("%s: %s fit: %s", where, name, diagnostics["warnings"][-1])
+    add_misfit(diagnostics, train[list(law.columns)], fitted.y, fitted.pred, len(law.params),
+               runs=None if group_arr is None else group_arr[~mask], run_noise=run_noise, where=f"{where}: {name}")
     if bootstrap and "N" in law.columns:
         for warning in _noise_warnings(boot.info):
             diagnostics["warnings"].append(warning)

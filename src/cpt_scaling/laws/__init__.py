@@ -10,7 +10,7 @@ from __future__ import annotations
 from cpt_scaling.laws.base import Law
 from cpt_scaling.laws.chinchilla import CHINCHILLA
 from cpt_scaling.laws.cross_domain import CROSS_DOMAIN
-from cpt_scaling.laws.dcpt import DCPT, DCPT_L1, DCPT_L2, DCPT_L3, DCPT_L4, DCPT_L5
+from cpt_scaling.laws.dcpt import DCPT, DCPT_FORGET, DCPT_L1, DCPT_L2, DCPT_L3, DCPT_L4, DCPT_L5
 from cpt_scaling.laws.powerlaw import POWERLAW
 from cpt_scaling.laws.split import SPLIT_CANDIDATES, SPLIT_EFFECTIVE, SPLIT_SEPARABLE
 
@@ -24,6 +24,7 @@ LAWS: dict[str, Law] = {
         DCPT_L3,
         DCPT_L4,
         DCPT_L5,
+        DCPT_FORGET,
         CROSS_DOMAIN,
         SPLIT_SEPARABLE,
         SPLIT_EFFECTIVE,

@@ -19,7 +19,7 @@ from cpt_scaling.laws.base import EXPONENT_BOUNDS, Array, Columns, Law, Params, 
 
 COLUMNS = ("N", "D", "r")
 _EXP = EXPONENT_BOUNDS
-BOUNDS = {"alpha": _EXP, "beta": _EXP, "gamma": _EXP, "eta": _EXP, "epsilon": (1e-6, 10.0)}
+BOUNDS = {"alpha": _EXP, "beta": _EXP, "gamma": _EXP, "eta": _EXP, "zeta": _EXP, "epsilon": (1e-6, 10.0)}
 
 FULL_GRID = {
     "E": (1.0, 2.0),
@@ -31,6 +31,8 @@ FULL_GRID = {
     "gamma": (0.2, 1.0),
     "eta": (0.2, 1.0),
     "epsilon": (0.01, 0.2),
+    "G": (1e-3,),
+    "zeta": (0.1, 0.5),
 }
 COARSE_GRID = {
     "E": (1.5,),
@@ -42,6 +44,8 @@ COARSE_GRID = {
     "gamma": (0.3, 1.0),
     "eta": (0.5,),
     "epsilon": (0.05,),
+    "G": (1e-3,),
+    "zeta": (0.3,),
 }
 
 
@@ -110,6 +114,25 @@ class DcptL3(Law):
         return pred, g
 
 
+class DcptForget(Law):
+    """New candidate (not from the paper; flagged reconstructed like L1, L2, L4, L5): L3 plus forgetting that grows
+    with the tokens of the *other* corpus, ``E + A/N^α + B·r^η/D^β + C/(r+ε)^γ + G·((1−r)·D)^ζ``.
+
+    Fitted to the general loss (``r`` the general ratio), the last term is the loss the other corpus's
+    ``(1 − r)·D`` tokens add: it grows with D where the general ratio is low, and vanishes at ``r = 1``; L3 has no
+    D term at ``r = 0`` at all. With ``G → 0`` it is L3, so held-out error decides between them.
+    """
+
+    def evaluate(self, p: Params, x: Columns) -> tuple[Array, dict[str, Array]]:
+        pred, g = DcptL3.evaluate(self, p, x)
+        other = 1.0 - x["r"]
+        pos = other > 0
+        ln_o = np.log(np.where(pos, other, 1.0) * x["D"])
+        t_f = np.where(pos, p["G"] * np.exp(p["zeta"] * ln_o), 0.0)
+        g.update(G=t_f / p["G"], zeta=t_f * ln_o)
+        return pred + t_f, g
+
+
 class DcptL4(Law):
     """L4 (reconstructed): ``E + A/N^α + B/(D^β·(r+ε)^η) + C/(r+ε)^γ`` — discounted data plus ratio term."""
 
@@ -175,5 +198,8 @@ DCPT_L5 = _make(
     ("E", "A", "B", "alpha", "beta", "gamma", "epsilon"),
     True,
 )
+DCPT_FORGET = _make(DcptForget, "dcpt_forget",
+                    "E + A/N^alpha + B r^eta/D^beta + C/(r+epsilon)^gamma + G ((1-r) D)^zeta",
+                    (*_FULL, "G", "zeta"), True)
 #: The default D-CPT law (L3) under its short name.
 DCPT = _make(DcptL3, "dcpt", DCPT_L3.formula, _FULL, False)

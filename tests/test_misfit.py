@@ -1,0 +1,103 @@
+"""Every fit checked against its own points (issue 23, part B): the misfit diagnostic, the measured-vs-law D-CPT
+decisions and the general-loss form chosen by held-out error, on sweeps with known truth (the 40-seed rates are
+``bench/bench_misfit.py``'s)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from law_synth import MISFIT_TOLERANCE, misfit_sweep
+
+from cpt_scaling.figures import dcpt as dcpt_figures
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.measured import consistent, measured_compute_allocation, measured_max_domain_ratio
+from cpt_scaling.fit.misfit import misfit_test
+from cpt_scaling.studies.dcpt import fit_dcpt_laws, select_general_form, usages
+
+FIT = {"huber_delta": 1e-3, "bootstrap": 30, "seed": 0, "bootstrap_starts": 1, "coarse_grid": True}
+STUDY = {"general_tolerance": MISFIT_TOLERANCE, "compute_budgets": []}
+FORGETTING = 0.08
+
+
+def _study(forgetting: float) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    points, base = misfit_sweep(seed=0, forgetting=forgetting)
+    laws = {**fit_dcpt_laws(points, FIT, "synthetic", ("dcpt",)), "base": base, "domain": "synthetic"}
+    return laws, points, usages(laws, points, STUDY, 3e9)
+
+
+@pytest.fixture(scope="module")
+def forgetting() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    return _study(FORGETTING)
+
+
+@pytest.fixture(scope="module")
+def null() -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    return _study(0.0)
+
+
+def test_a_missed_cell_is_named_and_noise_alone_is_not() -> None:
+    rng = np.random.default_rng(3)
+    cells = pd.DataFrame({"N": np.repeat([1.0, 2.0, 3.0], 20), "D": np.tile(np.arange(1.0, 21.0), 3)})
+    y = np.exp(rng.normal(0.0, 0.01, len(cells)))
+    assert misfit_test(cells, y, np.ones(len(cells)), 4) is None
+    y[7] *= np.exp(0.08)  # one cell 8 point-sds off
+    out = misfit_test(cells, y, np.ones(len(cells)), 4, runs=np.array([f"run{i}" for i in range(len(cells))]))
+    assert out is not None and [g["group"] for g in out["groups"]] == ["run7"]
+    assert out["groups"][0]["z"] > out["threshold"] and out["groups"][0]["mean_residual_nats"] > 0.07
+    assert 0.007 < out["sigma"] < 0.014  # estimated from the other cells, not inflated by the missed one
+
+
+def test_forgetting_growing_with_d_is_flagged_and_contradicts_usage_1(forgetting, caplog) -> None:
+    laws, points, table = forgetting
+    misfit = laws["general_loss"]["diagnostics"]["misfit"]
+    assert misfit["groups"] and {g["r"] for g in misfit["groups"]} == {0.0}  # general ratio 0: domain ratio 1 runs
+    assert all("-r1-" in name for g in misfit["groups"] for name in g["runs"])
+    assert any("misses" in w for w in laws["general_loss"]["diagnostics"]["warnings"])
+    assert "misfit" not in laws["domain_loss"]["diagnostics"]  # the domain loss is an L3 law
+    largest = table[table["usage"] == 1].sort_values("N").iloc[-1]
+    assert largest["measured"] is not None and largest["consistent"] is False
+    assert not largest["measured_lo"] <= largest["lo"] <= largest["measured_hi"]
+    fig = dcpt_figures.build_fit_figure(laws, points)
+    labels = {t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()}
+    assert dcpt_figures.MISFIT_LABEL in labels
+
+
+def test_an_l3_general_loss_is_not_flagged_and_agrees_with_its_points(null) -> None:
+    laws, _, table = null
+    assert "misfit" not in laws["general_loss"]["diagnostics"]
+    u1 = table[table["usage"] == 1]
+    assert u1["consistent"].eq(True).all() and u1["measured"].between(0.75, 1.0).all()
+    assert set(table.columns) >= {"usage", "value", "lo", "hi", "measured", "measured_note", "consistent"}
+
+
+def test_measured_usage_1_reads_the_crossing_and_says_when_out_of_range() -> None:
+    ratios = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    rows = [{"target": t, "N": 1e8, "D": 1e9, "ratio": r, "loss": (3.0 + 0.4 * r) if t == "general" else 3.0 - r}
+            for t in ("general", "domain") for r in ratios]
+    points = pd.DataFrame(rows)
+    out = measured_max_domain_ratio(points, N=1e8, D=1e9, limit=3.3, noise=0.01)
+    assert out["measured"] == pytest.approx(0.75, abs=1e-3)
+    assert out["measured_lo"] < 0.75 < out["measured_hi"]
+    assert consistent(out, 0.7, 0.8) is True and consistent(out, 0.9, 1.0) is False
+    assert measured_max_domain_ratio(points, N=1e8, D=1e9, limit=2.0)["measured"] is None
+    assert measured_max_domain_ratio(points, N=2e8, D=1e9, limit=3.3)["measured"] is None
+    far = measured_compute_allocation(points.assign(target="domain"), compute=1e30, ratio=0.5)
+    assert far["measured"] is None and "fewer than three" in far["measured_note"]
+
+
+def test_general_form_chosen_by_heldout_error_is_recorded() -> None:
+    points, _ = misfit_sweep(seed=1, forgetting=FORGETTING)
+    general = points[points["target"] == "general"][["N", "D", "r", "loss"]].reset_index(drop=True)
+    logging.disable(logging.WARNING)
+    try:
+        form, record = select_general_form(general, FIT, ("dcpt", "dcpt_forget"), "synthetic general loss")
+    finally:
+        logging.disable(logging.NOTSET)
+    errors = record["heldout_mean_rel_error"]
+    assert set(errors) == {"dcpt", "dcpt_forget"} and all(v is not None for v in errors.values())
+    assert form == record["chosen"] == min(errors, key=errors.__getitem__)
+    l3, forget = (fit_law(name, general, coarse=True) for name in ("dcpt", "dcpt_forget"))
+    assert forget.huber < l3.huber  # it nests L3 (G -> 0) and can follow forgetting that grows with D

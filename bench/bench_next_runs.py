@@ -11,7 +11,7 @@ two plus 2.2e5) x 6 ratios (0, 0.1, 0.25, 0.5, 0.75, 1) x 4 budgets (32k..262k),
 checkpoints each, priced 6·N·D at the schema's cost defaults. Decision: usage 2 at N = 2.2e5 with 32k domain tokens.
 
 Per seed: fit L3 to the starting design with a bootstrap over whole runs (``--bootstrap`` resamples, 200 by default
-to keep the bench to minutes; the workflow uses 1000), ask ``next_runs.propose`` (default estimator ``bootstrap``)
+to keep the bench to minutes; the workflow uses 1000), ask ``proposal.propose`` (default estimator ``bootstrap``)
 for runs within a budget of ``--budget-fraction`` (0.5 by default) of the starting design's GPU-hours, and draw
 random candidates (a random order, each taken if it still fits) with the same budget. Each set of runs is then
 "trained" (points drawn from the truth with fresh noise), the law refitted on start + new runs with the same
@@ -34,10 +34,10 @@ import time
 import numpy as np
 import pandas as pd
 
-from cpt_scaling.fit import decisions
+from cpt_scaling.fit import candidates, decision_spec, decisions, proposal
 from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.laws import LAWS
-from cpt_scaling.plan import next_runs
+from cpt_scaling.plan.next_runs import cost_assumptions
 
 L3_TRUE = {"E": 2.0, "A": 60.0, "B": 40.0, "C": 0.3, "alpha": 0.34, "beta": 0.30, "gamma": 0.5, "eta": 0.6,
            "epsilon": 0.05}
@@ -80,18 +80,18 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--per-seed", metavar="CSV", help="also write one row per seed here")
     parser.add_argument("--simulations", type=int, default=256)
-    parser.add_argument("--method", choices=next_runs.METHODS, default="bootstrap")
+    parser.add_argument("--method", choices=proposal.METHODS, default="bootstrap")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    cost = next_runs.cost_assumptions()
+    cost = cost_assumptions()
     start = [(n, d, r) for n, r, d in itertools.product(START_SIZES, START_RATIOS, START_TOKENS)]
-    start_hours = sum(next_runs.gpu_hours(6.0 * n * d, cost) for n, d, _ in start)
+    start_hours = sum(candidates.gpu_hours(6.0 * n * d, cost) for n, d, _ in start)
     budget = args.budget_fraction * start_hours
     table = pd.DataFrame([{"N": n, "D": d, "r": r} for n, r, d in itertools.product(CAND_SIZES, CAND_RATIOS,
                                                                                       CAND_TOKENS)
                           if (n, d, r) not in start])
-    cands = next_runs.read_candidates(table.assign(checkpoints=CHECKPOINTS), "bench candidates", cost)
-    spec = next_runs.DecisionSpec("usage2", N=DECISION_N, domain_tokens=DOMAIN_TOKENS)
+    cands = candidates.read_candidates(table.assign(checkpoints=CHECKPOINTS), "bench candidates", cost)
+    spec = decision_spec.DecisionSpec("usage2", N=DECISION_N, domain_tokens=DOMAIN_TOKENS)
     r_true = decisions.dcpt_ratio_for_limited_domain_data({"law": "dcpt", "params": L3_TRUE}, N=DECISION_N,
                                                           domain_tokens=DOMAIN_TOKENS)["ratio"]
     print(f"truth: usage-2 optimum r = {r_true:.4f} (N = {DECISION_N:g}, {DOMAIN_TOKENS:g} domain tokens); start "
@@ -104,7 +104,7 @@ def main() -> None:
         base = run_points(start, rng, "start")
         law = fit(base, args.bootstrap, seed)
         t1 = time.perf_counter()
-        prop = next_runs.propose({"domain": law}, {"domain": base}, cands, spec, budget,
+        prop = proposal.propose({"domain": law}, {"domain": base}, cands, spec, budget,
                                  simulations=args.simulations, seed=seed, method=args.method)
         t_next = time.perf_counter() - t1
         proposed = [(c.N, c.D, c.r) for c in cands if c.name in set(prop.chosen["candidate"])]

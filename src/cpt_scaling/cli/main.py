@@ -19,8 +19,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cpt_scaling.cli.cost import register_cost
+from cpt_scaling.cli.decide import register_decide
+from cpt_scaling.cli.explain import register_explain
+from cpt_scaling.cli.next import register_next
+from cpt_scaling.cli.train import register_train
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.logs import setup_logging
+from cpt_scaling.core.paths import refuse_overwrite
 
 Subparsers = Any  # argparse's private _SubParsersAction
 log = logging.getLogger("cpt_scaling.cli")
@@ -43,25 +49,13 @@ def _holdout_mask(df: Any, expr: str, where: str) -> Any:
     return mask
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (through symlinks and hard links too)."""
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _cmd_fit(args: argparse.Namespace) -> int:
     from cpt_scaling.core.atomic import write_json
     from cpt_scaling.fit.fitting import fit_law
     from cpt_scaling.fit.points import read_points, validate_points
 
     where = str(args.data)
-    if args.out is not None and _same_file(args.out, args.data):
-        raise InputError(str(args.out), f"--out would overwrite the input --data {args.data}; choose another path")
+    refuse_overwrite(args.out, [("--data", args.data)])
     df = validate_points(read_points(args.data), args.law, where)
     mask = _holdout_mask(df, args.holdout, where) if args.holdout else None
     groups = None
@@ -132,6 +126,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cpt_scaling.fit.fitting import predict
     from cpt_scaling.fit.points import read_points
 
+    refuse_overwrite(args.out, [("--law", args.law), ("--data", args.data)])
     try:
         law_json = json.loads(Path(args.law).read_text())
     except (OSError, ValueError) as exc:
@@ -187,11 +182,8 @@ def register_predict(subparsers: Subparsers) -> None:
 
 
 #: Subcommand registrars, in help order.
-REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict]
-REGISTRARS.append(__import__("cpt_scaling.cli.cost", fromlist=["_"]).register_cost)
-REGISTRARS.append(__import__("cpt_scaling.cli.train", fromlist=["_"]).register_train)
-REGISTRARS.append(__import__("cpt_scaling.cli.explain", fromlist=["_"]).register_explain)
-REGISTRARS.append(__import__("cpt_scaling.cli.next", fromlist=["_"]).register_next)
+REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict, register_cost, register_train,
+                                                  register_explain, register_next, register_decide]
 
 
 def build_parser() -> argparse.ArgumentParser:

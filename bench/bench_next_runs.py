@@ -36,6 +36,7 @@ import pandas as pd
 
 from cpt_scaling.fit import candidates, decision_spec, decisions, proposal
 from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.rounds import run_rounds
 from cpt_scaling.laws import LAWS
 from cpt_scaling.plan.next_runs import cost_assumptions
 
@@ -81,8 +82,13 @@ def main() -> None:
     parser.add_argument("--per-seed", metavar="CSV", help="also write one row per seed here")
     parser.add_argument("--simulations", type=int, default=256)
     parser.add_argument("--method", choices=proposal.METHODS, default="bootstrap")
+    parser.add_argument("--rounds", action="store_true", help="run `next` in rounds instead (see rounds_main)")
+    parser.add_argument("--max-rounds", type=int, default=40)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    if args.rounds:
+        rounds_main(args)
+        return
     cost = cost_assumptions()
     start = [(n, d, r) for n, r, d in itertools.product(START_SIZES, START_RATIOS, START_TOKENS)]
     start_hours = sum(candidates.gpu_hours(6.0 * n * d, cost) for n, d, _ in start)
@@ -120,8 +126,10 @@ def main() -> None:
         for label, runs in (("proposed", proposed), ("random", rand)):
             new = run_points(runs, rng, label) if runs else base.iloc[:0]
             w[label] = width(fit(pd.concat([base, new], ignore_index=True), args.bootstrap, seed))
-        rows.append({"seed": seed, "start": width(law), "expected": prop.chosen["expected_width"].iloc[-1]
-                     if len(prop.chosen) else prop.current_width, "proposed": w["proposed"], "random": w["random"],
+        expected = prop.chosen["expected_width"].iloc[-1] if len(prop.chosen) else prop.current_width
+        rows.append({"seed": seed, "start": width(law), "current": prop.current_width, "expected": expected,
+                     "rho": (expected / prop.current_width) ** (1.0 / prop.calibration),
+                     "proposed": w["proposed"], "random": w["random"],
                      "n_proposed": len(proposed), "n_random": len(rand), "spent_proposed": prop.spent,
                      "spent_random": spent_random, "next_s": t_next})
         if len(rows) % 10 == 0:
@@ -143,7 +151,74 @@ def main() -> None:
         p10, p90 = np.percentile(df[key], [10, 90])
         print(f"| {key} | {df[key].median():.4g} | {p10:.4g}-{p90:.4g} |")
     print(f"proposed interval narrower than random in {win:.2f} of seeds (target >= 0.80)")
-    print(f"median_width_ratio={ratio:.3f}")
+    calibration = float(np.median(df["proposed"] / df["expected"]))
+    print(f"median realised/expected width {calibration:.3f} (target [0.8, 1.25]) at kappa "
+          f"{proposal.CALIBRATION:g}; kappa that makes it 1 on these seeds: {kappa_fit(df):.3f}")
+    print(f"median_width_ratio={ratio:.3f} calibration={calibration:.3f}")
+
+
+def kappa_fit(df: pd.DataFrame) -> float:
+    """The exponent κ for which the median of realised / (current · ρ^κ) is 1 on these seeds (bisection)."""
+    lo, hi = 0.0, 3.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        med = np.median(df["proposed"] / (df["current"] * df["rho"] ** mid))
+        lo, hi = (lo, mid) if med < 1.0 else (mid, hi)
+    return 0.5 * (lo + hi)
+
+
+# ------------------------------------------------------------------------------------------------ --rounds
+ROUND_SIZES, ROUND_RATIOS, ROUND_TOKENS = (2.5e4, 1e5, 2.2e5), tuple(np.linspace(0.0, 1.0, 9)), (32768.0, 65536.0,
+                                                                                                   131072.0)
+ROUND_START = [(n, 32768.0, r) for n in (2.5e4, 1e5) for r in (0.0, 0.5, 1.0)]
+ROUND_SHARE = 0.05
+
+
+def rounds_main(args: argparse.Namespace) -> None:
+    """``--rounds``: from a 6-run start, fit -> propose 5 % of the full grid's GPU-hours -> train -> refit, per seed
+    until the usage-2 interval is as narrow as the full grid's (that seed's fit of all 81 runs) or `next` stops."""
+    cost = cost_assumptions()
+    grid = [(n, d, r) for n in ROUND_SIZES for r in ROUND_RATIOS for d in ROUND_TOKENS]
+    full_hours = sum(candidates.gpu_hours(6.0 * n * d, cost) for n, d, _ in grid)
+    start_hours = sum(candidates.gpu_hours(6.0 * n * d, cost) for n, d, _ in ROUND_START)
+    table = pd.DataFrame([{"N": n, "D": d, "r": r} for n, d, r in grid if (n, d, r) not in ROUND_START])
+    cands = candidates.read_candidates(table.assign(checkpoints=CHECKPOINTS), "bench candidates", cost)
+    spec = decision_spec.DecisionSpec("usage2", N=DECISION_N, domain_tokens=DOMAIN_TOKENS)
+    print(f"rounds: full grid {len(grid)} runs ({full_hours:.3g} GPU-h), start {len(ROUND_START)} runs, "
+          f"{ROUND_SHARE:g} of the grid per round, {args.bootstrap} resamples, {args.simulations} simulations, "
+          f"estimator {args.method}")
+    out = []
+    t0 = time.perf_counter()
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        rng = np.random.default_rng(5000 + seed)
+        target = width(fit(run_points(grid, rng, "grid"), args.bootstrap, seed))
+        tags = itertools.count()
+
+        def train(chosen: list, rng: np.random.Generator = rng, tags: itertools.count = tags) -> dict:
+            return {"domain": run_points([(c.N, c.D, c.r) for c in chosen], rng, f"r{next(tags)}-")}
+
+        res = run_rounds({"domain": run_points(ROUND_START, rng, "start")}, cands, spec,
+                         fit=lambda pts, seed=seed: {"domain": fit(pts["domain"], args.bootstrap, seed)},
+                         train=train, budget_per_round=ROUND_SHARE * full_hours, target_width=target,
+                         start_gpu_hours=start_hours, max_rounds=args.max_rounds, simulations=args.simulations,
+                         seed=seed, method=args.method)
+        tab = res.table()
+        last = tab.iloc[-1]
+        out.append({"seed": seed, "status": res.status, "rounds": int(last["round"]), "runs": int(last["runs"]),
+                    "target": target, "width": float(last["width"]),
+                    "hours_share": float(last["gpu_hours"]) / full_hours})
+        print(f"  seed {seed}: {res.status} after {int(last['round'])} rounds, {int(last['runs'])} runs, width "
+              f"{last['width']:.4g} (grid {target:.4g}), {last['gpu_hours'] / full_hours:.2f} of the grid's GPU-h "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    df = pd.DataFrame(out)
+    if args.per_seed:
+        df.to_csv(args.per_seed, index=False)
+    stalled = float(np.mean(df["status"] != "reached"))
+    reached = df[df["status"] == "reached"]
+    share = float(reached["hours_share"].median()) if len(reached) else float("nan")
+    print(f"{len(df)} seeds: stopped before the grid's width in {stalled:.2f} (target 0); median GPU-h to reach it "
+          f"{share:.3f} of the full grid's")
+    print(f"stalled_share={stalled:.3f} hours_to_grid_width={share:.3f}")
 
 
 if __name__ == "__main__":

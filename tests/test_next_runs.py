@@ -179,6 +179,85 @@ def test_next_linear_method_agrees_on_the_direction(sweep: dict[str, Path]) -> N
         assert rank.iloc[0] < rank.iloc[1] or prop.ranking["candidate"].iloc[0].endswith("r0.1-D262144")
 
 
+def test_next_out_carries_current_and_expected_intervals(sweep: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """CSV and JSON --out: the current interval on every chosen row, the expected interval after each, nested inside
+    it about the ensemble's median and narrowing run by run; the calibration is printed and recorded."""
+    csv, js = tmp_path / "next.csv", tmp_path / "next.json"
+    assert main(_args(sweep, "--out", str(csv))) == 0
+    assert "calibration: expected width = current width x" in capsys.readouterr().out
+    assert main(_args(sweep, "--out", str(js))) == 0
+    chosen, doc = pd.read_csv(csv), json.loads(js.read_text())
+    cur = doc["current"]
+    assert cur["lo"] < cur["median"] < cur["hi"] and math.isclose(cur["width"], cur["hi"] - cur["lo"])
+    assert doc["calibration"]["kappa"] == proposal.CALIBRATION and doc["calibration"]["source"]
+    assert len(chosen) == len(doc["chosen"]) >= 1
+    assert np.allclose(chosen["current_lo"], cur["lo"]) and np.allclose(chosen["current_hi"], cur["hi"])
+    assert np.allclose(chosen["expected_hi"] - chosen["expected_lo"], chosen["expected_width"])
+    assert (chosen["expected_lo"] >= cur["lo"]).all() and (chosen["expected_hi"] <= cur["hi"]).all()
+    assert (np.diff(chosen["expected_width"]) < 0).all()
+    assert [r["candidate"] for r in doc["chosen"]] == list(chosen["candidate"])
+
+
+def test_weighted_variance_is_not_raised_by_uninformative_weights() -> None:
+    """Weights that carry no information about the decision (random, exchangeable, independent of the values)
+    never raise the expected weighted variance: it is the unweighted one less the variance of the weighted mean,
+    which is why the expected width is built on it."""
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(200)
+    uniform = np.full((1, values.size), 1.0 / values.size)
+    for sd in (0.1, 0.7, 2.0):
+        noisy = ensemble_weights.importance_weights(rng.normal(0.0, sd, (400, values.size)))
+        mean_var = np.mean(ensemble_weights.weighted_variance(values, noisy))
+        expected = ensemble_weights.weighted_variance(values, uniform)[0] - np.var(noisy @ values)
+        assert mean_var <= ensemble_weights.weighted_variance(values, uniform)[0]
+        assert abs(mean_var - expected) < 0.05 * expected
+
+
+def test_next_never_scores_a_run_as_widening(sweep: dict[str, Path]) -> None:
+    """Duplicates of the runs already fitted, on several seeds: every candidate's expected width is at most the
+    current width (bootstrap estimator), and some affordable run is still proposed."""
+    law = json.loads(sweep["law"].read_text())
+    pts = pd.read_csv(sweep["points"])
+    runs = pts.drop_duplicates("run")[["N", "D", "r"]]
+    cands = candidates.read_candidates(runs.assign(name=[f"dup{i}" for i in range(len(runs))]), "c",
+                                       cost_assumptions())
+    spec = decision_spec.DecisionSpec("usage2", N=1e5, domain_tokens=32768.0)
+    for seed in range(3):
+        prop = proposal.propose({"domain": law}, {"domain": pts}, cands, spec, 1.0, simulations=64, seed=seed)
+        assert (prop.ranking["expected_width"] <= prop.current_width).all()
+        assert len(prop.chosen) >= 1
+
+
+def test_decide_writes_usages_with_intervals(sweep: dict[str, Path], tmp_path: Path, capsys) -> None:
+    """`decide` on a D-CPT study JSON: usages 1-3 with lo <= value <= hi, CSV and JSON alike; it refuses to write
+    over its inputs."""
+    csv, js = tmp_path / "decisions.csv", tmp_path / "decisions.json"
+    args = ["decide", "--law", str(sweep["study"]), "--points", str(sweep["study_points"]), "--domain-tokens",
+            "32768"]
+    assert main([*args, "--out", str(csv)]) == 0 and main([*args, "--out", str(js)]) == 0
+    table = pd.read_csv(csv)
+    assert set(table["usage"]) == {1, 2, 3}
+    ok = table.dropna(subset=["value", "lo", "hi"])
+    assert len(ok) >= 3 and (ok["lo"] <= ok["value"] + 1e-12).all() and (ok["value"] <= ok["hi"] + 1e-12).all()
+    rows = json.loads(js.read_text())["decisions"]
+    assert [r["usage"] for r in rows] == list(table["usage"])
+    assert np.allclose([r["value"] for r in rows], table["value"])
+    before = sweep["study"].read_bytes()
+    assert main([*args, "--out", str(sweep["study"])]) == 2
+    assert "overwrite" in capsys.readouterr().err and sweep["study"].read_bytes() == before
+
+
+def test_the_proposer_lives_in_fit() -> None:
+    """plan/next_runs holds only the workflow job; the proposer's pieces are fit modules."""
+    from cpt_scaling.plan import next_runs
+
+    assert proposal.propose.__module__ == "cpt_scaling.fit.proposal"
+    assert next_runs.propose is proposal.propose
+    assert candidates.read_candidates.__module__ == "cpt_scaling.fit.candidates"
+    own = {n for n, v in vars(next_runs).items() if callable(v) and getattr(v, "__module__", "") == next_runs.__name__}
+    assert own == {"cost_assumptions", "_size_columns", "workflow_job", "propose_for_sweep"}
+
+
 # ------------------------------------------------------------------------------------------- refusals
 
 

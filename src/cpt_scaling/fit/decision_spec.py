@@ -225,3 +225,17 @@ def targets_from(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.
         s_run, s_pt = noise_scales(law, point, points[name], where)
         targets[name] = Target(name, law, {k: v[rows] for k, v in p.items()}, s_run, s_pt, flip=name == "general")
     return targets, int(rows.size)
+
+
+def decision_interval(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataFrame], spec: DecisionSpec,
+                      level: float = 0.95, where: str = "law JSON") -> tuple[float, float]:
+    """The decision's percentile interval over the fits' paired bootstrap resamples (members without a value left
+    out), as :func:`cpt_scaling.fit.proposal.propose` reports the current interval."""
+    targets, _ = targets_from(laws, points, where)
+    values = decision_values(spec, targets)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        raise InputError(where, "the decision is undefined for the bootstrap resamples")
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
+    return float(lo), float(hi)

@@ -12,7 +12,9 @@ Expected width. The simulated width ratio of ``S`` is ``ρ(S) = sqrt(mean_j Var_
 the decision's variance over the members under the reweighted ensemble against the variance under the same
 simulations' weights *before* any new run (truth left out), both by the same estimator. A likelihood reweighting
 cannot raise the expected variance (the law of total variance), so no informative run is scored as widening the
-interval; a percentile width of noisy weights can, which is how the estimator used before stalled. The expected
+interval (a simulated ratio above 1 is simulation noise and is capped at 1). The estimator used before compared
+mean weighted *percentile* widths, which have no such property, and in rounds it scored every remaining run as
+widening (issue 23). The expected
 width is ``current width · ρ(S)^κ``, where the current width is the ensemble's 95 % percentile interval and ``κ``
 (:data:`CALIBRATION`) is calibrated on ``bench/bench_next_runs.py`` so that the refit's width matches the
 expectation in the median (the reweighted ensemble is more confident than the refit, which re-estimates the
@@ -182,7 +184,7 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
         w = importance_weights(acc.reshape(J * B, G), np.repeat(base, B, axis=0)).reshape(J, B, G).mean(axis=1)
         var = float(np.mean(weighted_variance(values, w)))
         ess = 1.0 / np.sum(w**2, axis=1)
-        return (math.sqrt(var / var_base) if var_base > 0 else 1.0), float(np.median(ess))
+        return (min(math.sqrt(var / var_base), 1.0) if var_base > 0 else 1.0), float(np.median(ess))
 
     def with_run(acc: np.ndarray, name: str) -> np.ndarray:
         return acc + mult[name][:, :, None] * loglik[name][:, None, :]

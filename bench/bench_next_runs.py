@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_next_runs.py [--seeds 50] [--bootstrap 200] [--budget-fraction 0.5]
         [--first-seed 0] [--per-seed CSV]
+    .venv/bin/python bench/bench_next_runs.py --rounds [--seeds 20] [--bootstrap 200] [--max-rounds 40]
 
 Truth: the L3 D-CPT law of bench_coverage (E 2, A 60, B 40, C 0.3, α 0.34, β 0.30, γ 0.5, η 0.6, ε 0.05).
 Starting design: 2 sizes (N = 2.5e4, 1e5) x 3 domain ratios (0, 0.5, 1) x 2 budgets (D = 32k, 65k tokens), 4
@@ -16,7 +17,16 @@ for runs within a budget of ``--budget-fraction`` (0.5 by default) of the starti
 random candidates (a random order, each taken if it still fits) with the same budget. Each set of runs is then
 "trained" (points drawn from the truth with fresh noise), the law refitted on start + new runs with the same
 bootstrap, and the usage-2 interval width measured. Seeds are independent and deterministic, so
-``--first-seed``/``--per-seed`` split a run over processes. The last line is ``median_width_ratio=<random/proposed>``.
+``--first-seed``/``--per-seed`` split a run over processes. The last line is ``median_width_ratio=<random/proposed>
+calibration=<median realised/expected width>``; the line before it gives the exponent κ (``proposal.CALIBRATION``)
+that would make the calibration 1 on these seeds.
+
+``--rounds``: `next` used in rounds (:func:`cpt_scaling.fit.rounds.run_rounds`). Grid: 3 sizes (2.5e4, 1e5, 2.2e5)
+x 9 ratios (0, 0.125, ..., 1) x 3 budgets (32k, 65k, 131k tokens) = 81 runs; start: 6 runs (2 sizes x ratios 0,
+0.5, 1 at 32k). Per seed: fit all 81 runs once (fresh noise) for the target width, then from the start fit ->
+propose 5 % of the full grid's GPU-hours among the runs not yet done -> "train" them -> refit, until the usage-2
+width is at most the grid's, `next` proposes nothing although a run is affordable (stalled), or the candidates run
+out. Last line ``stalled_share=<share of seeds stalled> hours_to_grid_width=<median GPU-h share of the grid>``.
 """
 
 from __future__ import annotations
@@ -213,13 +223,14 @@ def rounds_main(args: argparse.Namespace) -> None:
     df = pd.DataFrame(out)
     if args.per_seed:
         df.to_csv(args.per_seed, index=False)
-    stalled = float(np.mean(df["status"] != "reached"))
+    stalled = float(np.mean(df["status"] == "stalled"))
+    short = float(np.mean(df["status"] != "reached"))
     reached = df[df["status"] == "reached"]
     share = float(reached["hours_share"].median()) if len(reached) else float("nan")
-    print(f"{len(df)} seeds: stopped before the grid's width in {stalled:.2f} (target 0); median GPU-h to reach it "
-          f"{share:.3f} of the full grid's")
+    print(f"{len(df)} seeds: {df['status'].value_counts().to_dict()}; `next` stopped proposing (no affordable run "
+          f"expected to narrow the interval) before the grid's width in {stalled:.2f} (target 0); the grid's width "
+          f"not reached for any reason in {short:.2f}; median GPU-h to reach it {share:.3f} of the full grid's")
     print(f"stalled_share={stalled:.3f} hours_to_grid_width={share:.3f}")
-
 
 if __name__ == "__main__":
     main()

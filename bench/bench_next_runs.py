@@ -173,7 +173,7 @@ def kappa_fit(df: pd.DataFrame) -> float:
     for _ in range(60):
         mid = 0.5 * (lo + hi)
         med = np.median(df["proposed"] / (df["current"] * df["rho"] ** mid))
-        lo, hi = (lo, mid) if med < 1.0 else (mid, hi)
+        lo, hi = (mid, hi) if med < 1.0 else (lo, mid)  # realised below expected: shrink faster
     return 0.5 * (lo + hi)
 
 

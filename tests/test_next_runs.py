@@ -228,6 +228,27 @@ def test_next_never_scores_a_run_as_widening(sweep: dict[str, Path]) -> None:
         assert len(prop.chosen) >= 1
 
 
+def test_next_proposes_where_the_old_estimator_stalled() -> None:
+    """A recorded stall: `bench_next_runs.py --rounds`, seed 3, with the estimator used before (mean weighted
+    percentile widths): after 11 rounds (63 of the 81 grid runs, these points) it scored all 18 remaining runs as
+    widening the interval (0.0480 against 0.0478) and proposed nothing, while the interval was 1.2x the full grid's.
+    On the same fit and simulations the variance-ratio estimator scores none as widening and proposes runs."""
+    pts = pd.read_csv(Path(__file__).parent / "fixtures" / "next_stalled_points.csv")
+    law = fit_law("dcpt", pts[["N", "D", "r", "loss"]], bootstrap=100, groups=pts["run"], seed=3).to_json()
+    grid = itertools.product((2.5e4, 1e5, 2.2e5), np.linspace(0.0, 1.0, 9), (32768.0, 65536.0, 131072.0))
+    done = pts.groupby("run").agg(N=("N", "first"), D=("D", "max"), r=("r", "first")).to_numpy()
+    rest = [(n, d, r) for n, r, d in grid if not np.isclose(done, (n, d, r)).all(axis=1).any()]
+    assert len(rest) == 18
+    cost = cost_assumptions()
+    cands = candidates.read_candidates(pd.DataFrame([{"N": n, "D": d, "r": r} for n, d, r in rest]), "rest", cost)
+    budget = 0.05 * sum(candidates.gpu_hours(6.0 * n * d, cost) for n, r, d in itertools.product(
+        (2.5e4, 1e5, 2.2e5), np.linspace(0.0, 1.0, 9), (32768.0, 65536.0, 131072.0)))
+    spec = decision_spec.DecisionSpec("usage2", N=2.2e5, domain_tokens=32768.0)
+    prop = proposal.propose({"domain": law}, {"domain": pts}, cands, spec, budget, simulations=128, seed=14)
+    assert (prop.ranking["expected_width"] <= prop.current_width).all()
+    assert len(prop.chosen) >= 1 and (prop.chosen["width_reduction"] > 0).all()
+
+
 def test_decide_writes_usages_with_intervals(sweep: dict[str, Path], tmp_path: Path, capsys) -> None:
     """`decide` on a D-CPT study JSON: usages 1-3 with lo <= value <= hi, CSV and JSON alike; it refuses to write
     over its inputs."""

@@ -168,6 +168,7 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
     prior_var = float(np.var(values, ddof=1))
     w_base = importance_weights(np.zeros((J, G)), base)
     var_base = float(np.mean(weighted_variance(values, w_base)))
+    base_rep = np.repeat(base, B, axis=0)
 
     def ratio(acc: np.ndarray, names: list[str]) -> tuple[float, float]:
         """Simulated width ratio ρ and median ESS of the picked runs (log-likelihoods summed in ``acc``)."""
@@ -182,7 +183,7 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
                 cov[at : at + c.shape[0], at : at + c.shape[0]] = c
                 at += c.shape[0]
             return math.sqrt(linear_variance_ratio(values, x, cov, prior_var)), float("nan")
-        w = importance_weights(acc.reshape(J * B, G), np.repeat(base, B, axis=0)).reshape(J, B, G).mean(axis=1)
+        w = importance_weights(acc.reshape(J * B, G), base_rep).reshape(J, B, G).mean(axis=1)
         var = float(np.mean(weighted_variance(values, w)))
         ess = 1.0 / np.sum(w**2, axis=1)
         return (min(math.sqrt(var / var_base), 1.0) if var_base > 0 else 1.0), float(np.median(ess))

@@ -199,9 +199,9 @@ def test_next_out_carries_current_and_expected_intervals(sweep: dict[str, Path],
 
 
 def test_weighted_variance_is_not_raised_by_uninformative_weights() -> None:
-    """Weights that carry no information about the decision (random, exchangeable, independent of the values)
-    never raise the expected weighted variance: it is the unweighted one less the variance of the weighted mean,
-    which is why the expected width is built on it."""
+    """The identity the expected width is built on (law of total variance): under weights whose mean is the prior's
+    (here random, exchangeable, independent of the values) the expected weighted variance is the unweighted one
+    less the variance of the weighted mean, so it is never raised."""
     rng = np.random.default_rng(0)
     values = rng.standard_normal(200)
     uniform = np.full((1, values.size), 1.0 / values.size)

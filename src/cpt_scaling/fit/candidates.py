@@ -20,6 +20,7 @@ import pandas as pd
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost import model as cost_model
 
+#: Shape columns that price a candidate by the cost model (else N prices it as 6·N·D).
 SHAPE_KEYS = ("n_layers", "d_model", "n_heads", "d_ff")
 OPTIONAL_SHAPE_KEYS = ("n_kv_heads", "head_dim", "vocab_size", "model_type", "attention_bias", "mlp_bias")
 

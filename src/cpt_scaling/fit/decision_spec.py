@@ -23,6 +23,7 @@ from cpt_scaling.fit.decisions import DCPT_NAMES, batched_argmin, param_sets
 from cpt_scaling.fit.design_noise import noise_scales
 from cpt_scaling.laws import Law
 
+#: Decisions `next` knows of; only SUPPORTED ones are functions of a D-CPT law at candidate runs.
 DECISIONS = ("usage1", "usage2", "usage3", "split", "sger")
 SUPPORTED = ("usage1", "usage2", "usage3")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Level of the decision intervals.
 LEVEL = 0.95
 
 

@@ -20,6 +20,7 @@ from cpt_scaling.fit.proposal import Proposal, propose
 
 log = logging.getLogger(__name__)
 
+
 def cost_assumptions(cfg_cost: Mapping[str, Any] | None = None) -> dict[str, float]:
     """``peak_flops_per_gpu`` and ``expected_mfu``: the given cost section's, else the schema's defaults."""
     from cpt_scaling.config.load import load_schema

@@ -219,6 +219,25 @@ def test_fit_refuses_to_overwrite_its_own_input(chinchilla_csv: Path, tmp_path: 
                  "--bootstrap", "0"]) == 0
 
 
+def test_predict_refuses_to_overwrite_its_inputs(chinchilla_csv: Path, tmp_path: Path, capsys) -> None:
+    """`predict --out` naming its --data or --law (or a link to either) exits 2 with one line; inputs unchanged."""
+    import hashlib
+
+    data = tmp_path / "points.csv"
+    data.write_bytes(chinchilla_csv.read_bytes())
+    law = tmp_path / "law.json"
+    assert main(["fit", "chinchilla", "--data", str(data), "--out", str(law), "--bootstrap", "0"]) == 0
+    digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (data, law)}
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    for out in (data, law, link):
+        assert main(["predict", "--law", str(law), "--data", str(data), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "overwrite" in err[0] and str(out) in err[0]
+        assert digest == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (data, law)}
+    assert main(["predict", "--law", str(law), "--data", str(data), "--out", str(tmp_path / "pred.csv")]) == 0
+
+
 def test_group_bootstrap_resamples_whole_runs(tmp_path: Path, capsys) -> None:
     """Runs with a shared offset across their checkpoints: resampling runs gives wider intervals than resampling
     checkpoints as if independent, and the JSON says how many groups were resampled. (Stated without a shared

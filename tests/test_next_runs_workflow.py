@@ -12,7 +12,8 @@ import yaml
 from workflow_utils import planned_jobs, run_snakemake
 
 from cpt_scaling.cli.main import main
-from cpt_scaling.plan import next_runs
+from cpt_scaling.fit.candidates import read_candidates
+from cpt_scaling.plan.next_runs import cost_assumptions
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +43,8 @@ def test_next_runs_target_does_what_next_does(micro_copy: Path, tmp_path: Path) 
     cands = tmp_path / "candidates.csv"
     _candidates().to_csv(cands, index=False)
     micro = yaml.safe_load((micro_copy / "micro.yaml").read_text())
-    cost = next_runs.cost_assumptions()
-    prices = sorted(c.gpu_hours for c in next_runs.read_candidates(
+    cost = cost_assumptions()
+    prices = sorted(c.gpu_hours for c in read_candidates(
         _candidates(), "grid", cost, seq_len=micro["shards"]["seq_len"],
         vocab_size=micro["tokenizer"]["vocab_size"], default_checkpoints=micro["cpt"]["checkpoints"]))
     budget = 2.5 * prices[0]  # room for two or three of the cheapest runs, not for everything

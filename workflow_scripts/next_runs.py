@@ -8,6 +8,7 @@ from typing import Any
 from cpt_scaling.core.adaptor import rule_job, rule_step
 from cpt_scaling.core.atomic import write_text
 from cpt_scaling.fit.points import read_points
+from cpt_scaling.fit.proposal import format_table
 from cpt_scaling.plan import next_runs
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
@@ -17,7 +18,7 @@ log = logging.getLogger("cpt_scaling")
 def next_runs_table(job: dict[str, Any]) -> None:
     law = Path(smk.input.law)
     prop = next_runs.propose_for_sweep(json.loads(law.read_text()), read_points(smk.input.points), job, str(law))
-    log.info("%s", next_runs.format_table(prop))
+    log.info("%s", format_table(prop))
     write_text(smk.output.table, prop.chosen.to_csv(index=False))
 
 

@@ -20,44 +20,30 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cpt_scaling.cli.cost import register_cost
+from cpt_scaling.cli.decide import register_decide
+from cpt_scaling.cli.explain import register_explain
+from cpt_scaling.cli.next import register_next
+from cpt_scaling.cli.train import register_train
+from cpt_scaling.cli.verify import register_verify
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.logs import setup_logging
+from cpt_scaling.core.paths import refuse_overwrite
 
 Subparsers = Any  # argparse's private _SubParsersAction
 log = logging.getLogger("cpt_scaling.cli")
 
 HOLDOUT_HELP = (
-    "pandas expression over the data's columns selecting rows to hold out of the fit and score afterwards, "
-    "evaluated with DataFrame.eval(engine='python'), e.g. \"N == N.max()\" (largest model), "
-    '"D == D.max()" (largest token segment), "r in [0.1, 0.9]"; it must give one boolean per row'
+    "rows to hold out of the fit and score afterwards: comparisons of columns with numbers, strings, lists and "
+    "column aggregates (min, max, mean, median), combined with and/or/not, e.g. \"N == N.max()\" (largest "
+    "model), \"D == D.max()\" (largest token segment), \"r in [0.1, 0.9]\"; parsed, never evaluated as code"
 )
-
-
-def _holdout_mask(df: Any, expr: str, where: str) -> Any:
-    """Evaluate ``--holdout EXPR`` on ``df`` into a boolean Series."""
-    try:
-        mask = df.eval(expr, engine="python")
-    except Exception as exc:  # a bad expression is bad input, whatever pandas raises
-        raise InputError(f"--holdout {expr!r}", f"cannot evaluate on {where}: {exc}") from None
-    if not hasattr(mask, "dtype") or getattr(mask, "shape", None) != (len(df),) or mask.dtype != bool:
-        raise InputError(f"--holdout {expr!r}", f"must select rows of {where} (one boolean per row)")
-    return mask
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (through symlinks and hard links too)."""
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from cpt_scaling.core.atomic import strict_json, write_json
     from cpt_scaling.fit.fitting import fit_law
+    from cpt_scaling.fit.holdout import holdout_mask
     from cpt_scaling.fit.points import read_points, validate_points
 
     where = str(args.data)
@@ -65,10 +51,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         raise InputError("--run-noise", f"must be a number > 0, got {args.run_noise}")
     if args.base_noise is not None and not (math.isfinite(args.base_noise) and args.base_noise >= 0):
         raise InputError("--base-noise", f"must be a number >= 0 (relative sd), got {args.base_noise}")
-    if args.out is not None and _same_file(args.out, args.data):
-        raise InputError(str(args.out), f"--out would overwrite the input --data {args.data}; choose another path")
+    refuse_overwrite(args.out, [("--data", args.data)])
     df = validate_points(read_points(args.data), args.law, where)
-    mask = _holdout_mask(df, args.holdout, where) if args.holdout else None
+    mask = holdout_mask(df, args.holdout, where) if args.holdout else None
     groups = None
     if args.group:
         if args.group not in df.columns:
@@ -141,6 +126,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cpt_scaling.fit.fitting import predict
     from cpt_scaling.fit.points import read_points
 
+    refuse_overwrite(args.out, [("--law", args.law), ("--data", args.data)])
     try:
         law_json = json.loads(Path(args.law).read_text())
     except (OSError, ValueError) as exc:
@@ -196,12 +182,8 @@ def register_predict(subparsers: Subparsers) -> None:
 
 
 #: Subcommand registrars, in help order.
-REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict]
-REGISTRARS.append(__import__("cpt_scaling.cli.cost", fromlist=["_"]).register_cost)
-REGISTRARS.append(__import__("cpt_scaling.cli.train", fromlist=["_"]).register_train)
-REGISTRARS.append(__import__("cpt_scaling.cli.explain", fromlist=["_"]).register_explain)
-REGISTRARS.append(__import__("cpt_scaling.cli.next", fromlist=["_"]).register_next)
-REGISTRARS.append(__import__("cpt_scaling.cli.verify", fromlist=["_"]).register_verify)
+REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict, register_cost, register_train,
+                                                  register_explain, register_next, register_decide, register_verify]
 
 
 def build_parser() -> argparse.ArgumentParser:

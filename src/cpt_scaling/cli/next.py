@@ -1,8 +1,12 @@
 """``cpt-scaling next``: which candidate runs shrink a decision's 95 % interval most per GPU-hour
-(:mod:`cpt_scaling.plan.next_runs`).
+(:mod:`cpt_scaling.fit.proposal`).
 
     cpt-scaling next --law results/laws/dcpt_legal.json --points results/tables/dcpt_points_legal.csv \\
         --candidates candidates.csv --decision usage2 --budget 200 --out next.csv
+
+``--out`` CSV: the chosen runs, each with the current interval (``current_lo``/``current_hi``) and the expected
+interval after it and the runs before it (``expected_lo``/``expected_hi``); ``--out`` JSON (a ``.json`` name): the
+decision, current interval, calibration and the chosen runs.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _laws(args: argparse.Namespace, doc: dict[str, Any]
           ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
     """The domain-loss law, the general-loss law (or None) and the study's base losses (or None)."""
+    from cpt_scaling.fit.decision_spec import laws_of
     from cpt_scaling.fit.decisions import DCPT_NAMES
-    from cpt_scaling.plan.next_runs import laws_of
 
     dom, gen, base = laws_of(doc, str(args.law))
     if args.general_law is not None:
@@ -60,18 +64,15 @@ def _config(path: Path | None) -> dict[str, Any]:
 
 
 def _cmd_next(args: argparse.Namespace) -> int:
-    from cpt_scaling.cli.main import _same_file
-    from cpt_scaling.core.atomic import write_text
+    from cpt_scaling.core.atomic import write_json, write_text
+    from cpt_scaling.core.paths import refuse_overwrite
+    from cpt_scaling.fit import candidates, decision_spec, proposal
     from cpt_scaling.fit.points import read_points
-    from cpt_scaling.plan import next_runs
+    from cpt_scaling.plan.next_runs import cost_assumptions
 
-    inputs = [("--law", args.law), ("--points", args.points), ("--candidates", args.candidates),
-              ("--configfile", args.configfile), ("--general-law", args.general_law)]
-    if args.out is not None:
-        for flag, path in inputs:
-            if path is not None and _same_file(args.out, path):
-                raise InputError(str(args.out), f"--out would overwrite the input {flag} {path}; choose another path")
-    next_runs.check_decision(args.decision)
+    refuse_overwrite(args.out, [("--law", args.law), ("--points", args.points), ("--candidates", args.candidates),
+                                ("--configfile", args.configfile), ("--general-law", args.general_law)])
+    decision_spec.check_decision(args.decision)
     doc = _read_json(args.law)
     dom, gen, base = _laws(args, doc)
     need_general = args.decision == "usage1"
@@ -79,28 +80,30 @@ def _cmd_next(args: argparse.Namespace) -> int:
         raise InputError(str(args.law), "usage1 needs the general-loss fit: pass a D-CPT study JSON "
                                         "(results/laws/dcpt_<domain>.json) or --general-law")
     cfg = _config(args.configfile)
-    points = next_runs.split_points(read_points(args.points), str(args.points), need_general)
+    points = decision_spec.split_points(read_points(args.points), str(args.points), need_general)
     pdom = points["domain"]
-    spec = next_runs.decision_spec(
+    spec = decision_spec.decision_spec(
         args.decision, pdom, study=(cfg.get("studies") or {}).get("dcpt"), base=base,
         usages=doc.get("usages") or [], N=args.N, D=args.D, tolerance=args.tolerance,
         base_general_loss=args.base_general_loss, domain_tokens=args.domain_tokens, compute=args.compute,
         ratio=args.ratio, where=str(args.law))
     if not (np.isfinite(args.budget) and args.budget > 0):
         raise InputError("--budget", f"must be a positive number, got {args.budget}")
-    cost = next_runs.cost_assumptions(cfg.get("cost"))
-    cands = next_runs.read_candidates(
+    cost = cost_assumptions(cfg.get("cost"))
+    cands = candidates.read_candidates(
         read_points(args.candidates), str(args.candidates), cost,
         seq_len=int((cfg.get("shards") or {}).get("seq_len") or 128),
         vocab_size=int((cfg.get("tokenizer") or {}).get("vocab_size") or 2048),
-        default_checkpoints=next_runs.default_checkpoints(pdom, (cfg.get("cpt") or {}).get("checkpoints")))
+        default_checkpoints=candidates.default_checkpoints(pdom, (cfg.get("cpt") or {}).get("checkpoints")))
     laws = {"domain": dom} if not need_general else {"domain": dom, "general": gen}
-    prop = next_runs.propose(laws, points, cands, spec, float(args.budget), simulations=args.simulations,
-                             seed=args.seed, method=args.method, where=str(args.law))
+    prop = proposal.propose(laws, points, cands, spec, float(args.budget), simulations=args.simulations,
+                            seed=args.seed, method=args.method, where=str(args.law))
     csv = prop.chosen.to_csv(index=False)
-    if args.out is not None:
+    if args.out is not None and args.out.suffix.lower() == ".json":
+        write_json(args.out, prop.to_json())
+    elif args.out is not None:
         write_text(args.out, csv)
-    sys.stdout.write(next_runs.format_table(prop, max_rows=args.max_rows) + "\n")
+    sys.stdout.write(proposal.format_table(prop, max_rows=args.max_rows) + "\n")
     if args.out is None:
         sys.stdout.write("\n" + csv)
     return 0
@@ -108,14 +111,16 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 def register_next(subparsers: Any) -> None:
     """``next --law L --points P --candidates C --decision D --budget H``: the runs to do next."""
-    from cpt_scaling.plan.next_runs import DECISIONS, METHODS
+    from cpt_scaling.fit.decision_spec import DECISIONS
+    from cpt_scaling.fit.proposal import METHODS
 
     p = subparsers.add_parser(
         "next", help="rank candidate runs by expected shrinkage of a decision's interval per GPU-hour",
         description="From the bootstrap ensemble of a fitted D-CPT law, simulate each candidate run's checkpoints, "
                     "reweight the ensemble by their likelihood (importance weights), and choose greedily, within "
                     "--budget GPU-hours, the runs with the largest expected shrinkage of the decision's 95%% "
-                    "interval per GPU-hour. Candidates CSV: D, r and N (priced 6*N*D) or the shape n_layers, "
+                    "interval per GPU-hour (expected widths calibrated on bench/bench_next_runs.py; printed). "
+                    "Candidates CSV: D, r and N (priced 6*N*D) or the shape n_layers, "
                     "d_model, n_heads, d_ff (priced tokens*size_flops_per_token); optional name/size, checkpoints. "
                     "GPU-hours = FLOPs/(peak_flops_per_gpu*expected_mfu)/3600 (--configfile's cost section, else "
                     "the schema's defaults). usage3's width is in decades of N.")
@@ -127,7 +132,8 @@ def register_next(subparsers: Any) -> None:
     p.add_argument("--decision", required=True, choices=DECISIONS,
                    help="usage1, usage2 or usage3 (split and sger are refused)")
     p.add_argument("--budget", required=True, type=float, metavar="GPU_HOURS", help="GPU-hours to spend")
-    p.add_argument("--out", type=Path, metavar="CSV", help="write the chosen runs as CSV")
+    p.add_argument("--out", type=Path, metavar="CSV|JSON",
+                   help="write the chosen runs with the current and expected intervals (CSV; JSON for a .json name)")
     p.add_argument("--configfile", type=Path, metavar="FILE", help="config: cost assumptions, seq_len, vocabulary, "
                    "checkpoints per run, studies.dcpt (tolerance, domain tokens)")
     p.add_argument("--general-law", type=Path, metavar="JSON", help="usage1 with a single-law --law: the general fit")

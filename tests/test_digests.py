@@ -41,6 +41,7 @@ def test_a_flipped_bit_is_named_with_the_way_to_redo_the_artifact(tmp_path: Path
     assert {d.problem for d in verify_tree(art)[1]} >= {"missing"}
 
 
+@pytest.mark.slow  # the session's micro sweep
 def test_the_micro_sweep_records_digests_and_a_bit_flip_is_caught(micro_run: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     from cpt_scaling.cli.main import main

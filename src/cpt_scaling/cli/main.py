@@ -186,11 +186,24 @@ REGISTRARS: list[Callable[[Subparsers], None]] = [register_fit, register_predict
                                                   register_explain, register_next, register_decide, register_verify]
 
 
+def _version() -> str:
+    """The installed distribution's version (the source tree's when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cpt-scaling")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every registered subcommand."""
     parser = argparse.ArgumentParser(
-        prog="cpt-scaling", description=__doc__.splitlines()[0] if __doc__ else ""
-    )
+        prog="cpt-scaling",
+        description="Domain continued-pretraining scaling studies: fit scaling laws to measured points, predict, "
+                    "decide, price a sweep before running it, explain its reruns, propose the next runs and verify "
+                    "artifacts. The workflow itself runs with `snakemake` (README).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in REGISTRARS:

@@ -111,14 +111,14 @@ def _cmd_next(args: argparse.Namespace) -> int:
 
 def register_next(subparsers: Any) -> None:
     """``next --law L --points P --candidates C --decision D --budget H``: the runs to do next."""
-    from cpt_scaling.fit.decision_spec import DECISIONS
+    from cpt_scaling.fit.decision_spec import SUPPORTED
     from cpt_scaling.fit.proposal import METHODS
 
     p = subparsers.add_parser(
         "next", help="rank candidate runs by expected shrinkage of a decision's interval per GPU-hour",
         description="From the bootstrap ensemble of a fitted D-CPT law, simulate each candidate run's checkpoints, "
                     "reweight the ensemble by their likelihood (importance weights), and choose greedily, within "
-                    "--budget GPU-hours, the runs with the largest expected shrinkage of the decision's 95%% "
+                    "--budget GPU-hours, the runs with the largest expected shrinkage of the decision's 95 % "
                     "interval per GPU-hour (expected widths calibrated on bench/bench_next_runs.py; printed). "
                     "Candidates CSV: D, r and N (priced 6*N*D) or the shape n_layers, "
                     "d_model, n_heads, d_ff (priced tokens*size_flops_per_token); optional name/size, checkpoints. "
@@ -129,8 +129,10 @@ def register_next(subparsers: Any) -> None:
     p.add_argument("--points", required=True, type=Path, metavar="FILE",
                    help="the points the law was fitted on (N, D, r, loss; optional run, target)")
     p.add_argument("--candidates", required=True, type=Path, metavar="CSV", help="candidate runs, one per row")
-    p.add_argument("--decision", required=True, choices=DECISIONS,
-                   help="usage1, usage2 or usage3 (split and sger are refused)")
+    p.add_argument("--decision", required=True, choices=SUPPORTED,
+                   help="the D-CPT decision whose interval to narrow: usage1 (largest domain ratio within the "
+                        "general-loss tolerance), usage2 (best ratio for limited domain data), usage3 (model size "
+                        "for a compute budget)")
     p.add_argument("--budget", required=True, type=float, metavar="GPU_HOURS", help="GPU-hours to spend")
     p.add_argument("--out", type=Path, metavar="CSV|JSON",
                    help="write the chosen runs with the current and expected intervals (CSV; JSON for a .json name)")

@@ -164,6 +164,21 @@ def test_predict_bad_data_and_bad_holdout(chinchilla_csv: Path, tmp_path: Path, 
     assert "--holdout" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"E": "1.7", "A": 400.0, "B": 400.0, "alpha": 0.3, "beta": 0.3}, "parameter 'E' is '1.7', not a finite number"),
+    ({"E": 1.7, "A": None, "B": 400.0, "alpha": 0.3, "beta": 0.3}, "parameter 'A' is None, not a finite number"),
+    ({"E": 1.7, "B": 400.0, "alpha": 0.3, "beta": 0.3}, "lacks parameter(s) A"),
+])
+def test_a_bad_law_names_the_law_file_not_the_data(chinchilla_csv: Path, tmp_path: Path, capsys, params: dict,
+                                                   expected: str) -> None:
+    law = tmp_path / "law.json"
+    law.write_text(json.dumps({"law": "chinchilla", "params": params}))
+    assert main(["predict", "--law", str(law), "--data", str(chinchilla_csv)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cpt-scaling: error: {law}: {expected}" or (err.startswith(f"cpt-scaling: error: {law}: ")
+                                                                and expected in err), err
+
+
 def test_real_subprocess_reports_bad_file(tmp_path: Path) -> None:
     path, text = _bad(tmp_path, "ratio_above_one")
     proc = subprocess.run(

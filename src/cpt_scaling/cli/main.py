@@ -135,7 +135,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(str(args.law), "law JSON must be an object")
     df = read_points(args.data)
     out = df.copy()
-    out["predicted_loss"] = predict(law_json, df, where=str(args.data))
+    out["predicted_loss"] = predict(law_json, df, where=str(args.data), law_where=str(args.law))
     out["extrapolation"] = _extrapolation(law_json, out)
     far = out["extrapolation"] > WARN_EXTRAPOLATION
     if far.any():

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.fit.law_json import law_params
 from cpt_scaling.laws import LAWS, Law
 
 LawJson = Mapping[str, Any]
@@ -43,8 +44,8 @@ def _law(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple[Law, 
         raise InputError(
             "law JSON", f"law {name!r} not usable here (expected one of {', '.join(allowed or LAWS)})"
         )
-    params = {k: float(v) for k, v in law_json["params"].items()}
-    return LAWS[name], params
+    _, law, params = law_params(dict(law_json), "law JSON")
+    return law, params
 
 
 def param_sets(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple[Law, Params, int]:

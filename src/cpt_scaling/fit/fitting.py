@@ -19,6 +19,7 @@ import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.bootstrap import bootstrap_fit
+from cpt_scaling.fit.law_json import law_params
 from cpt_scaling.fit.misfit import add_misfit
 from cpt_scaling.fit.optimize import POLISH_RTOL, Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.fit.points import TARGET, validate_points
@@ -549,15 +550,10 @@ def _fit_split(
     return chosen
 
 
-def predict(law_json: dict[str, Any], df: pd.DataFrame, *, where: str = "points") -> np.ndarray:
-    """Predicted loss of a fitted law (the JSON of :meth:`FitResult.to_json`) at the rows of ``df``."""
-    name = law_json.get("law")
-    if name not in LAWS:
-        raise InputError(where, f"law JSON names unknown law {name!r}")
-    law = LAWS[name]
-    params = law_json.get("params", {})
-    missing = [k for k in (*law.params, *law.fixed) if k not in params]
-    if missing:
-        raise InputError(where, f"law JSON lacks parameter(s) {', '.join(missing)}")
+def predict(law_json: dict[str, Any], df: pd.DataFrame, *, where: str = "points", law_where: str = "law JSON"
+            ) -> np.ndarray:
+    """Predicted loss of a fitted law (the JSON of :meth:`FitResult.to_json`) at the rows of ``df``; a problem of
+    the law names ``law_where`` (its file), one of the points ``where``."""
+    name, law, params = law_params(law_json, law_where)
     df = validate_points(df, name, where, require_target=False)
     return law.predict(params, _columns(law, df))

@@ -94,6 +94,21 @@ def test_decisions_carry_intervals_from_the_resamples() -> None:
     assert u3["N_lo"] <= u3["N"] <= u3["N_hi"] and u3["D_lo"] <= u3["D"] <= u3["D_hi"]
 
 
+def test_usage3_says_when_an_interval_end_is_the_search_bound() -> None:
+    """Resamples whose data term is flat (beta ~ 0) put the optimum at the largest N searched: the interval's
+    upper end is then that bound, flagged and explained, not reported as an estimate."""
+    names = list(DCPT_TRUE)
+    flat = {**DCPT_TRUE, "beta": 1e-4}
+    values = [[(flat if i % 2 else DCPT_TRUE)[k] for k in names] for i in range(100)]
+    law = {**DOMAIN, "bootstrap_samples": {"params": names, "values": values}}
+    out = dec.dcpt_compute_allocation(law, compute=1e21, r=0.5, n_range=(1e6, 1e13))
+    assert out["N_hi"] == pytest.approx(1e13) and out["N_hi_is_search_bound"] and not out["N_lo_is_search_bound"]
+    assert out["resamples_at_search_bound"] == 50 and "search bound" in out["note"]
+    tight = dec.dcpt_compute_allocation({**DOMAIN, "bootstrap_samples": {"params": names, "values": [
+        [DCPT_TRUE[k] for k in names]] * 20}}, compute=1e21, r=0.5)
+    assert not tight["N_lo_is_search_bound"] and "note" not in tight
+
+
 def test_usage2_matches_brute_force() -> None:
     tokens = 2e8
     out = dec.dcpt_ratio_for_limited_domain_data(DOMAIN, N=N, domain_tokens=tokens)

@@ -214,7 +214,19 @@ def dcpt_compute_allocation(
     _with_interval(out, "N", n, n_boot)
     _with_interval(out, "D", compute / (6.0 * n), n_boot)
     out["loss"] = float(best[0])
-    out["at_bound"] = bool(np.isclose(log_n[0], np.log(n_range), atol=1e-3).any())
+    at_bound = np.isclose(log_n[:, None], np.log(n_range)[None, :], atol=1e-3).any(axis=1)
+    out["at_bound"] = bool(at_bound[0])
+    out["search_range_N"] = [float(n_range[0]), float(n_range[1])]
+    if n_boot:  # an interval end that is a search bound is a bound, not an estimate: say so
+        out["resamples_at_search_bound"] = int(at_bound[1:].sum())
+        for end in ("N_lo", "N_hi"):
+            value = out.get(end)
+            out[f"{end}_is_search_bound"] = value is not None and bool(
+                np.isclose(np.log(value), np.log(n_range), atol=1e-3).any())
+        if out["N_lo_is_search_bound"] or out["N_hi_is_search_bound"]:
+            out["note"] = (f"{out['resamples_at_search_bound']} of {n_boot} resamples put the optimum at the search "
+                           f"bound N in [{n_range[0]:.3g}, {n_range[1]:.3g}]: the interval's end there is that bound, "
+                           "not an estimate (the fitted points do not identify the optimum on that side)")
     return out
 
 

@@ -132,7 +132,8 @@ def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
         rows.append(_with_measured(
             _row(3, None, "N", u3, "N", N=u3["N"], D=u3["D"], D_lo=u3["D_lo"], D_hi=u3["D_hi"],
                  ratio=best_r, loss=u3["loss"], extrapolation=extrapolation(dom, u3["N"], u3["D"]),
-                 note=f"compute {c:.3g} FLOPs" + (" (at search bound)" if u3["at_bound"] else "")),
+                 note=f"compute {c:.3g} FLOPs" + (" (at search bound)" if u3["at_bound"] else "")
+                 + (f"; {u3['note']}" if u3.get("note") else "")),
             measured.measured_compute_allocation(points, compute=c, ratio=best_r)))
     table = pd.DataFrame(rows)
     off = table["consistent"].eq(False)

@@ -95,14 +95,15 @@ def test_decisions_carry_intervals_from_the_resamples() -> None:
 
 
 def test_usage3_says_when_an_interval_end_is_the_search_bound() -> None:
-    """Resamples whose data term is flat (beta ~ 0) put the optimum at the largest N searched: the interval's
-    upper end is then that bound, flagged and explained, not reported as an estimate."""
+    """Resamples whose data exponent is tiny (beta 0.01: data barely helps, B/D^beta stays large) put the optimum
+    at the smallest N searched: the interval's lower end is then that bound, flagged and explained, not reported as
+    an estimate."""
     names = list(DCPT_TRUE)
-    flat = {**DCPT_TRUE, "beta": 1e-4}
+    flat = {**DCPT_TRUE, "beta": 0.01}
     values = [[(flat if i % 2 else DCPT_TRUE)[k] for k in names] for i in range(100)]
     law = {**DOMAIN, "bootstrap_samples": {"params": names, "values": values}}
     out = dec.dcpt_compute_allocation(law, compute=1e21, r=0.5, n_range=(1e6, 1e13))
-    assert out["N_hi"] == pytest.approx(1e13) and out["N_hi_is_search_bound"] and not out["N_lo_is_search_bound"]
+    assert out["N_lo"] == pytest.approx(1e6) and out["N_lo_is_search_bound"] and not out["N_hi_is_search_bound"]
     assert out["resamples_at_search_bound"] == 50 and "search bound" in out["note"]
     tight = dec.dcpt_compute_allocation({**DOMAIN, "bootstrap_samples": {"params": names, "values": [
         [DCPT_TRUE[k] for k in names]] * 20}}, compute=1e21, r=0.5)

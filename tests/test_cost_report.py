@@ -180,3 +180,18 @@ def test_after_a_partial_run_only_what_is_left_is_priced(tmp_path: Path) -> None
     left = before["totals"]["flops"] - sum(j["flops"] for j in done)
     assert after["totals"]["flops"] == pytest.approx(left)
     assert after["totals"]["parallelism"] == 2  # profiles/local: cores
+
+
+def test_a_cpu_only_config_with_several_budgets_is_priced(tmp_path: Path, capsys) -> None:
+    """cost.gpus_per_job 0 (the schema's default, the README's local setup) with WSD branches: 0 GPU-hours, and the
+    branches-vs-separate-runs comparison in FLOPs (it divided GPU-hours by zero)."""
+    workdir = make_workdir(tmp_path / "w")
+    cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
+    cfg["cpt"]["tokens"] = [4096, 8192]
+    (workdir / "several.yaml").write_text(yaml.safe_dump(cfg))
+    assert run_cost(workdir, "several.yaml", tmp_path / "cost.json") == 0
+    report = json.loads((tmp_path / "cost.json").read_text())
+    b = report["budgets"]
+    assert report["totals"]["gpu_hours"] == 0 and b["branches_gpu_hours"] == b["separate_runs_gpu_hours"] == 0
+    assert 0 < b["branches_flops"] < b["separate_runs_flops"] and b["ratio"] == pytest.approx(
+        b["branches_flops"] / b["separate_runs_flops"])

@@ -148,8 +148,12 @@ class CostReport:
                        "host-memory model; its --mem adds 20 %" + (f"; cost.node_memory_gb {node:g})" if node else ")"))
         if self.budgets is not None:
             b = self.budgets
-            out.append(f"CPT budgets:         whole sweep as WSD branches {b['branches_gpu_hours']:,.0f} GPU-h, as "
-                       f"separate runs {b['separate_runs_gpu_hours']:,.0f} GPU-h ({b['ratio']:.2f}x)")
+            if b["separate_runs_gpu_hours"] > 0:
+                out.append(f"CPT budgets:         whole sweep as WSD branches {b['branches_gpu_hours']:,.0f} GPU-h, "
+                           f"as separate runs {b['separate_runs_gpu_hours']:,.0f} GPU-h ({b['ratio']:.2f}x)")
+            else:  # CPU-only config: compare the compute
+                out.append(f"CPT budgets:         whole sweep as WSD branches {b['branches_flops']:.3g} FLOPs, as "
+                           f"separate runs {b['separate_runs_flops']:.3g} FLOPs ({b['ratio']:.2f}x)")
         a = self.assumptions
         out.append(f"assumptions:         {a['gpus_per_job']} GPU(s)/job x {a['nodes_per_job']} node(s), "
                    f"peak {a['peak_flops_per_gpu']:.3g} FLOP/s/GPU, MFU {a['expected_mfu']}, "
@@ -342,14 +346,17 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
 
 
 def budgets_comparison(plan: Any) -> dict[str, Any] | None:
-    """The whole sweep's training GPU-hours with CPT budgets as WSD branches and as separate runs (the same
-    config with ``cpt.budgets: separate_runs``); None when the plan has no branches."""
+    """The whole sweep's training GPU-hours and FLOPs with CPT budgets as WSD branches and as separate runs (the
+    same config with ``cpt.budgets: separate_runs``); the ratio is of FLOPs (defined on CPU-only configs too, whose
+    GPU-hours are 0). None when the plan has no branches."""
     if not plan.branches:
         return None
     separate = copy.deepcopy(plan.cfg)
     separate["cpt"]["budgets"] = "separate_runs"
-    branches, runs = plan.train_gpu_hours(), Plan(separate, plan.digests).train_gpu_hours()
-    return {"branches_gpu_hours": branches, "separate_runs_gpu_hours": runs, "ratio": branches / runs}
+    other = Plan(separate, plan.digests)
+    flops = [sum(p.train_flops(key) for key in p.size_of) for p in (plan, other)]
+    return {"branches_gpu_hours": plan.train_gpu_hours(), "separate_runs_gpu_hours": other.train_gpu_hours(),
+            "branches_flops": flops[0], "separate_runs_flops": flops[1], "ratio": flops[0] / flops[1]}
 
 
 def write_outputs(report: CostReport, json_path: str | Path | None = None, csv_path: str | Path | None = None

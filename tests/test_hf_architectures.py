@@ -27,6 +27,16 @@ CONFIGS = {
 }
 
 
+def checkpoint_config(tmp_path: Path, sizes: dict[str, Path], seq_len: int = 64) -> dict:
+    """A raw config whose model sizes are the local checkpoints ``sizes`` (name -> directory), on the demo data."""
+    root = Path(__file__).resolve().parents[1]
+    return {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
+                     "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
+            "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300}, "cpt": {"tokens": [8192]},
+            "models": {"sizes": {name: {"base_checkpoint": str(path)} for name, path in sizes.items()}},
+            "shards": {"seq_len": seq_len}, "artifacts_dir": str(tmp_path / "a"), "results_dir": str(tmp_path / "r")}
+
+
 @pytest.mark.parametrize("family", sorted(CONFIGS))
 def test_checkpoint_loads_and_its_chunked_loss_equals_the_full_forward(family: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -50,13 +60,7 @@ def test_an_architecture_without_a_formula_is_counted_on_the_meta_device(tmp_pat
     config.save_pretrained(str(tmp_path / "gemma"))
     with torch.device("meta"):
         want = count_parameters(tf.AutoModelForCausalLM.from_config(config))[1]
-    root = Path(__file__).resolve().parents[1]
-    raw = {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
-                    "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
-           "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300}, "cpt": {"tokens": [8192]},
-           "models": {"sizes": {"g": {"base_checkpoint": str(tmp_path / "gemma")}}}, "shards": {"seq_len": 64},
-           "artifacts_dir": str(tmp_path / "a"), "results_dir": str(tmp_path / "r")}
-    size = normalise_config(raw, "cfg.yaml")["models"]["sizes"]["g"]
+    size = normalise_config(checkpoint_config(tmp_path, {"g": tmp_path / "gemma"}), "cfg.yaml")["models"]["sizes"]["g"]
     assert size["model_type"] == "gemma" and cost.size_non_embedding_params(size) == want
 
 
@@ -67,12 +71,7 @@ def test_a_seq_len_beyond_the_checkpoints_positions_is_refused_at_parse_time(tmp
 
     tf.LlamaConfig(**{**SMALL, "max_position_embeddings": 256}, num_key_value_heads=2).save_pretrained(
         str(tmp_path / "ll"))
-    root = Path(__file__).resolve().parents[1]
-    raw = {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
-                    "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
-           "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300}, "cpt": {"tokens": [8192]},
-           "models": {"sizes": {"ll": {"base_checkpoint": str(tmp_path / "ll")}}}, "shards": {"seq_len": 512},
-           "artifacts_dir": str(tmp_path / "a"), "results_dir": str(tmp_path / "r")}
+    raw = checkpoint_config(tmp_path, {"ll": tmp_path / "ll"}, seq_len=512)
     with pytest.raises(InputError) as info:
         normalise_config(raw, "cfg.yaml")
     assert str(info.value) == (f"cfg.yaml: shards.seq_len: 512 is longer than models.sizes.ll's max_position_embeddings"
@@ -93,16 +92,8 @@ def test_one_checkpoint_under_two_size_names_is_refused_naming_both(tmp_path: Pa
     model.save_pretrained(str(tmp_path / "base"))
     (tmp_path / "link").symlink_to(tmp_path / "base")
     shutil.copytree(tmp_path / "base", tmp_path / "copy")
-    root = Path(__file__).resolve().parents[1]
-
     def raw(other: str) -> dict:
-        return {"data": {"seeds": {c: [str(root / f"data/demo/seeds/{c}.jsonl.gz")] for c in ("general", "legal")},
-                         "pool": [str(root / "data/demo/pool/pool-00.jsonl.gz")]},
-                "domains": {"legal": {"ratios": [0.0, 1.0]}}, "tokenizer": {"vocab_size": 300},
-                "cpt": {"tokens": [8192]}, "shards": {"seq_len": 64},
-                "models": {"sizes": {"a": {"base_checkpoint": str(tmp_path / "base")},
-                                     "b": {"base_checkpoint": str(tmp_path / other)}}},
-                "artifacts_dir": str(tmp_path / "art"), "results_dir": str(tmp_path / "res")}
+        return checkpoint_config(tmp_path, {"a": tmp_path / "base", "b": tmp_path / other}, seq_len=64)
 
     with pytest.raises(InputError) as info:
         normalise_config(raw("link"), "cfg.yaml")

@@ -79,3 +79,18 @@ def test_a_config_json_without_decoder_fields_is_refused_naming_the_file(tmp_pat
     (tmp_path / "config.json").write_text('{"model_type": "bert_like"}')
     with pytest.raises(InputError, match=r"config\.json"):
         read_checkpoint_shape(tmp_path)
+
+
+def test_a_local_tokenizer_is_installed_byte_for_byte(tmp_path: Path) -> None:
+    """The sweep's copy of a user's tokenizer (and so every exported checkpoint's) is the user's files unchanged:
+    save_pretrained added loading options (is_local, local_files_only) to tokenizer_config.json."""
+    from hf_checkpoints import make_llama_tokenizer
+
+    from cpt_scaling.data.tokenizer_source import install_tokenizer
+
+    repo = Path(__file__).resolve().parents[1]
+    make_llama_tokenizer(tmp_path / "theirs", [repo / "data" / "demo" / "seeds" / "legal.jsonl.gz"])
+    install_tokenizer(tmp_path / "ours", files=[], vocab_size=0, path=str(tmp_path / "theirs"))
+    theirs = {p.name: p.read_bytes() for p in (tmp_path / "theirs").iterdir()}
+    ours = {p.name: p.read_bytes() for p in (tmp_path / "ours").iterdir()}
+    assert ours == theirs and b"local_files_only" not in ours["tokenizer_config.json"]

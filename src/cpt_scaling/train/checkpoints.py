@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 
 from cpt_scaling.core.atomic import publish, write_json
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.data.tokenizer_files import copy_tokenizer
 from cpt_scaling.train.state_io import _decode, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,6 @@ CHECKPOINT_DIR = "checkpoints"
 RESUME_DIR = "resume"
 NAME = re.compile(r"^tokens-(\d{12})$")
 TRAIN_STATE = "train_state"
-# Name prefixes of the files that make up a Hugging Face tokenizer directory.
-TOKENIZER_FILES = ("tokenizer", "special_tokens_map", "added_tokens", "vocab", "merges", "chat_template")
 
 
 def checkpoint_name(tokens: int) -> str:
@@ -151,9 +150,7 @@ def write_model(model: Any, directory: Path, state: dict[str, torch.Tensor] | No
 def copy_tokenizer_files(tokenizer_dir: Path, directory: Path) -> None:
     """Copy a HF tokenizer's files (``tokenizer.json``, its config, vocabularies, chat template) into
     ``directory``, so ``AutoTokenizer.from_pretrained(directory)`` works without the sweep."""
-    for path in sorted(Path(tokenizer_dir).iterdir()):
-        if path.is_file() and path.name.startswith(TOKENIZER_FILES):
-            shutil.copyfile(path, directory / path.name)
+    copy_tokenizer(Path(tokenizer_dir), directory)
 
 
 def _master_partitions(optimizer: Any) -> list[torch.Tensor] | None:

@@ -102,3 +102,25 @@ def test_one_checkpoint_under_two_size_names_is_refused_naming_both(tmp_path: Pa
         build_plan(normalise_config(raw("copy"), "cfg.yaml"), tmp_path / "digests.json").by_key  # noqa: B018
     message = str(info.value)
     assert "-a-" in message and "-b-" in message and "identical inputs under two names" in message, message
+
+
+def test_an_exported_checkpoint_differs_from_its_base_in_its_weights_only(tmp_path: Path) -> None:
+    """config.json as the base's (no training settings such as use_cache: false) but for the weights' dtype, and
+    the base's generation_config.json carried along."""
+    import json
+
+    from cpt_scaling.train.checkpoints import write_model
+
+    config = tf.LlamaConfig(**SMALL, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
+    base = tf.LlamaForCausalLM(config)
+    base.generation_config = tf.GenerationConfig(bos_token_id=1, eos_token_id=2, temperature=0.6, top_p=0.9,
+                                                 do_sample=True)
+    base.save_pretrained(str(tmp_path / "base"))
+    model = load_model(tmp_path / "base", dtype=torch.float32)
+    write_model(model, tmp_path / "ckpt")
+    ours = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    theirs = json.loads((tmp_path / "base" / "config.json").read_text())
+    stated = {"dtype", "torch_dtype", "transformers_version"}  # the weights' dtype; the writing library's version
+    assert {k: v for k, v in ours.items() if k not in stated} == {k: v for k, v in theirs.items() if k not in stated}
+    generation = json.loads((tmp_path / "ckpt" / "generation_config.json").read_text())
+    assert generation["temperature"] == 0.6 and generation["top_p"] == 0.9 and generation["do_sample"] is True

@@ -132,7 +132,8 @@ def _model_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor] | None
 
 
 def write_model(model: Any, directory: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-    """``model.safetensors`` + ``config.json`` of an HF model (also for DeepSpeed's flat-buffer views).
+    """``model.safetensors``, ``config.json`` and ``generation_config.json`` of an HF model (also for DeepSpeed's
+    flat-buffer views): a checkpoint differs from its base in its weights (and their ``dtype``) only.
 
     ``state``: the full weights when the model's own are partitioned (ZeRO-3's gathered 16-bit state dict).
     """
@@ -145,6 +146,9 @@ def write_model(model: Any, directory: Path, state: dict[str, torch.Tensor] | No
     # resumed run must write the same config.json as an uninterrupted one.
     model.config.dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     model.config.to_json_file(str(directory / "config.json"))
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:  # the base's generation settings (its file, as loaded), as save_pretrained would
+        generation.to_json_file(str(directory / "generation_config.json"))
 
 
 def copy_tokenizer_files(tokenizer_dir: Path, directory: Path) -> None:

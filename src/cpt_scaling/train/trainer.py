@@ -287,7 +287,6 @@ def _prepare_model(spec: TrainSpec, resume_dir: Path | None, config: dict[str, A
     """The initial model (under ZeRO-3 built into partitions), with activation checkpointing if asked for."""
     with _zero3_init(config if spec.deepspeed.zero_stage == 3 else None):
         model = _initial_model(spec, resume_dir)
-    model.config.use_cache = False
     if spec.activation_checkpointing:  # recompute each block in backward; non-reentrant: same losses, ZeRO-3 too
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
@@ -438,7 +437,7 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         for i in range(self.gas):
             ids = batch[i * self.micro:(i + 1) * self.micro]
-            loss = self.engine(input_ids=ids, labels=ids).loss
+            loss = self.engine(input_ids=ids, labels=ids, use_cache=False).loss  # the config keeps the base's
             self.engine.backward(loss)
             self.engine.step()
             loss_sum += loss.detach().float()

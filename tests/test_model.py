@@ -46,7 +46,8 @@ def test_save_and_load_round_trip(tmp_path: Path, tied: bool) -> None:
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=tied)
     model = LlamaForCausalLM(config).eval()
     write_model(model, tmp_path / "ckpt")
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "generation_config.json",
+                                                                     "model.safetensors"]
     loaded = load_model(tmp_path / "ckpt")
     ids = torch.randint(0, 100, (2, 16))
     with torch.no_grad():

@@ -458,13 +458,17 @@ class _Run:
         p = self.p
         peak = self.spec.peak_flops
         mfu = tps * self.flops_tok / (float(peak) * self.n_ranks) if peak else None
+        grad_norm = self.engine.get_global_grad_norm()  # DeepSpeed's, of the step just taken (None if unknown)
+        grad_norm = None if grad_norm is None else float(grad_norm)
+        eta_s = (p.tokens_at(p.steps) - p.tokens_at(done)) / tps if tps > 0 else None
         train_log.append(self.log_file, {
             "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
-            "tokens_per_s": tps, "mfu": mfu,
+            "grad_norm": grad_norm, "tokens_per_s": tps, "mfu": mfu, "eta_s": eta_s,
             "domain_sequences": domain_sequences_before(done, self.spec.batch_size, float(self.spec.ratio)),
         })
-        log.info("step %d/%d tokens %d loss %.4f lr %.3g %.0f tok/s", done, p.steps,
-                 p.tokens_at(done), loss_value, lr, tps)
+        log.info("step %d/%d tokens %d loss %.4f lr %.3g grad norm %s %.0f tok/s ETA %s", done, p.steps,
+                 p.tokens_at(done), loss_value, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", tps,
+                 "n/a" if eta_s is None else _duration(eta_s))
 
     def _stop_flags(self, stops: _StopSignals, longest_step: float, last_save: float) -> list[bool]:
         """Agreed over the ranks: signalled, late (the next step would pass stop_at), due (a time checkpoint)."""
@@ -508,3 +512,11 @@ class _Run:
         if self.n_ranks > 1:
             torch.distributed.barrier()
         return result
+
+
+def _duration(seconds: float) -> str:
+    """``1h02m`` / ``3m05s`` / ``12s``."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -112,12 +112,17 @@ def variance_components(d: Design) -> Components:
     # coefficients above are exact (the Huber optimum's own residuals are nearly L1's: their squares run high)
     projected = resid @ d.residual
     q = [float(np.sum((form @ projected) ** 2)) for form in raw]
-    var = np.zeros(3)
-    for c in range(3):
-        if coef[c, c] > 1e-12 and dfs[c] >= (1.0 if c < 2 else MIN_DF):
-            var[c] = max(0.0, (q[c] - coef[c, :c] @ np.nan_to_num(var[:c])) / coef[c, c])
-        else:
-            var[c] = 0.0 if c == 0 else np.nan
+    # the fit mixes the components (a run's offset, projected off the Jacobian, leaks into its within-run
+    # deviations): solve the moment equations of the identified components together, none negative
+    known = [c for c in range(3) if coef[c, c] > 1e-12 and dfs[c] >= (1.0 if c < 2 else MIN_DF)]
+    var = np.array([0.0, np.nan, np.nan])
+    while known:
+        sol = np.linalg.lstsq(coef[np.ix_(known, known)], np.asarray(q)[known], rcond=None)[0]
+        if sol.min() >= 0:
+            var[known] = sol
+            break
+        var[known[int(np.argmin(sol))]] = 0.0
+        known.remove(known[int(np.argmin(sol))])
     runs_per_size = int(np.bincount(d.size_of_run).min())
     within = raw[0] @ projected * (np.sqrt(n / coef[0, 0]) if coef[0, 0] > 1e-12 else 1.0)
     return Components(float(np.sqrt(var[0])), float(np.sqrt(var[1])), float(dfs[1]), float(np.sqrt(var[2])),

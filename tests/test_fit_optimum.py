@@ -81,7 +81,7 @@ def test_a_converged_fit_cannot_be_improved_by_a_derivative_free_polish(name: st
         best = f0
         x = theta
         for _ in range(2):
-            out = minimize(lambda t, obj=obj: float(obj(t[None])[0][0]), x, method="Nelder-Mead",
+            out = minimize(lambda t, o=obj: float(o(t[None])[0][0]), x, method="Nelder-Mead",
                            bounds=list(zip(lo, hi, strict=True)),
                            options={"xatol": 1e-10, "fatol": 1e-16, "maxiter": 1500 * theta.size, "adaptive": True})
             x, best = (out.x, float(out.fun)) if out.fun < best else (x, best)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from cpt_scaling.fit.noise import design, draw_variances, hierarchical_losses, variance_components
-from cpt_scaling.fit.optimize import Objective, batched_lbfgs, bounds_theta
+from cpt_scaling.fit.optimize import Objective, batched_gauss_newton, batched_lbfgs, bounds_theta
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,9 @@ def bootstrap_fit(
     thetas, f, _ = batched_lbfgs(screen, np.tile(start, (resamples, 1)), lo, hi, max_iter=screen_iters, ftol=ftol)
     f = np.where(np.isfinite(f), f, np.inf).reshape(resamples, k)
     first = thetas[np.arange(resamples) * k + np.argmin(f, axis=1)]
-    thetas, f, done = batched_lbfgs(replace(obj, weights=weights), first, lo, hi, max_iter=max_iter, ftol=ftol)
+    refit = replace(obj, weights=weights)
+    thetas, f, _ = batched_lbfgs(refit, first, lo, hi, max_iter=max_iter, ftol=ftol)
+    thetas, f, done = batched_gauss_newton(refit, thetas, lo, hi, max_iter=50)
     ok = np.isfinite(f)
     not_converged = int((~done & ok).sum())
     samples = obj.natural(thetas)

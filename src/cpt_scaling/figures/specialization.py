@@ -75,6 +75,8 @@ def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
     rows = pd.DataFrame(law.get("sger") or [], columns=["size", "sger", "sger_lo", "sger_hi", "sger_status",
                                                        "C_specialist"])
+    numbers = ["sger", "sger_lo", "sger_hi", "C_specialist"]  # strict JSON writes an unbounded end as null
+    rows[numbers] = rows[numbers].apply(pd.to_numeric, errors="coerce")
     if rows.empty:
         ax.text(0.5, 0.5, law.get("note", "no SGER"), ha="center", va="center", fontsize=8, wrap=True,
                 transform=ax.transAxes)

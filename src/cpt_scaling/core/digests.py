@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.errors import InputError
-
-log = logging.getLogger(__name__)
 
 RECORD = "digests.json"
 _SKIP_SUFFIXES = (".jsonl", ".tmp", ".log")
@@ -135,5 +132,4 @@ def verify_tree(root: str | os.PathLike[str]) -> tuple[int, list[Damage]]:
             problem = _problem(artifact / rel, entry)
             if problem:
                 damaged.append(Damage(artifact, rel, problem))
-                log.error("%s: %s", artifact / rel, problem)
     return checked, damaged

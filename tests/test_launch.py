@@ -62,3 +62,7 @@ def test_stop_margin_grows_to_the_longest_logged_save(tmp_path: Path) -> None:
     (tmp_path / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert stop_margin(tmp_path, 300) == math.ceil(SAVE_TIME_FACTOR * 400) + STOP_SLACK_SECONDS
     assert stop_margin(tmp_path, 5000) == 5000  # never below the modelled one
+    # ... and at most a quarter of the job's limit, like the modelled one: a 1-minute job still trains 45 s
+    assert stop_margin(tmp_path, 15, limit_minutes=1) == 15
+    assert stop_margin(tmp_path, 300, limit_minutes=60) == math.ceil(SAVE_TIME_FACTOR * 400) + STOP_SLACK_SECONDS
+    assert stop_margin(tmp_path, 300, limit_minutes=20) == 300  # a quarter of 20 minutes: the modelled 300 s

@@ -23,7 +23,7 @@ with rule_job(smk) as job:
     job["checkpoint_minutes"] = int(smk.resources.get("checkpoint_seconds", 0)) / 60
     out_dir = Path(smk.output.checkpoints).parent
     # The modelled margin, or longer where an earlier submission of this run logged a slower resumable save.
-    margin = stop_margin(out_dir, int(smk.resources.get("stop_margin_s", 0)))
+    margin = stop_margin(out_dir, int(smk.resources.get("stop_margin_s", 0)), int(smk.resources.get("runtime", 0)))
     job["stop_at"] = job_deadline(int(smk.resources.get("runtime", 0)), margin)
     run_training(TrainSpec.from_json(job), out_dir,
                  processes_per_node=int(smk.resources.get("processes_per_node", 1)),

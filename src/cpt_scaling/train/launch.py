@@ -72,14 +72,17 @@ def _descendants(pid: int) -> list[int]:
 SAVE_TIME_FACTOR = 1.5
 
 
-def stop_margin(out_dir: Path, modelled_s: int) -> int:
+def stop_margin(out_dir: Path, modelled_s: int, limit_minutes: int = 0) -> int:
     """Seconds before the job's end at which training stops: the cost model's margin (``stop_margin_s``), or
     longer when this run already logged a slower resumable save (:func:`~cpt_scaling.train.train_log.longest_save`
-    times :data:`SAVE_TIME_FACTOR`, plus :data:`~cpt_scaling.cost.resources.STOP_SLACK_SECONDS`)."""
+    times :data:`SAVE_TIME_FACTOR`, plus :data:`~cpt_scaling.cost.resources.STOP_SLACK_SECONDS`); like the modelled
+    margin, at most a quarter of the job's limit ``limit_minutes`` (when given), so every submission trains."""
     measured = train_log.longest_save(Path(out_dir) / train_log.LOG_NAME)
     if measured is None:
         return int(modelled_s)
     margin = max(int(modelled_s), math.ceil(SAVE_TIME_FACTOR * measured) + STOP_SLACK_SECONDS)
+    if limit_minutes > 0:
+        margin = min(margin, max(int(modelled_s), int(limit_minutes * 60 / 4)))
     if margin > modelled_s:
         log.info("stop margin %d s from the longest logged save (%.0f s), above the modelled %d s", margin,
                  measured, modelled_s)

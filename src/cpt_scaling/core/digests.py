@@ -43,20 +43,11 @@ def _recorded_files(root: Path) -> Iterator[Path]:
 
 
 def record_digests(artifact_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write ``digests.json`` of every file under ``artifact_dir`` (relative path -> sha256 and size); files
-    already recorded with the same size and modification time are not read again (a resumed job's old
-    checkpoints)."""
+    """Write ``digests.json`` of every file under ``artifact_dir`` (relative path -> sha256 and size): equal
+    artifacts get equal records."""
     root = Path(artifact_dir)
-    previous = _read_record(root) or {}
-    files: dict[str, dict[str, Any]] = {}
-    for path in _recorded_files(root):
-        rel = path.relative_to(root).as_posix()
-        stat = path.stat()
-        old = previous.get(rel)
-        if old and old["size"] == stat.st_size and old.get("mtime_ns") == stat.st_mtime_ns:
-            files[rel] = old
-        else:
-            files[rel] = {"sha256": file_digest(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    files = {path.relative_to(root).as_posix(): {"sha256": file_digest(path), "size": path.stat().st_size}
+             for path in _recorded_files(root)}
     tmp = root / f".{RECORD}.tmp"
     tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, root / RECORD)

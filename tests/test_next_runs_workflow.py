@@ -61,7 +61,8 @@ def test_next_runs_target_does_what_next_does(micro_copy: Path, tmp_path: Path) 
     result = run_snakemake(micro_copy, edited, TARGET)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     chosen = pd.read_csv(micro_copy / TARGET)
-    assert len(chosen) >= 1
+    # The calibrated proposer may judge no run of the micro sweep's grid informative (its expected widths never
+    # exceed today's); whatever it chooses, the target and the CLI must choose the same.
     grid = {f"{n}-r{r:g}-D{d:g}" for n in SHAPES for r in RATIOS for d in TOKENS}
     assert set(chosen["candidate"]) <= grid
     assert set(chosen["r"]) <= set(RATIOS) and set(chosen["D"]) <= set(TOKENS) and set(chosen["size"]) <= set(SHAPES)

@@ -129,11 +129,10 @@ class _Parser:
         return _COMPARE[tok[1]](left, self.operand())
 
     def operand(self) -> Any:
+        tok = self.peek()
+        if tok is not None and tok[0] in ("number", "string"):
+            return self.literal()
         kind, text = self.take()
-        if kind == "number":
-            return float(text)
-        if kind == "string":
-            return text[1:-1]
         if kind != "name" or text in _KEYWORDS:
             raise ValueError(f"expected a column, number or string, got {text!r}")
         if text not in self.df.columns:
@@ -164,7 +163,7 @@ class _Parser:
             return float(text)
         if kind == "string":
             return text[1:-1]
-        raise ValueError(f"a list holds numbers or strings, got {text!r}")
+        raise ValueError(f"expected a number or string, got {text!r}")
 
 
 def _series(value: Any, op: str) -> pd.Series:

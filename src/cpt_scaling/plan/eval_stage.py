@@ -95,9 +95,7 @@ class EvalStage:
         raw inputs)."""
         specs = {name: ExamSpec.parse(entry, f"evaluate.exams.{name}")
                  for name, entry in sorted(self.cfg["evaluate"]["exams"].items())}
-        files = {name: [relative_to_cwd(f) for f in spec.files(f"evaluate.exams.{name}")]
-                 for name, spec in specs.items()}
-        files = {name: [str(specs[name].yaml), *fs[1:]] if specs[name].yaml else fs for name, fs in files.items()}
+        files = {name: _exam_files(spec, f"evaluate.exams.{name}") for name, spec in specs.items()}
         digests: dict[str, Any] = {name: [self.digests.digest(f) for f in fs] for name, fs in files.items()}
         for name, spec in specs.items():  # a plain YAML keeps its old key; a named or few-shot exam adds its terms
             if spec.task is not None or spec.num_fewshot:
@@ -136,3 +134,12 @@ def _exam_ref(spec: ExamSpec, files: list[str]) -> Any:
         return raw(*files)
     key = "yaml" if spec.yaml is not None else "data_dir"
     return {**value, key: raw(value[key], *files)}
+
+
+def _exam_files(spec: ExamSpec, where: str) -> list[str]:
+    """An exam's raw inputs as job paths: a task YAML as the config names it, data files relative to the working
+    directory where they lie below it."""
+    files = spec.files(where)
+    if spec.yaml is not None:
+        return [spec.yaml, *(relative_to_cwd(f) for f in files[1:])]
+    return [relative_to_cwd(f) for f in files]

@@ -41,7 +41,8 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.fit import decisions
-from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.bootstrap import INTERVAL, INTERVAL_METHODS, interval
+from cpt_scaling.fit.fitting import E_FLOOR_SHARE, fit_law
 from cpt_scaling.laws import LAWS
 
 SIZES = (2.5e4, 1e5, 2.2e5)
@@ -98,31 +99,109 @@ def truths() -> dict[str, float]:
             "n_opt": float(decisions.dcpt_compute_allocation(law, compute=COMPUTE, r=COMPUTE_RATIO)["N"])}
 
 
-def one_seed(design: str, seed: int, args: argparse.Namespace) -> dict[str, tuple[float | None, float | None]]:
-    """Intervals ``(lo, hi)`` of every quantity for one seed of one design."""
+def decision_values(doc: dict[str, Any], samples: np.ndarray) -> dict[str, np.ndarray]:
+    """The usage-2 optimum r and the usage-3 optimal size of a D-CPT fit and of each resample (row 0: the fit)."""
+    plain = {k: v for k, v in doc.items() if k != "bootstrap_samples"}
+    names = list(doc["bootstrap_samples"]["params"]) if "bootstrap_samples" in doc else []
+    rows = [{}] + [dict(zip(names, row, strict=True)) for row in samples]
+    out: dict[str, list[float]] = {"r_opt": [], "n_opt": []}
+    for row in rows:
+        if any(not np.isfinite(v) for v in row.values()):
+            out["r_opt"].append(np.nan)
+            out["n_opt"].append(np.nan)
+            continue
+        law = {**plain, "params": {**doc["params"], **row}}
+        u2 = decisions.dcpt_ratio_for_limited_domain_data(law, N=SIZES[-1], domain_tokens=DOMAIN_TOKENS)
+        u3 = decisions.dcpt_compute_allocation(law, compute=COMPUTE, r=COMPUTE_RATIO)
+        out["r_opt"].append(np.nan if u2["ratio"] is None else u2["ratio"])
+        out["n_opt"].append(np.nan if u3["N"] is None else u3["N"])
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def one_seed(design: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Per quantity the point estimate and its resampled values ``(point, (R,) values)``; per law whether its
+    fit puts E at zero (``<law>_E_zero``: below 1 % of the smallest loss, flagged not identified); the D-CPT
+    fit's resampling."""
     rng = np.random.default_rng([seed, list(DESIGNS).index(design)])
     noise = {k: v for k, v in DESIGNS[design].items() if k in STATED and v is not None}
-    out: dict[str, tuple[float | None, float | None]] = {}
+    out: dict[str, Any] = {}
     for law, truth, prefix in (("dcpt", L3_TRUE, "l3"), ("chinchilla", CHIN_TRUE, "chin")):
         df = sweep(law, truth, design, rng)
         res = fit_law(law, df.drop(columns="run"), bootstrap=args.bootstrap, groups=df["run"],
                       bootstrap_starts=args.starts, seed=seed, **noise)
-        for name in ("alpha", "beta"):
-            ci = res.ci[name]
-            out[f"{prefix}_{name}"] = (None, None) if ci is None else (ci[0], ci[1])
+        samples = res.samples if res.samples is not None else np.empty((0, len(res.params)))
+        for j, name in enumerate(res.params):
+            if name in ("alpha", "beta"):
+                out[f"{prefix}_{name}"] = (res.params[name], samples[:, j])
+        out[f"{prefix}_E_zero"] = res.params["E"] < E_FLOOR_SHARE * float(df["loss"].min())
         if law == "dcpt":
-            doc = res.to_json()
-            u2 = decisions.dcpt_ratio_for_limited_domain_data(doc, N=SIZES[-1], domain_tokens=DOMAIN_TOKENS)
-            u3 = decisions.dcpt_compute_allocation(doc, compute=COMPUTE, r=COMPUTE_RATIO)
-            out["r_opt"] = (u2["ratio_lo"], u2["ratio_hi"])
-            out["n_opt"] = (u3["N_lo"], u3["N_hi"])
+            values = decision_values(res.to_json(), samples)
+            out.update({k: (v[0], v[1:]) for k, v in values.items()})
             out["method"] = res.bootstrap_info.get("resampling", res.bootstrap_info.get("method"))
     return out
+
+
+def intervals(key: str, point: float, values: np.ndarray) -> dict[str, tuple[float, float]]:
+    """The 95 % interval of one quantity by every method, from the same resamples. Positive quantities (all but
+    r) are reflected on a log scale by ``basic``; the percentile interval of a decision is widened to contain the
+    point, as the workflow's decision tables are."""
+    out: dict[str, tuple[float, float]] = {}
+    finite = values[np.isfinite(values)]
+    if not finite.size or not np.isfinite(point):
+        return {m: (np.nan, np.nan) for m in METHODS}
+    for method in METHODS:
+        if method == "basic" and key != "r_opt":
+            lo, hi = np.exp(interval(np.log(finite), method=method, point=np.log(point)))
+        else:
+            lo, hi = interval(finite, method=method, point=point)
+        if method == "percentile" and key in ("r_opt", "n_opt"):
+            lo, hi = min(lo, point), max(hi, point)
+        out[method] = (float(lo), float(hi))
+    return out
+
+
+METHODS = INTERVAL_METHODS
+L3_KEYS = ("l3_alpha", "l3_beta", "r_opt", "n_opt")
+
+
+def summarise(design: str, rows: list[dict[str, Any]], truth: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Print one design's table; return coverage per method and quantity."""
+    cover: dict[str, dict[str, float]] = {}
+    table = []
+    for key, t in truth.items():
+        cells = []
+        for method in METHODS:
+            ivs = [intervals(key, *row[key])[method] for row in rows]
+            hit = np.array([lo <= t <= hi for lo, hi in ivs])
+            width = [np.log(hi / lo) if key == "n_opt" else hi - lo for lo, hi in ivs]
+            cover.setdefault(method, {})[key] = float(hit.mean())
+            cells.append(f"{hit.mean():.2f} / {np.nanmedian(width):.3g}")
+            if method == INTERVAL:
+                flagged = np.array([row[("l3" if key in L3_KEYS else "chin") + "_E_zero"] for row in rows])
+                split = (f"{hit[~flagged].mean():.2f} ({(~flagged).sum()})" if (~flagged).any() else "-",
+                         f"{hit[flagged].mean():.2f} ({flagged.sum()})" if flagged.any() else "-")
+        table.append(f"| {key} | {t:.4g} | " + " | ".join(cells) + f" | {split[0]} | {split[1]} |")
+    print(f"design {design} ({len(rows)} seeds; D-CPT resampling: {rows[-1]['method']}); coverage / median 95 % "
+          f"width (n_opt: log hi/lo) per interval method; {INTERVAL} coverage (seeds) where the fit's E is "
+          "identified / at zero")
+    print("| quantity | truth | " + " | ".join(METHODS) + " | E identified | E at zero |")
+    print("| --- | --- | " + " | ".join("---" for _ in METHODS) + " | --- | --- |")
+    print("\n".join(table))
+    return cover
+
+
+def worst_line(cover: dict[str, dict[str, dict[str, float]]], method: str) -> str:
+    """``coverage alpha=.. beta=.. r_opt=.. n_opt=..``: per quantity the worse design (α, β: the worse law too)."""
+    groups = (("alpha", ("l3_alpha", "chin_alpha")), ("beta", ("l3_beta", "chin_beta")), ("r_opt", ("r_opt",)),
+              ("n_opt", ("n_opt",)))
+    return "coverage " + " ".join(f"{k}={min(c[method][q] for c in cover.values() for q in keys):.2f}"
+                                  for k, keys in groups)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=100)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=4)
     parser.add_argument("--designs", default="shared,few", help="comma-separated subset of: shared, few")
@@ -130,34 +209,18 @@ def main() -> None:
     logging.disable(logging.WARNING)
     truth = truths()
     print("truth: " + ", ".join(f"{k} {v:.4g}" for k, v in truth.items()) + f"; fits take: {', '.join(STATED)}")
-    cover: dict[str, dict[str, float]] = {}
+    cover: dict[str, dict[str, dict[str, float]]] = {}
     t0 = time.perf_counter()
     for design in args.designs.split(","):
-        hits: dict[str, list[bool]] = {k: [] for k in truth}
-        widths: dict[str, list[float]] = {k: [] for k in truth}
-        for seed in range(args.seeds):
-            got = one_seed(design, seed, args)
-            for k, t in truth.items():
-                lo, hi = got[k]
-                hits[k].append(lo is not None and hi is not None and lo <= t <= hi)
-                widths[k].append(np.nan if lo is None or hi is None else
-                                 (np.log(hi / lo) if k == "n_opt" else hi - lo))
-            if (seed + 1) % 10 == 0:
-                running = " ".join(f"{k}={np.mean(v):.2f}" for k, v in hits.items())
-                print(f"  {design}: {seed + 1} seeds, {time.perf_counter() - t0:.0f} s: {running}", flush=True)
-        cover[design] = {k: float(np.mean(v)) for k, v in hits.items()}
-        print(f"design {design} ({args.seeds} seeds, {args.bootstrap} resamples, {args.starts} starts; D-CPT "
-              f"resampling: {got['method']})")
-        print("| quantity | truth | coverage | median 95 % width (n_opt: log ratio) |")
-        print("| --- | --- | --- | --- |")
-        for k in truth:
-            print(f"| {k} | {truth[k]:.4g} | {cover[design][k]:.2f} | {np.nanmedian(widths[k]):.3g} |")
+        rows = []
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            rows.append(one_seed(design, seed, args))
+            if len(rows) % 10 == 0:
+                print(f"  {design}: {len(rows)} seeds, {time.perf_counter() - t0:.0f} s", flush=True)
+        cover[design] = summarise(design, rows, truth)
     print(f"{time.perf_counter() - t0:.0f} s in all")
-    worst = {k: min(min(c[k] for c in cover.values()) for k in keys)
-             for k, keys in (("alpha", ("l3_alpha", "chin_alpha")), ("beta", ("l3_beta", "chin_beta")),
-                             ("r_opt", ("r_opt",)), ("n_opt", ("n_opt",)))}
-    print("coverage " + " ".join(f"{k}={v:.2f}" for k, v in worst.items()))
-
+    for method in (*(m for m in METHODS if m != INTERVAL), INTERVAL):  # the reported method last
+        print(("" if method == INTERVAL else f"{method} interval: ") + worst_line(cover, method))
 
 if __name__ == "__main__":
     main()

@@ -99,7 +99,7 @@ def test_stated_base_noise_widens_alpha_and_is_recorded() -> None:
     info = based.bootstrap_info
     assert info["resampling"] == "runs_and_base"
     assert (info["base_noise"], info["base_noise_source"], info["base_noise_df"]) == (0.01, "stated", None)
-    assert "one offset per model size" in info["method"]
+    assert "one offset per model size" in info["method"] and info["interval"] == "percentile"
     width = {k: np.diff(np.log(r.ci["alpha"]))[0] for k, r in (("plain", plain), ("based", based))}
     assert width["based"] > 1.5 * width["plain"]
     assert not any("shared by all runs" in w for w in based.diagnostics["warnings"])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.fit.bootstrap import bootstrap_fit
+from cpt_scaling.fit.bootstrap import INTERVAL, bootstrap_fit
 from cpt_scaling.fit.law_json import law_params
 from cpt_scaling.fit.misfit import add_misfit
 from cpt_scaling.fit.optimize import POLISH_RTOL, Objective, bounds_theta, huber, multistart_minimize
@@ -389,7 +389,7 @@ def _bootstrap(
                     failed=boot.failed, not_converged=boot.not_converged, succeeded=bootstrap - boot.failed,
                     groups="rows" if groups is None else "groups", n_groups=boot.n_groups,
                     starts_per_resample=boot.starts, stratified_by="N" if boot.stratified else None,
-                    method=_method(boot.noise))
+                    interval=INTERVAL, method=_method(boot.noise))
     if boot.failed:
         log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
     return out

@@ -28,9 +28,9 @@ of their mean): the run noise, stated or estimated from the runs, is simulated. 
 Intervals: :func:`interval` computes the percentile, basic (reflected percentile) and bias-corrected (BC)
 intervals from the same resamples; fits report :data:`INTERVAL` (recorded as ``bootstrap_info.interval``).
 It is the percentile interval because the other two covered worse on synthetic sweeps with known truth
-(bench/bench_coverage.py): there the resampled estimates lie *nearer* the truth than the point estimate (they are
-pulled toward what the design identifies), so reflecting them (basic) or shifting the percentiles away from them
-(BC) moves the interval away from the truth.
+(bench/bench_coverage.py, bench/RESULTS.md): there the resamples' median lies on the truth's side of the point
+estimate in about two cases of three (the resampled estimates are pulled toward what the design identifies), so
+reflecting them (basic) or shifting the percentiles away from them (BC) moves the interval away from the truth.
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def test_cross_domain_law_predicts_each_domain_from_the_others(micro_run: Path) 
     assert set(law["probes"]) == set(points["domain"]) == {"legal", "medical"}
     assert all(p["k1"] > 0 and p["k2"] > 0 for p in law["probes"].values())
     # two domains: a fit on "the others" would see one domain, so leave-one-domain-out is not run, and said so
-    assert law["leave_one_domain_out"] is None and "at least 3 domains" in law["leave_one_domain_out_note"]
+    assert law["leave_one_domain_out"] is None and law["leave_one_domain_out_status"] == "not identified"
+    assert "needs at least 4 domains" in law["leave_one_domain_out_note"]
     assert law["identifiability"] == {**law["identifiability"], "n_domains": 2, "n_free_params": 3}
     assert points["lodo"].isna().all() and points["fit"].notna().all() and "diagnostics" in law
     fig = cross_domain.build_figure(law, points)

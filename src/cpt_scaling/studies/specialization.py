@@ -49,6 +49,8 @@ GENERALIST_DEFINITION = {
     "general": "the ratio-0 continued-pretraining run on the general class (no domain text)",
 }
 
+SGER_COLUMNS = ["size", "N", "role", "sger", "sger_lo", "sger_hi", "sger_status", "sger_interval",
+                "sger_general_points", "C_specialist", "C_general", "C_general_own_min"]
 MIN_SIZES = 3  # a two-parameter power law across sizes needs at least three sizes
 
 
@@ -167,7 +169,7 @@ def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit:
         if out["status"] != "interpolated":
             log.warning("SGER %s %s: %s (the generalist's annealed points do not reach the specialist's loss)",
                         domain, size, out["status"])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SGER_COLUMNS)
 
 
 def _test_curves(df: pd.DataFrame, domain: str, role: str, specialist_ratio: float, budget: int
@@ -268,9 +270,7 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
     result["diagnostics"] = summary_diagnostics(
         {"specialist_powerlaw": result.get("specialist_powerlaw"), "general_powerlaw": result.get("general_powerlaw")},
         None, ([result["note"]] if "note" in result else []) + flagged)
-    table = best
-    if len(sger):
-        table = table.merge(sger.drop(columns="N"), on=["size", "role"], how="left")
+    table = best.merge(sger.drop(columns="N"), on=["size", "role"], how="left")  # SGER columns even if none
     if equiv_rows:
         table = table.merge(pd.DataFrame(equiv_rows), on=["size", "role"], how="left")
     optimal = compute_optimal_sizes(df, domain, specialist_ratio, fit.get("run_noise"), seed=int(fit["seed"]))

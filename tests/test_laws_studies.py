@@ -98,6 +98,12 @@ def test_specialization_sger_per_size_and_equivalent_size(sweep, results) -> Non
             assert r["sger"] == pytest.approx(r["C_general"] / r["C_specialist"])
     compute = pd.read_csv(compute_out)
     assert ((compute["N_lo"] <= compute["N"]) & (compute["N"] <= compute["N_hi"])).all()
+    # a common budget grid: a decision only where two sizes or more reach the budget, among those that do
+    assert len(compute) and (compute["candidates"].str.split(",").str.len() >= 2).all()
+    assert all(best in cands.split(",") for best, cands in zip(compute["best_size"], compute["candidates"],
+                                                               strict=True))
+    reach = sorted(6.0 * table["N"].unique() * table["budget"].max())  # each size's curve ends at its budget
+    assert (compute["compute"] <= reach[-2] * (1 + 1e-9)).all()  # beyond, only the largest size: no decision
     assert "diagnostics" in json.loads(law_out.read_text())
 
 

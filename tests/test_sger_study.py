@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from workflow_utils import REPO, plan_in
 
 from cpt_scaling.figures.specialization import build_sger_figure
 from cpt_scaling.plan.train_stage import generalist_budgets
 from cpt_scaling.studies.findings import REPRODUCED, size_findings
 from cpt_scaling.studies.sger import annealed_sger
+from cpt_scaling.studies.specialization import sger_per_size
 
 BUDGET = 65536
 MULTIPLES = (1, 2, 4, 8)  # the generalist's annealed branch ends, in specialist budgets
@@ -103,3 +105,38 @@ def test_sger_figure_orders_sizes_by_n_on_a_log_axis() -> None:
     x = [float(line.get_xdata()[0]) for line in ax.get_lines() if len(line.get_xdata()) == 1]
     assert sorted(set(x)) == [3e4, 1e5, 3e5]  # markers and caps, one position per size
     assert [t.get_text() for t in sorted(ax.texts, key=lambda t: t.xy[0])] == ["xs", "s", "m"]
+
+
+def test_the_study_reads_sger_from_the_annealed_points_of_the_eval_table() -> None:
+    """The specialisation study's SGER on an eval table shaped like the demo's: a cosine specialist (only its last
+    checkpoint annealed; an earlier one, lower here, is not read), the pool generalist's WSD branch ends (one
+    curve), the base model at D = 0. It equals :func:`annealed_sger` on those points."""
+    truth = {"xs": 1.5, "s": 2.6, "m": 5.0}
+    rows = []
+
+    def add(run: str, kind: str, size: str, ratio: float | None, budget: float, d: int, loss: float) -> None:
+        rows.extend({"run": run, "kind": kind, "size": size, "N": SIZES[size], "ratio": ratio, "budget": budget,
+                     "D": d, "suite": suite, "split": split, "loss": loss}
+                    for suite in ("legal", "general") for split in ("val", "test"))
+
+    for size, n in SIZES.items():
+        add(f"base-{size}", "base", size, None, 0, 0, float(_generalist_loss(n, BUDGET / 16)))
+        for d in (BUDGET // 2, BUDGET):
+            add(f"cpt-{size}-legal-r1", "cpt", size, 1.0, BUDGET, d,
+                float(_generalist_loss(n, truth[size] * BUDGET)) - (0.5 if d < BUDGET else 0.0))
+        for m in MULTIPLES:  # branch ends: the budget is the curve's longest branch, each end annealed
+            add(f"cpt-{size}-pool-r0", "generalist", size, None, BUDGET * MULTIPLES[-1], BUDGET * m,
+                float(_generalist_loss(n, BUDGET * m)))
+    df = pd.DataFrame(rows)
+    df["annealed"] = (df["kind"] == "generalist") | (df["D"] == df["budget"])
+    out = sger_per_size(df, "legal", 1.0, 100.0, {"run_noise": RUN_NOISE, "seed": 3}).set_index("size")
+    for size, n in SIZES.items():
+        gen_d = BUDGET * np.array(MULTIPLES, dtype=float)
+        direct = annealed_sger(np.array([6 * n * BUDGET]), np.array([float(_generalist_loss(n, truth[size] * BUDGET))]),
+                               6 * n * gen_d, _generalist_loss(n, gen_d),
+                               general_start_loss=float(_generalist_loss(n, BUDGET / 16)), run_noise=RUN_NOISE,
+                               seed=3)
+        assert out.loc[size, "sger"] == pytest.approx(direct["sger"])
+        assert out.loc[size, "sger"] == pytest.approx(truth[size], rel=0.02)  # noiseless: the interpolation's bias
+        assert out.loc[size, "sger_lo"] == pytest.approx(direct["sger_lo"])
+        assert out.loc[size, "sger_general_points"] == len(MULTIPLES)

@@ -64,12 +64,13 @@ def _run_rows(df: pd.DataFrame, role: str, specialist_ratio: float, budget: int,
               curve: bool = False) -> pd.DataFrame:
     """Rows of one role's runs at matched compute, the specialist's ``budget`` (D = 0 included): its CPT runs,
     or the generalist's. A pool generalist trained longer (``generalist_tokens_factor``) is cut at ``budget``
-    where it has no run of that budget (a WSD trunk's branches); with ``curve``, its longest curve, whole."""
+    where it has no run of that budget (a WSD trunk's branches); with ``curve``, every run of it (its branches,
+    or its separate runs: SGER reads their annealed ends)."""
     if role == "general" and generalist_kind(df) == "pool":
         gen = df[df["kind"] == "generalist"]
-        longest = gen[gen["budget"] == gen["budget"].max()]
         if curve:
-            return longest
+            return gen
+        longest = gen[gen["budget"] == gen["budget"].max()]
         same = gen[gen["budget"] == budget]
         return same if len(same) else longest[longest["D"] <= budget]
     ratio = specialist_ratio if role == "specialist" else 0.0
@@ -124,14 +125,16 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
 
 
 def _val_curve(df: pd.DataFrame, domain: str, role: str, specialist_ratio: float, budget: int,
-               size: str) -> pd.DataFrame:
-    """Domain validation loss along one run's training: columns D, compute (6·N·D), loss, annealed (D = 0
-    included); the generalist's longest curve (its WSD branch ends, with a pool generalist's trunk)."""
+               size: str) -> tuple[pd.DataFrame, float | None]:
+    """One role's annealed domain validation points of ``size`` (columns D, N, loss, compute = 6·N·D; D > 0),
+    every run of a pool generalist, and the curve's start: its loss at D = 0, or the base model's."""
     r = with_annealed(_run_rows(df, role, specialist_ratio, budget, curve=True))
     r = r[(r["size"] == size) & (r["suite"] == domain) & (r["split"] == "val")]
-    r = r.groupby("D", as_index=False).agg(N=("N", "first"), loss=("loss", "mean"),
-                                           annealed=("annealed", "all")).sort_values("D")
-    return r.assign(compute=6.0 * r["N"] * r["D"])
+    start = r.loc[r["D"] == 0, "loss"]
+    r = r[(r["D"] > 0) & r["annealed"].astype(bool)]
+    r = r.groupby("D", as_index=False).agg(N=("N", "first"), loss=("loss", "mean")).sort_values("D")
+    return r.assign(compute=6.0 * r["N"] * r["D"]), (float(start.mean()) if len(start) else
+                                                     _base_val_loss(df, domain, size))
 
 
 def _base_val_loss(df: pd.DataFrame, domain: str, size: str) -> float | None:
@@ -150,12 +153,8 @@ def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit:
     budget = specialist_budget(df, specialist_ratio)
     rows = []
     for size in sorted(set(df.loc[df["kind"] == "cpt", "size"].dropna())):
-        spec = _val_curve(df, domain, "specialist", specialist_ratio, budget, size)
-        gen = _val_curve(df, domain, "general", specialist_ratio, budget, size)
-        start = gen.loc[gen["D"] == 0, "loss"]
-        start = float(start.iloc[0]) if len(start) else _base_val_loss(df, domain, size)
-        spec = spec[(spec["D"] > 0) & spec["annealed"].astype(bool)]
-        gen = gen[(gen["D"] > 0) & gen["annealed"].astype(bool)]
+        spec, _ = _val_curve(df, domain, "specialist", specialist_ratio, budget, size)
+        gen, start = _val_curve(df, domain, "general", specialist_ratio, budget, size)
         if spec.empty or gen.empty:
             continue
         out = annealed_sger(spec["compute"].to_numpy(), spec["loss"].to_numpy(), gen["compute"].to_numpy(),

@@ -182,11 +182,13 @@ def _test_curves(df: pd.DataFrame, domain: str, role: str, specialist_ratio: flo
 
 def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float, run_noise: float | None = None,
                           bootstrap: int = 400, seed: int = 0, n_budgets: int = 12) -> pd.DataFrame:
-    """The best size per compute budget 6·N·D, per role, on one budget grid common to the sizes: at each
+    """The best size per compute budget 6·N·D, per role, on one budget grid common to the sizes (``n_budgets``
+    log-spaced between the second-smallest start and the second-largest end of the sizes' curves): at each
     budget the candidates are the sizes whose curve reaches it (loss linear in log-compute between
     checkpoints); a budget fewer than two sizes reach has no decision (no row). ``p_best``: the share of
-    bootstrap resamples (an independent relative offset of sd ``run_noise`` per run and checkpoint) that pick
-    the same size; ``N_lo``/``N_hi`` span the sizes any 2.5 % of them pick (without ``run_noise``: the best)."""
+    bootstrap resamples (each candidate's loss with an independent relative offset of sd ``run_noise``) that
+    pick the same size; ``N_lo``/``N_hi`` span the sizes any 2.5 % of them pick (without ``run_noise``: the
+    best)."""
     budget = specialist_budget(df, specialist_ratio)
     rng = np.random.default_rng(seed)
     rows = []
@@ -195,7 +197,8 @@ def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float
         if len(curves) < 2:
             continue
         reach = pd.DataFrame({s: (g["compute"].min(), g["compute"].max()) for s, g in curves.items()}).T
-        for c in np.geomspace(reach[0].min(), reach[1].max(), n_budgets):
+        lo, hi = sorted(reach[0])[1], sorted(reach[1])[-2]  # where at least two sizes may overlap
+        for c in np.geomspace(lo, hi, n_budgets) if lo <= hi else []:
             cand = [s for s in curves if reach.loc[s, 0] * (1 - 1e-9) <= c <= reach.loc[s, 1] * (1 + 1e-9)]
             if len(cand) < 2:
                 continue

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from cpt_scaling.figures.style import colors, fit_flags, marker, plt, read_json, save, size_label
 from cpt_scaling.fit.fitting import predict
@@ -68,6 +69,16 @@ def _draw_exam_panel(ax: Any, scores: pd.DataFrame) -> None:
     ax.legend(fontsize=6)
 
 
+def _size_axis(ax: Any, rows: pd.DataFrame) -> None:
+    """A log-N x axis with one tick per model size (its name and N), in order of N."""
+    rows = rows.sort_values("N")
+    ax.set_xscale("log")
+    ax.set_xlim(rows["N"].min() / 1.6, rows["N"].max() * 1.6)
+    ax.set_xticks(rows["N"], [f"{s}\n{size_label(n)}" for s, n in zip(rows["size"], rows["N"], strict=True)])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("model size N (non-embedding parameters)")
+
+
 def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
     """SGER against model size N (log axes): the generalist's compute to the specialist's lowest annealed
     validation loss over the specialist's, with its bootstrap interval; open markers are extrapolated beyond the
@@ -91,13 +102,14 @@ def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
         hi = r["sger_hi"] if np.isfinite(r["sger_hi"]) else r["sger"] * 1.5
         ax.errorbar(n, r["sger"], yerr=[[r["sger"] - r["sger_lo"]], [hi - r["sger"]]], color="tab:purple",
                     marker="o", mfc="white" if status == "extrapolated" else "tab:purple", capsize=3)
-        ax.annotate(str(r["size"]) + (" (extrapolated)" if status == "extrapolated" else ""), (n, r["sger"]),
-                    fontsize=6, textcoords="offset points", xytext=(4, -8))
+        if status == "extrapolated":
+            ax.annotate("extrapolated", (n, r["sger"]), fontsize=6, textcoords="offset points", xytext=(4, -8))
     ax.axhline(1.0, color="gray", ls=":", lw=0.8)
-    ax.set_xscale("log")
+    _size_axis(ax, rows)
     ax.set_yscale("log")
-    ax.set_xlim(rows["N"].min() / 1.6, rows["N"].max() * 1.6)
-    ax.set_xlabel("model size N (non-embedding parameters)")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("SGER = C_general / C_specialist")
     ax.set_title(f"'{law['domain']}': compute to the specialist's loss (same size, annealed)", fontsize=9)
     return fig
@@ -110,8 +122,7 @@ def build_forgetting_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Fig
         rows = table[table["role"] == role].sort_values("N")
         ax.plot(rows["N"], rows["forgetting"], color=color, ls=ls, marker="o", label=role)
     ax.axhline(0.0, color="gray", ls=":", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("model size N (non-embedding parameters)")
+    _size_axis(ax, table.drop_duplicates("size"))
     ax.set_ylabel("forgetting: Δ general loss vs base (nats)")
     ax.set_title(f"Forgetting on general text after '{law['domain']}' CPT", fontsize=9)
     ax.legend(fontsize=7, loc="best")

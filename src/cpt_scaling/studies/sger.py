@@ -5,8 +5,8 @@ branch end); the generalist of the same size is read at its annealed points only
 trunk at the specialist's budget and at the multiples the plan adds, ``generalist_tokens_factor``). SGER is the
 generalist's tokens to the specialist's loss over the specialist's (same N: the compute ratio), log loss
 interpolated linearly in log compute between the annealed points that bracket the crossing (:func:`crossing`; a
-local power law: perplexity, or the loss itself, linear in log compute is convex there and would put the
-crossing late, by several per cent between points a factor 2 apart).
+local power law: perplexity linear in log compute is convex there and puts the crossing several per cent late
+between points a factor 2 apart; bench/bench_sger.py).
 
 The interval is a parametric bootstrap: every annealed point's loss gets an independent relative offset of sd
 ``fit.run_noise`` (the sweep's stated run-to-run noise; a decay branch is its own run's end), and SGER is

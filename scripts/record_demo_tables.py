@@ -2,10 +2,10 @@
 
 Copies every study table of results/tables/ (all but the eval table) and writes beside them:
 ``laws_diagnostics.json``, each law JSON's ``diagnostics`` block (the JSONs hold the bootstrap samples and are
-large); ``seed_findings.csv`` (:mod:`cpt_scaling.studies.findings`, recomputed from the copied tables); and ``plan_keys.json``, the keys of every
-artifact the demo config plans. tests/test_demo_findings.py asserts the findings and intervals on these tables and
-that the keys still match the demo's plan, so a change that alters the demo's artifacts fails until the tables are
-re-recorded.
+large); ``seed_findings.csv`` (:mod:`cpt_scaling.studies.findings`, recomputed from the copied tables with the
+config's ``fit.run_noise``); and ``plan_keys.json``, the keys of every artifact the demo config plans.
+tests/test_demo_findings.py asserts the findings on these tables and that the keys still match the demo's plan, so
+a change that alters the demo's artifacts fails until the tables are re-recorded.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from workflow_utils import REPO, plan_in
 
-from cpt_scaling.figures.specialization import build_sger_figure
+from cpt_scaling.figures.specialization import build_compute_figure, build_sger_figure
 from cpt_scaling.plan.train_stage import generalist_budgets
 from cpt_scaling.studies.findings import REPRODUCED, size_findings
 from cpt_scaling.studies.sger import annealed_sger
@@ -141,3 +141,8 @@ def test_the_study_reads_sger_from_the_annealed_points_of_the_eval_table() -> No
         assert out.loc[size, "sger"] == pytest.approx(truth[size], rel=0.02)  # noiseless: the interpolation's bias
         assert out.loc[size, "sger_lo"] == pytest.approx(direct["sger_lo"])
         assert out.loc[size, "sger_general_points"] == len(MULTIPLES)
+
+
+def test_compute_figure_says_when_no_budget_has_two_sizes() -> None:
+    fig = build_compute_figure({"domain": "legal"}, pd.DataFrame(), pd.DataFrame(columns=["role", "compute", "N"]))
+    assert "reached by two model sizes" in fig.axes[0].texts[0].get_text()

@@ -133,6 +133,10 @@ def build_compute_figure(law: dict[str, Any], table: pd.DataFrame, optimal: pd.D
     """Best size per compute budget for each role, on budgets at least two sizes reach (from the checkpoints);
     a ring marks a budget where another size wins in 2.5 % or more of the bootstrap resamples."""
     fig, ax = plt.subplots(figsize=(4.8, 3.4), constrained_layout=True)
+    if optimal.empty:
+        ax.text(0.5, 0.5, "no compute budget is reached by two model sizes: no best size to choose", ha="center",
+                va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+        return fig
     for role, (color, ls) in ROLES.items():
         rows = optimal[optimal["role"] == role]
         ax.plot(rows["compute"], rows["loss"], color=color, ls=ls, label=f"{role}: best size per compute")

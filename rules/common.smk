@@ -133,8 +133,11 @@ if workflow.is_main_process:  # not in every job's re-parse
     logger.info(_line)
     if _warning:
         logger.warning(_warning)
+# Domains whose specialisation and D-CPT tables the seed findings read (rules/fit.smk: seed_findings).
+FINDINGS_DOMAINS = [d for d in PLAN.specialization_domains if PLAN.dcpt_enabled and d in PLAN.domains]
 TABLES = [f"{RES}/tables/eval.csv", f"{RES}/checkpoints.csv",
-          *([f"{RES}/classifier/metrics.json"] if PLAN.classifier is not None else [])]
+          *([f"{RES}/classifier/metrics.json"] if PLAN.classifier is not None else []),
+          *([f"{RES}/tables/seed_findings.csv"] if FINDINGS_DOMAINS else [])]
 
 
 onsuccess:

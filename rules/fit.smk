@@ -88,3 +88,21 @@ rule fit_split:
         "../envs/cpt-scaling.yaml"
     script:
         "../workflow_scripts/fit.py"
+
+
+rule seed_findings:
+    input:
+        specialization=expand(f"{RES}/tables/specialization_{{domain}}.csv", domain=FINDINGS_DOMAINS),
+        points=expand(f"{RES}/tables/dcpt_points_{{domain}}.csv", domain=FINDINGS_DOMAINS),
+        usages=expand(f"{RES}/tables/dcpt_usages_{{domain}}.csv", domain=FINDINGS_DOMAINS),
+    output:
+        table=f"{RES}/tables/seed_findings.csv",
+    params:
+        domains=FINDINGS_DOMAINS,
+        run_noise=CFG["fit"]["run_noise"],
+    log:
+        "logs/results/seed_findings.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/findings.py"

@@ -2,10 +2,10 @@
 
 Copies every study table of results/tables/ (all but the eval table) and writes beside them:
 ``laws_diagnostics.json``, each law JSON's ``diagnostics`` block (the JSONs hold the bootstrap samples and are
-large); ``seed_findings.csv`` (:mod:`cpt_scaling.studies.findings`); and ``plan_keys.json``, the keys of every
-artifact the demo config plans. tests/test_demo_findings.py asserts the findings and intervals on these tables and
-that the keys still match the demo's plan, so a change that alters the demo's artifacts fails until the tables are
-re-recorded.
+large); ``seed_findings.csv`` (:mod:`cpt_scaling.studies.findings`, recomputed from the copied tables with the
+config's ``fit.run_noise``); and ``plan_keys.json``, the keys of every artifact the demo config plans.
+tests/test_demo_findings.py asserts the findings on these tables and that the keys still match the demo's plan, so
+a change that alters the demo's artifacts fails until the tables are re-recorded.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def main() -> None:
     diagnostics = {law.name: json.loads(law.read_text()).get("diagnostics")
                    for law in sorted((args.results / "laws").glob("*.json"))}
     (args.out / "laws_diagnostics.json").write_text(json.dumps(diagnostics, indent=1, sort_keys=True) + "\n")
-    findings = seed_findings(args.out, domains)
+    findings = seed_findings(args.out, domains, cfg["fit"]["run_noise"])
     findings.to_csv(args.out / "seed_findings.csv", index=False)
     (args.out / "plan_keys.json").write_text(json.dumps({"config": args.config, "keys": planned_keys(args.config)},
                                                         indent=1) + "\n")

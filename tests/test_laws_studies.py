@@ -98,6 +98,12 @@ def test_specialization_sger_per_size_and_equivalent_size(sweep, results) -> Non
             assert r["sger"] == pytest.approx(r["C_general"] / r["C_specialist"])
     compute = pd.read_csv(compute_out)
     assert ((compute["N_lo"] <= compute["N"]) & (compute["N"] <= compute["N_hi"])).all()
+    # a common budget grid: a decision only where two sizes or more reach the budget, among those that do
+    assert len(compute) and (compute["candidates"].str.split(",").str.len() >= 2).all()
+    assert all(best in cands.split(",") for best, cands in zip(compute["best_size"], compute["candidates"],
+                                                               strict=True))
+    reach = sorted(6.0 * table["N"].unique() * table["budget"].max())  # each size's curve ends at its budget
+    assert (compute["compute"] <= reach[-2] * (1 + 1e-9)).all()  # beyond, only the largest size: no decision
     assert "diagnostics" in json.loads(law_out.read_text())
 
 
@@ -122,14 +128,24 @@ def test_chinchilla_and_cross_domain_json_have_diagnostics(sweep, results) -> No
     frontier = pd.read_csv(root / "frontier.csv")
     _bracketed(frontier, "N", "N_lo", "N_hi")
     assert frontier["extrapolation"].max() > 100  # the frontier table runs to 1e4 x; figures stop at the limit
-    cross = fit_cross_domain_study([path], ["legal", "medical", "accounting"], {**FIT, "bootstrap": 0},
+    # four domains for three free domain-term parameters: each fit on the others sees three, as many as it pins
+    four = root / "four_domains.parquet"
+    eval_table(seed=2, domains=("legal", "medical", "accounting", "finance")).to_parquet(four)
+    cross = fit_cross_domain_study([four], ["legal", "medical", "accounting", "finance"], {**FIT, "bootstrap": 0},
                                    root / "cross.json", root / "cross_points.csv")
-    assert cross["identifiability"]["n_domains"] == 3 and cross["identifiability"]["n_free_params"] == 3
-    assert cross["leave_one_domain_out"]["n_splits"] == 3 and "diagnostics" in cross
+    assert cross["identifiability"]["n_domains"] == 4 and cross["identifiability"]["n_free_params"] == 3
+    assert cross["leave_one_domain_out"]["n_splits"] == 4 and "diagnostics" in cross
+    assert cross["leave_one_domain_out_status"] == "identified"
     assert all(v is None for v in cross["ci"].values())  # no bootstrap, no interval
     assert all(p["k2_unit"] == "loss drop per 1e9 tokens" and math.isfinite(p["k2"]) for p in cross["probes"].values())
+    # three domains (the demo's): each leave-one-out fit has two domains for three parameters, not identified
+    three = fit_cross_domain_study([path], ["legal", "medical", "accounting"], {**FIT, "bootstrap": 0},
+                                   root / "cross3.json", root / "cross3_points.csv")
+    assert three["leave_one_domain_out"] is None and three["leave_one_domain_out_status"] == "not identified"
+    assert "2 domain(s) for 3 free domain-term parameters" in three["leave_one_domain_out_note"]
+    assert pd.read_csv(root / "cross3_points.csv")["lodo"].isna().all()
     two = results["cross2"]
-    assert two["leave_one_domain_out"] is None and "at least 3 domains" in two["leave_one_domain_out_note"]
+    assert two["leave_one_domain_out"] is None and "needs at least 4 domains" in two["leave_one_domain_out_note"]
 
 
 def test_figures_draw_from_the_study_outputs_and_stop_at_the_extrapolation_limit(sweep, results) -> None:

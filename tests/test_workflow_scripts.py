@@ -13,7 +13,7 @@ from workflow_utils import REPO
 from cpt_scaling.core.adaptor import rule_step
 
 # Scripts that serve a single rule need no table.
-SINGLE_RULE = {"train.py"}
+SINGLE_RULE = {"train.py", "findings.py"}
 
 
 def rules_by_script() -> dict[str, set[str]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from cpt_scaling.figures.style import colors, fit_flags, marker, plt, read_json, save, size_label
 from cpt_scaling.fit.fitting import predict
@@ -68,62 +69,80 @@ def _draw_exam_panel(ax: Any, scores: pd.DataFrame) -> None:
     ax.legend(fontsize=6)
 
 
+def _size_axis(ax: Any, rows: pd.DataFrame) -> None:
+    """A log-N x axis with one tick per model size (its name and N), in order of N."""
+    rows = rows.sort_values("N")
+    ax.set_xscale("log")
+    ax.set_xlim(rows["N"].min() / 1.6, rows["N"].max() * 1.6)
+    ax.set_xticks(rows["N"], [f"{s}\n{size_label(n)}" for s, n in zip(rows["size"], rows["N"], strict=True)])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("model size N (non-embedding parameters)")
+
+
 def build_sger_figure(law: dict[str, Any]) -> plt.Figure:
-    """SGER per size: compute the general model of that size needs to first reach the specialist's lowest
-    validation perplexity, over the specialist's compute to it; bars span the bracketing checkpoints, open
-    markers are extrapolated beyond the sweep, triangles are lower bounds ("> limit")."""
+    """SGER against model size N (log axes): the generalist's compute to the specialist's lowest annealed
+    validation loss over the specialist's, with its bootstrap interval; open markers are extrapolated beyond the
+    generalist's longest annealed branch, triangles lower bounds ("> limit")."""
     fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
-    rows = pd.DataFrame(law.get("sger") or [], columns=["size", "sger", "sger_lo", "sger_hi", "sger_status",
-                                                       "C_specialist"])
-    numbers = ["sger", "sger_lo", "sger_hi", "C_specialist"]  # strict JSON writes an unbounded end as null
+    rows = pd.DataFrame(law.get("sger") or [], columns=["size", "N", "sger", "sger_lo", "sger_hi", "sger_status"])
+    numbers = ["N", "sger", "sger_lo", "sger_hi"]  # strict JSON writes an unbounded end as null
     rows[numbers] = rows[numbers].apply(pd.to_numeric, errors="coerce")
-    if rows.empty:
+    rows = rows.sort_values("N")
+    if rows.empty or rows["N"].isna().any():
         ax.text(0.5, 0.5, law.get("note", "no SGER"), ha="center", va="center", fontsize=8, wrap=True,
                 transform=ax.transAxes)
-    x = np.arange(len(rows))
-    for i, r in rows.iterrows():
-        status = r["sger_status"]
+        return fig
+    for _, r in rows.iterrows():
+        n, status = r["N"], r["sger_status"]
         if status == "> limit":
-            ax.scatter(i, r["sger_lo"], marker="^", color="tab:purple", zorder=3)
-            ax.annotate(f"> {r['sger_lo']:.3g}", (i, r["sger_lo"]), fontsize=6, textcoords="offset points",
+            ax.scatter(n, r["sger_lo"], marker="^", color="tab:purple", zorder=3)
+            ax.annotate(f"> {r['sger_lo']:.3g}", (n, r["sger_lo"]), fontsize=6, textcoords="offset points",
                         xytext=(3, 3))
             continue
         hi = r["sger_hi"] if np.isfinite(r["sger_hi"]) else r["sger"] * 1.5
-        ax.errorbar(i, r["sger"], yerr=[[r["sger"] - r["sger_lo"]], [hi - r["sger"]]], color="tab:purple",
+        ax.errorbar(n, r["sger"], yerr=[[r["sger"] - r["sger_lo"]], [hi - r["sger"]]], color="tab:purple",
                     marker="o", mfc="white" if status == "extrapolated" else "tab:purple", capsize=3)
         if status == "extrapolated":
-            ax.annotate("extrapolated", (i, r["sger"]), fontsize=6, textcoords="offset points", xytext=(3, 3))
+            ax.annotate("extrapolated", (n, r["sger"]), fontsize=6, textcoords="offset points", xytext=(4, -8))
     ax.axhline(1.0, color="gray", ls=":", lw=0.8)
-    ax.set_xticks(x, [str(s) for s in rows["size"]])
-    if not rows.empty:
-        ax.set_yscale("log")
-    ax.set_xlabel("model size")
+    _size_axis(ax, rows)
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel("SGER = C_general / C_specialist")
-    ax.set_title(f"'{law['domain']}': compute to the specialist's best perplexity (same size)", fontsize=9)
+    ax.set_title(f"'{law['domain']}': compute to the specialist's loss (same size, annealed)", fontsize=9)
     return fig
 
 
 def build_forgetting_figure(law: dict[str, Any], table: pd.DataFrame) -> plt.Figure:
-    """Forgetting (general test loss increase over the base model) against N."""
+    """Forgetting (general test loss increase over the base model) against N, log axis, sizes in order of N."""
     fig, ax = plt.subplots(figsize=(4.6, 3.3), constrained_layout=True)
     for role, (color, ls) in ROLES.items():
         rows = table[table["role"] == role].sort_values("N")
         ax.plot(rows["N"], rows["forgetting"], color=color, ls=ls, marker="o", label=role)
     ax.axhline(0.0, color="gray", ls=":", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("model size N")
+    _size_axis(ax, table.drop_duplicates("size"))
     ax.set_ylabel("forgetting: Δ general loss vs base (nats)")
     ax.set_title(f"Forgetting on general text after '{law['domain']}' CPT", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
     return fig
 
 
 def build_compute_figure(law: dict[str, Any], table: pd.DataFrame, optimal: pd.DataFrame) -> plt.Figure:
-    """Best size per compute budget for each role (from the checkpoints)."""
+    """Best size per compute budget for each role, on budgets at least two sizes reach (from the checkpoints);
+    a ring marks a budget where another size wins in 2.5 % or more of the bootstrap resamples."""
     fig, ax = plt.subplots(figsize=(4.8, 3.4), constrained_layout=True)
+    if optimal.empty:
+        ax.text(0.5, 0.5, "no compute budget is reached by two model sizes: no best size to choose", ha="center",
+                va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+        return fig
     for role, (color, ls) in ROLES.items():
         rows = optimal[optimal["role"] == role]
         ax.plot(rows["compute"], rows["loss"], color=color, ls=ls, label=f"{role}: best size per compute")
+        unsure = rows[rows["N_lo"] < rows["N_hi"]] if "N_lo" in rows.columns else rows.iloc[:0]
+        ax.scatter(unsure["compute"], unsure["loss"], facecolors="none", edgecolors=color, s=90, lw=0.8,
+                   label=f"{role}: another size in the bootstrap" if len(unsure) else None)
         sizes = sorted(rows["N"].unique())
         for c, n in zip(colors(len(sizes)), sizes, strict=True):
             pts = rows[rows["N"] == n]

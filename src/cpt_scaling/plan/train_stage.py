@@ -3,6 +3,7 @@ and decay branches)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -108,18 +109,17 @@ class TrainStage:
 
     def _generalist_stage(self, optimizer: OptimizerSpec, common: dict[str, Any]) -> None:
         """The specialisation study's pool generalists: per size, continued pretraining on the unfiltered pool
-        from the same base, budgets and schedule as the CPT runs (shared by every domain)."""
+        from the same base as the CPT runs (shared by every domain). With ``generalist_tokens_factor`` > 1 the
+        generalist is one WSD trunk per size with a decay branch at every CPT budget and at the multiples of the
+        largest one that SGER reads (:func:`generalist_budgets`), so every point of its curve is annealed."""
         self.generalist: dict[tuple[str, int], Artifact] = {}  # (size, tokens) -> run
         if not self.pool_generalist:
             return
-        budgets = list(self.cfg["cpt"]["tokens"])
         factor = self.cfg["studies"]["specialization"]["generalist_tokens_factor"]
-        if factor > 1:  # a longer curve, so that SGER up to ~factor is measured, not extrapolated
-            step = self._step_tokens()
-            budgets.append(max(step, round(factor * max(budgets) / step) * step))
+        budgets = generalist_budgets(list(self.cfg["cpt"]["tokens"]), factor, self._step_tokens())
         for size in self.cfg["models"]["sizes"]:
             model, base = self._model(size), self.base_init[size]
-            if self.branches:
+            if len(budgets) > 1 and self.cfg["cpt"]["budgets"] == "branches":
                 runs = self._cpt_branches(size, model, base, POOL, 0.0, optimizer, common, general_corpus=POOL,
                                           budgets=budgets)
             else:
@@ -239,3 +239,13 @@ class TrainStage:
         return self._train_artifact(
             name, {"job": stable, "base": base["spec"], "general": general.key, "domain": dom.key if dom else None},
             job)
+
+
+def generalist_budgets(cpt_tokens: list[int], factor: float, step_tokens: int) -> list[int]:
+    """The pool generalist's annealed budgets: every CPT budget, then the largest one B times 2, 4, ... and
+    ``factor`` itself (each rounded to whole steps), so SGER up to ``factor`` is read between annealed points
+    at most a factor 2 apart."""
+    largest = max(cpt_tokens)
+    multiples = [2.0**k for k in range(1, math.floor(math.log2(factor)) + 1)] + [factor]
+    extra = [max(step_tokens, round(m * largest / step_tokens) * step_tokens) for m in multiples if m > 1]
+    return sorted(set(cpt_tokens) | set(extra))

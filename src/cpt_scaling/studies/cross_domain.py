@@ -7,7 +7,9 @@ domain before continued pretraining, and ``k2``, the early slope of the domain l
 the first checkpoint of the domain's highest-ratio run at the smallest budget (a short probe run's reading; here
 it comes from the sweep's own first checkpoint). The law is fitted on every domain (the largest size held out
 with three sizes or more) and, for the question it exists for, leave-one-domain-out: fitted on the other domains,
-it predicts a domain from that domain's ``k1``, ``k2`` alone.
+it predicts a domain from that domain's ``k1``, ``k2`` alone. Leave-one-domain-out needs more domains than the
+domain term's free parameters (each fit on the others must pin them): with fewer it is "not identified", no error
+figure.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ log = logging.getLogger(__name__)
 
 LAW_COLUMNS = ["N", "D", "r", "k1", "k2"]
 K2_UNIT = 1e9  # k2 is the domain-loss fall per billion tokens
-MIN_LODO_DOMAINS = 3  # fitting on the others must leave at least two domains to pin the domain term
 DOMAIN_TERM_PARAMS = ("F", "mu", "w2")
+# Each leave-one-domain-out fit must see at least as many domains as the domain term has free parameters (k1, k2
+# are constant within a domain: one offset per domain pins it): more domains than parameters in all.
+MIN_LODO_DOMAINS = len(DOMAIN_TERM_PARAMS) + 1
 
 
 def domain_probe(df: pd.DataFrame, points: pd.DataFrame, domain: str) -> dict[str, Any]:
@@ -84,8 +88,8 @@ def leave_one_domain_out(points: pd.DataFrame, fit: dict[str, Any]) -> tuple[pd.
 
 def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dict[str, Any], law_out: Path,
                            points_out: Path) -> dict[str, Any]:
-    """Fit the cross-domain law on all domains and, with three or more, leave-one-domain-out; write the law JSON
-    and its points."""
+    """Fit the cross-domain law on all domains and, with ``MIN_LODO_DOMAINS`` or more, leave-one-domain-out; write
+    the law JSON and its points."""
     df = read_eval_tables(eval_tables)
     points, probes = cross_points(df, domains, fit)
     every, _ = cross_points(df, domains)
@@ -93,7 +97,7 @@ def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dic
     law = fit_points("cross_domain", points[[*LAW_COLUMNS, "loss"]], fit, groups=run_groups(points))
     points["fit"] = predict(law, points[LAW_COLUMNS])
     identifiability = {"domain_term_free_params": list(DOMAIN_TERM_PARAMS), "n_free_params": len(DOMAIN_TERM_PARAMS),
-                       "n_domains": len(domains),
+                       "n_domains": len(domains), "leave_one_domain_out_min_domains": MIN_LODO_DOMAINS,
                        "note": "the domain term is pinned only by one offset per domain (k1, k2 constant within a "
                                "domain); with fewer domains than free parameters it is not identified"}
     if len(domains) <= len(DOMAIN_TERM_PARAMS):
@@ -106,12 +110,16 @@ def fit_cross_domain_study(eval_tables: list[Path], domains: list[str], fit: dic
     if len(domains) >= MIN_LODO_DOMAINS:
         points["lodo"], lodo = leave_one_domain_out(points, fit)
         result["leave_one_domain_out"] = lodo
+        result["leave_one_domain_out_status"] = "identified"
     else:
         points["lodo"] = float("nan")
         result["leave_one_domain_out"] = None
-        result["leave_one_domain_out_note"] = (f"needs at least {MIN_LODO_DOMAINS} domains (each fit on the others "
-                                               f"must see two or more); the sweep has {len(domains)}")
-        log.warning("cross-domain law: %s", result["leave_one_domain_out_note"])
+        result["leave_one_domain_out_status"] = "not identified"
+        result["leave_one_domain_out_note"] = (
+            f"not identified: each fit on the other domains sees {len(domains) - 1} domain(s) for "
+            f"{len(DOMAIN_TERM_PARAMS)} free domain-term parameters ({', '.join(DOMAIN_TERM_PARAMS)}); it needs "
+            f"at least {MIN_LODO_DOMAINS} domains, the sweep has {len(domains)}")
+        log.warning("cross-domain law: leave-one-domain-out %s", result["leave_one_domain_out_note"])
     write_csv(points, points_out)
     write_json(law_out, result)
     return result

@@ -5,15 +5,13 @@ run of the same budget from the same base (same N, same tokens: matched compute)
 seed (or, with ``studies.specialization.generalist: general``, the ratio-0 run on the general class). Each is
 scored at its best checkpoint (among the annealed ones unless ``fit.intermediate_points``), selected on the domain
 *validation* suite and reported on the *test* suites: domain perplexity, and forgetting (general test loss minus
-the base model's). SGER per size is the seed's: from the domain *validation* curves along
-training, the continued-pretraining compute the general model of the same size needs to first reach the
-specialist's lowest validation perplexity, over the compute at which the specialist reached it
-(:func:`cpt_scaling.fit.decisions.sger_from_curves`; interpolated between checkpoints, extrapolated and flagged
-beyond the sweep up to ``studies.specialization.sger_limit`` times its compute, else "> limit"). Power laws
+the base model's). SGER per size is the seed's, from annealed, budget-matched curves
+(:mod:`cpt_scaling.studies.sger`): the generalist's tokens to the specialist's lowest annealed validation loss over
+the specialist's, interpolated between the generalist's annealed WSD branch ends, with a bootstrap interval. Power laws
 ppl = k·N^p are fitted across sizes for both roles; the general size whose fitted perplexity equals the
 specialist's is reported separately (``N_general_equivalent``, ``compute_ratio_across_sizes``), with bootstrap
-intervals. The optimal model size per compute is read off the checkpoints: for each compute budget 6·N·D, the
-size with the lowest domain test loss (``N_lo``/``N_hi``: the sizes within 0.5 % of that loss).
+intervals. The optimal model size per compute is read off the test curves
+on a budget grid common to the sizes (:func:`compute_optimal_sizes`).
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ from cpt_scaling.studies.common import (
     with_annealed,
     write_csv,
 )
+from cpt_scaling.studies.sger import annealed_sger
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,8 @@ GENERALIST_DEFINITION = {
     "general": "the ratio-0 continued-pretraining run on the general class (no domain text)",
 }
 
+SGER_COLUMNS = ["size", "N", "role", "sger", "sger_lo", "sger_hi", "sger_status", "sger_interval",
+                "sger_general_points", "C_specialist", "C_general", "C_general_own_min"]
 MIN_SIZES = 3  # a two-parameter power law across sizes needs at least three sizes
 
 
@@ -63,12 +64,13 @@ def _run_rows(df: pd.DataFrame, role: str, specialist_ratio: float, budget: int,
               curve: bool = False) -> pd.DataFrame:
     """Rows of one role's runs at matched compute, the specialist's ``budget`` (D = 0 included): its CPT runs,
     or the generalist's. A pool generalist trained longer (``generalist_tokens_factor``) is cut at ``budget``
-    where it has no run of that budget (a WSD trunk's branches); with ``curve``, its longest curve, whole."""
+    where it has no run of that budget (a WSD trunk's branches); with ``curve``, every run of it (its branches,
+    or its separate runs: SGER reads their annealed ends)."""
     if role == "general" and generalist_kind(df) == "pool":
         gen = df[df["kind"] == "generalist"]
-        longest = gen[gen["budget"] == gen["budget"].max()]
         if curve:
-            return longest
+            return gen
+        longest = gen[gen["budget"] == gen["budget"].max()]
         same = gen[gen["budget"] == budget]
         return same if len(same) else longest[longest["D"] <= budget]
     ratio = specialist_ratio if role == "specialist" else 0.0
@@ -123,65 +125,98 @@ def best_checkpoints(df: pd.DataFrame, domain: str, specialist_ratio: float,
 
 
 def _val_curve(df: pd.DataFrame, domain: str, role: str, specialist_ratio: float, budget: int,
-               size: str) -> pd.DataFrame:
-    """Domain validation loss along one run's training: columns D, compute (6·N·D), loss (D = 0 included); the
-    generalist's longest curve."""
-    r = _run_rows(df, role, specialist_ratio, budget, curve=True)
+               size: str) -> tuple[pd.DataFrame, float | None]:
+    """One role's annealed domain validation points of ``size`` (columns D, N, loss, compute = 6·N·D; D > 0),
+    every run of a pool generalist, and the curve's start: its loss at D = 0, or the base model's."""
+    r = with_annealed(_run_rows(df, role, specialist_ratio, budget, curve=True))
     r = r[(r["size"] == size) & (r["suite"] == domain) & (r["split"] == "val")]
+    start = r.loc[r["D"] == 0, "loss"]
+    r = r[(r["D"] > 0) & r["annealed"].astype(bool)]
     r = r.groupby("D", as_index=False).agg(N=("N", "first"), loss=("loss", "mean")).sort_values("D")
-    return r.assign(compute=6.0 * r["N"] * r["D"])
+    return r.assign(compute=6.0 * r["N"] * r["D"]), (float(start.mean()) if len(start) else
+                                                     _base_val_loss(df, domain, size))
 
 
-def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit: float) -> pd.DataFrame:
-    """The seed's SGER per size from the validation curves of the specialist and the general run."""
+def _base_val_loss(df: pd.DataFrame, domain: str, size: str) -> float | None:
+    """The base model's domain validation loss at D = 0 (the start of every curve of ``size``), if evaluated."""
+    pre = df[df["kind"].isin(BASE_KINDS) & (df["size"] == size) & (df["suite"] == domain) & (df["split"] == "val")]
+    pre = pre[pre["D"] == pre["D"].max()]
+    return float(pre["loss"].mean()) if len(pre) else None
+
+
+def sger_per_size(df: pd.DataFrame, domain: str, specialist_ratio: float, limit: float,
+                  fit: dict[str, Any] | None = None) -> pd.DataFrame:
+    """SGER per size from the annealed points of the specialist's and the generalist's validation curves, with
+    its bootstrap interval (:func:`cpt_scaling.studies.sger.annealed_sger`; ``fit`` gives run_noise and seed)."""
+    fit = fit or {}
+    df = with_annealed(df)
     budget = specialist_budget(df, specialist_ratio)
     rows = []
     for size in sorted(set(df.loc[df["kind"] == "cpt", "size"].dropna())):
-        spec = _val_curve(df, domain, "specialist", specialist_ratio, budget, size)
-        gen = _val_curve(df, domain, "general", specialist_ratio, budget, size)
-        spec, start = spec[spec["D"] > 0], gen.loc[gen["D"] == 0, "loss"]
-        gen = gen[gen["D"] > 0]
+        spec, _ = _val_curve(df, domain, "specialist", specialist_ratio, budget, size)
+        gen, start = _val_curve(df, domain, "general", specialist_ratio, budget, size)
         if spec.empty or gen.empty:
             continue
-        out = decisions.sger_from_curves((spec["compute"].to_numpy(), np.exp(spec["loss"].to_numpy())),
-                                         (gen["compute"].to_numpy(), np.exp(gen["loss"].to_numpy())),
-                                         general_start_loss=float(np.exp(start.iloc[0])) if len(start) else None,
-                                         limit=limit)
-        rows.append({"size": size, "role": "specialist", "sger": out["sger"], "sger_lo": out["sger_lo"],
-                     "sger_hi": out["sger_hi"], "sger_status": out["status"], "C_specialist": out["C_specialist"],
-                     "C_general": out["C_general"], "C_general_own_min": out["C_general_own_min"]})
+        out = annealed_sger(spec["compute"].to_numpy(), spec["loss"].to_numpy(), gen["compute"].to_numpy(),
+                            gen["loss"].to_numpy(), general_start_loss=start, run_noise=fit.get("run_noise"),
+                            limit=limit, seed=int(fit.get("seed", 0)))
+        rows.append({"size": size, "N": int(spec["N"].iloc[0]), "role": "specialist", "sger": out["sger"],
+                     "sger_lo": out["sger_lo"], "sger_hi": out["sger_hi"], "sger_status": out["status"],
+                     "sger_interval": out["sger_interval"], "sger_general_points": out["n_general_points"],
+                     "C_specialist": out["C_specialist"], "C_general": out["C_general"],
+                     "C_general_own_min": out["C_general_own_min"]})
         if out["status"] != "interpolated":
-            log.warning("SGER %s %s: %s (the general model does not reach the specialist's perplexity in the sweep)",
+            log.warning("SGER %s %s: %s (the generalist's annealed points do not reach the specialist's loss)",
                         domain, size, out["status"])
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SGER_COLUMNS)
 
 
-def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float, tie: float = 0.005
-                          ) -> pd.DataFrame:
-    """For each compute budget 6·N·D reached by some checkpoint, the size with the lowest domain test loss
-    (per role), interpolating each size's loss linearly in log-compute between its checkpoints; ``N_lo``/``N_hi``
-    span the sizes whose loss there is within ``tie`` (relative) of the best."""
+def _test_curves(df: pd.DataFrame, domain: str, role: str, specialist_ratio: float, budget: int
+                 ) -> dict[str, pd.DataFrame]:
+    """Each size's domain test loss along its run(s) of ``role``: columns N, compute, loss (D > 0)."""
+    r = _role_rows(df, role, specialist_ratio, budget)
+    r = r[(r["suite"] == domain) & (r["split"] == "test")].assign(compute=lambda x: 6.0 * x["N"] * x["D"])
+    return {size: g.groupby("compute", as_index=False).agg(N=("N", "first"), loss=("loss", "mean"))
+            for size, g in r.groupby("size")}
+
+
+def compute_optimal_sizes(df: pd.DataFrame, domain: str, specialist_ratio: float, run_noise: float | None = None,
+                          bootstrap: int = 400, seed: int = 0, n_budgets: int = 12) -> pd.DataFrame:
+    """The best size per compute budget 6·N·D, per role, on one budget grid common to the sizes (``n_budgets``
+    log-spaced between the second-smallest start and the second-largest end of the sizes' curves): at each
+    budget the candidates are the sizes whose curve reaches it (loss linear in log-compute between
+    checkpoints); a budget fewer than two sizes reach has no decision (no row). ``p_best``: the share of
+    bootstrap resamples (each candidate's loss with an independent relative offset of sd ``run_noise``) that
+    pick the same size; ``N_lo``/``N_hi`` span the sizes any 2.5 % of them pick (without ``run_noise``: the
+    best)."""
     budget = specialist_budget(df, specialist_ratio)
+    rng = np.random.default_rng(seed)
     rows = []
     for role in ("specialist", "general"):
-        r = _role_rows(df, role, specialist_ratio, budget)
-        r = r[(r["suite"] == domain) & (r["split"] == "test")].assign(compute=lambda x: 6.0 * x["N"] * x["D"])
-        curves = {size: g.sort_values("compute") for size, g in r.groupby("size")}
-        budgets = np.geomspace(r["compute"].min(), r["compute"].max(), 12)
-        for c in budgets:
-            losses = {}
-            for size, g in curves.items():
-                lc = np.log(g["compute"].to_numpy())
-                if not lc[0] - 1e-9 <= math.log(c) <= lc[-1] + 1e-9:
-                    continue
-                losses[size] = float(np.interp(math.log(c), lc, g["loss"].to_numpy()))
-            if losses:
-                best = min(losses, key=losses.__getitem__)
-                near = [int(curves[s]["N"].iloc[0]) for s, v in losses.items() if v <= losses[best] * (1 + tie)]
-                rows.append({"role": role, "compute": float(c), "best_size": best,
-                             "N": int(curves[best]["N"].iloc[0]), "N_lo": min(near), "N_hi": max(near),
-                             "loss": losses[best]})
-    return pd.DataFrame(rows)
+        curves = _test_curves(df, domain, role, specialist_ratio, budget)
+        if len(curves) < 2:
+            continue
+        reach = pd.DataFrame({s: (g["compute"].min(), g["compute"].max()) for s, g in curves.items()}).T
+        lo, hi = sorted(reach[0])[1], sorted(reach[1])[-2]  # where at least two sizes may overlap
+        for c in np.geomspace(lo, hi, n_budgets) if lo <= hi else []:
+            cand = [s for s in curves if reach.loc[s, 0] * (1 - 1e-9) <= c <= reach.loc[s, 1] * (1 + 1e-9)]
+            if len(cand) < 2:
+                continue
+            loss = {s: float(np.interp(math.log(c), np.log(curves[s]["compute"]), curves[s]["loss"])) for s in cand}
+            best = min(loss, key=loss.__getitem__)
+            picks = [best]
+            if run_noise:
+                noisy = np.array([[loss[s] * (1 + run_noise * rng.standard_normal()) for s in cand]
+                                  for _ in range(bootstrap)])
+                picks = [cand[i] for i in noisy.argmin(axis=1)]
+            share = pd.Series(picks).value_counts(normalize=True)
+            kept = [int(curves[s]["N"].iloc[0]) for s in share[share >= 0.025].index] + [int(curves[best]["N"].iloc[0])]
+            rows.append({"role": role, "compute": float(c), "best_size": best, "N": int(curves[best]["N"].iloc[0]),
+                         "N_lo": min(kept), "N_hi": max(kept), "p_best": float(share.get(best, 0.0)),
+                         "candidates": ",".join(sorted(cand, key=lambda s: curves[s]["N"].iloc[0])),
+                         "loss": loss[best]})
+    return pd.DataFrame(rows, columns=["role", "compute", "best_size", "N", "N_lo", "N_hi", "p_best", "candidates",
+                                       "loss"])
 
 
 def perplexity_noise(fit: dict[str, Any], pts: pd.DataFrame) -> dict[str, Any]:
@@ -203,11 +238,12 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
                                                                 "runs; set fit.intermediate_points: true")
     best["compute_to_own_min"] = best["compute"]
     result: dict[str, Any] = {"study": "specialization", "domain": domain, "specialist_ratio": specialist_ratio,
-                              "sger_definition": "C_general / C_specialist per size from the domain validation "
-                                                 "curves (continued-pretraining compute 6·N·D)",
+                              "sger_definition": "C_general / C_specialist per size from the annealed points of the "
+                                                 "domain validation curves (continued-pretraining compute 6·N·D), "
+                                                 "with a parametric bootstrap interval (fit.run_noise)",
                               "sger_limit": sger_limit, "generalist": generalist_kind(df),
                               "generalist_definition": GENERALIST_DEFINITION[generalist_kind(df)]}
-    sger = sger_per_size(df, domain, specialist_ratio, sger_limit)
+    sger = sger_per_size(df, domain, specialist_ratio, sger_limit, fit)
     result["sger"] = records(sger)
     n_sizes = int(best["N"].nunique())
     equiv_rows = []
@@ -236,20 +272,18 @@ def fit_specialization_study(eval_tables: list[Path], domain: str, specialist_ra
     result["diagnostics"] = summary_diagnostics(
         {"specialist_powerlaw": result.get("specialist_powerlaw"), "general_powerlaw": result.get("general_powerlaw")},
         None, ([result["note"]] if "note" in result else []) + flagged)
-    table = best
-    if len(sger):
-        table = table.merge(sger, on=["size", "role"], how="left")
+    table = best.merge(sger.drop(columns="N"), on=["size", "role"], how="left")  # SGER columns even if none
     if equiv_rows:
         table = table.merge(pd.DataFrame(equiv_rows), on=["size", "role"], how="left")
-    optimal = compute_optimal_sizes(df, domain, specialist_ratio)
+    optimal = compute_optimal_sizes(df, domain, specialist_ratio, fit.get("run_noise"), seed=int(fit["seed"]))
     result["specialist_beats_general"] = {
         str(size): bool(g.set_index("role").loc["specialist", "perplexity"] < g.set_index("role").loc["general",
                                                                                                   "perplexity"])
         for size, g in best.groupby("size") if set(g["role"]) == {"specialist", "general"}}
     result["point_selection"] = {"intermediate_points": intermediate_points(fit),
                                  "note": "best checkpoints (the power laws' points) among the annealed ones unless "
-                                         "intermediate_points; SGER and the compute-optimal sizes read whole "
-                                         "validation/test curves"}
+                                         "intermediate_points; SGER reads annealed points only; the "
+                                         "compute-optimal sizes read whole test curves"}
     note_unannealed(result, best, f"specialization {domain}")
     write_csv(table, table_out)
     write_csv(optimal, compute_out)

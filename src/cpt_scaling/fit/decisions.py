@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.fit.bootstrap import interval as bootstrap_interval
 from cpt_scaling.fit.law_json import law_params
 from cpt_scaling.laws import LAWS, Law
 
@@ -75,13 +76,13 @@ def _eval(law: Law, p: Params, **cols: Any) -> np.ndarray:
 
 
 def interval(point: float | None, samples: np.ndarray, level: float = LEVEL) -> tuple[float | None, float | None]:
-    """Percentile interval of the finite ``samples``, widened to contain ``point``; ``(None, None)`` if none."""
+    """The fits' bootstrap interval (:func:`cpt_scaling.fit.bootstrap.interval`) of the finite ``samples``, widened
+    to contain ``point``; ``(None, None)`` if none."""
     s = np.asarray(samples, dtype=float)
     s = s[np.isfinite(s)]
     if not s.size or point is None or not math.isfinite(point):
         return None, None
-    tail = 50.0 * (1.0 - level)
-    lo, hi = np.percentile(s, [tail, 100.0 - tail])
+    lo, hi = bootstrap_interval(s, level)
     return float(min(lo, point)), float(max(hi, point))
 
 

@@ -1,0 +1,153 @@
+"""The decision target's runs (``decide:``, rules/decide.smk): every candidate run of the decision's domain as an
+ordinary keyed training artifact, built by the same code as the sweep's runs (so a candidate that is also a sweep
+run has its key, and a run trained for one round is reused by any later round, rerun or sweep), with its
+evaluations, the training jobs it needs (its trunk segments and base run) and their GPU-hours.
+
+A round's job (:meth:`DecideStage.decide_job`) gets all of this as plain JSON; which candidates a round runs is
+decided by the round before it (a Snakemake checkpoint), never by the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cpt_scaling.config.names import GENERAL
+from cpt_scaling.fit.candidates import gpu_hours
+from cpt_scaling.plan.artifact import Artifact
+
+#: Share of the full grid's GPU-hours a round may spend when decide.round_gpu_hours is null.
+ROUND_SHARE = 0.05
+
+
+@dataclass
+class DecideRun:
+    """One candidate run of the decision: its law inputs, its training artifact, the training jobs it needs
+    (itself and every upstream training job: trunk segments, the base model's pretraining) and the evaluation
+    tables its fit reads (its own and its base model's)."""
+
+    name: str
+    size: str
+    N: float
+    D: float
+    r: float
+    run: Artifact
+    needs: list[str] = field(default_factory=list)
+    evals: list[str] = field(default_factory=list)
+
+
+def candidate_name(size: str, ratio: float, tokens: int) -> str:
+    """A candidate's name, as `cpt-scaling next` labels a candidate row (``<size>-r<ratio>-D<tokens>``)."""
+    return f"{size}-r{ratio:g}-D{tokens:g}"
+
+
+class DecideStage:
+    """Builds the decision's candidate runs of a :class:`~cpt_scaling.plan.sweep.Plan` (a mixin over its training
+    stage; the evaluations are built with the evaluation stage, on first use)."""
+
+    def _decide_stage(self) -> None:
+        self.decide_runs: dict[str, DecideRun] = {}
+        self.decide_only: set[str] = set()  # training keys that only the decision target plans (not the sweep)
+        self.decide_evals: dict[str, Artifact] = {}  # their evaluations (those of sweep runs are the sweep's too)
+        dec = self.cfg.get("decide")
+        if dec is None:
+            return
+        sweep_keys = set(self.size_of)
+        domain, budgets = dec["domain"], dec["candidate_tokens"]
+        optimizer, common = self._cpt_optimizer(), self._train_common()
+        for size in self.cfg["models"]["sizes"]:
+            model, base = self._model(size), self.base_init[size]
+            for ratio in dec["candidate_ratios"]:
+                if self.branches:
+                    runs = self._cpt_branches(size, model, base, domain, ratio, optimizer, common, budgets=budgets)
+                else:
+                    runs = {t: self._cpt_run(size, model, base, domain, ratio, t, optimizer, common) for t in budgets}
+                for tokens, run in runs.items():
+                    self.size_of[run.key] = size
+                    name = candidate_name(size, ratio, tokens)
+                    self.decide_runs[name] = DecideRun(name, size, float(self.n_params(size)), float(tokens),
+                                                       float(ratio), run)
+        self.decide_only = set(self.size_of) - sweep_keys
+        train_of = {a.output: a for a in self._by_key.values() if a.stage == "train"}
+        for cand in self.decide_runs.values():
+            cand.needs = self._upstream_training(cand.run, train_of)
+
+    @staticmethod
+    def _upstream_training(run: Artifact, train_of: dict[str, Artifact]) -> list[str]:
+        """Keys of ``run`` and of every training job upstream of it (sorted)."""
+        seen, todo = {run.key}, [run]
+        while todo:
+            art = todo.pop()
+            for path in art.inputs:
+                up = train_of.get(path)
+                if up is not None and up.key not in seen:
+                    seen.add(up.key)
+                    todo.append(up)
+        return sorted(seen)
+
+    def _decide_eval_stage(self) -> None:
+        """The evaluations of every candidate run (those of sweep runs are the sweep's) and of its base model, on
+        the domain's suite and the general one; kept apart from the sweep's, so the default target never runs
+        them."""
+        dec = self.cfg.get("decide")
+        if dec is None:
+            return
+        domain = dec["domain"]
+        for cand in self.decide_runs.values():
+            own = self._cpt_evals(cand.size, domain, cand.r, int(cand.D), cand.run, registry=self.decide_evals)
+            cand.evals = sorted({a.output for a in own} | self._base_outputs(cand.size, domain))
+
+    def _base_outputs(self, size: str, domain: str) -> set[str]:
+        """Evaluation tables of the base model of ``size`` (its pretraining run or local checkpoint)."""
+        runs = {a.key for a in self.pretrain_curve.get(size, {}).values()}
+        base = self.base_evals.get(size)
+        return ({a.output for a in self.evals.values() if a.spec.get("run") in runs
+                 and set(a.job.corpora) & {domain, GENERAL}} | ({base.output} if base is not None else set()))
+
+    # -- what the rules ask ----------------------------------------------------------------------------------
+    def decide_start(self) -> list[str]:
+        """The starting design's candidate names: ``decide.start`` sizes x ratios x ``cpt.tokens``."""
+        dec = self.cfg["decide"]
+        return [candidate_name(s, r, t) for s in dec["start"]["sizes"] for r in dec["start"]["ratios"]
+                for t in self.cfg["cpt"]["tokens"]]
+
+    def decide_grid(self) -> list[str]:
+        """The domain's full grid as candidate names: ``models.sizes`` x ``domains.<domain>.ratios`` x ``cpt.tokens``
+        (the price the decision target is compared with)."""
+        dec = self.cfg["decide"]
+        return [candidate_name(s, r, t) for s in self.cfg["models"]["sizes"]
+                for r in self.cfg["domains"][dec["domain"]]["ratios"] for t in self.cfg["cpt"]["tokens"]]
+
+    def decide_inputs(self, names: list[str]) -> list[str]:
+        """Evaluation tables the fit of the runs ``names`` reads."""
+        self._ensure_evals()
+        dec = self.cfg["decide"]
+        base = self._base_outputs(dec["size"], dec["domain"]) if dec["decision"] == "usage1" else set()
+        return sorted({p for n in names for p in self.decide_runs[n].evals} | base)
+
+    def decide_price(self, names: list[str]) -> float:
+        """GPU-hours of every training job the runs ``names`` need, each job counted once (as `next` prices a
+        run: FLOPs at cost.peak_flops_per_gpu x cost.expected_mfu)."""
+        keys = {k for n in names for k in self.decide_runs[n].needs}
+        return sum(gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys)
+
+    def decide_job(self) -> dict[str, Any]:
+        """Everything a round's job needs, as plain JSON: the settings, the starting design, the grid, every
+        candidate (law inputs, checkpoints the fit sees, training keys needed, evaluation tables) and the GPU-hours
+        of each training key."""
+        self._ensure_evals()
+        dec, fit = self.cfg["decide"], self.cfg["fit"]
+        points = self.cfg["cpt"]["checkpoints"] if fit["intermediate_points"] and not self.branches else 1
+        cands = {n: {"size": c.size, "N": c.N, "D": c.D, "r": c.r, "checkpoints": points, "needs": c.needs,
+                     "evals": c.evals} for n, c in self.decide_runs.items()}
+        keys = sorted({k for c in self.decide_runs.values() for k in c.needs})
+        grid = self.decide_grid()
+        grid_hours = self.decide_price(grid)
+        budget, per_round = dec["budget_gpu_hours"], dec["round_gpu_hours"]
+        return {"settings": dict(dec), "fit": dict(fit), "dcpt": dict(self.cfg["studies"]["dcpt"]),
+                "start": self.decide_start(), "grid": grid, "grid_gpu_hours": grid_hours,
+                "budget_gpu_hours": budget if budget is not None else grid_hours,
+                "round_gpu_hours": per_round if per_round is not None else ROUND_SHARE * grid_hours,
+                "candidates": cands,
+                "gpu_hours": {k: gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys},
+                "domain_manifest": self.shards[dec["domain"]].output}

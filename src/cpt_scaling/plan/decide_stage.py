@@ -131,6 +131,30 @@ class DecideStage:
         keys = {k for n in names for k in self.decide_runs[n].needs}
         return sum(gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys)
 
+    def decide_budgets(self) -> dict[str, float]:
+        """GPU-hours of the decision target: the full grid's (``grid_gpu_hours``), the budget
+        (``budget_gpu_hours``; default the grid's), a round's (``round_gpu_hours``; default :data:`ROUND_SHARE` of
+        the grid's) and the starting design's (``start_gpu_hours``)."""
+        dec = self.cfg["decide"]
+        grid = self.decide_price(self.decide_grid())
+        budget, per_round = dec["budget_gpu_hours"], dec["round_gpu_hours"]
+        return {"grid_gpu_hours": grid, "budget_gpu_hours": budget if budget is not None else grid,
+                "round_gpu_hours": per_round if per_round is not None else ROUND_SHARE * grid,
+                "start_gpu_hours": self.decide_price(self.decide_start())}
+
+    def decide_summary(self) -> str | None:
+        """One line on what the decision target may cost: the starting design (a dry run prices it exactly) and
+        the rounds after it, up to the budget it leaves (None without a ``decide:`` section)."""
+        dec = self.cfg.get("decide")
+        if dec is None:
+            return None
+        b = self.decide_budgets()
+        rest = max(b["budget_gpu_hours"] - b["start_gpu_hours"], 0.0)
+        return (f"decision {dec['decision']}_{dec['domain']}: starting design {len(self.decide_start())} runs, "
+                f"{b['start_gpu_hours']:.4g} GPU-h; rounds: up to {rest:.4g} GPU-h more (decide.budget_gpu_hours "
+                f"{b['budget_gpu_hours']:.4g} less the starting design; at most {b['round_gpu_hours']:.4g} per round, "
+                f"{dec['max_rounds']} rounds; the full grid costs {b['grid_gpu_hours']:.4g})")
+
     def decide_job(self) -> dict[str, Any]:
         """Everything a round's job needs, as plain JSON: the settings, the starting design, the grid, every
         candidate (law inputs, checkpoints the fit sees, training keys needed, evaluation tables) and the GPU-hours
@@ -141,13 +165,8 @@ class DecideStage:
         cands = {n: {"size": c.size, "N": c.N, "D": c.D, "r": c.r, "checkpoints": points, "needs": c.needs,
                      "evals": c.evals} for n, c in self.decide_runs.items()}
         keys = sorted({k for c in self.decide_runs.values() for k in c.needs})
-        grid = self.decide_grid()
-        grid_hours = self.decide_price(grid)
-        budget, per_round = dec["budget_gpu_hours"], dec["round_gpu_hours"]
         return {"settings": dict(dec), "fit": dict(fit), "dcpt": dict(self.cfg["studies"]["dcpt"]),
-                "start": self.decide_start(), "grid": grid, "grid_gpu_hours": grid_hours,
-                "budget_gpu_hours": budget if budget is not None else grid_hours,
-                "round_gpu_hours": per_round if per_round is not None else ROUND_SHARE * grid_hours,
+                "start": self.decide_start(), "grid": self.decide_grid(), **self.decide_budgets(),
                 "candidates": cands,
                 "gpu_hours": {k: gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys},
                 "domain_manifest": self.shards[dec["domain"]].output}

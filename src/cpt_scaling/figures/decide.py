@@ -1,0 +1,52 @@
+"""The decision target's figure: the interval, and its width, round by round against cumulative GPU-hours, beside
+the full grid's price (results/figures/decision_<decision>_<domain>.pdf)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from cpt_scaling.figures.style import save
+
+#: The decided quantity per decision, in words (the y axis of the interval panel).
+QUANTITY = {"usage1": "domain ratio", "usage2": "domain ratio", "usage3": "log10 N (compute-optimal)"}
+
+
+def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
+    """Two panels sharing the x axis (cumulative GPU-hours): the interval per round with its median, and the width
+    with the target width; both mark the full grid's price."""
+    hist = doc["history"]
+    x = [h["gpu_hours"] for h in hist]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.4), sharex=True, layout="constrained")
+    mid = [h["lo"] + (h["hi"] - h["lo"]) / 2 for h in hist]
+    left.errorbar(x, mid, yerr=[[m - h["lo"] for m, h in zip(mid, hist, strict=True)],
+                                [h["hi"] - m for m, h in zip(mid, hist, strict=True)]],
+                  fmt="none", ecolor="tab:blue", capsize=3, label="95 % interval")
+    left.plot(x[-1], doc["value"], "o", color="tab:blue", label="final median")
+    left.set_ylabel(QUANTITY[doc["decision"]])
+    right.plot(x, [h["width"] for h in hist], "o-", color="tab:blue")
+    for h in hist:
+        right.annotate(f"round {h['round']}", (h["gpu_hours"], h["width"]), textcoords="offset points",
+                       xytext=(4, 4), fontsize=7)
+    right.axhline(doc["target_width"], ls="--", color="grey", label=f"target width {doc['target_width']:g}")
+    right.set_ylabel("interval width")
+    right.set_ylim(bottom=0)
+    for ax in (left, right):
+        ax.axvline(doc["grid_gpu_hours"], ls=":", color="k",
+                   label=f"full grid ({doc['grid_runs']} runs): {doc['grid_gpu_hours']:.3g} GPU-h")
+        ax.set_xlabel("GPU-hours spent (cumulative)")
+        ax.set_xlim(left=0, right=1.08 * max(doc["grid_gpu_hours"], max(x)))
+        ax.legend(loc="best", fontsize=7)
+    title = (f"{doc['description']}: {doc['value']:.3g} [{doc['lo']:.3g}, {doc['hi']:.3g}] after "
+             f"{doc['rounds']} round(s), {doc['runs_used']} runs; stopped: {doc['stopped']}")
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=8)
+    return fig
+
+
+def draw_decision(decision: Path, out: Path) -> None:
+    """Draw the figure of a decision JSON."""
+    save(build_decision_figure(json.loads(decision.read_text())), out)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_workdir
-from workflow_utils import planned_jobs, run_snakemake
+from workflow_utils import plan_in, planned_jobs, run_snakemake
 
 from cpt_scaling.studies.decide import STOPS
 
@@ -26,9 +26,15 @@ ROUNDS = "results/decisions/usage2_legal"
 def _write_config(workdir: Path) -> str:
     cfg = yaml.safe_load((workdir / "micro.yaml").read_text())
     cfg["fit"] = {**cfg["fit"], "bootstrap": 50, "bootstrap_starts": 1}
-    # a width no toy fit reaches, so the rounds stop at max_rounds; a round affords one or two of the new runs
+    # A width no toy fit reaches, so the rounds stop at max_rounds; the starting design is the micro sweep's legal
+    # grid (its defaults: both sizes x ratios 0, 0.5, 1); two new ratios are the candidates.
     cfg["decide"] = {"decision": "usage2", "domain": "legal", "target_width": 1e-6, "max_rounds": 2,
-                     "candidate_ratios": [0.0, 0.25, 0.5, 0.75, 1.0], "simulations": 64}
+                     "candidate_ratios": [0.0, 0.25, 0.5, 0.75, 1.0], "simulations": 64, "budget_gpu_hours": 1.0}
+    (workdir / "decide.yaml").write_text(yaml.safe_dump(cfg))
+    # a round affords one new run of the smaller size (its base model is done: it costs its own training only)
+    plan = plan_in(workdir, "decide.yaml")
+    xs = plan.decide_price(["xs-r0-D4096", "xs-r0.25-D4096"]) - plan.decide_price(["xs-r0-D4096"])
+    cfg["decide"]["round_gpu_hours"] = 1.5 * xs
     (workdir / "decide.yaml").write_text(yaml.safe_dump(cfg))
     return "decide.yaml"
 

@@ -4,6 +4,7 @@ job counts, GPU-hours) is unchanged by the section."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -87,3 +88,24 @@ def test_candidates_are_sweep_runs_and_priced_at_their_increment(tmp_path: Path)
     assert b["grid_gpu_hours"] == plan.decide_price(plan.decide_grid()) == b["budget_gpu_hours"]
     assert b["round_gpu_hours"] == pytest.approx(0.05 * b["grid_gpu_hours"])
     assert "rounds: up to" in plan.decide_summary()
+
+
+def test_dry_run_prices_the_first_round_and_bounds_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`cpt-scaling cost` and `explain` of the decision target: the starting design's jobs exactly (its runs and
+    their base models, nothing else), the rounds as one line with their upper bound."""
+    from cpt_scaling.cli.main import main
+
+    shutil.copytree(REPO / "data" / "demo", tmp_path / "data" / "demo")
+    cfg = _micro({"max_rounds": 3})
+    (tmp_path / "decide.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/decisions/usage2_legal.json"
+    out = tmp_path / "cost.json"
+    assert main(["cost", target, "--directory", str(tmp_path), "--configfile", "decide.yaml", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    plan = _plan(tmp_path, cfg)
+    start = {k for n in plan.decide_start() for k in plan.decide_runs[n].needs}
+    assert {j["output"].rsplit("/", 2)[-2].rsplit("-", 1)[1] for j in report["jobs"] if j["kind"] == "train"} == start
+    assert "rounds: up to" in report["rounds"] and "decision target:     decision usage2_legal" in printed
+    assert main(["explain", target, "--directory", str(tmp_path), "--configfile", "decide.yaml"]) == 0
+    assert "rounds: up to" in capsys.readouterr().out

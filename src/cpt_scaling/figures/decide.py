@@ -17,16 +17,15 @@ QUANTITY = {"usage1": "domain ratio", "usage2": "domain ratio", "usage3": "log10
 
 
 def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
-    """Two panels sharing the x axis (cumulative GPU-hours): the interval per round with its median, and the width
-    with the target width; both mark the full grid's price."""
+    """Two panels sharing the x axis (cumulative GPU-hours): the interval per round about its bootstrap median, and
+    the width with the target width; both mark the full grid's price."""
     hist = doc["history"]
     x = [h["gpu_hours"] for h in hist]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.4), sharex=True, layout="constrained")
-    mid = [h["lo"] + (h["hi"] - h["lo"]) / 2 for h in hist]
-    left.errorbar(x, mid, yerr=[[m - h["lo"] for m, h in zip(mid, hist, strict=True)],
-                                [h["hi"] - m for m, h in zip(mid, hist, strict=True)]],
-                  fmt="none", ecolor="tab:blue", capsize=3, label="95 % interval")
-    left.plot(x[-1], doc["value"], "o", color="tab:blue", label="final median")
+    value = [h["value"] for h in hist]
+    left.errorbar(x, value, yerr=[[v - h["lo"] for v, h in zip(value, hist, strict=True)],
+                                  [h["hi"] - v for v, h in zip(value, hist, strict=True)]],
+                  fmt="o", color="tab:blue", capsize=3, label="bootstrap median, 95 % interval")
     left.set_ylabel(QUANTITY[doc["decision"]])
     right.plot(x, [h["width"] for h in hist], "o-", color="tab:blue")
     for h in hist:

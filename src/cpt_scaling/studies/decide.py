@@ -107,12 +107,14 @@ def round_record(job: Mapping[str, Any], k: int, previous: Mapping[str, Any] | N
     targets, _ = targets_from(laws, pts, f"decision round {k}")
     values = decision_values(spec, targets)
     hours, _ = spent(job, runs)
+    value = float(np.median(values[np.isfinite(values)]))
     rec: dict[str, Any] = {
-        "round": k, "runs": runs, "gpu_hours": hours, "value": float(np.median(values[np.isfinite(values)])),
-        "lo": lo, "hi": hi, "width": hi - lo, "spec": asdict(spec), "description": spec.describe(),
-        "next": [], "next_gpu_hours": 0.0, "expected_width": None, "status": None,
+        "round": k, "runs": runs, "gpu_hours": hours, "value": value, "lo": lo, "hi": hi, "width": hi - lo,
+        "spec": asdict(spec), "description": spec.describe(), "next": [], "next_gpu_hours": 0.0,
+        "expected_width": None, "status": None,
         "history": [*(previous["history"] if previous else []),
-                    {"round": k, "runs": len(runs), "gpu_hours": hours, "lo": lo, "hi": hi, "width": hi - lo}]}
+                    {"round": k, "runs": len(runs), "gpu_hours": hours, "value": value, "lo": lo, "hi": hi,
+                     "width": hi - lo}]}
     left = increments(job, runs)
     available = min(float(job["round_gpu_hours"]), float(job["budget_gpu_hours"]) - hours)
     affordable = [c for c in left if c.gpu_hours <= available]

@@ -85,7 +85,8 @@ def test_candidates_are_sweep_runs_and_priced_at_their_increment(tmp_path: Path)
     increment = plan.decide_price([*done, longer]) - plan.decide_price(done)
     assert 0 < increment < plan.decide_price([longer])
     b = plan.decide_budgets()
-    assert b["grid_gpu_hours"] == plan.decide_price(plan.decide_grid()) == b["budget_gpu_hours"]
+    grid = [f"{s}-r{r:g}-D{t}" for s in ("s", "xs") for r in (0.0, 0.5, 1.0) for t in (2048, 4096)]
+    assert b["grid_gpu_hours"] == pytest.approx(plan.decide_price(grid)) == b["budget_gpu_hours"]
     assert b["round_gpu_hours"] == pytest.approx(0.05 * b["grid_gpu_hours"])
     assert "rounds: up to" in plan.decide_summary()
 

@@ -68,18 +68,17 @@ class DecideStage:
                     self.decide_runs[name] = DecideRun(name, size, float(self.n_params(size)), float(tokens),
                                                        float(ratio), run)
         self.decide_only = set(self.size_of) - sweep_keys
-        train_of = {a.output: a for a in self._by_key.values() if a.stage == "train"}
+        self._train_of = {a.output: a for a in self._by_key.values() if a.stage == "train"}
         for cand in self.decide_runs.values():
-            cand.needs = self._upstream_training(cand.run, train_of)
+            cand.needs = self._upstream_training(cand.run)
 
-    @staticmethod
-    def _upstream_training(run: Artifact, train_of: dict[str, Artifact]) -> list[str]:
+    def _upstream_training(self, run: Artifact) -> list[str]:
         """Keys of ``run`` and of every training job upstream of it (sorted)."""
         seen, todo = {run.key}, [run]
         while todo:
             art = todo.pop()
             for path in art.inputs:
-                up = train_of.get(path)
+                up = self._train_of.get(path)
                 if up is not None and up.key not in seen:
                     seen.add(up.key)
                     todo.append(up)
@@ -111,12 +110,11 @@ class DecideStage:
         return [candidate_name(s, r, t) for s in dec["start"]["sizes"] for r in dec["start"]["ratios"]
                 for t in self.cfg["cpt"]["tokens"]]
 
-    def decide_grid(self) -> list[str]:
-        """The domain's full grid as candidate names: ``models.sizes`` x ``domains.<domain>.ratios`` x ``cpt.tokens``
+    def decide_grid(self) -> list[Artifact]:
+        """The domain's full grid, the sweep's runs ``models.sizes`` x ``domains.<domain>.ratios`` x ``cpt.tokens``
         (the price the decision target is compared with)."""
-        dec = self.cfg["decide"]
-        return [candidate_name(s, r, t) for s in self.cfg["models"]["sizes"]
-                for r in self.cfg["domains"][dec["domain"]]["ratios"] for t in self.cfg["cpt"]["tokens"]]
+        domain = self.cfg["decide"]["domain"]
+        return [run for (_, d, _, _), run in self.cpt.items() if d == domain]
 
     def decide_inputs(self, names: list[str]) -> list[str]:
         """Evaluation tables the fit of the runs ``names`` reads."""
@@ -126,9 +124,13 @@ class DecideStage:
         return sorted({p for n in names for p in self.decide_runs[n].evals} | base)
 
     def decide_price(self, names: list[str]) -> float:
-        """GPU-hours of every training job the runs ``names`` need, each job counted once (as `next` prices a
-        run: FLOPs at cost.peak_flops_per_gpu x cost.expected_mfu)."""
-        keys = {k for n in names for k in self.decide_runs[n].needs}
+        """GPU-hours of every training job the candidate runs ``names`` need, each job counted once (as `next`
+        prices a run: FLOPs at cost.peak_flops_per_gpu x cost.expected_mfu)."""
+        return self._price([self.decide_runs[n].run for n in names])
+
+    def _price(self, runs: list[Artifact]) -> float:
+        """GPU-hours of every training job ``runs`` need, each counted once."""
+        keys = {k for run in runs for k in self._upstream_training(run)}
         return sum(gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys)
 
     def decide_budgets(self) -> dict[str, float]:
@@ -136,7 +138,7 @@ class DecideStage:
         (``budget_gpu_hours``; default the grid's), a round's (``round_gpu_hours``; default :data:`ROUND_SHARE` of
         the grid's) and the starting design's (``start_gpu_hours``)."""
         dec = self.cfg["decide"]
-        grid = self.decide_price(self.decide_grid())
+        grid = self._price(self.decide_grid())
         budget, per_round = dec["budget_gpu_hours"], dec["round_gpu_hours"]
         return {"grid_gpu_hours": grid, "budget_gpu_hours": budget if budget is not None else grid,
                 "round_gpu_hours": per_round if per_round is not None else ROUND_SHARE * grid,
@@ -166,7 +168,7 @@ class DecideStage:
                      "evals": c.evals} for n, c in self.decide_runs.items()}
         keys = sorted({k for c in self.decide_runs.values() for k in c.needs})
         return {"settings": dict(dec), "fit": dict(fit), "dcpt": dict(self.cfg["studies"]["dcpt"]),
-                "start": self.decide_start(), "grid": self.decide_grid(), **self.decide_budgets(),
+                "start": self.decide_start(), "grid_runs": len(self.decide_grid()), **self.decide_budgets(),
                 "candidates": cands,
                 "gpu_hours": {k: gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys},
                 "domain_manifest": self.shards[dec["domain"]].output}

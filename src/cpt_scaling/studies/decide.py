@@ -152,6 +152,6 @@ def decision_doc(job: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]]) ->
             "stopped": STOPS[last["status"]], "rounds": len(rounds) - 1, "runs": last["runs"],
             "runs_used": len(last["runs"]), "gpu_hours": last["gpu_hours"],
             "budget_gpu_hours": job["budget_gpu_hours"], "round_gpu_hours": job["round_gpu_hours"],
-            "grid_gpu_hours": job["grid_gpu_hours"], "grid_runs": len(job["grid"]),
+            "grid_gpu_hours": job["grid_gpu_hours"], "grid_runs": job["grid_runs"],
             "history": [{**h, "proposed": r["next"], "expected_width": r["expected_width"]}
                         for h, r in zip(last["history"], rounds, strict=True)]}

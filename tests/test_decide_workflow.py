@@ -28,7 +28,8 @@ def _write_config(workdir: Path) -> str:
     cfg["fit"] = {**cfg["fit"], "bootstrap": 50, "bootstrap_starts": 1}
     # A width no toy fit reaches, so the rounds stop at max_rounds; the starting design is the micro sweep's legal
     # grid (its defaults: both sizes x ratios 0, 0.5, 1); two new ratios are the candidates.
-    cfg["decide"] = {"decision": "usage2", "domain": "legal", "target_width": 1e-6, "max_rounds": 2,
+    # usage 2 with half a CPT budget of domain text (with all of it, every ratio is 1 and the width 0)
+    cfg["decide"] = {"decision": "usage2", "domain": "legal", "tokens": 2048, "target_width": 1e-6, "max_rounds": 2,
                      "candidate_ratios": [0.0, 0.25, 0.5, 0.75, 1.0], "simulations": 64, "budget_gpu_hours": 1.0}
     (workdir / "decide.yaml").write_text(yaml.safe_dump(cfg))
     # a round affords one new run of the smaller size (its base model is done: it costs its own training only)

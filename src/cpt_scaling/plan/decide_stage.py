@@ -129,8 +129,9 @@ class DecideStage:
         return self._price([self.decide_runs[n].run for n in names])
 
     def _price(self, runs: list[Artifact]) -> float:
-        """GPU-hours of every training job ``runs`` need, each counted once."""
-        keys = {k for run in runs for k in self._upstream_training(run)}
+        """GPU-hours of every training job ``runs`` need, each counted once (summed in key order: the same float in
+        every process, as Snakemake's params comparison needs)."""
+        keys = sorted({k for run in runs for k in self._upstream_training(run)})
         return sum(gpu_hours(self.train_flops(k), self.cfg["cost"]) for k in keys)
 
     def decide_budgets(self) -> dict[str, float]:

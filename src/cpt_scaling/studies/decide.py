@@ -78,9 +78,10 @@ def resolve_spec(job: Mapping[str, Any], pts: Mapping[str, pd.DataFrame], base: 
 
 
 def spent(job: Mapping[str, Any], runs: Sequence[str]) -> tuple[float, set[str]]:
-    """GPU-hours of the training jobs ``runs`` need (each once), and those jobs' keys."""
+    """GPU-hours of the training jobs ``runs`` need (each once, summed in key order: equal runs, equal bytes), and
+    those jobs' keys."""
     done = {k for name in runs for k in job["candidates"][name]["needs"]}
-    return sum(job["gpu_hours"][k] for k in done), done
+    return sum(job["gpu_hours"][k] for k in sorted(done)), done
 
 
 def increments(job: Mapping[str, Any], runs: Sequence[str]) -> list[Candidate]:

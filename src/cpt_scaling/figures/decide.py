@@ -27,13 +27,14 @@ def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
                                   [h["hi"] - v for v, h in zip(value, hist, strict=True)]],
                   fmt="o", color="tab:blue", capsize=3, label="bootstrap median, 95 % interval")
     left.set_ylabel(QUANTITY[doc["decision"]])
-    right.plot(x, [h["width"] for h in hist], "o-", color="tab:blue")
+    widths = [h["width"] for h in hist]
+    right.plot(x, widths, "o-", color="tab:blue", label="width after each round (numbered)")
     for h in hist:
-        right.annotate(f"round {h['round']}", (h["gpu_hours"], h["width"]), textcoords="offset points",
-                       xytext=(4, 4), fontsize=7)
+        right.annotate(str(h["round"]), (h["gpu_hours"], h["width"]), textcoords="offset points", xytext=(0, 5),
+                       ha="center", fontsize=7)
     right.axhline(doc["target_width"], ls="--", color="grey", label=f"target width {doc['target_width']:g}")
     right.set_ylabel("interval width")
-    right.set_ylim(bottom=0)
+    right.set_ylim(0, 1.3 * max(*widths, doc["target_width"]))
     for ax in (left, right):
         ax.axvline(doc["grid_gpu_hours"], ls=":", color="k",
                    label=f"full grid ({doc['grid_runs']} runs): {doc['grid_gpu_hours']:.3g} GPU-h")

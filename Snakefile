@@ -33,6 +33,7 @@ include: "rules/evaluate.smk"
 include: "rules/fit.smk"
 include: "rules/figures.smk"
 include: "rules/next.smk"  # optional: results/tables/next_runs_<domain>.csv, asked for by name
+include: "rules/decide.smk"  # optional: results/decisions/<decision>_<domain>.json (the decide: section)
 
 
 # The default target (it must live in this file: Snakemake ignores default targets set in included files).

@@ -1,7 +1,10 @@
 # Shared helpers of the workflow: artifact path patterns, spec and param lookups, the default targets.
+import functools
 import inspect
+import json
 import os
 import sys
+from pathlib import Path
 
 from snakemake.logging import logger
 
@@ -110,6 +113,62 @@ def next_runs_job(wildcards):
     return canonical_json(workflow_job(CFG, wildcards.domain))
 
 
+# The decision target (rules/decide.smk): its name, its rounds' directory, and the input functions of its rules.
+DECISION = None if CFG["decide"] is None else f"{CFG['decide']['decision']}_{CFG['decide']['domain']}"
+DECIDE_DIR = f"{RES}/decisions/{DECISION}"
+
+
+@functools.cache
+def decide_job_json():
+    """The rounds' settings and candidates as a canonical string (built on first use: training jobs, which
+    re-parse the workflow, never need it)."""
+    return canonical_json(PLAN.decide_job())
+
+
+def decide_round_doc(k):
+    """Round k's record; Snakemake runs its checkpoint first when it is missing."""
+    return json.loads(Path(checkpoints.decide_round.get(round=str(k)).output.round).read_text())
+
+
+def decide_round_runs(wildcards):
+    """Evaluation tables of the runs round k fits: the starting design, then the runs the rounds before it
+    chose."""
+    k = int(wildcards.round)
+    if k == 0:
+        return PLAN.decide_inputs(PLAN.decide_start())
+    previous = decide_round_doc(k - 1)
+    return PLAN.decide_inputs(previous["runs"] + previous["next"])
+
+
+def decide_rounds(wildcards):
+    """Every round's record, up to the one that stops."""
+    paths, k = [], 0
+    while True:
+        paths.append(checkpoints.decide_round.get(round=str(k)).output.round)
+        if decide_round_doc(k)["status"] is not None:
+            return paths
+        k += 1
+
+
+def refuse_other_decisions(argv):
+    """Naming a decision or its figure that the config's decide: section does not ask for stops here, with one
+    line naming the keys to set (not Snakemake's MissingRuleException)."""
+    results = os.path.abspath(RES) + os.sep
+    for arg in argv[1:]:
+        path = os.path.abspath(arg)
+        if not path.startswith(results):
+            continue
+        parts = Path(path[len(results):]).parts
+        name = (parts[1].removesuffix(".json") if len(parts) > 1 and parts[0] == "decisions"
+                else parts[1][len("decision_"):].removesuffix(".pdf")
+                if len(parts) > 1 and parts[0] == "figures" and parts[1].startswith("decision_") else None)
+        if name is not None and name != DECISION:
+            have = f"it asks for {DECISION}" if DECISION else "it has no decide: section"
+            print(f"{CONFIG_SOURCE}: {arg}: not the config's decision ({have}); set decide.decision and "
+                  "decide.domain (README: Ask for a decision)", file=sys.stderr)
+            sys.exit(1)
+
+
 def refuse_unavailable_targets(plan, argv):
     """Studies without data (or whose annealed points would not identify their law) leave the default target
     with one INFO line; naming one of their outputs on the command line stops here with one line that says why
@@ -128,6 +187,7 @@ def refuse_unavailable_targets(plan, argv):
 
 
 refuse_unavailable_targets(PLAN, sys.argv)
+refuse_other_decisions(sys.argv)
 if workflow.is_main_process:  # not in every job's re-parse
     _line, _warning = PLAN.size_summary()
     logger.info(_line)

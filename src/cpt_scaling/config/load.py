@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cpt_scaling.config.decide import resolve_decide
 from cpt_scaling.config.hf_metadata import REQUIRED as SHAPE_REQUIRED
 from cpt_scaling.config.hf_metadata import checkpoint_positions, read_checkpoint_shape, tokenizer_vocab_size
 from cpt_scaling.config.names import GENERAL
@@ -334,6 +335,7 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     for domain in cfg["domains"].values():
         domain["ratios"] = sorted(domain["ratios"])
     cfg["cpt"]["tokens"] = sorted(cfg["cpt"]["tokens"])
+    resolve_decide(cfg, where)  # after the sorting: its defaults copy the sorted lists
     return cfg
 
 

@@ -46,6 +46,8 @@ EVAL_RULE = "evaluate"
 #: Rerun triggers of the project's profiles (no mtime, no code: keys carry stage versions).
 PROJECT_RERUN_TRIGGERS = ("input", "params", "software-env")
 FLOPS_FORMULA = "tokens * (6*(N + d*V) + 12*L*d*T)"
+#: Rules of the decision target (rules/decide.smk): a dry run sees its first round only; the rest is a bound.
+DECIDE_RULES = ("decide_round", "decide", "figure_decision")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class CostReport:
     wall_hours: float
     assumptions: dict[str, Any]
     budgets: dict[str, Any] | None = None  # the whole sweep as WSD branches vs separate runs (budgets_comparison)
+    rounds: str | None = None  # the decision target's rounds after the first: an upper bound (plan.decide_summary)
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -99,7 +102,8 @@ class CostReport:
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict: assumptions, totals and one entry per job."""
         jobs = [{k: v for k, v in asdict(j).items() if k != "deps"} for j in self.jobs]
-        return {"assumptions": self.assumptions, "totals": self.totals, "jobs": jobs, "budgets": self.budgets}
+        return {"assumptions": self.assumptions, "totals": self.totals, "jobs": jobs, "budgets": self.budgets,
+                "rounds": self.rounds}
 
     def to_csv(self) -> str:
         """One CSV row per job."""
@@ -154,6 +158,8 @@ class CostReport:
             else:  # CPU-only config: compare the compute
                 out.append(f"CPT budgets:         whole sweep as WSD branches {b['branches_flops']:.3g} FLOPs, as "
                            f"separate runs {b['separate_runs_flops']:.3g} FLOPs ({b['ratio']:.2f}x)")
+        if self.rounds is not None:
+            out.append(f"decision target:     {self.rounds}")
         a = self.assumptions
         out.append(f"assumptions:         {a['gpus_per_job']} GPU(s)/job x {a['nodes_per_job']} node(s), "
                    f"peak {a['peak_flops_per_gpu']:.3g} FLOP/s/GPU, MFU {a['expected_mfu']}, "
@@ -342,7 +348,8 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     assumptions["max_runtime_minutes"] = resources.max_runtime(cfg.get("cluster"))
     assumptions.update(flops_formula=FLOPS_FORMULA,
                        parallelism_source="profile" if settings else "cost.parallel_jobs")
-    return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]))
+    rounds = ns["PLAN"].decide_summary() if any(job[1] in DECIDE_RULES for job in jobs) else None
+    return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]), rounds)
 
 
 def budgets_comparison(plan: Any) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from typing import Any
 
 from cpt_scaling.config.names import GENERAL
 from cpt_scaling.core.keys import KEY_PATTERN, canonical_json
+from cpt_scaling.dryrun.cost_report import DECIDE_RULES
 
 log = logging.getLogger(__name__)
 
@@ -499,6 +500,8 @@ def explain_jobs(plan: Any, jobs: Sequence[PlannedJob], workdir: str | Path = ".
             status = "changed" if changes else "new" if new or "Missing output" in job.reason else "rerun"
             if new:
                 notes.add(f"reads {len(new)} new artifact(s)")
+            if job.rule in DECIDE_RULES:  # a dry run sees the first round only
+                notes.add(plan.decide_summary())
         result = JobExplanation(job.jobid, job.rule, job.output, artifact, status, nearest,
                                 tuple(sorted(changes.keys)), tuple(sorted(changes.files)),
                                 tuple(sorted(changes.code)), tuple(sorted(changes.notes | notes)), job.reason)
@@ -513,8 +516,8 @@ def format_table(explained: Sequence[JobExplanation], max_rows: int = 500) -> st
     if not explained:
         return "nothing to run"
     head = ("rule", "job", "status", "changed", "compared with")
-    rows = [(e.rule, _label(e), e.status, ", ".join(e.changed) or "-", e.nearest or "-")
-            for e in explained[:max_rows]]
+    rows = [(e.rule, _label(e), e.status, ", ".join(c for c in e.changed if not _is_rounds(c)) or "-",
+             e.nearest or "-") for e in explained[:max_rows]]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
            for r in [head, tuple("-" * w for w in widths), *rows]]
@@ -526,7 +529,14 @@ def format_table(explained: Sequence[JobExplanation], max_rows: int = 500) -> st
     keys = sorted({k for e in explained for k in (*e.keys, *e.files, *e.code)})
     if keys:
         out.append("changed: " + ", ".join(keys))
+    out += sorted({n for e in explained for n in e.notes if _is_rounds(n)})
     return "\n".join(out)
+
+
+def _is_rounds(note: str) -> bool:
+    """Whether a note is the decision target's cost line (``Plan.decide_summary``),
+    printed once below the table rather than in a job's row."""
+    return note.startswith("decision ") and "rounds: up to" in note
 
 
 def _label(e: JobExplanation) -> str:

@@ -36,16 +36,7 @@ class EvalStage:
                 for corpus in [GENERAL, *self.domains]:
                     self._eval(run, [corpus], meta)
         for (size, domain, ratio, tokens), run in self.cpt.items():
-            base_tokens = 0 if size not in self.pretrain else pre_tokens
-            meta = {"kind": "cpt", "size": size, "N": self.n_params(size), "domain": domain if ratio > 0 else None,
-                    "ratio": ratio, "budget": tokens, "pretrain_tokens": base_tokens}
-            if run.key in self.curve_of:  # a WSD branch: its annealed end is one point of its trunk's curve
-                meta |= {"run": self.curve_of[run.key], "budget": None}
-            if ratio > 0:
-                self._eval(run, [domain, GENERAL], meta)
-            else:  # shared by every domain: one job per suite keeps domains independent
-                self._eval(run, [domain], meta)
-                self._eval(run, [GENERAL], meta)
+            self._cpt_evals(size, domain, ratio, tokens, run)
         for (size, tokens), run in self.generalist.items():  # pool generalists: one job per suite, like r = 0
             meta = {"kind": "generalist", "size": size, "N": self.n_params(size), "domain": None, "ratio": None,
                     "budget": tokens, "pretrain_tokens": 0 if size not in self.pretrain else pre_tokens}
@@ -63,10 +54,25 @@ class EvalStage:
                 meta |= {"run": self.curve_of[run.key], "budget": None, "start_tokens": branch}
             self._eval(run, [domain, GENERAL], meta)
 
+    def _cpt_evals(self, size: str, domain: str, ratio: float, tokens: int, run: Artifact,
+                   registry: dict[str, Artifact] | None = None) -> list[Artifact]:
+        """The evaluations of one continued-pretraining run of ``domain`` on its suite and the general one."""
+        base_tokens = 0 if size not in self.pretrain else self.cfg["pretrain"]["tokens"]
+        meta = {"kind": "cpt", "size": size, "N": self.n_params(size), "domain": domain if ratio > 0 else None,
+                "ratio": ratio, "budget": tokens, "pretrain_tokens": base_tokens}
+        if run.key in self.curve_of:  # a WSD branch: its annealed end is one point of its trunk's curve
+            meta |= {"run": self.curve_of[run.key], "budget": None}
+        if ratio > 0:
+            return [self._eval(run, [domain, GENERAL], meta, registry=registry)]
+        # shared by every domain: one job per suite keeps domains independent
+        return [self._eval(run, [domain], meta, registry=registry), self._eval(run, [GENERAL], meta, registry=registry)]
+
     def _eval(self, run: Artifact | None, corpora: list[str], meta: dict[str, Any],
-              base: tuple[str, dict[str, Any]] | None = None) -> Artifact:
+              base: tuple[str, dict[str, Any]] | None = None,
+              registry: dict[str, Artifact] | None = None) -> Artifact:
         """Loss of every checkpoint of ``run`` (or of the local base model ``base`` = (size, base init)) on the
-        held-out suites of ``corpora`` (one job, one model load per checkpoint)."""
+        held-out suites of ``corpora`` (one job, one model load per checkpoint); kept in ``registry`` (default:
+        the sweep's evaluations, :attr:`evals`)."""
         suites = {c: self.shards[c] for c in corpora}
         if run is not None:
             source, name, target = {"run": run.key}, run.name, {"run_dir": run.ref(), "checkpoint_dir": None}
@@ -85,8 +91,10 @@ class EvalStage:
                                 for split, fname in (("test", "heldout"), ("val", "validation"))},
                         batch_size=self.cfg["evaluate"]["batch_size"], meta={"run": name, **meta}),
         )
-        assert self._evals is not None
-        self._evals[art.key] = art
+        if registry is None:
+            assert self._evals is not None
+            registry = self._evals
+        registry[art.key] = art
         return self._add(art)
 
     def _exam_stage(self) -> None:

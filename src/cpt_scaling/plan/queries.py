@@ -185,14 +185,19 @@ class Queries:
         return self.trained_tokens(key) * cost.size_flops_per_token(arch, job.seq_len, job.vocab_size)
 
     def train_gpu_hours(self) -> float:
-        """GPU-hours of every training job of the sweep (finished or not) under the plan's cost model."""
-        return sum(resources.gpu_hours(self.train_flops(key), self.cfg["cost"]) for key in self.size_of)
+        """GPU-hours of every training job of the sweep (finished or not) under the plan's cost model; the
+        decision target's own candidate runs are not the sweep's (:mod:`~cpt_scaling.plan.decide_stage`)."""
+        return sum(resources.gpu_hours(self.train_flops(key), self.cfg["cost"]) for key in self.size_of
+                   if key not in self.decide_only)
 
     def job_counts(self) -> dict[str, int]:
         """Artifacts of the sweep per stage (each is one Snakemake job), the evaluation stage included."""
         counts: dict[str, int] = {}
+        sweep_evals = {a.key for a in self.evals.values()}  # builds the evaluation stage, the decision's too
+        decide_only = self.decide_only | (set(self.decide_evals) - sweep_evals)  # the decision target's own
         for art in self.by_key.values():
-            counts[art.stage] = counts.get(art.stage, 0) + 1
+            if art.key not in decide_only:
+                counts[art.stage] = counts.get(art.stage, 0) + 1
         return counts
 
     def size_summary(self) -> tuple[str, str | None]:

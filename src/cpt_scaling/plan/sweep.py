@@ -18,13 +18,14 @@ from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import DigestCache
 from cpt_scaling.plan.artifact import STAGE_VERSIONS, Artifact
 from cpt_scaling.plan.data_stage import DataStage
+from cpt_scaling.plan.decide_stage import DecideStage
 from cpt_scaling.plan.eval_stage import EvalStage
 from cpt_scaling.plan.queries import Queries
 from cpt_scaling.plan.split_study import SplitStudy
 from cpt_scaling.plan.train_stage import TrainStage
 
 
-class Plan(DataStage, TrainStage, SplitStudy, EvalStage, Queries):
+class Plan(DataStage, TrainStage, SplitStudy, EvalStage, DecideStage, Queries):
     """All artifacts of one config, indexed by key."""
 
     def __init__(self, cfg: dict[str, Any], digests: DigestCache) -> None:
@@ -37,6 +38,7 @@ class Plan(DataStage, TrainStage, SplitStudy, EvalStage, Queries):
         self.domains: list[str] = list(cfg["domains"])
         self._data_stage()
         self._train_stage()
+        self._decide_stage()  # the decision target's candidate runs (none without a decide: section)
         # The evaluation stage (half of all artifacts) is built on first use: a cluster job that trains, which
         # re-parses the workflow, never needs it (bench/bench_dag.py: ~0.3 s of each such job's start-up).
 
@@ -59,6 +61,7 @@ class Plan(DataStage, TrainStage, SplitStudy, EvalStage, Queries):
             self._exams: dict[str, Artifact] = {}
             self.exam_eval: dict[str, str] = {}  # exam key -> an eval key of the same model (its resources)
             self._eval_stage()
+            self._decide_eval_stage()
             if self.cfg["evaluate"].get("exams"):
                 self._exam_stage()
 

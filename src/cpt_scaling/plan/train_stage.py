@@ -88,9 +88,7 @@ class TrainStage:
             self.size_of[art.key] = size
             self.base_init[size] = {"spec": {"pretrain": art.key}, "init": InitSpec("run", run_dir=art.ref())}
         self.cpt: dict[tuple[str, str, float, int], Artifact] = {}
-        optimizer = OptimizerSpec(**cfg["optimizer"])
-        if cfg["cpt"]["lr"] is not None:
-            optimizer = replace(optimizer, lr=cfg["cpt"]["lr"])
+        optimizer = self._cpt_optimizer()
         for size in cfg["models"]["sizes"]:
             model = self._model(size)
             base = self.base_init[size]
@@ -106,6 +104,12 @@ class TrainStage:
                         self.size_of[run.key] = size
         self._generalist_stage(optimizer, common)
         self._split_stage(optimizer, common)
+
+    def _cpt_optimizer(self) -> OptimizerSpec:
+        """The optimizer of continued pretraining: ``optimizer`` with ``cpt.lr`` as its peak LR when set."""
+        optimizer = OptimizerSpec(**self.cfg["optimizer"])
+        lr = self.cfg["cpt"]["lr"]
+        return optimizer if lr is None else replace(optimizer, lr=lr)
 
     def _generalist_stage(self, optimizer: OptimizerSpec, common: dict[str, Any]) -> None:
         """The specialisation study's pool generalists: per size, continued pretraining on the unfiltered pool

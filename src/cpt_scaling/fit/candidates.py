@@ -169,12 +169,12 @@ def trunks_of(runs: Sequence[tuple[float, float, float]]) -> dict[tuple[float, f
 
 
 def price_increments(cands: Sequence[Candidate], trunks: Mapping[tuple[float, float], Sequence[float]],
-                     decay_fraction: float) -> list[Candidate]:
+                     decay_fraction: float, where: str = "cpt.decay_fraction") -> list[Candidate]:
     """``cands`` (priced as separate runs) with each one whose trunk (size, ratio) is in ``trunks``
     (:func:`trunks_of` of the runs done) repriced as an ``extension``: its increment of :func:`curve_tokens`, one
-    checkpoint (module docstring); the others unchanged."""
+    checkpoint (module docstring); the others unchanged. ``where`` names the decay fraction's source in errors."""
     if not 0.0 < decay_fraction < 1.0:
-        raise InputError("cpt.decay_fraction", f"must lie in (0, 1), got {decay_fraction}")
+        raise InputError(where, f"must lie in (0, 1), got {decay_fraction}")
     out = []
     for c in cands:
         budgets = trunks.get(trunk_key(c.N, c.r))

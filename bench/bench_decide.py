@@ -146,8 +146,10 @@ def one(seed: int, scenario: str, args: argparse.Namespace, cost: dict[str, floa
                      total_budget=full_hours, decay_fraction=DECAY_FRACTION)
     tab = res.table()
     last = tab.iloc[-1]
-    return {"scenario": scenario, "seed": seed, "status": res.status, "rounds": int(last["round"]),
-            "branches": int(last["runs"]), "extensions": int(tab["extensions"].sum()), "target": target,
+    return {"scenario": scenario, "seed": seed, "status": res.status, "start_share": start_hours / full_hours,
+            "rounds": int(last["round"]),
+            "branches": len(START) + int(tab["proposed"].sum()), "extensions": int(tab["extensions"].sum()),
+            "target": target,
             "width": float(last["width"]), "lo": float(last["lo"]), "hi": float(last["hi"]),
             "covered": bool(last["lo"] <= MISFIT_CROSSING <= last["hi"]),
             "hours_share": float(last["gpu_hours"]) / full_hours,
@@ -181,7 +183,8 @@ def main() -> None:
         print(f"  {scenario} seed {seed}: {row['status']} after {row['rounds']} rounds, {row['branches']} branches "
               f"({row['extensions']} extensions), width {row['width']:.4g} (grid {row['target']:.4g}), interval "
               f"[{row['lo']:.3f}, {row['hi']:.3f}] {'covers' if row['covered'] else 'misses'} the truth, "
-              f"{row['hours_share']:.3f} of the grid's GPU-h [{time.perf_counter() - t0:.0f} s]", flush=True)
+              f"{row['hours_share']:.3f} of the grid's GPU-h (the start {row['start_share']:.3f}) "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
     df = pd.DataFrame(rows)
     if args.per_seed:
         df.to_csv(args.per_seed, index=False)

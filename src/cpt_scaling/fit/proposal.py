@@ -252,7 +252,8 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
                 trial = with_run(acc, c.name)
                 rho, ess = ratio(trial, [*picked, c.name])
                 w = expected(rho)
-                score = (width_now - w) / c.gpu_hours
+                # a reduction within rounding of nil is none (a run the members predict alike moves no weight)
+                score = (width_now - w) / c.gpu_hours if width_now - w > NIL_GAIN * width_now else 0.0
                 if best is None or score > best[0]:
                     best = (score, c, w, ess, trial)
             if best[0] <= 0 and method != "linear":

@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_next_runs.py [--seeds 50] [--bootstrap 200] [--budget-fraction 0.5]
         [--first-seed 0] [--per-seed CSV]
     .venv/bin/python bench/bench_next_runs.py --rounds [--seeds 20] [--bootstrap 200] [--max-rounds 40]
+        [--target-draws 3]
 
 Truth: the L3 D-CPT law of bench_coverage (E 2, A 60, B 40, C 0.3, α 0.34, β 0.30, γ 0.5, η 0.6, ε 0.05).
 Starting design: 2 sizes (N = 2.5e4, 1e5) x 3 domain ratios (0, 0.5, 1) x 2 budgets (D = 32k, 65k tokens), 4
@@ -26,7 +27,9 @@ x 9 ratios (0, 0.125, ..., 1) x 3 budgets (32k, 65k, 131k tokens) = 81 runs; sta
 0.5, 1 at 32k). Per seed: fit all 81 runs once (fresh noise) for the target width, then from the start fit ->
 propose 5 % of the full grid's GPU-hours among the runs not yet done -> "train" them -> refit, until the usage-2
 width is at most the grid's, `next` proposes nothing although a run is affordable (stalled), or the candidates run
-out. Last line ``stalled_share=<share of seeds stalled> hours_to_grid_width=<median GPU-h share of the grid>``.
+out. The grid's width is the median over ``--target-draws`` (3) noise draws of the fit of all 81 runs (one draw is
+itself a noisy target). Last line ``stalled_share=<share of seeds stalled> hours_to_grid_width=<median GPU-h share
+of the grid>``.
 """
 
 from __future__ import annotations
@@ -94,6 +97,8 @@ def main() -> None:
     parser.add_argument("--method", choices=proposal.METHODS, default="bootstrap")
     parser.add_argument("--rounds", action="store_true", help="run `next` in rounds instead (see rounds_main)")
     parser.add_argument("--max-rounds", type=int, default=40)
+    parser.add_argument("--target-draws", type=int, default=3,
+                        help="--rounds: the target width is the median over this many noise draws of the grid's fit")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     if args.rounds:
@@ -196,12 +201,13 @@ def rounds_main(args: argparse.Namespace) -> None:
     spec = decision_spec.DecisionSpec("usage2", N=DECISION_N, domain_tokens=DOMAIN_TOKENS)
     print(f"rounds: full grid {len(grid)} runs ({full_hours:.3g} GPU-h), start {len(ROUND_START)} runs, "
           f"{ROUND_SHARE:g} of the grid per round, {args.bootstrap} resamples, {args.simulations} simulations, "
-          f"estimator {args.method}")
+          f"estimator {args.method}, target = median of {args.target_draws} fits of the grid")
     out = []
     t0 = time.perf_counter()
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(5000 + seed)
-        target = width(fit(run_points(grid, rng, "grid"), args.bootstrap, seed))
+        target = float(np.median([width(fit(run_points(grid, rng, "grid"), args.bootstrap, seed))
+                                  for _ in range(args.target_draws)]))
         tags = itertools.count()
 
         def train(chosen: list, rng: np.random.Generator = rng, tags: itertools.count = tags) -> dict:

@@ -95,6 +95,10 @@ def _cmd_next(args: argparse.Namespace) -> int:
         seq_len=int((cfg.get("shards") or {}).get("seq_len") or 128),
         vocab_size=int((cfg.get("tokenizer") or {}).get("vocab_size") or 2048),
         default_checkpoints=candidates.default_checkpoints(pdom, (cfg.get("cpt") or {}).get("checkpoints")))
+    if args.wsd_decay_fraction is not None:  # the points are WSD branch ends: their trunks can be extended
+        done = pdom[["N", "D", "r"]].drop_duplicates().to_numpy(float)
+        cands = candidates.price_increments(cands, candidates.trunks_of([tuple(x) for x in done]),
+                                            args.wsd_decay_fraction, where="--wsd-decay-fraction")
     laws = {"domain": dom} if not need_general else {"domain": dom, "general": gen}
     prop = proposal.propose(laws, points, cands, spec, float(args.budget), simulations=args.simulations,
                             seed=args.seed, method=args.method, where=str(args.law))
@@ -151,5 +155,9 @@ def register_next(subparsers: Any) -> None:
                    help="expected-width estimator: bootstrap (default; mimics the refit's run bootstrap), posterior "
                         "(each run counted once), linear (ensemble Kalman variance update)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--wsd-decay-fraction", type=float, metavar="F",
+                   help="the points are WSD branch ends (cpt.budgets: branches, cpt.decay_fraction F): a candidate "
+                        "of the size and ratio of a trunk in --points is an extension priced at its increment (new "
+                        "trunk segment plus decay), not a separate run")
     p.add_argument("--max-rows", type=int, default=15, help="rows of the printed ranking")
     p.set_defaults(func=_cmd_next)

@@ -3,15 +3,21 @@
 Price: FLOPs = ``tokens · size_flops_per_token(shape)`` when the candidate gives its shape (``n_layers, d_model,
 n_heads, d_ff``, optional ``n_kv_heads, head_dim, vocab_size, model_type``), else the approximation ``6·N·D``;
 GPU-hours = FLOPs / (``peak_flops_per_gpu · expected_mfu``) / 3600 (GPU-hours do not depend on how many GPUs a job
-uses). Each candidate is priced as a separate run. Checkpoints of a candidate are geometrically spaced as the
-workflow's (``D/2^(n-1)``, ..., ``D/2``, ``D``).
+uses). Checkpoints of a candidate are geometrically spaced as the workflow's (``D/2^(n-1)``, ..., ``D/2``, ``D``).
+
+Two kinds (``Candidate.kind``). A ``run`` is priced as a separate run of ``D`` tokens. With WSD budgets
+(``cpt.budgets: branches``) a candidate of the size and ratio of a trunk that exists is an ``extension``
+(:func:`price_increments`): a WSD curve with budgets ``{D_i}`` trains ``(1 − f)·max D_i + f·Σ D_i`` tokens
+(:func:`curve_tokens`; the trunk to the last branch point, plus a decay branch of ``f·D_i`` per budget, ``f`` =
+``cpt.decay_fraction``), so adding ``D`` to it costs ``max(0, (1 − f)·(D − max D_i)) + f·D`` tokens: the new trunk
+segment, if any, plus the decay branch. An extension yields one point (its branch's end).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,7 +33,8 @@ OPTIONAL_SHAPE_KEYS = ("n_kv_heads", "head_dim", "vocab_size", "model_type", "at
 
 @dataclass
 class Candidate:
-    """One candidate run: its law inputs, checkpoints and price."""
+    """One candidate run: its law inputs, checkpoints and price; ``kind`` ``run`` or ``extension`` (a branch off the
+    trunk named by ``extends``, priced at its increment)."""
 
     name: str
     N: float
@@ -38,6 +45,8 @@ class Candidate:
     gpu_hours: float
     flops_method: str
     extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = "run"
+    extends: str | None = None
 
     def tokens(self) -> np.ndarray:
         """Checkpoint token counts, geometrically spaced, ending at ``D``."""
@@ -132,3 +141,51 @@ def grid_candidates(sizes: Mapping[str, Mapping[str, Any]], ratios: Sequence[flo
     maps a name to its shape keys and/or ``N``."""
     return pd.DataFrame([{"name": name, "size": name, **cols, "D": float(d), "r": float(r)}
                          for name, cols in sizes.items() for r in ratios for d in tokens])
+
+
+#: Candidate kinds: a separate run; a larger (or another) budget branched off a WSD trunk that exists.
+KINDS = ("run", "extension")
+
+
+def curve_tokens(budgets: Sequence[float], decay_fraction: float) -> float:
+    """Tokens a WSD curve with branch ``budgets`` trains: the trunk to its last branch point plus one decay branch
+    per budget, ``(1 − f)·max + f·Σ`` (0 for no budget)."""
+    if not len(budgets):
+        return 0.0
+    return (1.0 - decay_fraction) * max(budgets) + decay_fraction * float(sum(budgets))
+
+
+def trunk_key(N: float, r: float) -> tuple[float, float]:
+    """The trunk a run of size ``N`` and ratio ``r`` belongs to (within one domain)."""
+    return float(f"{N:.6g}"), round(float(r), 9)
+
+
+def trunks_of(runs: Sequence[tuple[float, float, float]]) -> dict[tuple[float, float], list[float]]:
+    """Budgets per trunk (:func:`trunk_key`) of runs ``(N, D, r)``."""
+    out: dict[tuple[float, float], list[float]] = {}
+    for n, d, r in runs:
+        out.setdefault(trunk_key(n, r), []).append(float(d))
+    return out
+
+
+def price_increments(cands: Sequence[Candidate], trunks: Mapping[tuple[float, float], Sequence[float]],
+                     decay_fraction: float, where: str = "cpt.decay_fraction") -> list[Candidate]:
+    """``cands`` (priced as separate runs) with each one whose trunk (size, ratio) is in ``trunks``
+    (:func:`trunks_of` of the runs done) repriced as an ``extension``: its increment of :func:`curve_tokens`, one
+    checkpoint (module docstring); the others unchanged. ``where`` names the decay fraction's source in errors."""
+    if not 0.0 < decay_fraction < 1.0:
+        raise InputError(where, f"must lie in (0, 1), got {decay_fraction}")
+    out = []
+    for c in cands:
+        budgets = trunks.get(trunk_key(c.N, c.r))
+        if c.kind != "run":
+            raise ValueError(f"candidate {c.name} is already priced as an {c.kind}; price the runs")
+        if not budgets:
+            out.append(c)
+            continue
+        share = (curve_tokens([*budgets, c.D], decay_fraction) - curve_tokens(budgets, decay_fraction)) / c.D
+        flops = c.flops * share
+        out.append(replace(c, checkpoints=1, flops=flops, gpu_hours=c.gpu_hours * share,
+                           flops_method=f"{c.flops_method} x {share:.3g} (WSD increment)", kind="extension",
+                           extends=f"N{c.N:.4g}-r{c.r:g}-D{max(budgets):g}"))
+    return out

@@ -25,6 +25,17 @@ parameters the new runs leave free). The expected interval keeps the current int
 Runs are chosen greedily: the affordable candidate with the largest (width reduction)/(GPU-hours), until the budget
 is spent or no candidate is expected to narrow the interval.
 
+Never stuck. The simulated ratio of a weakly informative run is its true ratio plus Monte-Carlo noise, and with
+collapsed weights (late rounds, many points) that noise can exceed the gain, so every candidate scores ``ρ ≥ 1``
+(capped: no gain) although adding an informative run never raises the expected variance. When that happens with an
+affordable candidate left, the greedy step falls back to the linearised (``linear``) ratio of the *increment*,
+``ρ_lin(S ∪ {c}) / ρ_lin(S)``: a Gaussian conditional variance, which cannot rise when observations are added and
+equals 1 only when the candidate's predicted losses do not co-vary with the decision over the ensemble. The run
+so chosen is marked ``estimator = "linear (fallback)"``. The proposal stops (:attr:`Proposal.stopped`, printed
+as :data:`STOP_TEXT` says) when every candidate is chosen (``candidates``), the budget left affords none
+(``budget``), or the best increment's relative variance reduction is at most :data:`NIL_GAIN` (``no_gain``: nothing
+affordable carries information on the decision).
+
 Estimators (``method``): ``bootstrap`` (default) mimics the refit's bootstrap over whole runs: in each of ``draws``
 resamples per simulation a new run enters with a Poisson(1) multiplicity (absent in about 37 % of them), the
 log-likelihoods are scaled by it, and the variance is taken over the mixture of the resamples' weights.
@@ -55,13 +66,21 @@ log = logging.getLogger(__name__)
 METHODS = ("bootstrap", "posterior", "linear")
 #: κ: expected width = current width x (simulated width ratio)^κ (module docstring).
 CALIBRATION = 0.5
+#: A relative variance reduction (linearised) at most this is no information on the decision (``stopped = no_gain``).
+NIL_GAIN = 1e-9
+#: Why the greedy choice stopped (printed): every candidate chosen; the budget left affords none; none informative.
+STOP_TEXT = {"candidates": "stopped: every candidate is chosen",
+             "budget": "stopped: no affordable candidate left (the budget left, {left:.4g} GPU-hours, pays for none)",
+             "no_gain": "stopped: no affordable candidate carries information on the decision (linearised variance "
+                        "ratio 1: its predicted losses do not co-vary with the decision over the resamples)"}
 #: Where :data:`CALIBRATION` comes from (printed by ``cpt-scaling next``).
 CALIBRATED_ON = ("calibrated on bench/bench_next_runs.py (L3 truth, usage 2, 100 resamples): kappa 0.49 made the "
                  "median refit width / expected width 1 on seeds 0-15; on seeds 100-111 it is 1.07 at kappa 0.5")
 
 CHOSEN_COLUMNS = ["order", "candidate", "size", "N", "D", "r", "checkpoints", "flops", "flops_method", "gpu_hours",
                   "cumulative_gpu_hours", "current_lo", "current_hi", "current_width", "expected_lo", "expected_hi",
-                  "expected_width", "width_reduction", "reduction_per_gpu_hour", "median_ess"]
+                  "expected_width", "width_reduction", "reduction_per_gpu_hour", "median_ess", "estimator", "kind",
+                  "extends"]
 
 
 @dataclass
@@ -82,6 +101,7 @@ class Proposal:
     description: str
     method: str
     calibration: float
+    stopped: str = "candidates"
 
     def expected_interval(self, width: float) -> tuple[float, float]:
         """The interval of ``width`` that splits about the ensemble's median as the current interval does."""
@@ -97,7 +117,7 @@ class Proposal:
                 "calibration": {"kappa": self.calibration, "source": CALIBRATED_ON},
                 "current": {"lo": lo, "hi": hi, "width": hi - lo, "median": self.current_median},
                 "members": self.members, "simulations": self.simulations, "budget_gpu_hours": self.budget,
-                "spent_gpu_hours": self.spent,
+                "spent_gpu_hours": self.spent, "stopped": self.stopped,
                 "noise": {k: {"sd_run": a, "sd_point": b} for k, (a, b) in self.sigma.items()},
                 "chosen": json_rows(self.chosen)}
 
@@ -173,19 +193,23 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
     var_base = float(np.mean(weighted_variance(values, w_base)))
     base_rep = np.repeat(base, B, axis=0)
 
+    def linear_ratio(names: list[str]) -> float:
+        """Linearised width ratio ρ_lin of the runs ``names`` (ensemble Kalman variance update)."""
+        if not names:
+            return 1.0
+        blocks = [b for n in names for b in design[n]]
+        x = np.hstack([pred for pred, _ in blocks])
+        cov = np.zeros((x.shape[1], x.shape[1]))
+        at = 0
+        for _, c in blocks:
+            cov[at : at + c.shape[0], at : at + c.shape[0]] = c
+            at += c.shape[0]
+        return math.sqrt(linear_variance_ratio(values, x, cov, prior_var))
+
     def ratio(acc: np.ndarray, names: list[str]) -> tuple[float, float]:
         """Simulated width ratio ρ and median ESS of the picked runs (log-likelihoods summed in ``acc``)."""
         if method == "linear":
-            if not names:
-                return 1.0, float(G)
-            blocks = [b for n in names for b in design[n]]
-            x = np.hstack([pred for pred, _ in blocks])
-            cov = np.zeros((x.shape[1], x.shape[1]))
-            at = 0
-            for _, c in blocks:
-                cov[at : at + c.shape[0], at : at + c.shape[0]] = c
-                at += c.shape[0]
-            return math.sqrt(linear_variance_ratio(values, x, cov, prior_var)), float("nan")
+            return linear_ratio(names), float("nan")
         w = importance_weights(acc.reshape(J * B, G), base_rep).reshape(J, B, G).mean(axis=1)
         var = float(np.mean(weighted_variance(values, w)))
         ess = 1.0 / np.sum(w**2, axis=1)
@@ -206,7 +230,7 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
         rank_rows.append({"candidate": c.name, "N": c.N, "D": c.D, "r": c.r, "checkpoints": c.checkpoints,
                           "gpu_hours": c.gpu_hours, "expected_width": w, "width_reduction": width0 - w,
                           "reduction_per_gpu_hour": (width0 - w) / c.gpu_hours, "affordable": c.gpu_hours <= budget,
-                          "median_ess": ess})
+                          "median_ess": ess, "kind": c.kind, "extends": c.extends})
     ranking = pd.DataFrame(rank_rows).sort_values("reduction_per_gpu_hour", ascending=False, kind="stable")
     chosen_rows: list[dict[str, Any]] = []
     remaining, width_now, picked, acc = float(budget), width0, [], acc0
@@ -216,19 +240,40 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
                     simulations=J, budget=float(budget), spent=0.0,
                     sigma={k: (t.sigma_run, t.sigma_point) for k, t in targets.items()}, decision=spec.decision,
                     description=spec.describe(), method=method, calibration=float(calibration))
+    fallback = method == "linear"  # the linearised increment scores the runs (module docstring: never stuck)
     while left:
-        best = None
-        for c in left.values():
-            if c.gpu_hours > remaining:
-                continue
-            trial = with_run(acc, c.name) if method != "linear" else acc
-            rho, ess = ratio(trial, [*picked, c.name])
-            w = expected(rho)
-            score = (width_now - w) / c.gpu_hours
-            if best is None or score > best[0]:
-                best = (score, c, w, ess, trial)
-        if best is None or best[0] <= 0:
+        affordable = [c for c in left.values() if c.gpu_hours <= remaining]
+        if not affordable:
+            prop.stopped = "budget"
             break
+        best = None
+        if not fallback:
+            for c in affordable:
+                trial = with_run(acc, c.name)
+                rho, ess = ratio(trial, [*picked, c.name])
+                w = expected(rho)
+                # a reduction within rounding of nil is none (a run the members predict alike moves no weight)
+                score = (width_now - w) / c.gpu_hours if width_now - w > NIL_GAIN * width_now else 0.0
+                if best is None or score > best[0]:
+                    best = (score, c, w, ess, trial)
+            if best[0] <= 0 and method != "linear":
+                fallback = True
+                log.info("next: the simulated estimator sees no gain in any of %d affordable run(s); scoring by "
+                         "the linearised variance ratio of each increment", len(affordable))
+        if fallback:
+            best = None
+            rho_now = linear_ratio(picked)
+            for c in affordable:
+                gain = linear_ratio([*picked, c.name]) / rho_now if rho_now > 0 else 1.0
+                if 1.0 - gain**2 <= NIL_GAIN:
+                    continue
+                w = width_now * gain**calibration
+                score = (width_now - w) / c.gpu_hours
+                if best is None or score > best[0]:
+                    best = (score, c, w, float("nan"), acc)
+            if best is None:
+                prop.stopped = "no_gain"
+                break
         score, c, w, ess, acc = best
         picked.append(c.name)
         remaining -= c.gpu_hours
@@ -238,7 +283,9 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
                             "flops_method": c.flops_method, "gpu_hours": c.gpu_hours,
                             "cumulative_gpu_hours": budget - remaining, "current_lo": lo0, "current_hi": hi0,
                             "current_width": width0, "expected_lo": e_lo, "expected_hi": e_hi, "expected_width": w,
-                            "width_reduction": width_now - w, "reduction_per_gpu_hour": score, "median_ess": ess})
+                            "width_reduction": width_now - w, "reduction_per_gpu_hour": score, "median_ess": ess,
+                            "estimator": "linear (fallback)" if fallback and method != "linear" else method,
+                            "kind": c.kind, "extends": c.extends})
         width_now = w
         del left[c.name]
     prop.chosen = pd.DataFrame(chosen_rows, columns=CHOSEN_COLUMNS)
@@ -263,19 +310,22 @@ def format_table(prop: Proposal, max_rows: int = 15) -> str:
              "noise (log loss): " + ", ".join(f"{k} sd_run {a:.3g} sd_point {b:.3g}"
                                               for k, (a, b) in prop.sigma.items()),
              f"budget {prop.budget:.4g} GPU-hours, chosen runs cost {prop.spent:.4g}", ""]
-    if prop.chosen.empty:
-        lines.append("no affordable candidate is expected to shrink the interval")
-    else:
-        lines.append(f"{'#':>2}  {'candidate':<28} {'N':>10} {'D':>10} {'r':>5} {'GPU-h':>10} "
-                     f"{'expected interval':>21} {'width':>9} {'shrink/GPU-h':>12}")
+    if not prop.chosen.empty:
+        lines.append(f"{'#':>2}  {'candidate':<28} {'kind':<9} {'N':>10} {'D':>10} {'r':>5} {'GPU-h':>10} "
+                     f"{'expected interval':>21} {'width':>9} {'shrink/GPU-h':>12}  estimator")
         for row in prop.chosen.itertuples():
             iv = f"[{row.expected_lo:.4g}, {row.expected_hi:.4g}]"
-            lines.append(f"{row.order:>2}  {row.candidate:<28} {row.N:>10.4g} {row.D:>10.4g} {row.r:>5.3g} "
-                         f"{row.gpu_hours:>10.4g} {iv:>21} {row.expected_width:>9.4g} "
-                         f"{row.reduction_per_gpu_hour:>12.4g}")
+            lines.append(f"{row.order:>2}  {row.candidate:<28} {row.kind:<9} {row.N:>10.4g} {row.D:>10.4g} "
+                         f"{row.r:>5.3g} {row.gpu_hours:>10.4g} {iv:>21} {row.expected_width:>9.4g} "
+                         f"{row.reduction_per_gpu_hour:>12.4g}  {row.estimator}")
+        extensions = prop.chosen[prop.chosen["kind"] == "extension"]
+        for row in extensions.itertuples():
+            lines.append(f"    {row.candidate} extends the WSD trunk {row.extends}: priced at its increment")
+    lines.append(STOP_TEXT[prop.stopped].format(left=prop.budget - prop.spent))
     lines += ["", f"ranking of single candidates (top {min(max_rows, len(prop.ranking))} of {len(prop.ranking)}):"]
     for row in prop.ranking.head(max_rows).itertuples():
-        lines.append(f"    {row.candidate:<28} GPU-h {row.gpu_hours:>10.4g}  width {row.expected_width:>9.4g}  "
+        lines.append(f"    {row.candidate:<28} {row.kind:<9} GPU-h {row.gpu_hours:>10.4g}  "
+                     f"width {row.expected_width:>9.4g}  "
                      f"shrink/GPU-h {row.reduction_per_gpu_hour:>10.4g}"
                      + ("" if row.affordable else "  (over budget)"))
     return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Benchmark: ask for a decision, not a grid. Rounds of fit -> propose -> train -> refit until usage 1's interval
+is as narrow as the full grid's; at what share of the grid's GPU-hours, and does the final interval cover the truth?
+
+    .venv/bin/python bench/bench_decide.py [--seeds 20] [--scenario both] [--bootstrap 200] [--simulations 256]
+        [--target-draws 3] [--first-seed 0] [--per-seed CSV] [--coarse]
+
+Truth (``tests/law_synth.py``, as ``bench/bench_misfit.py``): the domain loss an L3 law (``MISFIT_DOMAIN``); the
+general loss either an L3 law in the general ratio (scenario ``l3``) or that law plus ``k·ratio⁴·ln(D/5e8)``, a
+forgetting that grows with D where the general ratio is low and that L3 cannot express (scenario ``forgetting``,
+``k`` = 0.08, ``misfit_general_truth``). Qwen-like sizes 0.5e9, 1.5e9, 4e9; decision: usage 1 at N = 4e9, D = 1e10
+(the ratio minimising domain loss with the general loss at most 3 % above the base model's), the base loss set so
+that the true ratio is 0.85.
+
+World: WSD budgets, as the workflow trains them (``cpt.budgets: branches``, decay fraction 0.1). One trunk per
+(size, ratio), one point per budget (its branch's end), for both losses; a trunk's log-loss offset (sd 0.3 %) is
+shared by its branches and both losses, each branch end has its own noise (sd 0.2 %). Full grid: 3 sizes x 9 ratios
+(0, 0.125, ..., 1) x 3 budgets (1e9, 3e9, 1e10 tokens) = 81 branches on 27 trunks, priced as trained (trunk to the
+last branch point plus the decays, 6·N·tokens at the schema's cost defaults). Start: 2 sizes (0.5e9, 1.5e9) x 3
+ratios (0, 0.5, 1) x the 3 budgets (18 branches on 6 trunks). Candidates: the other 63 branches, priced each round
+at their increment (:func:`cpt_scaling.fit.candidates.price_increments`: a budget of an existing trunk costs its
+new trunk segment plus its decay; a new (size, ratio) a run of D tokens).
+
+Per seed: the target width is the median over ``--target-draws`` noise draws of the full grid's fit; then
+:func:`cpt_scaling.fit.rounds.run_rounds` (the library loop the workflow's decision target uses) from the start,
+5 % of the full grid's GPU-hours per round, the full grid's GPU-hours in total, with the fit the D-CPT study uses
+(domain: L3; general: L3 or ``dcpt_forget`` chosen by held-out error, :func:`select_general_form`), bootstrap over
+trunks. Reported: median GPU-hours to reach the target width as a share of the full grid's (seeds that never reach
+it count as infinite), the share of seeds whose final interval covers the true ratio, and the share that stop early
+("stalled": the proposer chose nothing while budget and candidates were left). Last line
+``decide_ratio=<median> covered=<share> stalled=<share>``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse
+import itertools
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the known truths the tests use
+from law_synth import MISFIT_CROSSING, MISFIT_DOMAIN, MISFIT_TOLERANCE, misfit_general_truth
+
+from cpt_scaling.fit import candidates, decision_spec
+from cpt_scaling.fit.fitting import fit_law
+from cpt_scaling.fit.rounds import run_rounds
+from cpt_scaling.laws import LAWS
+from cpt_scaling.plan.next_runs import cost_assumptions
+from cpt_scaling.studies.dcpt import GENERAL_FORMS, select_general_form
+
+SIZES = (5e8, 1.5e9, 4e9)
+RATIOS = tuple(float(x) for x in np.linspace(0.0, 1.0, 9))
+BUDGETS = (1e9, 3e9, 1e10)
+START = [(n, d, r) for n in SIZES[:2] for r in (0.0, 0.5, 1.0) for d in BUDGETS]
+DECAY_FRACTION = 0.1
+DECISION_N, DECISION_D = SIZES[-1], BUDGETS[-1]
+FORGETTING = {"l3": 0.0, "forgetting": 0.08}
+TRUNK_SD, POINT_SD = 0.003, 0.002
+ROUND_SHARE = 0.05
+
+
+class World:
+    """Simulated WSD training under one truth: a fixed log-loss offset per trunk, fresh noise per branch end."""
+
+    def __init__(self, forgetting: float, rng: np.random.Generator) -> None:
+        self.forgetting, self.rng = forgetting, rng
+        self.offsets: dict[tuple[float, float], float] = {}
+
+    def train(self, runs: list[tuple[float, float, float]]) -> dict[str, pd.DataFrame]:
+        """Points of branches ``(N, D, ratio)``: the domain loss at ``r`` = ratio, the general at 1 - ratio."""
+        rows = []
+        for n, d, ratio in runs:
+            key = candidates.trunk_key(n, ratio)
+            if key not in self.offsets:
+                self.offsets[key] = float(self.rng.normal(0.0, TRUNK_SD))
+            cols = {"N": np.array([n]), "D": np.array([d])}
+            dom = LAWS["dcpt"].predict(MISFIT_DOMAIN, {**cols, "r": np.array([ratio])})[0]
+            gen = misfit_general_truth(cols["N"], cols["D"], np.array([ratio]), self.forgetting)[0]
+            for target, loss, r in (("domain", dom, ratio), ("general", gen, 1.0 - ratio)):
+                rows.append({"target": target, "run": f"t{n:.3g}-r{ratio:g}", "N": n, "D": d, "r": r,
+                             "loss": loss * math.exp(self.offsets[key] + self.rng.normal(0.0, POINT_SD))})
+        df = pd.DataFrame(rows)
+        return {t: df[df["target"] == t].drop(columns="target").reset_index(drop=True) for t in ("domain", "general")}
+
+
+def fit(pts: dict[str, pd.DataFrame], bootstrap: int, seed: int, coarse: bool = False) -> dict[str, dict[str, Any]]:
+    """The D-CPT study's fits: domain L3; general L3 or dcpt_forget by held-out error; bootstrap over trunks
+    (``coarse``: the fitter's small initialisation grid and two starts per resample, as the tests fit)."""
+    out = {}
+    quick = {"coarse": True, "bootstrap_starts": 2} if coarse else {}
+    for target, df in pts.items():
+        sub = df[["N", "D", "r", "loss"]]
+        form = "dcpt"
+        if target == "general":
+            form, _ = select_general_form(sub, {"huber_delta": 1e-3, "seed": seed, "coarse_grid": coarse},
+                                          GENERAL_FORMS, "bench general")
+        out[target] = fit_law(form, sub, bootstrap=bootstrap, groups=df["run"], seed=seed, **quick).to_json()
+    return out
+
+
+def spec_for(forgetting: float) -> decision_spec.DecisionSpec:
+    """Usage 1 at the largest size and budget, the base loss putting the true ratio at MISFIT_CROSSING."""
+    at = misfit_general_truth(np.array([DECISION_N]), np.array([DECISION_D]), np.array([MISFIT_CROSSING]),
+                              forgetting)[0]
+    return decision_spec.DecisionSpec("usage1", N=DECISION_N, D=DECISION_D,
+                                      base_general_loss=float(at / (1.0 + MISFIT_TOLERANCE)),
+                                      tolerance=MISFIT_TOLERANCE)
+
+
+def one(seed: int, scenario: str, args: argparse.Namespace, cost: dict[str, float]) -> dict[str, Any]:
+    """One seed of one scenario: the target width, then the rounds; the outcome row."""
+    forgetting = FORGETTING[scenario]
+    grid = [(n, d, r) for n in SIZES for r in RATIOS for d in BUDGETS]
+    tokens = candidates.trunks_of(grid)
+    full_hours = sum(candidates.gpu_hours(6.0 * n * candidates.curve_tokens(b, DECAY_FRACTION), cost)
+                     for (n, _), b in tokens.items())
+    start_hours = sum(candidates.gpu_hours(6.0 * n * candidates.curve_tokens(b, DECAY_FRACTION), cost)
+                      for (n, _), b in candidates.trunks_of(START).items())
+    spec = spec_for(forgetting)
+    rng = np.random.default_rng(7000 + seed + (0 if scenario == "l3" else 100000))
+    widths = []
+    for _ in range(args.target_draws):
+        pts = World(forgetting, rng).train(grid)
+        lo, hi = decision_spec.decision_interval(fit(pts, args.bootstrap, seed, args.coarse), pts, spec)
+        widths.append(hi - lo)
+    target = float(np.median(widths))
+    world = World(forgetting, rng)
+    table = pd.DataFrame([{"N": n, "D": d, "r": r} for n, d, r in grid if (n, d, r) not in START])
+    cands = candidates.read_candidates(table.assign(checkpoints=1), "bench candidates", cost)
+    res = run_rounds(world.train(START), cands, spec,
+                     fit=lambda pts: fit(dict(pts), args.bootstrap, seed, args.coarse),
+                     train=lambda chosen: world.train([(c.N, c.D, c.r) for c in chosen]),
+                     budget_per_round=ROUND_SHARE * full_hours, target_width=target, start_gpu_hours=start_hours,
+                     max_rounds=args.max_rounds, simulations=args.simulations, seed=seed,
+                     total_budget=full_hours, decay_fraction=DECAY_FRACTION)
+    tab = res.table()
+    last = tab.iloc[-1]
+    return {"scenario": scenario, "seed": seed, "status": res.status, "start_share": start_hours / full_hours,
+            "rounds": int(last["round"]),
+            "branches": len(START) + int(tab["proposed"].sum()), "extensions": int(tab["extensions"].sum()),
+            "target": target,
+            "width": float(last["width"]), "lo": float(last["lo"]), "hi": float(last["hi"]),
+            "covered": bool(last["lo"] <= MISFIT_CROSSING <= last["hi"]),
+            "hours_share": float(last["gpu_hours"]) / full_hours,
+            "proposer_stop": tab["proposer_stop"].dropna().iloc[-1] if tab["proposer_stop"].notna().any() else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--scenario", choices=("both", *FORGETTING), default="both")
+    parser.add_argument("--bootstrap", type=int, default=200)
+    parser.add_argument("--simulations", type=int, default=256)
+    parser.add_argument("--target-draws", type=int, default=3, help="noise draws of the full grid's fit")
+    parser.add_argument("--max-rounds", type=int, default=40)
+    parser.add_argument("--per-seed", metavar="CSV", help="also write one row per seed here")
+    parser.add_argument("--coarse", action="store_true", help="fit with the small initialisation grid and two "
+                        "starts per resample (reduced runs)")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    cost = cost_assumptions()
+    scenarios = list(FORGETTING) if args.scenario == "both" else [args.scenario]
+    print(f"decide: usage 1 at N = {DECISION_N:g}, D = {DECISION_D:g} (true ratio {MISFIT_CROSSING}); scenarios "
+          f"{', '.join(scenarios)}; {args.seeds} seeds, {args.bootstrap} resamples, {args.simulations} simulations, "
+          f"target = median of {args.target_draws} full-grid fits{', coarse fits' if args.coarse else ''}", flush=True)
+    rows = []
+    t0 = time.perf_counter()
+    for scenario, seed in itertools.product(scenarios, range(args.first_seed, args.first_seed + args.seeds)):
+        row = one(seed, scenario, args, cost)
+        rows.append(row)
+        print(f"  {scenario} seed {seed}: {row['status']} after {row['rounds']} rounds, {row['branches']} branches "
+              f"({row['extensions']} extensions), width {row['width']:.4g} (grid {row['target']:.4g}), interval "
+              f"[{row['lo']:.3f}, {row['hi']:.3f}] {'covers' if row['covered'] else 'misses'} the truth, "
+              f"{row['hours_share']:.3f} of the grid's GPU-h (the start {row['start_share']:.3f}) "
+              f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+    df = pd.DataFrame(rows)
+    if args.per_seed:
+        df.to_csv(args.per_seed, index=False)
+    for scenario, sub in [*df.groupby("scenario"), ("all", df)]:
+        reached = np.where(sub["status"] == "reached", sub["hours_share"], np.inf)
+        print(f"{scenario}: {sub['status'].value_counts().to_dict()}; median GPU-h share to the grid's width "
+              f"{np.median(reached):.3f} (target <= 0.2); covered {sub['covered'].mean():.2f} (target >= 0.9); "
+              f"stalled {np.mean(sub['status'] == 'stalled'):.2f} (target 0)")
+    reached = np.where(df["status"] == "reached", df["hours_share"], np.inf)
+    print(f"decide_ratio={np.median(reached):.3f} covered={df['covered'].mean():.3f} "
+          f"stalled={np.mean(df['status'] == 'stalled'):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Training loss against training tokens, one panel per model size: every run of a domain's sweep (or the
+pretraining runs), a WSD family's trunk and its decay branches in one colour."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cpt_scaling.figures.style import colors, plt, save
+from cpt_scaling.train.curves import train_curves
+
+
+def _family_label(runs: pd.DataFrame) -> str:
+    """Legend text of a run family: its mixture ratio for CPT runs, else its name."""
+    first = runs.iloc[0]
+    if first["kind"] == "cpt":
+        return f"r = {first['ratio']:g}" + (" (general data only)" if first["ratio"] == 0 else "")
+    return str(first["family"])
+
+
+def build_figure(curves: pd.DataFrame, title: str) -> plt.Figure:
+    """Loss against tokens per size (panels in the order the sizes first appear); a colour per run family
+    (sorted by ratio, then name), each run's stitched curve a line, so a trunk's branches fan out of it."""
+    sizes = list(dict.fromkeys(curves["size"]))
+    families = (curves.drop_duplicates("family").sort_values(["ratio", "family"])["family"].tolist()
+                if len(curves) else [])
+    palette = dict(zip(families, colors(len(families)), strict=True))
+    fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.6 * max(len(sizes), 1), 3.2), squeeze=False,
+                             sharey=True, constrained_layout=True)
+    for ax, size in zip(axes[0], sizes, strict=False):
+        of_size = curves[curves["size"] == size]
+        for family, runs in of_size.groupby("family", sort=False):
+            for i, (_, run) in enumerate(runs.groupby("run", sort=True)):
+                ax.plot(run["tokens"], run["loss"], color=palette[family], linewidth=1.0,
+                        label=_family_label(runs) if i == 0 else None)
+        ax.set_title(f"size {size}")
+        ax.set_xlabel("training tokens")
+    axes[0][0].set_ylabel("training loss (each run on its own mixture)")
+    if not len(curves):
+        axes[0][0].text(0.5, 0.5, "no training logs", ha="center", va="center", transform=axes[0][0].transAxes)
+    seen: dict[str, Any] = {}  # one legend entry per family, whichever panel has it
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside right center")
+    fig.suptitle(title)
+    return fig
+
+
+def draw(job: dict[str, Any], out: Path) -> None:
+    """The figure of one group's runs (``job``: a ``train_curves_job`` of the plan, plus its ``title``)."""
+    save(build_figure(train_curves(job["runs"]), job["title"]), out)

@@ -20,17 +20,18 @@ SCALARS = {"loss": "train/loss", "lr": "train/lr", "grad_norm": "train/grad_norm
 
 
 class TensorBoardLog:
-    """A run's event files under ``log_dir``; a resumed run (``resume_tokens`` > 0) first hides the events past
-    its resume point, which it logs again."""
+    """A run's event files under ``log_dir``, starting at ``start_tokens``: the events an earlier attempt wrote
+    past that point (a resumed run logs them again; a rerun from scratch, all of them) are hidden by
+    TensorBoard's purge marker, as :func:`~cpt_scaling.train.train_log.open_log` drops them from the JSONL."""
 
-    def __init__(self, log_dir: Path, resume_tokens: int = 0) -> None:
+    def __init__(self, log_dir: Path, start_tokens: int = 0) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # torch finds no tensorboard package
             raise InputError("training.tensorboard", f"needs the tensorboard package ({exc}); install it with "
                              "`pip install tensorboard` or set training.tensorboard: false") from None
         Path(log_dir).mkdir(parents=True, exist_ok=True)
-        self.writer = SummaryWriter(str(log_dir), purge_step=resume_tokens + 1 if resume_tokens else None)
+        self.writer = SummaryWriter(str(log_dir), purge_step=start_tokens + 1)  # steps are tokens
 
     def add(self, record: dict[str, Any]) -> None:
         """The scalars of one ``step`` record of the JSONL log (fields that are None are left out)."""

@@ -341,8 +341,7 @@ class _Run:
         if self.rank == 0:
             self.log_file = self._open_log()
             if spec.tensorboard_dir:
-                resumed = self.p.tokens_at(self.start_step) if self.resume_dir is not None else 0
-                self.board = TensorBoardLog(Path(spec.tensorboard_dir), resumed)
+                self.board = TensorBoardLog(Path(spec.tensorboard_dir), self.p.tokens_at(self.start_step))
         # Time-based resumable checkpoints and stops (signal, own deadline): decided at step boundaries, the same on
         # every rank (a MAX all-reduce of the flags over a CPU group: no device sync).
         self.checkpoint_seconds = float(spec.checkpoint_minutes or 0.0) * 60.0

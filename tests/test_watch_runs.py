@@ -38,6 +38,32 @@ def test_tensorboard_scalars_of_every_micro_run_equal_its_jsonl_log(micro_run: P
         assert [e.value for e in board.Scalars("train/lr")] == pytest.approx([r["lr"] for r in steps], rel=1e-6)
 
 
+def test_a_resumed_or_rerun_jobs_tensorboard_log_shows_each_step_once(tmp_path: Path) -> None:
+    """A resume at 1,024 tokens logs 1,536 and 2,048 again: TensorBoard shows the second attempt's values there,
+    the first's before; a rerun from scratch shows only its own."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cpt_scaling.train.tensorboard_log import TensorBoardLog
+
+    def attempt(start: int, tokens: list[int], loss: float) -> None:
+        board = TensorBoardLog(tmp_path, start)
+        for t in tokens:
+            board.add({"tokens": t, "loss": loss, "lr": 0.1, "grad_norm": None})
+        board.close()
+
+    def scalars() -> list[tuple[int, float]]:
+        acc = EventAccumulator(str(tmp_path))
+        acc.Reload()
+        assert "train/grad_norm" not in acc.Tags()["scalars"]  # None: left out
+        return [(e.step, e.value) for e in acc.Scalars("train/loss")]
+
+    attempt(0, [512, 1024, 1536, 2048], 5.0)
+    attempt(1024, [1536, 2048], 4.0)
+    assert scalars() == [(512, 5.0), (1024, 5.0), (1536, 4.0), (2048, 4.0)]
+    attempt(0, [512, 1024], 3.0)
+    assert scalars() == [(512, 3.0), (1024, 3.0)]
+
+
 @pytest.mark.slow
 def test_training_logs_hold_training_lines_not_deepspeeds_compiler_probes(micro_run: Path) -> None:
     logs = sorted((micro_run / "logs" / "train").glob("*.log"))

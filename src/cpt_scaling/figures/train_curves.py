@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.ticker import EngFormatter
 
 from cpt_scaling.figures.style import colors, plt, save
 from cpt_scaling.train.curves import train_curves
@@ -24,19 +25,21 @@ def build_figure(curves: pd.DataFrame, title: str) -> plt.Figure:
     """Loss against tokens per size (panels in the order the sizes first appear); a colour per run family
     (sorted by ratio, then name), each run's stitched curve a line, so a trunk's branches fan out of it."""
     sizes = list(dict.fromkeys(curves["size"]))
-    families = (curves.drop_duplicates("family").sort_values(["ratio", "family"])["family"].tolist()
-                if len(curves) else [])
-    palette = dict(zip(families, colors(len(families)), strict=True))
+    labels = {family: _family_label(runs) for family, runs in curves.groupby("family")}
+    order = curves.drop_duplicates("family").sort_values(["ratio", "family"])["family"]
+    legend = list(dict.fromkeys(labels[f] for f in order))  # one colour per ratio across the panels
+    palette = dict(zip(legend, colors(len(legend)), strict=True))
     fig, axes = plt.subplots(1, max(len(sizes), 1), figsize=(3.6 * max(len(sizes), 1), 3.2), squeeze=False,
                              sharey=True, constrained_layout=True)
     for ax, size in zip(axes[0], sizes, strict=False):
         of_size = curves[curves["size"] == size]
         for family, runs in of_size.groupby("family", sort=False):
             for i, (_, run) in enumerate(runs.groupby("run", sort=True)):
-                ax.plot(run["tokens"], run["loss"], color=palette[family], linewidth=1.0,
-                        label=_family_label(runs) if i == 0 else None)
+                ax.plot(run["tokens"], run["loss"], color=palette[labels[family]], linewidth=1.0,
+                        label=labels[family] if i == 0 else None)
         ax.set_title(f"size {size}")
         ax.set_xlabel("training tokens")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     axes[0][0].set_ylabel("training loss (each run on its own mixture)")
     if not len(curves):
         axes[0][0].text(0.5, 0.5, "no training logs", ha="center", va="center", transform=axes[0][0].transAxes)
@@ -45,7 +48,8 @@ def build_figure(curves: pd.DataFrame, title: str) -> plt.Figure:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             seen.setdefault(label, handle)
     if seen:
-        fig.legend(list(seen.values()), list(seen), loc="outside right center")
+        ordered = [label for label in legend if label in seen]
+        fig.legend([seen[label] for label in ordered], ordered, loc="outside right center")
     fig.suptitle(title)
     return fig
 

@@ -19,13 +19,14 @@ class TrainCurves:
         return ([PRETRAIN_GROUP] if self.pretrain else []) + list(self.domains)
 
     def train_curves_job(self, group: str | None = None) -> dict[str, Any]:
-        """The runs of one figure group (None: every run of the sweep, once), each ``{run, family, kind, size,
-        domain, ratio, segments}``: ``segments`` the directories of the training jobs whose logs make the run's
-        curve, first to last (a job continuing another's final state follows it)."""
+        """The runs of one figure group (``pretrain``: the pretraining runs; a domain: its CPT runs, the ratio-0
+        ones included; None: every run of the sweep once, pool generalists and split runs too), each ``{run,
+        family, kind, size, domain, ratio, segments}``: ``segments`` the directories of the training jobs whose
+        logs make the run's curve, first to last (a job continuing another's final state follows it)."""
         runs: dict[str, dict[str, Any]] = {}
         by_dir = {a.dir: a for a in self._by_key.values() if a.stage == "train"}
         for kind, domain, art in self._curve_leaves():
-            if group is None or group == (PRETRAIN_GROUP if kind == "pretrain" else domain):
+            if group is None or group == {"pretrain": PRETRAIN_GROUP, "cpt": domain}.get(kind):
                 runs.setdefault(art.name, {
                     "run": art.name, "family": self.curve_of.get(art.key, art.name), "kind": kind,
                     "size": self.size_of[art.key], "domain": domain if art.job.ratio > 0 else None,

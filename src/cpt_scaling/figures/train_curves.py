@@ -21,10 +21,12 @@ def _family_label(runs: pd.DataFrame) -> str:
     return str(first["family"])
 
 
-def build_figure(curves: pd.DataFrame, title: str) -> plt.Figure:
-    """Loss against tokens per size (panels in the order the sizes first appear); a colour per run family
+def build_figure(curves: pd.DataFrame, title: str, size_order: list[str] | None = None) -> plt.Figure:
+    """Loss against tokens per size (panels in ``size_order``, else as the sizes first appear); a colour per run family
     (sorted by ratio, then name), each run's stitched curve a line, so a trunk's branches fan out of it."""
-    sizes = list(dict.fromkeys(curves["size"]))
+    present = set(curves["size"])
+    sizes = [s for s in size_order or [] if s in present] + [s for s in dict.fromkeys(curves["size"])
+                                                             if s not in (size_order or [])]
     labels = {family: _family_label(runs) for family, runs in curves.groupby("family")}
     order = curves.drop_duplicates("family").sort_values(["ratio", "family"])["family"]
     legend = list(dict.fromkeys(labels[f] for f in order))  # one colour per ratio across the panels
@@ -56,4 +58,4 @@ def build_figure(curves: pd.DataFrame, title: str) -> plt.Figure:
 
 def draw(job: dict[str, Any], out: Path) -> None:
     """The figure of one group's runs (``job``: a ``train_curves_job`` of the plan, plus its ``title``)."""
-    save(build_figure(train_curves(job["runs"]), job["title"]), out)
+    save(build_figure(train_curves(job["runs"]), job["title"], job.get("sizes")), out)

@@ -22,7 +22,8 @@ class TrainCurves:
         """The runs of one figure group (``pretrain``: the pretraining runs; a domain: its CPT runs, the ratio-0
         ones included; None: every run of the sweep once, pool generalists and split runs too), each ``{run,
         family, kind, size, domain, ratio, segments}``: ``segments`` the directories of the training jobs whose
-        logs make the run's curve, first to last (a job continuing another's final state follows it)."""
+        logs make the run's curve, first to last (a job continuing another's final state follows it); and ``sizes``,
+        the model sizes, smallest first."""
         runs: dict[str, dict[str, Any]] = {}
         by_dir = {a.dir: a for a in self._by_key.values() if a.stage == "train"}
         for kind, domain, art in self._curve_leaves():
@@ -31,7 +32,8 @@ class TrainCurves:
                     "run": art.name, "family": self.curve_of.get(art.key, art.name), "kind": kind,
                     "size": self.size_of[art.key], "domain": domain if art.job.ratio > 0 else None,
                     "ratio": art.job.ratio, "segments": [a.dir for a in _chain(art, by_dir)]})
-        return {"runs": [runs[name] for name in sorted(runs)]}
+        sizes = sorted(self.cfg["models"]["sizes"], key=self.n_params)
+        return {"runs": [runs[name] for name in sorted(runs)], "sizes": sizes}
 
     def train_curve_inputs(self, group: str | None = None) -> list[str]:
         """``checkpoints.json`` of every training job in the curves of ``group`` (None: all)."""

@@ -10,6 +10,7 @@ from snakemake.logging import logger
 
 from cpt_scaling.core.keys import canonical_json
 from cpt_scaling.cost.resources import eval_resource_names, eval_resources_of
+from cpt_scaling.dryrun.bill import register as register_bill
 
 try:  # Snakemake-internal (9.x): where it is gone, input functions work unchanged, only slower to plan
     from snakemake.common import overwrite_function_params
@@ -189,13 +190,15 @@ def refuse_unavailable_targets(plan, argv):
 refuse_unavailable_targets(PLAN, sys.argv)
 refuse_other_decisions(sys.argv)
 if workflow.is_main_process:  # not in every job's re-parse
+    register_bill(PLAN, CFG, workflow.resource_settings)  # priced by the cpt-bill logger at a dry run's end
     _line, _warning = PLAN.size_summary()
     logger.info(_line)
     if _warning:
         logger.warning(_warning)
 # Domains whose specialisation and D-CPT tables the seed findings read (rules/fit.smk: seed_findings).
 FINDINGS_DOMAINS = [d for d in PLAN.specialization_domains if PLAN.dcpt_enabled and d in PLAN.domains]
-TABLES = [f"{RES}/tables/eval.csv", f"{RES}/checkpoints.csv",
+TABLES = [f"{RES}/tables/eval.csv", f"{RES}/checkpoints.csv", f"{RES}/tables/train_curves.csv",
+          *(f"{RES}/figures/train_curves_{group}.pdf" for group in PLAN.train_curve_groups()),
           *([f"{RES}/classifier/metrics.json"] if PLAN.classifier is not None else []),
           *([f"{RES}/tables/seed_findings.csv"] if FINDINGS_DOMAINS else [])]
 

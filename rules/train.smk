@@ -26,6 +26,7 @@ rule train:
         # toggling them reruns nothing.
         activation_checkpointing=int(CFG["training"]["activation_checkpointing"]),
         checkpoint_seconds=round(CFG["training"]["checkpoint_minutes"] * 60),
+        tensorboard=int(CFG["training"]["tensorboard"]),
     log:
         log_pattern("train"),
     benchmark:
@@ -34,3 +35,39 @@ rule train:
         "../envs/cpt-scaling.yaml"
     script:
         "../workflow_scripts/train.py"
+
+
+# Training curves (cheap, from the training logs): each run's curve stitched over the jobs it is spread over (a WSD
+# branch: its trunk's segments, then its decay), as one table and a figure of loss against tokens per domain (and
+# one of the pretraining runs). A figure reads only its own runs' logs, so a new run elsewhere redraws nothing.
+rule train_curves:
+    input:
+        lambda wildcards: PLAN.train_curve_inputs(),
+    output:
+        csv=f"{RES}/tables/train_curves.csv",
+    params:
+        job=lambda wildcards: canonical_json(PLAN.train_curves_job()),
+    log:
+        "logs/results/train_curves.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/train_curves.py"
+
+
+rule figures_train_curves:
+    input:
+        lambda wildcards: PLAN.train_curve_inputs(wildcards.group),
+    output:
+        figure=report(f"{RES}/figures/train_curves_{{group}}.pdf", caption="../report/train_curves.rst",
+                      category="Training"),
+    params:
+        job=lambda wildcards: canonical_json(PLAN.train_curves_job(wildcards.group)),
+    wildcard_constraints:
+        group="|".join(PLAN.train_curve_groups()),
+    log:
+        "logs/results/figures_train_curves_{group}.log",
+    conda:
+        "../envs/cpt-scaling.yaml"
+    script:
+        "../workflow_scripts/train_curves.py"

@@ -1,6 +1,8 @@
-"""Tiny local Hugging Face checkpoints and a tokenizer, built with transformers/tokenizers as a user's download
-would look: Qwen2 architecture (grouped-query attention, tied embeddings, q/k/v biases), a byte-level BPE of
-1,500 tokens whose EOS ``<|endoftext|>`` is not token 0 and whose embedding rows are padded to 1,536."""
+"""Tiny local Hugging Face checkpoints, tokenizers and a corpus, built with transformers/tokenizers/pyarrow as a
+user's download would look: Qwen2 architecture (grouped-query attention, tied embeddings, q/k/v biases) and Llama
+(grouped-query attention, untied embeddings, 256 positions), byte-level BPEs of 1,500 tokens (Qwen-style: EOS
+``<|endoftext|>`` not token 0, no BOS; Llama-style: ``<s> … </s>``) with embedding rows padded to 1,536, and a
+pool of Parquet files in nested folders as FineWeb ships them (``data/<dump>/*.parquet``)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,17 @@ import gzip
 import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 VOCAB = 1500
 EMBEDDING_ROWS = 1536
@@ -67,7 +78,7 @@ def make_checkpoint(out_dir: Path, size: str, eos_id: int, seed: int = 0) -> Qwe
     hidden, layers, heads, kv_heads, ff = SIZES[size]
     config = Qwen2Config(vocab_size=EMBEDDING_ROWS, hidden_size=hidden, intermediate_size=ff,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         tie_word_embeddings=True, max_position_embeddings=256, eos_token_id=eos_id,
+                         tie_word_embeddings=True, max_position_embeddings=1024, eos_token_id=eos_id,
                          bos_token_id=None)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
@@ -75,11 +86,44 @@ def make_checkpoint(out_dir: Path, size: str, eos_id: int, seed: int = 0) -> Qwe
     return model
 
 
-def make_hf_sweep_inputs(root: Path, seed_files: list[Path]) -> dict[str, Path]:
-    """Tokenizer at ``root/tokenizer`` and one checkpoint per size at ``root/<size>``; returns the paths."""
-    tokenizer = make_tokenizer(root / "tokenizer", seed_files)
-    paths = {"tokenizer": root / "tokenizer"}
-    for i, size in enumerate(SIZES):
-        make_checkpoint(root / size, size, tokenizer.eos_token_id, seed=i)
-        paths[size] = root / size
-    return paths
+def make_llama_checkpoint(out_dir: Path, size: str, seed: int = 0) -> LlamaForCausalLM:
+    """A randomly initialised Llama model of ``SIZES[size]`` (untied embeddings, 256 positions, ``<s>`` = 1 and
+    ``</s>`` = 2 as :func:`make_llama_tokenizer`'s) with a sampling generation config, saved with
+    ``save_pretrained``."""
+    hidden, layers, heads, kv_heads, ff = SIZES[size]
+    config = LlamaConfig(vocab_size=EMBEDDING_ROWS, hidden_size=hidden, intermediate_size=ff,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         tie_word_embeddings=False, max_position_embeddings=256, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, do_sample=True, temperature=0.6)
+    model.save_pretrained(str(out_dir))
+    return model
+
+
+def make_nested_parquet_pool(out_dir: Path, pool_files: list[Path]) -> list[Path]:
+    """The pool's JSON-lines files as FineWeb-style Parquet (``text``, ``id``, ``dump`` columns), one folder per
+    dump: ``<out_dir>/data/CC-MAIN-2024-<nn>/000_00000.parquet``; returns the files written."""
+    written = []
+    for i, path in enumerate(pool_files):
+        with gzip.open(path, "rt") as fh:
+            rows = [json.loads(line) for line in fh]
+        dump = f"CC-MAIN-2024-{10 + i:02d}"
+        table = pa.table({"text": [r["text"] for r in rows], "id": [str(r["id"]) for r in rows],
+                          "dump": [dump] * len(rows)})
+        out = out_dir / "data" / dump / "000_00000.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, out)
+        written.append(out)
+    return written
+
+
+def make_hf_sweep_inputs(root: Path, seed_files: list[Path], pool_files: list[Path]) -> dict[str, Path]:
+    """The HF-checkpoint sweep's inputs under ``root``: a Llama-family tokenizer (``tokenizer``), a Qwen2
+    checkpoint with tied embeddings (``m1``) and a Llama one (``m2``), and ``pool_files`` as nested Parquet
+    (``fineweb``); returns the paths."""
+    make_llama_tokenizer(root / "tokenizer", seed_files)
+    make_checkpoint(root / "m1", "m1", eos_id=2, seed=0)
+    make_llama_checkpoint(root / "m2", "m2", seed=1)
+    make_nested_parquet_pool(root / "fineweb", pool_files)
+    return {name: root / name for name in ("tokenizer", "m1", "m2", "fineweb")}

@@ -25,6 +25,7 @@ from cpt_scaling.train.spec_types import InitSpec
 pytestmark = pytest.mark.slow
 
 TABLE = "results/tables/eval.csv"
+CURVES = "results/tables/train_curves.csv"
 BUDGETS = [65536, 262144]  # 128 and 512 optimizer steps of 512 tokens; branch points at 64 and 256
 SPEC_TOKENS = 4096  # the split study's D': 8 steps off each pretraining trunk state (P = 1024, 2048, 4096)
 
@@ -51,7 +52,7 @@ def branch_run(micro_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     workdir = tmp_path_factory.mktemp("branches") / "w"
     shutil.copytree(micro_run, workdir, symlinks=True)
     write_config(workdir, "branches.yaml", BUDGETS)
-    result = run_snakemake(workdir, "branches.yaml", TABLE)
+    result = run_snakemake(workdir, "branches.yaml", TABLE, CURVES)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir
 
@@ -78,6 +79,34 @@ def test_budgets_are_one_trunk_of_segments_and_a_branch_per_budget(branch_run: P
     # Pretraining too: every checkpoint the Chinchilla study would fit is an annealed branch end.
     pre = evals[(evals["kind"] == "pretrain") & (evals["split"] == "test")]
     assert set(pre["run"]) == {"pt-xs"} and sorted(set(pre["D"])) == [2048, 4096, 8192] and pre["annealed"].all()
+
+
+def test_train_curves_run_continuously_from_the_trunk_segments_into_each_branch(branch_run: Path) -> None:
+    """Must-show 3: a branch's curve in train_curves.csv is its trunk segments' logged steps up to its branch
+    point, then its own: one row per logged step, tokens strictly increasing, the trunk part ending at the branch
+    point (the state the branch continues) and the branch part starting one step after it; every row equal to the
+    record of the job that logged it."""
+    curves = pd.read_csv(branch_run / CURVES)
+    step_tokens = 512
+    for budget in BUDGETS:
+        run = curves[curves["run"] == f"cpt-xs-legal-r0.5-d{budget}"]
+        assert list(run["phase"]) == sorted(run["phase"], key=["trunk", "branch"].index)  # trunk rows first
+        tokens = run["tokens"].to_numpy()
+        assert (tokens[1:] > tokens[:-1]).all() and tokens[-1] == budget
+        point = budget // 2  # decay_fraction 0.5
+        trunk, branch = run[run["phase"] == "trunk"], run[run["phase"] == "branch"]
+        assert trunk["tokens"].max() == point and branch["tokens"].min() == point + step_tokens
+        assert set(run["family"]) == {"cpt-xs-legal-r0.5"}
+        for segment, rows in run.groupby("segment"):
+            [job] = train_dirs(branch_run, segment)
+            logged = {r["tokens"]: r for r in map(json.loads, (job / "train_log.jsonl").read_text().splitlines())
+                      if r["event"] == "step"}
+            for tokens_at, loss, lr in zip(rows["tokens"], rows["loss"], rows["lr"], strict=True):
+                assert loss == pytest.approx(logged[tokens_at]["loss"], rel=1e-5)
+                assert lr == pytest.approx(logged[tokens_at]["lr"], rel=1e-5)
+    # The trunk is shared: the short branch's trunk rows are the first rows of the long branch's.
+    short, long = (curves[(curves["run"] == f"cpt-xs-legal-r0.5-d{b}") & (curves["phase"] == "trunk")] for b in BUDGETS)
+    assert short["tokens"].tolist() == long["tokens"].tolist()[:len(short)]
 
 
 def test_split_curves_continue_the_pretraining_trunk_state_and_its_points_include_unsplit_runs(

@@ -12,6 +12,7 @@ from cpt_scaling.core.adaptor import rule_job
 from cpt_scaling.train.launch import job_deadline, run_training, stop_margin
 from cpt_scaling.train.runs import resolve_init
 from cpt_scaling.train.spec_types import TrainSpec
+from cpt_scaling.train.tensorboard_log import TENSORBOARD_ROOT
 
 smk = snakemake  # type: ignore[name-defined]  # noqa: F821
 
@@ -22,6 +23,8 @@ with rule_job(smk) as job:
     job["activation_checkpointing"] = bool(int(smk.resources.get("activation_checkpointing", 0)))
     job["checkpoint_minutes"] = int(smk.resources.get("checkpoint_seconds", 0)) / 60
     out_dir = Path(smk.output.checkpoints).parent
+    if int(smk.resources.get("tensorboard", 0)):  # beside the job's log, outside the artifact (no digests)
+        job["tensorboard_dir"] = str(Path(TENSORBOARD_ROOT) / out_dir.name)
     # The modelled margin, or longer where an earlier submission of this run logged a slower resumable save.
     margin = stop_margin(out_dir, int(smk.resources.get("stop_margin_s", 0)), int(smk.resources.get("runtime", 0)))
     job["stop_at"] = job_deadline(int(smk.resources.get("runtime", 0)), margin)

@@ -16,5 +16,6 @@ def setup_logging(log_file: str | Path | None = None, level: int = logging.INFO)
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
-    for noisy in ("fontTools", "matplotlib", "DeepSpeed", "torch.distributed"):
+    # compilers: setuptools' compiler, whose gcc commands DeepSpeed's op builders log while probing for libraries.
+    for noisy in ("fontTools", "matplotlib", "DeepSpeed", "torch.distributed", "compilers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

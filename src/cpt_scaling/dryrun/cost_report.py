@@ -133,8 +133,12 @@ class CostReport:
         out = [line(head), line(["-" * w for w in widths]), *(line(r) for r in rows)]
         if len(self.jobs) > max_rows:
             out.append(f"... {len(self.jobs) - max_rows} cheaper jobs not shown (see --json/--csv)")
+        return "\n".join([*out, "", self.format_totals()])
+
+    def format_totals(self) -> str:
+        """The bill: totals of the jobs that would run, and the assumptions they rest on."""
         t = self.totals
-        out += ["", f"jobs that would run: {t['jobs']} ({t['train_jobs']} training, {t['eval_jobs']} evaluation)",
+        out = [f"jobs that would run: {t['jobs']} ({t['train_jobs']} training, {t['eval_jobs']} evaluation)",
                 f"tokens:              {t['tokens']:,}",
                 f"FLOPs:               {t['flops']:.4e}   ({FLOPS_FORMULA})",
                 f"GPU-hours:           {t['gpu_hours']:,.2f}",
@@ -342,14 +346,19 @@ def cost_report(targets: Sequence[str] = (), *, snakefile: str | Path, workdir: 
     priced = price_jobs(ns["PLAN"], cfg, jobs)
     slots = profile_parallelism(settings, cfg["cost"]["parallel_jobs"])
     wall = schedule_wall_hours({j.jobid: j.hours for j in priced}, {j.jobid: j.deps for j in priced}, slots)
+    assumptions = cost_assumptions(cfg, "profile" if settings else "cost.parallel_jobs")
+    rounds = ns["PLAN"].decide_summary() if any(job[1] in DECIDE_RULES for job in jobs) else None
+    return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]), rounds)
+
+
+def cost_assumptions(cfg: Mapping[str, Any], parallelism_source: str) -> dict[str, Any]:
+    """The config's cost assumptions a report rests on, and where its parallelism came from."""
     keys = ("gpus_per_job", "nodes_per_job", "peak_flops_per_gpu", "expected_mfu", "cpu_flops",
             "other_job_minutes", "runtime_margin", "gpu_memory_gb", "node_memory_gb")
     assumptions = {k: cfg["cost"][k] for k in keys}
     assumptions["max_runtime_minutes"] = resources.max_runtime(cfg.get("cluster"))
-    assumptions.update(flops_formula=FLOPS_FORMULA,
-                       parallelism_source="profile" if settings else "cost.parallel_jobs")
-    rounds = ns["PLAN"].decide_summary() if any(job[1] in DECIDE_RULES for job in jobs) else None
-    return CostReport(priced, slots, wall, assumptions, budgets_comparison(ns["PLAN"]), rounds)
+    assumptions.update(flops_formula=FLOPS_FORMULA, parallelism_source=parallelism_source)
+    return assumptions
 
 
 def budgets_comparison(plan: Any) -> dict[str, Any] | None:

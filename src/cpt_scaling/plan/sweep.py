@@ -5,7 +5,8 @@ Snakemake checkpoints to know a path. Rules look artifacts up by key.
 
 Its stages are built by mixins, one module each: :mod:`~cpt_scaling.plan.data_stage`,
 :mod:`~cpt_scaling.plan.train_stage` (with the split study's runs, :mod:`~cpt_scaling.plan.split_study`) and
-:mod:`~cpt_scaling.plan.eval_stage`; :mod:`~cpt_scaling.plan.queries` answers the rules; the artifact model is in
+:mod:`~cpt_scaling.plan.eval_stage`; :mod:`~cpt_scaling.plan.queries` answers the rules (training curves:
+:mod:`~cpt_scaling.plan.curves`); the artifact model is in
 :mod:`~cpt_scaling.plan.artifact`.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import DigestCache
 from cpt_scaling.plan.artifact import STAGE_VERSIONS, Artifact
+from cpt_scaling.plan.curves import TrainCurves
 from cpt_scaling.plan.data_stage import DataStage
 from cpt_scaling.plan.decide_stage import DecideStage
 from cpt_scaling.plan.eval_stage import EvalStage
@@ -25,7 +27,7 @@ from cpt_scaling.plan.split_study import SplitStudy
 from cpt_scaling.plan.train_stage import TrainStage
 
 
-class Plan(DataStage, TrainStage, SplitStudy, EvalStage, DecideStage, Queries):
+class Plan(DataStage, TrainStage, SplitStudy, EvalStage, DecideStage, Queries, TrainCurves):
     """All artifacts of one config, indexed by key."""
 
     def __init__(self, cfg: dict[str, Any], digests: DigestCache) -> None:

@@ -25,7 +25,8 @@ REQUIRED = ("vocab_size", "seq_len", "init", "general_shards", "ratio", "tokens"
 OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2", "schedule")
 _OPTIMIZER_OPTIONAL = ("min_lr_ratio", "warmup_fraction", "warmup_steps", "grad_clip", "decay_fraction",
                        "decay_shape")
-_RUNTIME = ("threads", "peak_flops", "log_every", "checkpoint_minutes", "stop_at", "device", "attention")
+_RUNTIME = ("threads", "peak_flops", "log_every", "checkpoint_minutes", "stop_at", "device", "attention",
+            "tensorboard_dir")
 
 
 def _set(**fields: Any) -> dict[str, Any]:
@@ -151,7 +152,8 @@ class TrainSpec:
     records), ``checkpoint_minutes`` (a resumable checkpoint once that long has passed since the last save),
     ``stop_at`` (Unix time by which the job must have stopped), ``device`` (``"cuda"``: the job was given GPUs
     and must not train without them; None: whatever is there) and ``attention`` (``"flash_attention_2"`` or
-    ``"sdpa"`` asked for explicitly; None: flash-attn when it works, else SDPA).
+    ``"sdpa"`` asked for explicitly; None: flash-attn when it works, else SDPA) and ``tensorboard_dir`` (where
+    rank 0 mirrors the log's step records as TensorBoard scalars; None: no TensorBoard output).
     """
 
     vocab_size: int
@@ -178,6 +180,7 @@ class TrainSpec:
     stop_at: float | None = None
     device: str | None = None
     attention: str | None = None
+    tensorboard_dir: str | None = None
 
     @property
     def tokens_per_step(self) -> int:
@@ -263,7 +266,8 @@ def _positive_int(data: dict[str, Any], key: str) -> int:
 # paths are left out too: the caller's content-addressed keys identify what they hold, and a moved or copied
 # working directory must still resume.
 NON_DETERMINING = ("threads", "peak_flops", "log_every", "general_shards", "domain_shards", "tokenizer",
-                   "activation_checkpointing", "checkpoint_minutes", "stop_at", "device", "attention")
+                   "activation_checkpointing", "checkpoint_minutes", "stop_at", "device", "attention",
+                   "tensorboard_dir")
 
 
 @dataclass(frozen=True)

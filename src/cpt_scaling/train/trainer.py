@@ -38,6 +38,7 @@ from cpt_scaling.train.model import (
 )
 from cpt_scaling.train.schedule import learning_rate
 from cpt_scaling.train.spec_types import OptimizerSpec, TrainPlan, TrainSpec, plan
+from cpt_scaling.train.tensorboard_log import TensorBoardLog
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ class _Run:
             problem = f"{spec.vocab_size} exceeds the model's vocabulary ({self.shape['vocab_size']})"
             raise InputError("vocab_size", problem)
         self.log_file: TextIO | None = None
+        self.board: TensorBoardLog | None = None
 
     def start(self, deepspeed: Any) -> None:
         """Optimizer and DeepSpeed engine (a resumed run's train state restored), sampler, log, stop settings."""
@@ -338,6 +340,8 @@ class _Run:
         self.log_every = int(spec.log_every or DEFAULT_LOG_EVERY)
         if self.rank == 0:
             self.log_file = self._open_log()
+            if spec.tensorboard_dir:
+                self.board = TensorBoardLog(Path(spec.tensorboard_dir), self.p.tokens_at(self.start_step))
         # Time-based resumable checkpoints and stops (signal, own deadline): decided at step boundaries, the same on
         # every rank (a MAX all-reduce of the flags over a CPU group: no device sync).
         self.checkpoint_seconds = float(spec.checkpoint_minutes or 0.0) * 60.0
@@ -461,11 +465,14 @@ class _Run:
         grad_norm = self.engine.get_global_grad_norm()  # DeepSpeed's, of the step just taken (None if unknown)
         grad_norm = None if grad_norm is None else float(grad_norm)
         eta_s = (p.tokens_at(p.steps) - p.tokens_at(done)) / tps if tps > 0 else None
-        train_log.append(self.log_file, {
+        record = {
             "event": "step", "step": done, "tokens": p.tokens_at(done), "loss": loss_value, "lr": lr,
             "grad_norm": grad_norm, "tokens_per_s": tps, "mfu": mfu, "eta_s": eta_s,
             "domain_sequences": domain_sequences_before(done, self.spec.batch_size, float(self.spec.ratio)),
-        })
+        }
+        train_log.append(self.log_file, record)
+        if self.board is not None:
+            self.board.add(record)
         log.info("step %d/%d tokens %d loss %.4f lr %.3g grad norm %s %.0f tok/s ETA %s", done, p.steps,
                  p.tokens_at(done), loss_value, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", tps,
                  "n/a" if eta_s is None else _duration(eta_s))
@@ -486,12 +493,18 @@ class _Run:
             train_log.append(self.log_file, {"event": "stop", "step": done, "tokens": p.tokens_at(done),
                                              "reason": reason, "exit_code": RESUBMIT_EXIT_CODE})
             self.log_file.close()
+            self._close_board()
             write_json(self.out_dir / RESUBMIT_MARKER, {"step": done, "tokens": p.tokens_at(done), "reason": reason})
         log.warning("stopped at step %d of %d on %s with a resumable checkpoint; exit status %d asks "
                     "for a resubmission", done, p.steps, reason, RESUBMIT_EXIT_CODE)
         if self.n_ranks > 1:
             torch.distributed.barrier()
         raise Resubmit(done, reason)
+
+    def _close_board(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
 
     def write_result(self) -> dict[str, Any]:
         """checkpoints.json; rank 0 writes it, drops the resumable checkpoint and (unless kept) the final state."""
@@ -508,6 +521,7 @@ class _Run:
         if self.rank == 0:
             assert self.log_file is not None
             self.log_file.close()
+            self._close_board()
         result = self.write_result()
         if self.n_ranks > 1:
             torch.distributed.barrier()

@@ -17,7 +17,7 @@ with the study's default selection between L3 and ``dcpt_forget``. Reported: how
 the largest size's usage-1 row is ``consistent`` (null: target >= 0.95 together with no misfit; forgetting: how
 often it is flagged inconsistent); ``inside``: how often the measured value itself lies in the law's interval
 (without the measured value's own noise). ``--no-selection`` skips the selected sweeps; ``--jobs`` fits seeds in
-parallel processes (same results). Last line:
+parallel processes (same results); ``--first-seed`` runs a later block of seeds. Last line:
 ``misfit_detect=<share> false_alarm=<share> consistent_true=<share> null_clean=<share> inconsistent_detect=<share>``.
 """
 
@@ -76,6 +76,7 @@ def _seed_rows(task: tuple[int, float, dict[str, Any], bool]) -> list[dict[str, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--forgetting", type=float, default=0.08)
@@ -84,13 +85,14 @@ def main() -> None:
     args = ap.parse_args()
     fit = {"huber_delta": 1e-3, "bootstrap": args.bootstrap, "seed": 0, "bootstrap_starts": args.starts}
     t0 = time.time()
-    tasks = [(seed, args.forgetting, fit, not args.no_selection) for seed in range(args.seeds)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(seed, args.forgetting, fit, not args.no_selection) for seed in seeds]
     rows = []
     with Pool(args.jobs) as pool:
         for seed_rows in pool.imap(_seed_rows, tasks):
             rows += seed_rows
-            print(" | ".join(f"seed {r['seed']} {r['truth']}: misfit {r['general_misfit']}, consistent "
-                             f"{r['consistent']}" for r in seed_rows), flush=True)
+            print(" | ".join(f"seed {r['seed']} {r['truth']}: misfit {r['general_misfit']}, names ratio 1 "
+                             f"{r['names_ratio_1']}, consistent {r['consistent']}" for r in seed_rows), flush=True)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     summary = df.groupby("truth").agg(

@@ -1,6 +1,6 @@
 """Benchmark: does the project's fitter reach the minimum of its own objective?
 
-    .venv/bin/python bench/bench_fit_optimum.py [--fits 300] [--seed 0]
+    .venv/bin/python bench/bench_fit_optimum.py [--fits 300] [--seed 0] [--skip 0]
 
 Each fit draws a law (cycled over: powerlaw on 3 and on 4 sizes, chinchilla on 3-12 sizes, dcpt (L3),
 split_separable, split_effective, cross_domain), a design (demo-like tiny sizes and token counts, or Qwen-like
@@ -15,7 +15,8 @@ fits it with :func:`cpt_scaling.fit.fitting.fit_law` (no bootstrap). The referen
 all on the project's objective (Huber δ = 1e-3 on log loss, in the optimiser's coordinates), evaluated by the
 project's :class:`~cpt_scaling.fit.optimize.Objective`. A fit counts as at the optimum when its objective is within
 1e-6 relative of the reference. Prints one line per law family and, last, ``optimum_share=<share> worst_ratio=<max
-project/best>``. BLAS is pinned to one thread.
+project/best>``. BLAS is pinned to one thread. ``--skip K`` draws the first ``K`` cases without fitting them, so
+that chunks run side by side (``--fits 150`` and ``--skip 150``) fit the same 300 cases as one run.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fits", type=int, default=300, help="number of synthetic fits (default 300)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip", type=int, default=0, help="draw (but do not fit) the first SKIP cases")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     per_kind: dict[str, list[float]] = defaultdict(list)
@@ -164,6 +166,10 @@ def main() -> None:
         kind = KINDS[i % len(KINDS)]
         name, df = make_case(kind, rng)
         law = LAWS[name]
+        if i < args.skip:  # the same random draws as a fitted case, so later cases are unchanged
+            grid = law.grid_points(False, {c: df[c].to_numpy(float) for c in law.columns})
+            rng.choice(len(grid), size=min(15, len(grid)), replace=False)
+            continue
         t0 = time.perf_counter()
         res = fit_law(name, df, huber_delta=DELTA)
         fit_time += time.perf_counter() - t0

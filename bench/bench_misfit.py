@@ -1,6 +1,7 @@
 """Benchmark: the misfit diagnostic and the measured-vs-law usage-1 check on D-CPT sweeps with known truth.
 
-    .venv/bin/python bench/bench_misfit.py [--seeds 40] [--bootstrap 200] [--forgetting 0.08]
+    .venv/bin/python bench/bench_misfit.py [--seeds 40] [--bootstrap 200] [--forgetting 0.08] [--jobs 1]
+                                           [--no-selection]
 
 Data (``tests/law_synth.py``, :func:`misfit_sweep`): 3 sizes (1e8, 3e8, 1e9) x 5 domain ratios (0..1) x 3 WSD
 budgets (1e9, 3e9, 1e10 tokens, one branch end each); each (size, ratio) trunk draws one log-loss offset (sd 0.3 %)
@@ -15,7 +16,8 @@ with the study's default selection between L3 and ``dcpt_forget``. Reported: how
 ``misfit`` (null: false alarm; forgetting: detection, counted when it names a run at domain ratio 1), and how often
 the largest size's usage-1 row is ``consistent`` (null: target >= 0.95 together with no misfit; forgetting: how
 often it is flagged inconsistent); ``inside``: how often the measured value itself lies in the law's interval
-(without the measured value's own noise). Last line:
+(without the measured value's own noise). ``--no-selection`` skips the selected sweeps; ``--jobs`` fits seeds in
+parallel processes (same results); ``--first-seed`` runs a later block of seeds. Last line:
 ``misfit_detect=<share> false_alarm=<share> consistent_true=<share> null_clean=<share> inconsistent_detect=<share>``.
 """
 
@@ -30,6 +32,7 @@ import argparse
 import logging
 import sys
 import time
+from multiprocessing import Pool
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +63,36 @@ def one(seed: int, forgetting: float, fit: dict[str, Any], forms: tuple[str, ...
             "chosen": laws["general_loss"]["law"]}
 
 
+def _seed_rows(task: tuple[int, float, dict[str, Any], bool]) -> list[dict[str, Any]]:
+    """The rows of one seed: null, forgetting and (``selection``) forgetting with the study's form selection."""
+    seed, forgetting, fit, selection = task
+    logging.disable(logging.WARNING)
+    truths = [("null", 0.0, ("dcpt",)), ("forgetting", forgetting, ("dcpt",))]
+    if selection:
+        truths.append(("forgetting, selected", forgetting, GENERAL_FORMS))
+    return [{"seed": seed, "truth": truth, **one(seed, k, fit, forms)} for truth, k, forms in truths]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--forgetting", type=float, default=0.08)
+    ap.add_argument("--jobs", type=int, default=1, help="parallel processes (default 1)")
+    ap.add_argument("--no-selection", action="store_true", help="skip the sweeps fitted with form selection")
     args = ap.parse_args()
-    logging.disable(logging.WARNING)
     fit = {"huber_delta": 1e-3, "bootstrap": args.bootstrap, "seed": 0, "bootstrap_starts": args.starts}
     t0 = time.time()
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    tasks = [(seed, args.forgetting, fit, not args.no_selection) for seed in seeds]
     rows = []
-    for seed in range(args.seeds):
-        for truth, k, forms in (("null", 0.0, ("dcpt",)), ("forgetting", args.forgetting, ("dcpt",)),
-                                ("forgetting, selected", args.forgetting, GENERAL_FORMS)):
-            rows.append({"seed": seed, "truth": truth, **one(seed, k, fit, forms)})
+    with Pool(args.jobs) as pool:
+        for seed_rows in pool.imap(_seed_rows, tasks):
+            rows += seed_rows
+            print(" | ".join(f"seed {r['seed']} {r['truth']}: misfit {r['general_misfit']}, names ratio 1 "
+                             f"{r['names_ratio_1']}, consistent {r['consistent']}" for r in seed_rows), flush=True)
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 200)
     summary = df.groupby("truth").agg(

@@ -280,7 +280,8 @@ def fit_law(
         diagnostics["warnings"].append(identification_words(diagnostics["not_identified"]))
         log.warning("%s: %s fit: %s", where, name, diagnostics["warnings"][-1])
     add_misfit(diagnostics, train[list(law.columns)], fitted.y, fitted.pred, len(law.params),
-               runs=None if group_arr is None else group_arr[~mask], run_noise=run_noise, where=f"{where}: {name}")
+               jac=fitted.obj.residuals(fitted.theta)[1], runs=None if group_arr is None else group_arr[~mask],
+               run_noise=run_noise, where=f"{where}: {name}")
     if bootstrap and "N" in law.columns:
         for warning in _noise_warnings(boot.info):
             diagnostics["warnings"].append(warning)

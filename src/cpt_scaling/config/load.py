@@ -334,6 +334,8 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     for domain in cfg["domains"].values():
         domain["ratios"] = sorted(domain["ratios"])
     cfg["cpt"]["tokens"] = sorted(cfg["cpt"]["tokens"])
+    split = cfg["studies"]["split"]
+    split["k_domains"] = split["k_domains"] or len(cfg["domains"])  # K of the K-domain compute multiplier
     return cfg
 
 

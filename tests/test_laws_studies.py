@@ -154,9 +154,9 @@ def test_figures_draw_from_the_study_outputs_and_stop_at_the_extrapolation_limit
     specialization.build_compute_figure(spec, table, pd.read_csv(root / "spec_compute.csv"))
     decisions = pd.read_csv(root / "split_decisions.csv")
     fig = split.build_optimal_figure(results["split"], decisions)
-    assert fig.axes[1].get_ylabel() == "compute multiplier vs standard pretraining"
-    limit_c = decisions.loc[decisions["extrapolation"] <= 100, "compute"].max()
-    assert max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines()) <= limit_c
+    assert fig.axes[1].get_ylabel() == "compute multiplier, one domain"
+    limit_t = decisions.loc[decisions["extrapolation"] <= 100, "total_tokens"].max()
+    assert max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines()) <= limit_t
     split.build_fraction_figure(results["split"], pd.read_csv(root / "split_points.csv"))
     fig = cross_domain.build_figure(results["cross2"], pd.read_csv(root / "cross2_points.csv"))
     assert [len(ax.collections) for ax in fig.axes] == [0, 2]

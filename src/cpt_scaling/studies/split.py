@@ -90,7 +90,7 @@ def split_decisions(law: dict[str, Any], points: pd.DataFrame, k_domains: int = 
     levels = _spec_levels(points)
     rows = []
     for n in sorted(points["N"].unique()):
-        for total in np.geomspace(float(totals.min()), float(totals.max()) * 100.0, 12):
+        for total in np.geomspace(float(totals.min()), float(totals.max()) * 100.0, 16):
             one = split_compute_multiplier(law, N=float(n), total_tokens=float(total))
             many = split_compute_multiplier(law, N=float(n), total_tokens=float(total), k=k_domains)
             spec = max([spec_extrapolation(levels, m["D_spec"]) for m in (one, many) if m["fraction"] > NO_SPLIT],

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.core.errors import InputError
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit.decisions import interval, param_sets
 from cpt_scaling.fit.fitting import extrapolation_factor, fit_law
@@ -175,10 +176,20 @@ def split_findings(law: dict[str, Any], domain: str) -> list[dict[str, Any]]:
     return [share, point]
 
 
+def read_split_findings(tables: Path, domain: str) -> list[dict[str, Any]]:
+    """The rows :func:`fit_split_study` wrote to ``<tables>/split_findings_<domain>.csv`` (for the seed-findings
+    table: ``domain``, ``finding``, ``verdict``, ``evidence``)."""
+    path = Path(tables) / f"split_findings_{domain}.csv"
+    if not path.is_file():
+        raise InputError(str(path), "split findings not found (run the split study's fit first)")
+    return records(pd.read_csv(path))
+
+
 def fit_split_study(eval_tables: list[Path], domain: str, study: dict[str, Any], fit: dict[str, Any],
-                    law_out: Path, points_out: Path, decisions_out: Path) -> dict[str, Any]:
+                    law_out: Path, points_out: Path, decisions_out: Path,
+                    findings_out: Path | None = None) -> dict[str, Any]:
     """Fit the split law for one domain; write the law JSON (with :func:`split_findings` as ``findings``), its
-    points and the decision table."""
+    points, the decision table and, given ``findings_out``, the findings as a table."""
     candidates = split_points(read_eval_tables(eval_tables), domain, study["ratio"])
     points = annealed_points(candidates, fit, f"split points of {domain}",
                              fix="set pretrain.checkpoints >= 2 or fit.intermediate_points: true")
@@ -200,5 +211,7 @@ def fit_split_study(eval_tables: list[Path], domain: str, study: dict[str, Any],
     note_unannealed(result, points, f"split {domain}")
     write_csv(points, points_out)
     write_csv(table, decisions_out)
+    if findings_out is not None:
+        write_csv(pd.DataFrame(result["findings"]), findings_out)
     write_json(law_out, result)
     return result

@@ -247,7 +247,8 @@ def fit_law(
     shared by all runs of one size (one base model); without it, it is estimated where enough sizes identify it
     (``bootstrap_info``: ``resampling``, ``base_noise``/``run_noise`` with ``_source`` and ``_df``).
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
-    or else on the largest total-token rows, after which the winner is refitted on all rows).
+    or else on the largest total-token rows, after which the winner is refitted on all rows; within 2 % of the
+    lowest, the form with fewer parameters).
     """
     _check_options(df, huber_delta, bootstrap, groups, where)
     _check_noise(run_noise, base_noise, where)
@@ -490,6 +491,11 @@ def _assemble(
     return result
 
 
+#: A split candidate with more parameters is chosen only if its held-out error is this much (relative) below that
+#: of every simpler candidate within reach: ``split_transfer_n`` contains ``split_effective`` (η = 0).
+SPLIT_PARSIMONY = 0.02
+
+
 def _fit_split(
     df: pd.DataFrame,
     *,
@@ -504,7 +510,8 @@ def _fit_split(
     run_noise: float | None = None,
     base_noise: float | None = None,
 ) -> FitResult:
-    """Fit each split candidate; keep the one with the lowest held-out mean relative error."""
+    """Fit each split candidate; keep the one with the lowest held-out mean relative error (the one with fewer
+    parameters among those within :data:`SPLIT_PARSIMONY` of it)."""
     user_mask = holdout is not None
     mask = (
         _holdout_mask(holdout, df, where)
@@ -530,7 +537,9 @@ def _fit_split(
         )
         assert fits[cand].heldout is not None
         scores[cand] = fits[cand].heldout["mean_rel_error"]
-    best = min(scores, key=scores.__getitem__)
+    lowest = min(scores.values())  # ties go to the simpler form: nested candidates (η = 0) fit as well or a hair better
+    best = min((c for c in SPLIT_CANDIDATES if scores[c] <= lowest * (1.0 + SPLIT_PARSIMONY)),
+               key=lambda c: (len(LAWS[c].params), scores[c]))
     chosen = (
         fits[best]
         if user_mask
@@ -543,7 +552,8 @@ def _fit_split(
         "from": "split",
         "chosen": best,
         "criterion": "held-out mean relative error"
-        + ("" if user_mask else " on the largest D + D_spec rows"),
+        + ("" if user_mask else " on the largest D + D_spec rows")
+        + f"; within {SPLIT_PARSIMONY:.0%} of the lowest, the form with fewer parameters",
         "heldout_mean_rel_error": scores,
         "note": "split-law forms are reconstructed candidates, selected by held-out error",
     }

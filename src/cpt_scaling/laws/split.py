@@ -2,7 +2,8 @@
 
 Reconstructed: the exact form of the optimal-splitting paper (Seto et al. 2026) is not available here, so three
 candidate forms are provided and ``fit_law("split", ...)`` fits each and keeps the one with the lowest held-out
-relative error (default protocol: hold out the largest total token count ``D + D_spec``):
+relative error, or the one with the fewest parameters within one standard error of it (default protocol: hold out
+the largest total token count ``D + D_spec``):
 
 * ``split_separable``: ``E + A/N^α + B/D^β + C/(D_spec + s)^γ`` — pretraining and specialisation act
   independently; the offset ``s`` (tokens) keeps the specialisation term finite without D′, so "do not split"

@@ -102,7 +102,7 @@ def study_figures(plan):
     if plan.cross_domain_enabled:
         figs += outputs("figures_cross_domain")
     figs += outputs("figures_specialization", plan.specialization_domains)
-    figs += outputs("figures_split", plan.split_domains)
+    figs += outputs("figures_split", plan.split_domains) if "split" not in plan.unavailable_studies() else []
     return figs
 
 

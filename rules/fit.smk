@@ -79,6 +79,7 @@ rule fit_split:
         law=f"{RES}/laws/split_{{domain}}.json",
         points=f"{RES}/tables/split_points_{{domain}}.csv",
         decisions=f"{RES}/tables/split_decisions_{{domain}}.csv",
+        findings=f"{RES}/tables/split_findings_{{domain}}.csv",
     params:
         fit=canonical_json(CFG["fit"]),
         study=canonical_json(CFG["studies"]["split"]),

@@ -181,16 +181,19 @@ def test_unidentifiable_annealed_fits_are_refused_at_parse_time_naming_the_key(t
     assert "Traceback" not in result.stderr and not (workdir / "results").exists()
 
     # The default target leaves them out with one INFO line each and plans no D-CPT, cross-domain or
-    # Chinchilla job; the specialisation and split studies stay (their annealed points suffice).
+    # Chinchilla job; the specialisation study stays (its annealed points suffice). The split study goes too: its
+    # cosine split runs' ends give one annealed D' level (issue 24: it needs 3 spanning 8x).
+    assert "studies.split.spec_tokens" in unavailable["split"]
     jobs = planned_jobs(workdir, strict)
     rules = {rule for rule, _ in jobs}
-    assert not {"fit_dcpt", "figures_dcpt", "fit_cross_domain", "fit_chinchilla"} & rules
-    assert {"fit_specialization", "fit_split"} <= rules
+    assert not {"fit_dcpt", "figures_dcpt", "fit_cross_domain", "fit_chinchilla", "fit_split"} & rules
+    assert {"fit_specialization"} <= rules
 
-    # Several budgets: every point annealed, nothing refused but Chinchilla (one cosine pretraining run).
+    # Several budgets: every point annealed, nothing refused but Chinchilla (one cosine pretraining run) and the
+    # split study (its D' levels, the two budgets, span 2x).
     budgets = _micro_variant(workdir, "budgets.yaml", fit={"intermediate_points": False},
                              cpt={"tokens": [2048, 4096]})
-    assert set(plan_in(workdir, budgets).unavailable_studies()) == {"chinchilla"}
+    assert set(plan_in(workdir, budgets).unavailable_studies()) == {"chinchilla", "split"}
     # The shipped micro config asks for the intermediate points: D-CPT runs; Chinchilla never fits them.
     assert set(plan_in(workdir, "micro.yaml").unavailable_studies()) == {"chinchilla"}
     # Pretraining branches, but 2 sizes x 2 budgets = 4 annealed points for the law's 5 parameters: refused at

@@ -8,6 +8,7 @@ from law_synth import DCPT_TRUE, SPLIT_TRUE
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit import decisions as dec
+from cpt_scaling.fit import split_decisions as sd
 
 GENERAL = {
     "law": "dcpt",
@@ -133,11 +134,11 @@ def test_usage3_matches_brute_force() -> None:
 def test_split_fraction_and_multiplier_against_standard_pretraining() -> None:
     law = {"law": "split_effective", "params": dict(SPLIT_TRUE)}
     total = 2e10
-    best = dec.split_optimal_fraction(law, N=3e8, total_tokens=total)
+    best = sd.split_optimal_fraction(law, N=3e8, total_tokens=total)
     fracs = np.linspace(0.0, 1 - 1e-4, 100001)
     brute = fracs[np.argmin(dec.law_loss(law, N=3e8, D=total * (1 - fracs), D_spec=total * fracs))]
     assert best["fraction"] == pytest.approx(brute, abs=1e-4)
-    mult = dec.split_compute_multiplier(law, N=3e8, total_tokens=total)
+    mult = sd.split_compute_multiplier(law, N=3e8, total_tokens=total)
     assert mult["multiplier"] > 1.0
     t_std = mult["multiplier"] * total  # an unsplit run (D' = 0) of this many tokens matches the optimal split
     matched = float(dec.law_loss(law, N=3e8, D=t_std, D_spec=0.0))
@@ -150,14 +151,14 @@ def test_multiplier_on_a_hand_made_law_with_a_closed_form() -> None:
     never match it (multiplier inf, "> limit")."""
     base = {"E": 2.0, "A": 100.0, "alpha": 0.3, "beta": 0.3, "gamma": 0.5, "s": 1e6}
     no_gain = {"law": "split_separable", "params": {**base, "B": 500.0, "C": 1e-9}}
-    out = dec.split_compute_multiplier(no_gain, N=1e8, total_tokens=1e10)
+    out = sd.split_compute_multiplier(no_gain, N=1e8, total_tokens=1e10)
     assert out["fraction"] == pytest.approx(0.0, abs=1e-6) and out["multiplier"] == 1.0
     only_spec = {"law": "split_separable", "params": {**base, "B": 1e-9, "C": 500.0}}
-    out = dec.split_compute_multiplier(only_spec, N=1e8, total_tokens=1e10)
+    out = sd.split_compute_multiplier(only_spec, N=1e8, total_tokens=1e10)
     assert out["fraction"] > 0.99 and out["beyond_limit"] and out["multiplier"] == np.inf
     # closed form: standard pretraining's loss is E + A/N^α + B/T^β + C/s^γ, so T_std = (B / rest)^(1/β)
     mixed = {"law": "split_separable", "params": {**base, "B": 100.0, "C": 2000.0, "s": 1e9}}
-    out = dec.split_compute_multiplier(mixed, N=1e8, total_tokens=1e10)
+    out = sd.split_compute_multiplier(mixed, N=1e8, total_tokens=1e10)
     assert 0.1 < out["fraction"] < 0.5 and 1.5 < out["multiplier"] < 10
     p = mixed["params"]
     rest = out["loss"] - p["E"] - p["A"] / 1e8 ** p["alpha"] - p["C"] / p["s"] ** p["gamma"]

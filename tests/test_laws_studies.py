@@ -16,7 +16,7 @@ from cpt_scaling.studies.chinchilla import fit_chinchilla_study
 from cpt_scaling.studies.cross_domain import fit_cross_domain_study
 from cpt_scaling.studies.dcpt import fit_dcpt_study
 from cpt_scaling.studies.specialization import fit_specialization_study
-from cpt_scaling.studies.split import fit_split_study
+from cpt_scaling.studies.split import fit_split_study, read_split_findings
 
 # The demo's structure (one CPT budget, cosine runs): like config/demo.yaml, the fits take intermediate points.
 FIT = {"huber_delta": 1e-3, "bootstrap": 30, "seed": 0, "bootstrap_starts": 2, "extrapolation_limit": 100.0,
@@ -47,7 +47,8 @@ def results(sweep) -> dict[str, dict]:
         "spec": fit_specialization_study([legal], "legal", 1.0, FIT, root / "spec_law.json", root / "spec_table.csv",
                                          root / "spec_compute.csv"),
         "split": fit_split_study([path], "legal", {"ratio": 1.0}, FIT, root / "split_law.json",
-                                 root / "split_points.csv", root / "split_decisions.csv"),
+                                 root / "split_points.csv", root / "split_decisions.csv",
+                                 root / "split_findings_legal.csv"),
         "chin": fit_chinchilla_study([path], FIT, root / "chin.json", root / "chin_points.csv",
                                      root / "frontier.csv"),
         "cross2": fit_cross_domain_study([path], ["legal", "medical"], {**FIT, "bootstrap": 0}, root / "cross2.json",
@@ -119,6 +120,14 @@ def test_split_points_include_unsplit_runs_and_decisions_have_intervals(sweep, r
     assert (table["multiplier"] >= 1.0).all() and (table["extrapolation"] >= 1.0).all()
     law = json.loads(law_out.read_text())
     assert law["diagnostics"]["max_decision_extrapolation"] == pytest.approx(table["extrapolation"].max())
+    # issue 24: every candidate's held-out error; K domains share one pretraining, so their multiplier is at most
+    # one domain's; the D' extrapolation is part of the decision's; both findings with a verdict
+    assert set(law["selection"]["heldout_mean_rel_error"]) == {"split_separable", "split_effective", "split_transfer_n"}
+    assert (table["multiplier_k"] <= table["multiplier"] * (1 + 1e-6)).all() and (table["k_domains"] == 1).all()
+    assert (table["extrapolation"] >= table["extrapolation_spec"]).all() and (table["extrapolation_spec"] >= 1).all()
+    assert np.allclose(table["split_point"], table["total_tokens"] * (1 - table["optimal_spec_fraction"]))
+    assert [f["verdict"] in ("reproduced", "not resolved", "contradicted") for f in law["findings"]] == [True, True]
+    assert read_split_findings(root, "legal") == law["findings"]
 
 
 def test_chinchilla_and_cross_domain_json_have_diagnostics(sweep, results) -> None:
@@ -170,9 +179,9 @@ def test_figures_draw_from_the_study_outputs_and_stop_at_the_extrapolation_limit
     specialization.build_compute_figure(spec, table, pd.read_csv(root / "spec_compute.csv"))
     decisions = pd.read_csv(root / "split_decisions.csv")
     fig = split.build_optimal_figure(results["split"], decisions)
-    assert fig.axes[1].get_ylabel() == "compute multiplier vs standard pretraining"
-    limit_c = decisions.loc[decisions["extrapolation"] <= 100, "compute"].max()
-    assert max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines()) <= limit_c
+    assert fig.axes[1].get_ylabel() == "compute multiplier, one domain"
+    limit_t = decisions.loc[decisions["extrapolation"] <= 100, "total_tokens"].max()
+    assert max(float(np.max(line.get_xdata())) for line in fig.axes[0].get_lines()) <= limit_t
     split.build_fraction_figure(results["split"], pd.read_csv(root / "split_points.csv"))
     fig = cross_domain.build_figure(results["cross2"], pd.read_csv(root / "cross2_points.csv"))
     assert [len(ax.collections) for ax in fig.axes] == [0, 2]

@@ -61,7 +61,7 @@ def test_figures_show_the_expected_axes_and_series(micro_run: Path) -> None:
     assert "forgetting: Δ general loss vs base (nats)" in labels(specialization.build_forgetting_figure(spec, table))
     split_law = json.loads((res / "laws" / "split_legal.json").read_text())
     fig = split.build_optimal_figure(split_law, pd.read_csv(res / "tables" / "split_decisions_legal.csv"))
-    assert "optimal specialisation share f*" in labels(fig)
+    assert "optimal specialisation share f* (one domain)" in labels(fig)
 
 
 def test_cross_domain_law_predicts_each_domain_from_the_others(micro_run: Path) -> None:

@@ -195,7 +195,7 @@ def test_chinchilla_on_a_single_cosine_pretraining_run_is_left_out_and_dcpt_poin
         law = json.loads((micro_run / "results" / "laws" / f"dcpt_{domain}.json").read_text())
         points = pd.read_csv(micro_run / "results" / "tables" / f"dcpt_points_{domain}.csv")
         assert (points["annealed"] == (points["D"] == points["budget"])).all()
-        assert law["unannealed_points"] == int((~points["annealed"]).sum()) == 2 * 2 * 3 * 2  # targets, sizes, r
+        assert law["unannealed_points"] == int((~points["annealed"]).sum()) == 2 * 2 * 3 * 3  # targets, sizes, r, ckpt
         assert any("not annealed" in w for w in law["diagnostics"]["warnings"])
     cross = pd.read_csv(micro_run / "results" / "tables" / "cross_domain_points.csv")
     assert not cross["annealed"].all()

@@ -37,7 +37,7 @@ def specialization(fit: dict[str, Any], evals: list[Path], out: dict[str, Path])
 
 def split(fit: dict[str, Any], evals: list[Path], out: dict[str, Path]) -> None:
     fit_split_study(evals, smk.wildcards.domain, json.loads(smk.params.study), fit, out["law"], out["points"],
-                    out["decisions"])
+                    out["decisions"], out["findings"])
 
 
 STEPS = {

@@ -335,6 +335,8 @@ def normalise_config(raw: dict[str, Any], where: str) -> dict[str, Any]:
     for domain in cfg["domains"].values():
         domain["ratios"] = sorted(domain["ratios"])
     cfg["cpt"]["tokens"] = sorted(cfg["cpt"]["tokens"])
+    split = cfg["studies"]["split"]
+    split["k_domains"] = split["k_domains"] or len(cfg["domains"])  # K of the K-domain compute multiplier
     resolve_decide(cfg, where)  # after the sorting: its defaults copy the sorted lists
     return cfg
 

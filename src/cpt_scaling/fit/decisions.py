@@ -13,8 +13,7 @@ point value where the percentile interval missed it), null without resamples.
   (all of it is used once, so ``D = D_domain / r``).
 * D-CPT usage 3 — :func:`dcpt_compute_allocation`: the best ``(N, D)`` for a compute budget at fixed ratio.
 * :func:`chinchilla_compute_optimal`: closed-form compute-optimal ``N`` and ``D`` of the Chinchilla form.
-* :func:`split_optimal_fraction`, :func:`split_compute_multiplier`: the split law's best specialisation share
-  and its compute advantage over standard pretraining (no specialisation tokens).
+* The split law's decisions live in :mod:`cpt_scaling.fit.split_decisions`.
 * :func:`sger_from_curves`: the seed's SGER per size from validation curves along training;
   :func:`equivalent_general_size`: the across-size comparison of two power laws.
 """
@@ -35,7 +34,6 @@ from cpt_scaling.laws import LAWS, Law
 LawJson = Mapping[str, Any]
 Params = dict[str, np.ndarray]
 DCPT_NAMES = ("dcpt", "dcpt_l1", "dcpt_l2", "dcpt_l3", "dcpt_l4", "dcpt_l5", "dcpt_forget")
-SPLIT_NAMES = ("split_separable", "split_effective")
 LEVEL = 0.95
 
 
@@ -259,61 +257,6 @@ def optimal_model_size_per_compute(
     if r is None:
         raise InputError("law JSON", "a D-CPT law needs the ratio r for compute-optimal sizing")
     return [dcpt_compute_allocation(law_json, compute=c, r=r) for c in budgets]
-
-
-def _split_fraction_rows(law: Law, p: Params, n: float, total: float, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal share ``f`` in ``[0, 1)`` per parameter row, and its loss (``f = 0``: standard pretraining)."""
-    hi = 1.0 - 1e-9
-    return batched_argmin(lambda f: _eval(law, p, N=n, D=total * (1.0 - f), D_spec=total * f), 0.0, hi, rows)
-
-
-def split_optimal_fraction(law_json: LawJson, *, N: float, total_tokens: float) -> dict[str, Any]:
-    """Specialisation share ``f* = D′/(D + D′)`` minimising the split law's loss at a fixed token total."""
-    law, p, n_boot = param_sets(law_json, SPLIT_NAMES)
-    f, loss = _split_fraction_rows(law, p, N, total_tokens, 1 + n_boot)
-    out: dict[str, Any] = {"N": N, "total_tokens": total_tokens}
-    _with_interval(out, "fraction", f, n_boot)
-    out.update(D=total_tokens * (1 - f[0]), D_spec=total_tokens * f[0], loss=float(loss[0]))
-    return out
-
-
-def split_compute_multiplier(
-    law_json: LawJson, *, N: float, total_tokens: float, limit: float = 1e4
-) -> dict[str, Any]:
-    """Compute multiplier of the optimal split over standard pretraining at the same model size.
-
-    ``multiplier = T_std / T``: the tokens (hence compute, ``6·N·T``) standard pretraining (``D′ = 0``) needs to
-    reach the loss the optimal split reaches with ``T = total_tokens`` — "the multiplicative factor on the amount
-    of data required for standard pretraining to match optimal split model training". 1 when not splitting is
-    optimal; ``inf`` (``beyond_limit``) when standard pretraining does not get there within ``limit`` × T.
-    """
-    law, p, n_boot = param_sets(law_json, SPLIT_NAMES)
-    rows = 1 + n_boot
-    f, target = _split_fraction_rows(law, p, N, total_tokens, rows)
-
-    def gap(log_t: np.ndarray) -> np.ndarray:
-        t = np.exp(log_t)[:, None]
-        return _eval(law, p, N=N, D=t, D_spec=np.zeros_like(t))[:, 0] - target
-
-    a = np.full(rows, math.log(total_tokens))
-    b = a + math.log(limit)
-    reached_at_start = gap(a) <= 0
-    beyond = gap(b) > 0
-    for _ in range(80):  # bisection on log T_std, every row at once
-        mid = 0.5 * (a + b)
-        up = gap(mid) > 0
-        a, b = np.where(up, mid, a), np.where(up, b, mid)
-    mult = np.exp(b) / total_tokens
-    mult = np.where(reached_at_start, 1.0, np.where(beyond, np.inf, mult))
-    out: dict[str, Any] = {"N": N, "total_tokens": total_tokens, "limit": limit}
-    _with_interval(out, "fraction", f, n_boot)
-    out["loss"] = float(target[0])
-    out["beyond_limit"] = bool(beyond[0])
-    finite = np.where(np.isinf(mult), limit, mult)  # "> limit" resamples count at the limit
-    _with_interval(out, "multiplier", finite, n_boot)
-    if beyond[0]:
-        out["multiplier"] = math.inf
-    return out
 
 
 def sger_from_curves(

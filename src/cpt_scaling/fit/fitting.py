@@ -247,7 +247,8 @@ def fit_law(
     shared by all runs of one size (one base model); without it, it is estimated where enough sizes identify it
     (``bootstrap_info``: ``resampling``, ``base_noise``/``run_noise`` with ``_source`` and ``_df``).
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,
-    or else on the largest total-token rows, after which the winner is refitted on all rows).
+    or else on the largest total-token rows, after which the winner is refitted on all rows; within one standard
+    error of the lowest, the form with the fewest parameters).
     """
     _check_options(df, huber_delta, bootstrap, groups, where)
     _check_noise(run_noise, base_noise, where)
@@ -505,7 +506,8 @@ def _fit_split(
     run_noise: float | None = None,
     base_noise: float | None = None,
 ) -> FitResult:
-    """Fit each split candidate; keep the one with the lowest held-out mean relative error."""
+    """Fit each split candidate; keep the one with the lowest held-out mean relative error (the one with the fewest
+    parameters among those within one standard error of it)."""
     user_mask = holdout is not None
     mask = (
         _holdout_mask(holdout, df, where)
@@ -531,7 +533,16 @@ def _fit_split(
         )
         assert fits[cand].heldout is not None
         scores[cand] = fits[cand].heldout["mean_rel_error"]
-    best = min(scores, key=scores.__getitem__)
+    # One-standard-error rule: among the candidates whose held-out error lies within one standard error (of the
+    # mean over the held-out points) of the lowest, the one with the fewest parameters; split_transfer_n contains
+    # split_effective (η = 0), so on data without an N-dependence it fits as well or a hair better by chance.
+    lowest = min(scores, key=scores.__getitem__)
+    test = df[mask]
+    rel = np.abs(LAWS[lowest].predict(fits[lowest].params, _columns(LAWS[lowest], test)) - test[TARGET].to_numpy(float))
+    rel /= test[TARGET].to_numpy(float)
+    se = float(rel.std(ddof=1) / np.sqrt(rel.size)) if rel.size > 1 else 0.0
+    best = min((c for c in SPLIT_CANDIDATES if scores[c] <= scores[lowest] + se),
+               key=lambda c: (len(LAWS[c].params), scores[c]))
     chosen = (
         fits[best]
         if user_mask
@@ -544,7 +555,9 @@ def _fit_split(
         "from": "split",
         "chosen": best,
         "criterion": "held-out mean relative error"
-        + ("" if user_mask else " on the largest D + D_spec rows"),
+        + ("" if user_mask else " on the largest D + D_spec rows")
+        + "; within one standard error of the lowest, the form with the fewest parameters",
+        "heldout_standard_error": se,
         "heldout_mean_rel_error": scores,
         "note": "split-law forms are reconstructed candidates, selected by held-out error",
     }

@@ -12,7 +12,7 @@ from cpt_scaling.laws.chinchilla import CHINCHILLA
 from cpt_scaling.laws.cross_domain import CROSS_DOMAIN
 from cpt_scaling.laws.dcpt import DCPT, DCPT_FORGET, DCPT_L1, DCPT_L2, DCPT_L3, DCPT_L4, DCPT_L5
 from cpt_scaling.laws.powerlaw import POWERLAW
-from cpt_scaling.laws.split import SPLIT_CANDIDATES, SPLIT_EFFECTIVE, SPLIT_SEPARABLE
+from cpt_scaling.laws.split import SPLIT_CANDIDATES, SPLIT_EFFECTIVE, SPLIT_SEPARABLE, SPLIT_TRANSFER_N
 
 LAWS: dict[str, Law] = {
     law.name: law
@@ -28,6 +28,7 @@ LAWS: dict[str, Law] = {
         CROSS_DOMAIN,
         SPLIT_SEPARABLE,
         SPLIT_EFFECTIVE,
+        SPLIT_TRANSFER_N,
         POWERLAW,
     )
 }

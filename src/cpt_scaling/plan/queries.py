@@ -10,6 +10,18 @@ from cpt_scaling.cost import resources
 from cpt_scaling.laws import LAWS
 from cpt_scaling.plan.artifact import Artifact
 
+#: The split study's specialisation term needs this many D' levels spanning this factor (fitted on one level, the
+#: demo's law put the whole specialisation gain within ~100 tokens of D' = 0, 650x below that level).
+SPLIT_MIN_LEVELS = 3
+SPLIT_MIN_SPAN = 8.0
+
+
+def split_identified(levels: list[int]) -> bool:
+    """Whether the nonzero D' levels identify the split law's specialisation term: at least
+    :data:`SPLIT_MIN_LEVELS` of them spanning at least :data:`SPLIT_MIN_SPAN` times."""
+    return len(levels) >= SPLIT_MIN_LEVELS and max(levels) >= SPLIT_MIN_SPAN * min(levels)
+
+
 #: Jobs above which the parse warns that the sweep is large (Snakemake's DAG time and memory grow with the jobs:
 #: bench/bench_dag.py, bench/RESULTS.md).
 LARGE_SWEEP_JOBS = 20_000
@@ -44,7 +56,8 @@ class Queries:
         their checkpoints; a sweep whose every size continues from a local checkpoint has none. The fits use
         annealed points (see fit.intermediate_points in config/schema.yaml): Chinchilla always, so it needs two
         or more annealed pretraining budgets per size; D-CPT and cross-domain (and next_runs, which reads the
-        D-CPT fit) unless fit.intermediate_points is true, so they need two or more cpt.tokens.
+        D-CPT fit) unless fit.intermediate_points is true, so they need two or more cpt.tokens. The split fit
+        needs at least three D' levels spanning 8x (:func:`split_identified`).
         """
         studies: dict[str, str] = {}
         annealed = self.annealed_budgets()
@@ -75,7 +88,22 @@ class Queries:
             if self.cross_domain_wanted:
                 studies["cross_domain"] = f"the cross-domain study would {reason}"
             studies["next_runs"] = f"next_runs (reads the D-CPT fit): the D-CPT study would {reason}"
+        levels = self.split_levels()
+        if self.split_domains and not split_identified(levels):
+            span = f", spanning {levels[-1] / levels[0]:.3g}x" if levels else ""
+            studies["split"] = (
+                f"the split study would fit {len(levels)} specialisation budget(s) D' ({', '.join(map(str, levels))} "
+                f"tokens{span}), which do not identify its specialisation term; list at least {SPLIT_MIN_LEVELS} "
+                f"studies.split.spec_tokens spanning >= {SPLIT_MIN_SPAN:g}x (empty: cpt.tokens) to run it")
         return studies
+
+    def split_levels(self) -> list[int]:
+        """The nonzero specialisation budgets D' the split fit sees: each split run's D' and, with cosine split
+        runs (pretrain.budgets: single_run) and fit.intermediate_points, their intermediate checkpoints too."""
+        levels = {tokens for (_, _, _, tokens) in self.split}
+        if not self.pretrain_branches and self.cfg["fit"]["intermediate_points"]:
+            levels |= {t for a in self.split.values() for t in a.job.checkpoint_tokens}
+        return sorted(levels)
 
     @property
     def split_domains(self) -> list[str]:

@@ -26,41 +26,52 @@ class SplitStudy:
         study = self.cfg["studies"]["split"]
         if not study["enabled"]:
             return
-        spec_tokens = study["spec_tokens"] or self.cfg["cpt"]["tokens"]
-        for size, curve in self.pretrain_curve.items():
+        spec_tokens = sorted(study["spec_tokens"] or self.cfg["cpt"]["tokens"])
+        for i, (size, curve) in enumerate(self.pretrain_curve.items()):
             model = self.pretrain[size].job.model
             if self.pretrain_branches:
                 for domain in self.split_domains:
-                    self._split_curves(size, model, curve, domain, spec_tokens, common)
+                    self._split_curves(size, model, curve, domain, spec_tokens, common, rotate=i)
                 continue
             final = max(curve)
-            for branch, pre in curve.items():
+            for j, (branch, pre) in enumerate(sorted(curve.items())):
                 if branch == final:
                     base = self.base_init[size]
                 else:  # an intermediate checkpoint of the single cosine pretraining run
                     base = {"spec": {"pretrain": pre.key, "branch_tokens": branch},
                             "init": InitSpec("run", run_dir=pre.ref(), tokens=branch), "label": f"-p{branch}"}
                 for domain in self.split_domains:
-                    for tokens in spec_tokens:
+                    for tokens in self._spec_levels_at(spec_tokens, i + j):
                         run = self._cpt_run(size, model, base, domain, study["ratio"], tokens, optimizer, common)
                         self.split[(size, domain, branch, tokens)] = run
                         self.size_of[run.key] = size
 
+    def _spec_levels_at(self, spec_tokens: list[int], cell: int) -> list[int]:
+        """The D' levels of one (size, pretraining budget) cell: all of them (``studies.split.design: grid``), or
+        with ``latin`` the one at ``cell`` (size index + budget index) modulo the number of levels, so that every
+        size sees every level while each cell costs one run."""
+        if self.cfg["studies"]["split"]["design"] == "grid":
+            return spec_tokens
+        return [spec_tokens[cell % len(spec_tokens)]]
+
     def _split_curves(self, size: str, model: ModelSpec, curve: dict[int, Artifact], domain: str,
-                      spec_tokens: list[int], common: dict[str, Any]) -> None:
-        """The split curves of one size and domain off its pretraining trunk (see :meth:`_split_stage`)."""
+                      spec_tokens: list[int], common: dict[str, Any], rotate: int = 0) -> None:
+        """The split curves of one size and domain off its pretraining trunk (see :meth:`_split_stage`); ``rotate``:
+        the size's index (the ``latin`` design's offset)."""
         ratio = self.cfg["studies"]["split"]["ratio"]
         general, dom = self.shards[GENERAL], self.shards[domain]
         run_of = {"vocab_size": self.vocab_size(size), "model": model, "general_shards": general.ref(),
                   "domain_shards": dom.ref(), "ratio": ratio}
         optimizers = self._wsd_optimizers(OptimizerSpec(**self.cfg["optimizer"]), max(curve))  # the pretraining curve's
         trunk = [self.branch_point[a.key] for a in curve.values() if a.key in self.branch_point]
-        for seg in {a.key: a for a in trunk}.values():
+        segments = sorted({a.key: a for a in trunk}.values(), key=lambda a: a.job.tokens)
+        for j, seg in enumerate(segments):
             point = seg.job.tokens
             base = {"spec": {"pretrain_trunk": seg.key}, "init": InitSpec("run_state", run_dir=seg.ref())}
+            levels = self._spec_levels_at(spec_tokens, rotate + j)
             runs = self._wsd_curve(f"split-{size}-p{point}-{domain}-{ratio_label(ratio)}", size, base, run_of,
                                    {"general": general.key, "domain": dom.key},
-                                   [point + tokens for tokens in spec_tokens], optimizers, common, start=point,
-                                   direct=len(spec_tokens) == 1)
+                                   [point + tokens for tokens in levels], optimizers, common, start=point,
+                                   direct=len(levels) == 1)
             for total, run in runs.items():
                 self.split[(size, domain, point, total - point)] = run

@@ -197,6 +197,8 @@ if workflow.is_main_process:  # not in every job's re-parse
         logger.warning(_warning)
 # Domains whose specialisation and D-CPT tables the seed findings read (rules/fit.smk: seed_findings).
 FINDINGS_DOMAINS = [d for d in PLAN.specialization_domains if PLAN.dcpt_enabled and d in PLAN.domains]
+# Domains whose split study adds its two findings (rules/fit.smk: fit_split writes them).
+SPLIT_FINDINGS_DOMAINS = PLAN.split_domains if FINDINGS_DOMAINS and "split" not in PLAN.unavailable_studies() else []
 TABLES = [f"{RES}/tables/eval.csv", f"{RES}/checkpoints.csv", f"{RES}/tables/train_curves.csv",
           *(f"{RES}/figures/train_curves_{group}.pdf" for group in PLAN.train_curve_groups()),
           *([f"{RES}/classifier/metrics.json"] if PLAN.classifier is not None else []),

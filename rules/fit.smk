@@ -96,10 +96,12 @@ rule seed_findings:
         specialization=expand(f"{RES}/tables/specialization_{{domain}}.csv", domain=FINDINGS_DOMAINS),
         points=expand(f"{RES}/tables/dcpt_points_{{domain}}.csv", domain=FINDINGS_DOMAINS),
         usages=expand(f"{RES}/tables/dcpt_usages_{{domain}}.csv", domain=FINDINGS_DOMAINS),
+        split=expand(f"{RES}/tables/split_findings_{{domain}}.csv", domain=SPLIT_FINDINGS_DOMAINS),
     output:
         table=f"{RES}/tables/seed_findings.csv",
     params:
         domains=FINDINGS_DOMAINS,
+        split_domains=SPLIT_FINDINGS_DOMAINS,
         run_noise=CFG["fit"]["run_noise"],
     log:
         "logs/results/seed_findings.log",

@@ -2,7 +2,7 @@
 of a toy Snakefile with as many trivial jobs; and the time one cluster job spends before its command starts.
 
     .venv/bin/python bench/bench_dag.py [--sizes 10 --ratios 21 --budgets 17] [--full]
-    .venv/bin/python bench/bench_dag.py --scaling [--jobs 10000,30000,100000] [--max-mb 6000]
+    .venv/bin/python bench/bench_dag.py --scaling [--jobs 10000,30000,100000] [--max-mb 6000] [--parallel]
 
 Each measurement is one run in a fresh subprocess (interpreter start and imports included), in a scratch
 working directory with a link to data/demo. Targets: ours <= 1.5x the toy and <= 20 s; one job's parse +
@@ -262,15 +262,25 @@ def dry_run(workdir: Path, limit_mb: float) -> dict:
             "peak_mb": usage.ru_maxrss / 1024, "warned": "large sweep:" in text}
 
 
-def scaling(job_targets: list[int], sizes: int, ratios: int, limit_mb: float) -> None:
-    """Dry runs of sweeps of about each of ``job_targets`` jobs; per-size lines, then the marginal costs."""
+def scaling(job_targets: list[int], sizes: int, ratios: int, limit_mb: float, parallel: bool) -> None:
+    """Dry runs of sweeps of about each of ``job_targets`` jobs; per-size lines, then the marginal costs.
+    ``parallel``: all sizes at once (each its own process; CPU seconds and peak RSS are per process, wall seconds
+    then include the others' contention)."""
     from cpt_scaling.plan.queries import LARGE_SWEEP_JOBS
 
+    sweeps = [(target, *budgets_for(target, sizes, ratios)) for target in job_targets]
+    workdirs = [scratch_workdir(sweep_config(sizes, ratios, budgets)) for _, budgets, _ in sweeps]
+    results: dict[int, dict] = {}
+    if parallel:
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, dry_run(workdirs[i], limit_mb)))
+                   for i in range(len(sweeps))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     rows = []
-    for target in job_targets:
-        budgets, planned = budgets_for(target, sizes, ratios)
-        workdir = scratch_workdir(sweep_config(sizes, ratios, budgets))
-        r = dry_run(workdir, limit_mb)
+    for i, (target, budgets, planned) in enumerate(sweeps):
+        r = results[i] if parallel else dry_run(workdirs[i], limit_mb)
         dims = f"{sizes} sizes x 3 domains x {ratios} ratios x {budgets} budgets"
         if r["stopped"]:
             print(f"[~{target:,} jobs] {dims}: stopped at {r['peak_mb']:.0f} MB (over --max-mb {limit_mb:.0f}) "
@@ -310,6 +320,7 @@ def main() -> None:
     ap.add_argument("--scaling", action="store_true", help="dry runs of ~10k, 30k and 100k jobs: cost per job")
     ap.add_argument("--jobs", default="10000,30000,100000", help="--scaling: the sweep sizes (jobs, comma-separated)")
     ap.add_argument("--max-mb", type=float, default=6000.0, help="--scaling: stop a dry run above this RSS")
+    ap.add_argument("--parallel", action="store_true", help="--scaling: the sizes' dry runs at once")
     ap.add_argument("--child-cost", nargs=2, metavar=("WORKDIR", "TARGETS"), help=argparse.SUPPRESS)
     ap.add_argument("--child-one", nargs=2, metavar=("WORKDIR", "TARGET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -318,7 +329,7 @@ def main() -> None:
     if args.child_one:
         return child_one(*args.child_one)
     if args.scaling:
-        return scaling([int(n) for n in args.jobs.split(",")], args.sizes, args.ratios, args.max_mb)
+        return scaling([int(n) for n in args.jobs.split(",")], args.sizes, args.ratios, args.max_mb, args.parallel)
 
     workdir = scratch_workdir(sweep_config(args.sizes, args.ratios, args.budgets))
     cfg_s, plan_s, n_art, train = plan_seconds(workdir)

@@ -38,6 +38,9 @@ def test_a_flipped_bit_is_named_with_the_way_to_redo_the_artifact(tmp_path: Path
                                "(plus your usual options)")
     checked, damaged = verify_tree(tmp_path / "artifacts")
     assert checked == 2 and [(d.artifact, d.file) for d in damaged] == [(art, "train.u32")]
+    (art / "train.u32").write_bytes(b"cut")
+    with pytest.raises(InputError, match=f"^{art / 'train.u32'}: truncated: 3 of the 16384 bytes recorded"):
+        verify_file(art / "train.u32")
     (art / "sub" / "manifest.json").unlink()
     assert {d.problem for d in verify_tree(art)[1]} >= {"missing"}
 

@@ -118,8 +118,11 @@ def verify_file(path: str | os.PathLike[str]) -> None:
 def _problem(path: Path, entry: dict[str, Any]) -> str | None:
     if not path.is_file():
         return "missing"
-    if path.stat().st_size != entry["size"]:
-        return f"size {path.stat().st_size} differs from the {entry['size']} bytes recorded when it was written"
+    size = path.stat().st_size
+    if size < entry["size"]:
+        return f"truncated: {size} of the {entry['size']} bytes recorded when it was written"
+    if size != entry["size"]:
+        return f"size {size} differs from the {entry['size']} bytes recorded when it was written"
     if file_digest(path) != entry["sha256"]:
         return "content differs from the sha256 recorded when it was written"
     return None

@@ -2,20 +2,33 @@
 of a toy Snakefile with as many trivial jobs; and the time one cluster job spends before its command starts.
 
     .venv/bin/python bench/bench_dag.py [--sizes 10 --ratios 21 --budgets 17] [--full]
+    .venv/bin/python bench/bench_dag.py --scaling [--jobs 10000,30000,100000] [--max-mb 6000] [--parallel]
 
 Each measurement is one run in a fresh subprocess (interpreter start and imports included), in a scratch
 working directory with a link to data/demo. Targets: ours <= 1.5x the toy and <= 20 s; one job's parse +
 one-job DAG <= 1 s. ``--full`` also prices the whole default target (training plus evaluation jobs) against a
 toy of that size.
+
+``--scaling``: the dry run (``snakemake -n`` of the default target: training, evaluation, fits, figures) of
+sweeps of about 10k, 30k and 100k jobs (10 sizes x 3 domains x 21 ratios x as many CPT budgets as it takes), each
+in a fresh process: its wall and CPU seconds and peak RSS, per thousand jobs, one line per size
+(``jobs=... dag_s_per_kjob=... dag_mb_per_kjob=...``); the last line gives the marginal cost per thousand jobs
+between the smallest and the largest size, and how much the marginal cost of the upper interval exceeds the lower
+one's (``growth``: 1.0 is linear). A dry run above ``--max-mb`` is stopped and reported. The parse must print
+the large-sweep warning exactly when the plan counts more than ``LARGE_SWEEP_JOBS`` artifact jobs
+(``warnings_right=1``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -177,6 +190,126 @@ def toy_dry_run(snakefile: str) -> float:
     return seconds
 
 
+def scratch_workdir(config: dict) -> Path:
+    """A fresh working directory with ``sweep.yaml`` and a link to data/demo."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dag-"))
+    (workdir / "data").mkdir()
+    (workdir / "data" / "demo").symlink_to(REPO / "data" / "demo")
+    (workdir / "sweep.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
+def planned_jobs(config: dict) -> int:
+    """Artifact jobs the plan counts for ``config`` (built in this process, as the parse does)."""
+    from cpt_scaling.config.load import normalise_config
+    from cpt_scaling.plan.sweep import build_plan
+
+    workdir = scratch_workdir(config)
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        return len(build_plan(normalise_config(config, "sweep.yaml"), workdir / "cache.json").by_key)
+    finally:
+        os.chdir(cwd)
+
+
+def budgets_for(jobs: int, sizes: int, ratios: int) -> tuple[int, int]:
+    """CPT budgets that make a sweep of ``sizes`` x 3 domains x ``ratios`` ratios plan about ``jobs`` jobs, and
+    the artifact jobs it plans."""
+    one, two = (planned_jobs(sweep_config(sizes, ratios, b)) for b in (1, 2))
+    budgets = max(1, round((jobs - one) / (two - one)) + 1)
+    return budgets, planned_jobs(sweep_config(sizes, ratios, budgets))
+
+
+def _watch_rss(pid: int, limit_mb: float, peak: list[float], stopped: list[bool]) -> None:
+    """Poll a process's RSS; kill it above ``limit_mb`` (the benchmark must not take the machine's memory)."""
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            rss = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS"))
+        except (OSError, StopIteration):
+            return
+        peak[0] = max(peak[0], rss / 1024)
+        if rss / 1024 > limit_mb:
+            stopped[0] = True
+            os.kill(pid, 9)
+            return
+        time.sleep(0.5)
+
+
+def dry_run(workdir: Path, limit_mb: float) -> dict:
+    """``snakemake -n`` of the default target in ``workdir``: jobs, wall and CPU seconds, peak RSS (MB), whether
+    the large-sweep warning showed; None for the numbers when it was stopped above ``limit_mb``."""
+    cmd = [SNAKEMAKE, "-n", "--quiet", "rules", "--cores", "1", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", "sweep.yaml"]
+    log = workdir / "dry-run.log"
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT)
+        peak, stopped = [0.0], [False]
+        watcher = threading.Thread(target=_watch_rss, args=(proc.pid, limit_mb, peak, stopped), daemon=True)
+        watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    text = log.read_text()
+    if stopped[0]:
+        return {"stopped": True, "wall_s": wall, "peak_mb": peak[0]}
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{text[-3000:]}")
+    total = re.findall(r"^total\s+(\d+)$", text, flags=re.M)
+    return {"stopped": False, "jobs": int(total[-1]), "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_mb": usage.ru_maxrss / 1024, "warned": "large sweep:" in text}
+
+
+def scaling(job_targets: list[int], sizes: int, ratios: int, limit_mb: float, parallel: bool) -> None:
+    """Dry runs of sweeps of about each of ``job_targets`` jobs; per-size lines, then the marginal costs.
+    ``parallel``: all sizes at once (each its own process; CPU seconds and peak RSS are per process, wall seconds
+    then include the others' contention)."""
+    from cpt_scaling.plan.queries import LARGE_SWEEP_JOBS
+
+    sweeps = [(target, *budgets_for(target, sizes, ratios)) for target in job_targets]
+    workdirs = [scratch_workdir(sweep_config(sizes, ratios, budgets)) for _, budgets, _ in sweeps]
+    results: dict[int, dict] = {}
+    if parallel:
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, dry_run(workdirs[i], limit_mb)))
+                   for i in range(len(sweeps))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    rows = []
+    for i, (target, budgets, planned) in enumerate(sweeps):
+        r = results[i] if parallel else dry_run(workdirs[i], limit_mb)
+        dims = f"{sizes} sizes x 3 domains x {ratios} ratios x {budgets} budgets"
+        if r["stopped"]:
+            print(f"[~{target:,} jobs] {dims}: stopped at {r['peak_mb']:.0f} MB (over --max-mb {limit_mb:.0f}) "
+                  f"after {r['wall_s']:.0f} s", flush=True)
+            break
+        k = r["jobs"] / 1000
+        r["warning_right"] = r["warned"] == (planned > LARGE_SWEEP_JOBS)
+        rows.append(r)
+        print(f"[{r['jobs']:,} jobs] {dims}: dry run {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, peak RSS "
+              f"{r['peak_mb']:.0f} MB; large-sweep warning shown: {r['warned']} ({planned:,} artifact jobs planned, "
+              f"warning above {LARGE_SWEEP_JOBS:,})", flush=True)
+        print(f"jobs={r['jobs']} dag_s_per_kjob={r['cpu_s'] / k:.3f} dag_wall_s_per_kjob={r['wall_s'] / k:.3f} "
+              f"dag_mb_per_kjob={r['peak_mb'] / k:.2f} warned={int(r['warned'])}", flush=True)
+    if len(rows) < 2:
+        raise SystemExit("fewer than two sizes finished: no slope")
+
+    def slope(a: dict, b: dict, key: str) -> float:
+        return (b[key] - a[key]) / ((b["jobs"] - a["jobs"]) / 1000)
+
+    lo, hi = rows[0], rows[-1]
+    growth_s = slope(rows[-2], hi, "cpu_s") / slope(lo, rows[1], "cpu_s") if len(rows) > 2 else 1.0
+    growth_mb = slope(rows[-2], hi, "peak_mb") / slope(lo, rows[1], "peak_mb") if len(rows) > 2 else 1.0
+    print(f"marginal cost {lo['jobs']:,} -> {hi['jobs']:,} jobs (CPU seconds and peak RSS per 1,000 more jobs); "
+          "growth = upper interval's marginal cost / lower interval's (1.0: linear)")
+    print(f"dag_s_per_kjob={slope(lo, hi, 'cpu_s'):.3f} dag_mb_per_kjob={slope(lo, hi, 'peak_mb'):.2f} "
+          f"growth_s={growth_s:.2f} growth_mb={growth_mb:.2f} "
+          f"warnings_right={int(all(r['warning_right'] for r in rows))}")
+
+
 def main() -> None:
     """Run the benchmark and print the numbers."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,6 +317,10 @@ def main() -> None:
     ap.add_argument("--ratios", type=int, default=21)
     ap.add_argument("--budgets", type=int, default=17)
     ap.add_argument("--full", action="store_true", help="also the whole default target (with evaluations)")
+    ap.add_argument("--scaling", action="store_true", help="dry runs of ~10k, 30k and 100k jobs: cost per job")
+    ap.add_argument("--jobs", default="10000,30000,100000", help="--scaling: the sweep sizes (jobs, comma-separated)")
+    ap.add_argument("--max-mb", type=float, default=6000.0, help="--scaling: stop a dry run above this RSS")
+    ap.add_argument("--parallel", action="store_true", help="--scaling: the sizes' dry runs at once")
     ap.add_argument("--child-cost", nargs=2, metavar=("WORKDIR", "TARGETS"), help=argparse.SUPPRESS)
     ap.add_argument("--child-one", nargs=2, metavar=("WORKDIR", "TARGET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -191,11 +328,10 @@ def main() -> None:
         return child_cost(*args.child_cost)
     if args.child_one:
         return child_one(*args.child_one)
+    if args.scaling:
+        return scaling([int(n) for n in args.jobs.split(",")], args.sizes, args.ratios, args.max_mb, args.parallel)
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-dag-"))
-    (workdir / "data").mkdir()
-    (workdir / "data" / "demo").symlink_to(REPO / "data" / "demo")
-    (workdir / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(args.sizes, args.ratios, args.budgets)))
+    workdir = scratch_workdir(sweep_config(args.sizes, args.ratios, args.budgets))
     cfg_s, plan_s, n_art, train = plan_seconds(workdir)
     print(f"sweep: {args.sizes} sizes x 3 domains x {args.ratios} ratios x {args.budgets} budgets: "
           f"{len(train)} training jobs, {n_art} artifacts; in-process config load {cfg_s:.2f} s, "

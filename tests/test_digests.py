@@ -3,6 +3,7 @@ the next whole read (loading a checkpoint) and by ``cpt-scaling verify``, with t
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,9 @@ def test_a_flipped_bit_is_named_with_the_way_to_redo_the_artifact(tmp_path: Path
                                "(plus your usual options)")
     checked, damaged = verify_tree(tmp_path / "artifacts")
     assert checked == 2 and [(d.artifact, d.file) for d in damaged] == [(art, "train.u32")]
+    (art / "train.u32").write_bytes(b"cut")
+    with pytest.raises(InputError, match=f"^{art / 'train.u32'}: truncated: 3 of the 16384 bytes recorded"):
+        verify_file(art / "train.u32")
     (art / "sub" / "manifest.json").unlink()
     assert {d.problem for d in verify_tree(art)[1]} >= {"missing"}
 
@@ -69,3 +73,70 @@ def test_the_micro_sweep_records_digests_and_a_bit_flip_is_caught(micro_run: Pat
     err = capsys.readouterr().err.splitlines()
     assert sorted(line.split(":")[0] for line in err) == sorted(
         [f"DAMAGED {weights}", f"DAMAGED {tmp_path / 'artifacts' / 'shards' / shards.name / 'train.u32'}"])
+
+
+def _saved_checkpoint(out: Path) -> Path:
+    """A real checkpoint with its train state: a tiny Llama after one AdamW step, saved as the trainer saves."""
+    import torch
+
+    from cpt_scaling.train import checkpoints as ckpt
+    from cpt_scaling.train.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"n_layers": 1, "d_model": 16, "n_heads": 2, "d_ff": 32}, 64, 16, attention="sdpa")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.arange(16).reshape(1, 16)
+    model(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+    state = {"step": 1, "tokens": 16, "digest": "d" * 64, "world_size": 1}
+    return ckpt.save_checkpoint(out, 16, model, optimizer, state, rank=0), optimizer
+
+
+def test_a_flipped_bit_in_a_train_state_is_named_on_resume_and_by_verify(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resuming reads the weights, ``state.json`` and the rank's state file whole: each is checked against the
+    digests the save recorded (also before the job that writes the run has finished)."""
+    from cpt_scaling.cli.main import main
+    from cpt_scaling.train import checkpoints as ckpt
+
+    run = tmp_path / "artifacts" / "train" / "cpt-0123456789abcdef"
+    path, optimizer = _saved_checkpoint(run)
+    recorded = json.loads((path / RECORD).read_text())["files"]
+    assert {"model.safetensors", "train_state/state.json", "train_state/rank-00000.safetensors",
+            "train_state/rank-00000.json"} <= set(recorded)
+    assert ckpt.resumable_checkpoint(run) == (path, {"step": 1, "tokens": 16, "digest": "d" * 64, "world_size": 1})
+    ckpt.restore_train_state(path, optimizer, 0, 1)  # intact: restores
+
+    rank_file = path / ckpt.TRAIN_STATE / "rank-00000.safetensors"
+    _flip(rank_file, offset=rank_file.stat().st_size - 8)  # inside the last tensor: the file still parses
+    with pytest.raises(InputError) as info:
+        ckpt.restore_train_state(path, optimizer, 0, 1)
+    assert str(info.value).startswith(f"{rank_file}: content differs from the sha256 recorded when it was written")
+    state_file = path / ckpt.TRAIN_STATE / "state.json"
+    state_file.write_text(state_file.read_text().replace('"step": 1', '"step": 0'))  # one bit: still valid JSON
+    with pytest.raises(InputError, match=f"^{state_file}: content differs"):
+        ckpt.resumable_checkpoint(run)
+    assert main(["verify", str(tmp_path / "artifacts")]) == 1
+    err = capsys.readouterr().err
+    assert sorted(line.split(":")[0] for line in err.splitlines()) == sorted([f"DAMAGED {state_file}",
+                                                                              f"DAMAGED {rank_file}"])
+    assert f"remove {path} and redo it with: snakemake --forcerun {run / 'spec.json'}" in err  # the run's job
+    ckpt.drop_train_state(path)  # a superseded state is removed with its record entries: nothing left damaged
+    assert verify_tree(run) == (len([f for f in recorded if not f.startswith("train_state/")]), [])
+
+
+def test_a_flipped_bit_in_a_token_store_fails_the_training_job_that_reads_it(tmp_path: Path) -> None:
+    """Training memory-maps the token stores (no whole read at start); it checks them in the background and the
+    job fails naming the damaged file before it writes its result."""
+    from tiny_shards import make_shards, tiny_spec
+
+    from cpt_scaling.train.trainer import RESULT, train
+
+    general = make_shards(tmp_path / "shards" / "general-0123456789abcdef", domain=False)
+    record_digests(general)  # as the shards job records it
+    _flip(general / "train.u32")
+    out = tmp_path / "train" / "run"
+    with pytest.raises(InputError) as info:
+        train(tiny_spec(general, None, tokens=4 * 8 * 32), out)
+    assert str(info.value).startswith(f"{general / 'train.u32'}: content differs from the sha256 recorded")
+    assert not (out / RESULT).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cpt_scaling.core.digests import verify_tree
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.lease import STALE_AFTER_S, artifact_lease, lease_path
 
@@ -115,3 +117,60 @@ def test_a_job_whose_parent_is_killed_stops_itself(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert flag.exists(), "the orphaned job did not stop"
     assert float(flag.read_text()) - killed < 2.0
+
+
+def _holder_of(lease: Path) -> dict | None:
+    """The lease's holder once it is readable (None while absent or being written)."""
+    try:
+        return json.loads(lease.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _log_time(log: Path, text: str) -> datetime.datetime:
+    """The time stamp of the first line of a job log that contains ``text``."""
+    line = next(line for line in log.read_text().splitlines() if text in line)
+    return datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+
+
+@pytest.mark.slow  # two real Snakemake processes (about a minute on 2 busy cores)
+def test_two_checkouts_on_one_artifacts_dir_never_write_an_artifact_at_once(tmp_path: Path) -> None:
+    """Checkout a's Snakemake runs the classifier job into a shared artifacts_dir; checkout b's, started while it
+    runs (its job held stopped, so the overlap is certain), sees no records of its own and runs the same job: that
+    job waits for a's lease, naming a's job and checkout, and writes only after a's has released it."""
+    import yaml
+    from reliability_utils import kill_group, log_says, start_snakemake, wait_until
+    from workflow_utils import REPO, plan_in
+
+    cfg = yaml.safe_load((REPO / "tests" / "configs" / "micro.yaml").read_text())
+    cfg["artifacts_dir"] = str(tmp_path / "shared" / "artifacts")
+    checkouts = [tmp_path / "checkout-a", tmp_path / "checkout-b"]
+    for checkout in checkouts:
+        checkout.mkdir()
+        (checkout / "data").symlink_to(REPO / "data")
+        (checkout / "micro.yaml").write_text(yaml.safe_dump(cfg))
+    a, b = checkouts
+    classifier = plan_in(a, "micro.yaml").classifier
+    assert classifier is not None and classifier.output == plan_in(b, "micro.yaml").classifier.output
+    lease = lease_path(Path(classifier.dir))
+    first = start_snakemake(a, "micro.yaml", classifier.output, log_name="a")
+    second = None
+    try:
+        holder = wait_until(lambda: _holder_of(lease), first, "checkout a's job taking the lease", timeout=300)
+        os.kill(holder["pid"], signal.SIGSTOP)  # a's job holds the artifact for as long as b needs to start
+        second = start_snakemake(b, "micro.yaml", classifier.output, log_name="b")
+        waiting = wait_until(lambda: log_says(b, "classifier/*.log", f"waiting for pid {holder['pid']} on "),
+                             second, "checkout b's job waiting for a's", timeout=300)
+        assert f"(in {a})" in waiting.read_text()
+        os.kill(holder["pid"], signal.SIGCONT)
+        assert first.wait(timeout=300) == 0, (a / "a.out").read_text()[-3000:]
+        assert second.wait(timeout=300) == 0, (b / "b.out").read_text()[-3000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                kill_group(proc)
+    job_log = f"classifier/{Path(classifier.dir).name}.log"
+    released = _log_time(a / "logs" / job_log, f"lease of {classifier.dir} released")
+    taken = _log_time(b / "logs" / job_log, f"lease of {classifier.dir} taken")
+    assert taken >= released
+    assert verify_tree(classifier.dir)[1] == [] and not lease.exists()

@@ -51,7 +51,7 @@ def test_tiny_run_learns_and_writes_requested_checkpoints(shards: tuple[Path, Pa
     assert json.loads((tmp_path / "run" / "checkpoints.json").read_text()) == result
     for c in result["checkpoints"]:
         files = sorted(p.name for p in (tmp_path / "run" / c["path"]).iterdir())
-        assert files == ["config.json", "generation_config.json", "model.safetensors"]  # no train state left
+        assert files == ["config.json", "digests.json", "generation_config.json", "model.safetensors"]  # no state left
     assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".")]
 
     records = read_log(tmp_path / "run" / "train_log.jsonl")

@@ -1,12 +1,14 @@
 """Content digests of artifact files: recorded when a job has written its artifact, checked when it is read.
 
 A keyed artifact's job writes ``digests.json`` into the artifact's directory when it succeeds: the sha256 and size
-of every file under the directory (logs that keep growing, ``*.jsonl``, and the record itself excepted). A reader
-that reads a file whole anyway (loading a checkpoint to evaluate it, resuming or branching from a state) checks it
-against the record with :func:`verify_file`; ``cpt-scaling verify`` checks whole trees (:func:`verify_tree`). A
-damaged file is an :class:`~cpt_scaling.core.errors.InputError` naming it and the command that redoes its artifact.
-Nothing is silently used: a bit flipped on disk changes the digest, which the dry run cannot see (sizes and times
-are unchanged) but every whole read and ``verify`` do.
+of every file under the directory (logs that keep growing, ``*.jsonl``, and records themselves excepted). A training
+checkpoint records its own directory when it is saved (weights and train state), so a resume inside an unfinished
+job is checked too. A reader that reads a file whole anyway (loading a checkpoint to evaluate it, resuming or
+branching from a state) checks it against the nearest record with :func:`verify_file`; training checks the token
+stores it memory-maps in the background while it trains (:class:`BackgroundCheck`); ``cpt-scaling verify`` checks
+whole trees (:func:`verify_tree`). A damaged file is an :class:`~cpt_scaling.core.errors.InputError` naming it and
+the command that redoes its artifact. Nothing is silently used: a bit flipped on disk changes the digest, which the
+dry run cannot see (sizes and times are unchanged) but every whole read and ``verify`` do.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.keys import KEY_PATTERN
 
 RECORD = "digests.json"
 _SKIP_SUFFIXES = (".jsonl", ".tmp", ".log")
 _CHUNK = 1 << 22
+_KEYED = re.compile(f"-{KEY_PATTERN}$")  # a keyed artifact directory's name: <name>-<key>
 
 
 def file_digest(path: str | os.PathLike[str]) -> str:
@@ -54,6 +60,20 @@ def record_digests(artifact_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return files
 
 
+def forget(artifact_dir: str | os.PathLike[str], prefix: str) -> None:
+    """Drop the entries under ``prefix`` (a relative folder, e.g. ``train_state/``) from the artifact's record,
+    before those files are removed (a record never lists files that were deleted on purpose)."""
+    root = Path(artifact_dir)
+    files = _read_record(root)
+    if files is None:
+        return
+    kept = {rel: entry for rel, entry in files.items() if not rel.startswith(prefix)}
+    if kept != files:
+        tmp = root / f".{RECORD}.tmp"
+        tmp.write_text(json.dumps({"files": kept}, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, root / RECORD)
+
+
 def _read_record(root: Path) -> dict[str, dict[str, Any]] | None:
     try:
         return json.loads((root / RECORD).read_text())["files"]
@@ -71,10 +91,13 @@ def _record_root(path: Path) -> Path | None:
     return None
 
 
-def redo_hint(artifact_dir: Path) -> str:
-    """How to redo a damaged artifact: Snakemake's --forcerun of its directory's spec file (every keyed job
-    writes ``spec.json``), which reruns exactly the job that writes it."""
-    return f"redo it with: snakemake --forcerun {artifact_dir / 'spec.json'} (plus your usual options)"
+def redo_hint(record_dir: Path) -> str:
+    """How to redo a damaged artifact: Snakemake's --forcerun of its keyed directory's spec file (every keyed job
+    writes ``spec.json``), which reruns exactly the job that writes it. A damaged checkpoint (a record inside the
+    artifact) is removed first, or the rerun would resume from it."""
+    artifact = next((d for d in (record_dir, *record_dir.parents) if _KEYED.search(d.name)), record_dir)
+    rerun = f"snakemake --forcerun {artifact / 'spec.json'} (plus your usual options)"
+    return f"redo it with: {rerun}" if artifact == record_dir else f"remove {record_dir} and redo it with: {rerun}"
 
 
 def verify_file(path: str | os.PathLike[str]) -> None:
@@ -95,8 +118,11 @@ def verify_file(path: str | os.PathLike[str]) -> None:
 def _problem(path: Path, entry: dict[str, Any]) -> str | None:
     if not path.is_file():
         return "missing"
-    if path.stat().st_size != entry["size"]:
-        return f"size {path.stat().st_size} differs from the {entry['size']} bytes recorded when it was written"
+    size = path.stat().st_size
+    if size < entry["size"]:
+        return f"truncated: {size} of the {entry['size']} bytes recorded when it was written"
+    if size != entry["size"]:
+        return f"size {size} differs from the {entry['size']} bytes recorded when it was written"
     if file_digest(path) != entry["sha256"]:
         return "content differs from the sha256 recorded when it was written"
     return None
@@ -113,14 +139,45 @@ class Damage:
 
 def verify_tree(root: str | os.PathLike[str]) -> tuple[int, list[Damage]]:
     """Check every recorded file of every artifact under ``root`` (an artifacts tree or one artifact); returns
-    the number of files checked and the damaged ones."""
+    the number of files checked and the damaged ones. A record inside a recorded directory (a checkpoint's, in a
+    finished run) is covered by the outer one and skipped; in an unfinished run it is the only one."""
     checked = 0
     damaged: list[Damage] = []
-    for record in sorted(Path(root).rglob(RECORD)):
-        artifact = record.parent
+    folders = {record.parent for record in Path(root).rglob(RECORD)}
+    for artifact in sorted(folders):
+        if any(parent in folders for parent in artifact.parents):
+            continue
         for rel, entry in sorted((_read_record(artifact) or {}).items()):
             checked += 1
             problem = _problem(artifact / rel, entry)
             if problem:
                 damaged.append(Damage(artifact, rel, problem))
     return checked, damaged
+
+
+class BackgroundCheck:
+    """:func:`verify_file` of some large files in a daemon thread (training memory-maps its token stores and
+    reads a few rows of them; hashing them first would delay every start by the corpus' size). The owner calls
+    :meth:`raise_if_damaged` at its save points and, with ``wait``, before it publishes its result, so a job
+    reading a damaged file fails naming it instead of finishing."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+        self.error: InputError | None = None
+        self._thread = threading.Thread(target=self._run, name="digest-check", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for path in self.paths:
+            try:
+                verify_file(path)
+            except InputError as exc:
+                self.error = exc
+                return
+
+    def raise_if_damaged(self, wait: bool = False) -> None:
+        """Raise the damage found so far (``wait``: after checking every file)."""
+        if wait:
+            self._thread.join()
+        if self.error is not None:
+            raise self.error

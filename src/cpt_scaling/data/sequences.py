@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from cpt_scaling.core.digests import verify_file
 from cpt_scaling.core.errors import InputError
 
 COLUMN = "input_ids"
@@ -69,6 +70,7 @@ def read_train_sequences(shard_dir: Path, seq_len: int, vocab_size: int) -> np.n
     ``seq_len`` and that its ``vocab_size`` and ``max_token_id`` fit the model's vocabulary.
     """
     shard_dir = Path(shard_dir)
+    verify_file(shard_dir / "manifest.json")  # the token file itself: the trainer's BackgroundCheck
     manifest = read_manifest(shard_dir)
     where = str(shard_dir / "manifest.json")
     if int(manifest.get("seq_len", -1)) != seq_len:

@@ -5,6 +5,9 @@ the newest checkpoint only, ``train_state/``: ``state.json`` (step, tokens, spec
 rank ``rank-<05d>.{safetensors,json}`` (optimizer state, fp32 master partitions under ZeRO/bf16, RNG state).
 Everything is written into a hidden staging directory that is renamed into place when complete, so a
 checkpoint directory either is complete or does not exist. ``state.json`` is written last and deleted first.
+Each checkpoint records the digests of its files (``digests.json``, :mod:`cpt_scaling.core.digests`) when it is
+saved; resuming and branching check the weights, ``state.json`` and this rank's state file against it, so a flipped
+bit is an error naming the file, not a silently different run.
 
 ``resume/tokens-<012d>/`` holds at most one *resumable* checkpoint in the same layout (under ZeRO-3 without
 ``model.safetensors``: each rank's file also holds its parameter partitions, :func:`param_partitions`, and
@@ -32,6 +35,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from cpt_scaling.core.atomic import publish, write_json
+from cpt_scaling.core.digests import forget, record_digests, verify_file
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data.tokenizer_files import copy_tokenizer
 from cpt_scaling.train.state_io import _decode, load_state, save_state
@@ -59,6 +63,16 @@ def complete_checkpoints(out_dir: Path, kind: str = CHECKPOINT_DIR) -> list[tupl
     return sorted(found)
 
 
+def read_train_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's ``train_state/state.json``, checked against the checkpoint's digest record."""
+    state_file = checkpoint / TRAIN_STATE / "state.json"
+    verify_file(state_file)
+    try:
+        return json.loads(state_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(str(state_file), f"cannot read train state: {exc}") from None
+
+
 def resumable_checkpoint(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint (evaluation or resumable) that still has a complete train state, with its
     ``state.json``; at equal tokens the evaluation checkpoint."""
@@ -68,7 +82,7 @@ def resumable_checkpoint(out_dir: Path) -> tuple[Path, dict[str, Any]] | None:
             state_file = path / TRAIN_STATE / "state.json"
             if state_file.is_file():
                 if best is None or (tokens, rank) > best[:2]:
-                    best = (tokens, rank, path, json.loads(state_file.read_text()))
+                    best = (tokens, rank, path, read_train_state(path))
                 break
     return None if best is None else (best[2], best[3])
 
@@ -94,9 +108,11 @@ def drop_resumable(out_dir: Path, below: int | None = None) -> None:
 
 
 def drop_train_state(checkpoint: Path) -> None:
-    """Remove a checkpoint's train state (``state.json`` first: a partial removal is never resumed from)."""
+    """Remove a checkpoint's train state (``state.json`` first: a partial removal is never resumed from; then its
+    entries in the checkpoint's digest record)."""
     state_dir = checkpoint / TRAIN_STATE
     (state_dir / "state.json").unlink(missing_ok=True)
+    forget(checkpoint, f"{TRAIN_STATE}/")
     shutil.rmtree(state_dir, ignore_errors=True)
 
 
@@ -267,7 +283,7 @@ def is_sharded(checkpoint: Path) -> bool:
     """Whether a checkpoint holds its weights only as per-rank ZeRO-3 partitions (a resumable state: no
     ``model.safetensors``, loaded by building the model from ``config.json`` and restoring the partitions)."""
     state_file = checkpoint / TRAIN_STATE / "state.json"
-    return state_file.is_file() and bool(json.loads(state_file.read_text()).get("sharded"))
+    return state_file.is_file() and bool(read_train_state(checkpoint).get("sharded"))
 
 
 def save_checkpoint(
@@ -285,8 +301,9 @@ def save_checkpoint(
     ``resumable``: a resumable-only checkpoint under :data:`RESUME_DIR` (replaces the previous one; not
     evaluated). An evaluation checkpoint removes the resumable ones with fewer tokens.
 
-    Order: every file is fsynced, then the staging directory renamed into place (and its parent fsynced), then
-    the older states removed; a save killed before the rename leaves the previous state as it was.
+    Order: the digests of every file are recorded, every file is fsynced, then the staging directory renamed into
+    place (and its parent fsynced), then the older states removed; a save killed before the rename leaves the
+    previous state as it was.
     """
     root = Path(out_dir) / (RESUME_DIR if resumable else CHECKPOINT_DIR)
     final = root / checkpoint_name(tokens)
@@ -311,6 +328,7 @@ def save_checkpoint(
         if tokenizer_dir is not None and not resumable:
             copy_tokenizer_files(Path(tokenizer_dir), staging)
         write_json(staging / TRAIN_STATE / "state.json", state)
+        record_digests(staging)  # every rank's state file is complete (the barrier above)
         _fsync_files(staging, [p.name for p in staging.iterdir() if p.is_file()])
         _fsync_files(staging / TRAIN_STATE, ["state.json", "."])
         _fsync(staging)
@@ -372,6 +390,7 @@ class _Refs:
 def _lazy_rank_state(checkpoint: Path, rank: int) -> dict[str, Any]:
     """A rank's train state with :class:`_TensorRef` in place of its tensors (nothing large is read)."""
     stem = checkpoint / TRAIN_STATE / f"rank-{rank:05d}"
+    verify_file(stem.with_suffix(".json"))  # the tensors are read in slices: `cpt-scaling verify` checks them
     try:
         return _decode(json.loads(stem.with_suffix(".json").read_text()), _Refs(stem.with_suffix(".safetensors")))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -425,7 +444,7 @@ def restore_train_state(checkpoint: Path, optimizer: Any, rank: int, n_ranks: in
     reads just the slices of the old files that overlap its new partition. Replicated state (ZeRO-0): rank 0's.
     RNG: the old rank of the same index, else rank 0's. ZeRO-3 partitions are not re-cut (the caller refuses).
     """
-    state = json.loads((checkpoint / TRAIN_STATE / "state.json").read_text())
+    state = read_train_state(checkpoint)
     saved = int(state["world_size"])
     if saved == n_ranks:
         rank_state = load_rank_state(checkpoint, rank)

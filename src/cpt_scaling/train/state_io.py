@@ -15,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cpt_scaling.core.atomic import atomic_path
+from cpt_scaling.core.digests import verify_file
 from cpt_scaling.core.errors import InputError
 
 
@@ -57,7 +58,10 @@ def save_state(obj: Any, stem: Path) -> None:
 
 
 def load_state(stem: Path) -> Any:
-    """Read back what :func:`save_state` wrote (tensors on CPU); a truncated or corrupt file is an ``InputError``."""
+    """Read back what :func:`save_state` wrote (tensors on CPU); a truncated or corrupt file, or one that differs
+    from its checkpoint's digest record, is an ``InputError``."""
+    for path in (stem.with_suffix(".safetensors"), stem.with_suffix(".json")):
+        verify_file(path)
     try:
         tensors = load_file(str(stem.with_suffix(".safetensors")))
     except (OSError, SafetensorError) as exc:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from cpt_scaling.core.atomic import write_json
+from cpt_scaling.core.digests import BackgroundCheck
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost.model import flops_per_token
 from cpt_scaling.data.sequences import read_train_sequences
@@ -166,11 +167,13 @@ def _optimizer(model: torch.nn.Module, opt_cfg: OptimizerSpec, offload: bool) ->
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=(torch.cuda.is_available() and not offload) or None)
 
 
-def _sampler(spec: TrainSpec, vocab_size: int) -> MixtureSampler:
+def _sampler(spec: TrainSpec, vocab_size: int) -> tuple[MixtureSampler, list[Path]]:
+    """The mixture of the run's token stores, and the stores' files."""
     ratio, seq_len = float(spec.ratio), spec.seq_len
     general = read_train_sequences(Path(str(spec.general_shards)), seq_len, vocab_size) if ratio < 1 else None
     domain = read_train_sequences(Path(str(spec.domain_shards)), seq_len, vocab_size) if ratio > 0 else None
-    return MixtureSampler(general, domain, ratio, spec.batch_size, spec.seed)
+    files = [Path(store.filename) for store in (general, domain) if store is not None]
+    return MixtureSampler(general, domain, ratio, spec.batch_size, spec.seed), files
 
 
 def _result(out_dir: Path, attention: str, n_params: tuple[int, int], digest: str) -> dict[str, Any]:
@@ -201,7 +204,7 @@ def _continued_state(p: TrainPlan, n_ranks: int) -> tuple[Path, int]:
     state_file = path / ckpt.TRAIN_STATE / "state.json"
     if not state_file.is_file():
         raise InputError(str(state_file), "missing: the run to continue kept no train state at this checkpoint")
-    state = json.loads(state_file.read_text())
+    state = ckpt.read_train_state(path)
     if state["world_size"] != n_ranks and p.spec.deepspeed.zero_stage == 3:
         raise InputError(str(path), f"was trained on {state['world_size']} ranks under ZeRO-3; continue on as many")
     if not 0 < state["step"] < p.steps:
@@ -331,7 +334,10 @@ class _Run:
             ckpt.restore_train_state(self.resume_dir, self.engine.optimizer, self.rank, self.n_ranks)
             if ckpt.is_sharded(self.resume_dir):
                 ckpt.restore_param_partitions(self.resume_dir, self.engine.module, self.rank)
-        self.sampler = _sampler(spec, shape["vocab_size"])
+        self.sampler, stores = _sampler(spec, shape["vocab_size"])
+        # Rank 0 checks the token stores against their shards' digests while the run trains (a damaged store
+        # fails the job at its next save, naming the file; see save and finish).
+        self.store_check = BackgroundCheck(stores) if self.rank == 0 else None
         self.device = self.engine.device
         self.flops_tok = flops_per_token(
             shape["n_layers"], shape["d_model"], shape["d_ff"], spec.seq_len, shape["vocab_size"],
@@ -371,6 +377,8 @@ class _Run:
         checkpoint gathers the full 16-bit weights onto rank 0 (an HF model directory). The save's seconds go
         to the log (a ``save`` record), which the next submission's stop margin reads."""
         p = self.p
+        if self.store_check is not None:
+            self.store_check.raise_if_damaged()
         t0 = time.perf_counter()
         state = {"step": step, "tokens": p.tokens_at(step), "digest": p.digest, "world_size": self.n_ranks}
         zero3 = self.zero.zero_stage == 3
@@ -519,7 +527,8 @@ class _Run:
     def finish(self) -> dict[str, Any]:
         """After the last step: close the log, write the result, wait for every rank."""
         if self.rank == 0:
-            assert self.log_file is not None
+            assert self.log_file is not None and self.store_check is not None
+            self.store_check.raise_if_damaged(wait=True)
             self.log_file.close()
             self._close_board()
         result = self.write_result()

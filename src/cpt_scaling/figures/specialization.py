@@ -137,8 +137,12 @@ def build_compute_figure(law: dict[str, Any], table: pd.DataFrame, optimal: pd.D
         ax.text(0.5, 0.5, "no compute budget is reached by two model sizes: no best size to choose", ha="center",
                 va="center", fontsize=8, wrap=True, transform=ax.transAxes)
         return fig
+    missing: list[str] = []
     for role, (color, ls) in ROLES.items():
         rows = optimal[optimal["role"] == role]
+        if rows.empty:  # no budget that two of this role's sizes reach
+            missing.append(role)
+            continue
         ax.plot(rows["compute"], rows["loss"], color=color, ls=ls, label=f"{role}: best size per compute")
         unsure = rows[rows["N_lo"] < rows["N_hi"]] if "N_lo" in rows.columns else rows.iloc[:0]
         ax.scatter(unsure["compute"], unsure["loss"], facecolors="none", edgecolors=color, s=90, lw=0.8,
@@ -151,6 +155,9 @@ def build_compute_figure(law: dict[str, Any], table: pd.DataFrame, optimal: pd.D
     ax.set_xlabel("continued-pretraining compute 6ND (FLOPs)")
     ax.set_ylabel(f"{law['domain']} test loss (nats/token)")
     ax.set_title("Optimal model size per compute", fontsize=9)
+    if missing:
+        ax.text(0.02, 0.02, f"{', '.join(missing)}: no budget reached by two sizes", transform=ax.transAxes,
+                fontsize=7, color="gray")
     ax.legend(fontsize=6)
     return fig
 

@@ -82,6 +82,8 @@ def split_compute_multiplier(
     out["beyond_limit"] = bool(beyond[0])
     finite = np.where(np.isinf(mult), limit, mult)  # "> limit" resamples count at the limit
     _with_interval(out, "multiplier", finite, n_boot)
+    if out["multiplier_hi"] is not None and out["multiplier_hi"] >= limit:
+        out["multiplier_hi"] = math.inf  # resamples beyond the limit: the interval is open above
     if beyond[0]:
         out["multiplier"] = math.inf
     return out

@@ -154,10 +154,11 @@ def test_the_sweep_reports_every_seed_finding(micro_run: Path) -> None:
     """results/tables/seed_findings.csv: every finding of every domain with a verdict and its numbers; the micro
     sweep states no run noise (fit.run_noise), so no trend with size or r is resolved, and it says why."""
     from cpt_scaling.studies.findings import FINDINGS, NOT_RESOLVED, VERDICTS
+    from cpt_scaling.studies.split import SPLIT_FINDINGS
 
     found = pd.read_csv(micro_run / "results" / "tables" / "seed_findings.csv")
     assert sorted(zip(found["domain"], found["finding"], strict=True)) == sorted(
-        (d, f) for d in ("legal", "medical") for f in FINDINGS)
+        [(d, f) for d in ("legal", "medical") for f in FINDINGS] + [("legal", f) for f in SPLIT_FINDINGS])
     assert set(found["verdict"]) <= set(VERDICTS) and found["evidence"].str.contains(r"\d").all()
     trends = found[found["finding"].str.contains("falls_with_size|forgetting_rises")]
     assert (trends["verdict"] == NOT_RESOLVED).all() and trends["evidence"].str.contains("run_noise unset").all()

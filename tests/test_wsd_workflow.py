@@ -206,10 +206,12 @@ def test_chinchilla_on_a_single_cosine_pretraining_run_is_left_out_and_dcpt_poin
 def test_with_branches_every_dcpt_and_chinchilla_point_is_annealed(branch_run: Path) -> None:
     """Two CPT budgets as WSD branches and pretraining branches: every candidate point is annealed, so
     fit.intermediate_points: false (the default) leaves none out and refuses no D-CPT study. (Chinchilla is left
-    out for its point count alone: one size gives 3 annealed points for the law's 5 parameters.)"""
+    out for its point count alone: one size gives 3 annealed points for the law's 5 parameters; split for its one
+    specialisation budget D', which does not identify its specialisation term.)"""
     plan = plan_in(branch_run, "branches.yaml")
     unavailable = plan.unavailable_studies()
-    assert set(unavailable) == {"chinchilla"} and "= 1 x 3" in unavailable["chinchilla"], unavailable
+    assert set(unavailable) == {"chinchilla", "split"} and "= 1 x 3" in unavailable["chinchilla"], unavailable
+    assert "studies.split.spec_tokens" in unavailable["split"]
     assert plan.dcpt_enabled
     df = read_eval_tables([branch_run / p for p in plan.dcpt_evals("legal")])
     points = dcpt_points(df, "legal")

@@ -36,8 +36,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    shutil.copytree(REPO / "src" / "cpt_scaling", src / "src" / "cpt_scaling", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("cpt_scaling", "snakemake_logger_plugin_cpt_bill"):  # the package and its dry-run bill logger
+        shutil.copytree(REPO / "src" / package, src / "src" / package, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     (src / "config").mkdir()
     shutil.copy2(REPO / "config" / "schema.yaml", src / "config" / "schema.yaml")
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}

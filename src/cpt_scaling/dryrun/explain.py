@@ -441,10 +441,18 @@ def config_paths_of(cfg: Any, value: Any, path: Path_ = ()) -> list[Path_]:
     return out
 
 
+#: An artifact's content key in a path or name (``<name>-<16 hex digits>``).
+ARTIFACT_KEY = re.compile(r"-[0-9a-f]{16}\b")
+
+
 def params_changes(cfg: Mapping[str, Any], rule: str, old: Sequence[str], new: Sequence[str]) -> Changes:
     """Config keys behind a rule's changed params: each new param that is a copy of one config section is
-    diffed against the old param of the same shape."""
+    diffed against the old param of the same shape. Params that differ only in the content keys of the artifacts
+    they name (e.g. the training-curve jobs' run directories) add nothing: those artifacts' own changes explain
+    them."""
     out = Changes()
+    if sorted(ARTIFACT_KEY.sub("-<key>", t) for t in old) == sorted(ARTIFACT_KEY.sub("-<key>", t) for t in new):
+        return out
     olds = [v for v in (_parse_param(t) for t in old) if v is not None]
     for text in new:
         value = _parse_param(text)

@@ -19,11 +19,19 @@ COLUMNS = ["run", "family", "kind", "size", "domain", "ratio", "segment", "phase
 
 
 def segment_records(run_dir: Path) -> list[dict[str, Any]]:
-    """The step records of one training job's log, one per step (the last where a resume logged a step again)."""
+    """The step records of one training job's log, one per step: a resume (a ``start`` record with
+    ``resumed_from`` tokens) drops the records past its checkpoint (steps the interrupted process logged and the
+    resumed one redid), and a step logged again keeps its last record. (A resumed process also logs its own first
+    step, which an uninterrupted job may not have logged.)"""
     path = Path(run_dir) / LOG_NAME
     if not path.is_file():
         raise InputError(str(path), "missing: the training job wrote no log")
-    steps = {r["step"]: r for r in read_log(path) if r.get("event") == "step"}
+    steps: dict[int, dict[str, Any]] = {}
+    for record in read_log(path):
+        if record.get("event") == "start" and record.get("resumed_from") is not None:
+            steps = {s: r for s, r in steps.items() if r["tokens"] <= record["resumed_from"]}
+        elif record.get("event") == "step":
+            steps[record["step"]] = record
     return [steps[s] for s in sorted(steps)]
 
 

@@ -71,7 +71,7 @@ def test_changing_one_domain_reruns_only_that_domain(micro_copy: Path) -> None:
     # The cross-domain law learns from every domain's runs, legal's included.
     # The training curves: the table, and legal's figure only (a figure reads its own group's logs).
     assert aggregates == ["all", "eval_table", "figures_cross_domain", "figures_dcpt", "figures_train_curves",
-                          "fit_cross_domain", "fit_dcpt", "train_curves"]
+                          "fit_cross_domain", "fit_dcpt", "seed_findings", "train_curves"]
     assert [out for rule, out in jobs if rule == "fit_dcpt"] == ["results/laws/dcpt_legal.json"]
     assert not any("medical" in out for _, out in jobs)
 
@@ -96,7 +96,8 @@ def test_revert_after_running_a_change_recomputes_nothing_keyed(micro_copy: Path
     jobs = planned_jobs(micro_copy, "micro.yaml")
     assert all(not out.startswith("artifacts/") for _, out in jobs), jobs
     assert {rule for rule, _ in jobs} <= {"all", "eval_table", "fit_dcpt", "figures_dcpt", "fit_cross_domain",
-                                          "figures_cross_domain", "train_curves", "figures_train_curves"}
+                                          "figures_cross_domain", "train_curves", "figures_train_curves",
+                                          "seed_findings"}
 
 
 @pytest.mark.parametrize(

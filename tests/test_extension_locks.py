@@ -55,3 +55,21 @@ def test_watcher_clears_a_lock_once_it_goes_stale(tmp_path: Path, monkeypatch: p
         assert not lock.exists()
     finally:
         stop.set()
+
+
+def test_each_environment_builds_into_a_root_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two environments never share a build directory (they would recompile the op at every switch); a root the
+    user set is kept."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    from cpt_scaling.train.extension_locks import use_environment_build_root
+
+    roots = []
+    for prefix in (tmp_path / "venv-a", tmp_path / "venv-b", tmp_path / "venv-a"):
+        monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+        roots.append(use_environment_build_root(str(prefix)))
+        assert os.environ["TORCH_EXTENSIONS_DIR"] == str(roots[-1])
+        assert roots[-1].parent == Path(get_default_build_root())
+    assert roots[0] != roots[1] and roots[0] == roots[2]
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "mine"))
+    assert use_environment_build_root(str(tmp_path / "venv-a")) == tmp_path / "mine"

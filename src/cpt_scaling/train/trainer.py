@@ -26,7 +26,7 @@ from cpt_scaling.train import checkpoints as ckpt
 from cpt_scaling.train import train_log
 from cpt_scaling.train.chunked_loss import apply_chunked_loss
 from cpt_scaling.train.ds_config import deepspeed_config, ensure_distributed
-from cpt_scaling.train.extension_locks import watch_stale_locks
+from cpt_scaling.train.extension_locks import use_environment_build_root, watch_stale_locks
 from cpt_scaling.train.mixture import MixtureSampler, domain_sequences_before
 from cpt_scaling.train.model import (
     attention_implementation,
@@ -231,6 +231,7 @@ def train(spec: TrainSpec | dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
 def _train(spec: TrainSpec, out_dir: Path, stops: _StopSignals) -> dict[str, Any]:
     """:func:`train` with its stop signals noted in ``stops``."""
+    use_environment_build_root()  # before DeepSpeed compiles its CPU communication op: one build per environment
     watch_stale_locks()  # before DeepSpeed loads its ops: a job killed mid-build must not hang every later job
     import deepspeed
 

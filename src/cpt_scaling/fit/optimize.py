@@ -346,7 +346,7 @@ def multistart_minimize(
     prescreen: float = 0.25,
     min_screen: int = 64,
     screen_iters: int = 10,
-    keep: int = 32,
+    keep: int = 64,  # 32 left 2 of 241 cross-domain fits (12 parameters) in a worse basin (bench_fit_optimum)
     n_polish: int = 2,
     max_iter: int = 200,
     polish_iter: int = 300,

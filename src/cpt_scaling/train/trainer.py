@@ -494,7 +494,18 @@ class _Run:
             self.board.add(record)
         log.info("step %d/%d tokens %d loss %.4f lr %.3g grad norm %s %.0f tok/s ETA %s", done, p.steps,
                  p.tokens_at(done), loss_value, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", tps,
-                 "n/a" if eta_s is None else _duration(eta_s))
+                 self._eta_text(eta_s))
+
+    def _eta_text(self, eta_s: float | None) -> str:
+        """The time left to the end of this job's run (or segment), and the job's own deadline where it comes
+        first (the job then stops for a resubmission, which trains the rest)."""
+        if eta_s is None:
+            return "n/a"
+        text = _duration(eta_s)
+        stop_at = self.spec.stop_at
+        if stop_at is not None and time.time() + eta_s > float(stop_at):
+            text += f" (this job stops for a resubmission in {_duration(max(float(stop_at) - time.time(), 0.0))})"
+        return text
 
     def _stop_flags(self, stops: _StopSignals, longest_step: float, last_save: float) -> list[bool]:
         """Agreed over the ranks: signalled, late (the next step would pass stop_at), due (a time checkpoint)."""

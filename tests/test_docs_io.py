@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.data.docs_io import doc_hash, hash_fraction, read_documents
+from cpt_scaling.data.docs_io import count_documents, doc_hash, hash_fraction, read_documents
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 
@@ -51,6 +51,12 @@ def test_formats_agree(tmp_path: Path) -> None:
     datasets.Dataset.from_list(records).save_to_disk(str(hf_dir))
     for path in (jsonl, gz, parquet, hf_dir):
         assert read_documents(path, text_column="body").to_pylist() == expected, path
+    # The totals progress lines use: from metadata where there is one; JSON lines only reading counts.
+    (tmp_path / "folder" / "a").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(records * 2), tmp_path / "folder" / "a" / "x.parquet")
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "folder" / "y.parquet")
+    counts = [count_documents(p) for p in (parquet, hf_dir, tmp_path / "folder", jsonl, gz, tmp_path / "none.parquet")]
+    assert counts == [5, 5, 15, None, None, None]
 
 
 def test_missing_id_column_uses_text_hash(tmp_path: Path) -> None:

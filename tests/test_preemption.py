@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -111,13 +112,17 @@ def test_signal_mid_run_checkpoints_within_a_step_and_the_rerun_is_byte_identica
     assert [s["resumed_from"] for s in starts] == [None, stopped_step * PER_STEP]
 
 
-def test_own_deadline_stops_at_a_step_boundary_and_resumes(shards: tuple[Path, Path], tmp_path: Path) -> None:
+def test_own_deadline_stops_at_a_step_boundary_and_resumes(shards: tuple[Path, Path], tmp_path: Path,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
     spec = spec_of(shards, 2)
     out = tmp_path / "deadline"
+    caplog.set_level(logging.INFO, logger="cpt_scaling.train.trainer")
     with pytest.raises(Resubmit) as stopped:
         train({**spec, "stop_at": time.time()}, out)  # already due: stops after its first step
     assert stopped.value.code == RESUBMIT_EXIT_CODE and stopped.value.step == 1
     assert "deadline" in stopped.value.reason
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step 1/")]
+    assert line.endswith(" (this job stops for a resubmission in 0s)"), line  # its ETA says the deadline comes first
     assert [t for t, _ in ckpt.complete_checkpoints(out, ckpt.RESUME_DIR)] == [PER_STEP]
     train({**spec, "stop_at": time.time() + 3600}, out)  # a later deadline is not part of the spec's digest
     assert digests(out) == digests(reference(shards, 2, tmp_path.parent))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tqdm import tqdm
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.data import POOL
@@ -266,8 +268,10 @@ def test_a_long_document_is_encoded_in_pieces_with_the_tokens_of_the_whole(
     assert len(calls) > len(long_doc) // 1000 and max(calls) <= 1000
 
 
-def test_build_is_deterministic(setup: dict[str, Any], built: tuple[Path, dict], tmp_path: Path) -> None:
+def test_build_is_deterministic(setup: dict[str, Any], built: tuple[Path, dict], tmp_path: Path,
+                                caplog: pytest.LogCaptureFixture) -> None:
     out, manifest = built
+    caplog.set_level(logging.INFO, logger="cpt_scaling.data.shards")
     again = build_shards(
         tmp_path / "again",
         pool_files=POOLS,
@@ -280,6 +284,13 @@ def test_build_is_deterministic(setup: dict[str, Any], built: tuple[Path, dict],
         assert np.array_equal(read_sequences(tmp_path / "again" / name), read_sequences(out / name))
     for name in ("train.u32", "validation.u32", "heldout.u32"):
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
+    # The log ends the scan with a progress line over every classified document (the total from their metadata).
+    n_docs = sum(pq.read_metadata(f).num_rows for f in setup["classified"])
+    assert n_docs == manifest["n_scanned"] > 1000
+    ends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("legal shards: ")]
+    docs, selected = tqdm.format_sizeof(n_docs), tqdm.format_sizeof(manifest["n_selected"])
+    assert len(ends) == 1 and f"legal shards: {docs}/{docs} documents (100%) in " in ends[0], ends
+    assert f"documents/s, ETA 00:00, selected {selected}, train tokens " in ends[0], ends
 
 
 def test_exact_duplicates_removed(setup: dict[str, Any], tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ stitched training curves, and the bill a dry run ends with (the same totals as `
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -36,6 +37,38 @@ def test_tensorboard_scalars_of_every_micro_run_equal_its_jsonl_log(micro_run: P
         assert [e.step for e in loss] == [r["tokens"] for r in steps], run.name  # tokens on the axis, no repeats
         assert [e.value for e in loss] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
         assert [e.value for e in board.Scalars("train/lr")] == pytest.approx([r["lr"] for r in steps], rel=1e-6)
+        # ZeRO-0 in fp32 (DeepSpeed gives no norm there): the trainer's own, at every logged step.
+        norms = [r["grad_norm"] for r in steps]
+        assert all(n is not None and math.isfinite(n) and n > 0 for n in norms), (run.name, norms)
+        assert [e.value for e in board.Scalars("train/grad_norm")] == pytest.approx(norms, rel=1e-6)
+
+
+def test_the_logged_gradient_norm_of_zero_0_is_that_of_the_steps_gradients(tmp_path: Path) -> None:
+    """One logged step of a tiny model under DeepSpeed ZeRO-0 on CPU (two micro-batches): its ``grad_norm`` is
+    the 2-norm of the gradient of the step's mean loss, computed here by hand from the initial weights and
+    batch, before clipping (the clip, 0.05, lies below it)."""
+    import torch
+    from tiny_shards import SEQ_LEN, VOCAB, make_shards, tiny_spec
+
+    from cpt_scaling.data.sequences import read_train_sequences
+    from cpt_scaling.train.mixture import MixtureSampler
+    from cpt_scaling.train.model import load_model
+    from cpt_scaling.train.trainer import train
+
+    general = make_shards(tmp_path / "general", domain=False)
+    spec = tiny_spec(general, None, tokens=8 * SEQ_LEN, log_every=1, checkpoint_tokens=[0])
+    spec["optimizer"]["grad_clip"] = 0.05
+    train(spec, tmp_path / "run")
+    (logged,) = _steps(tmp_path / "run")
+
+    model = load_model(tmp_path / "run" / "checkpoints" / "tokens-000000000000")  # the weights before the step
+    rows = MixtureSampler(read_train_sequences(general, SEQ_LEN, VOCAB), None, 0.0, 8, spec["seed"]).batch(0)
+    ids = torch.from_numpy(rows.astype("int64"))
+    for micro in (ids[:4], ids[4:]):  # micro_batch_size 4: the step's loss is the mean of the two
+        (model(input_ids=micro, labels=micro).loss / 2).backward()
+    by_hand = float(torch.nn.utils.get_total_norm([p.grad for p in model.parameters()]))
+    assert by_hand > 0.05 * 10
+    assert logged["grad_norm"] == pytest.approx(by_hand, rel=1e-5)
 
 
 def test_a_resumed_or_rerun_jobs_tensorboard_log_shows_each_step_once(tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.core.atomic import atomic_dir, atomic_path, write_json
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.progress import LogProgress
 from cpt_scaling.data.batch_process import batches_in_child
 from cpt_scaling.data.classify_report import plot_confusion, plot_thresholds, threshold_report
-from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
+from cpt_scaling.data.docs_io import count_documents, doc_hash, hash_fraction, iter_document_batches
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ CLASSIFIED_SCHEMA = pa.schema(
 ROW_GROUP_ROWS = 65536
 #: Distinct seed documents a label needs (fewer cannot train, nor validate, a classifier).
 MIN_SEED_DOCUMENTS = 10
-LOG_EVERY_DOCS = 100_000
 
 
 def preprocess_array(texts: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -288,12 +288,12 @@ def classify_file(
     labels = sorted(lab[len(LABEL_PREFIX) :] for lab in model.get_labels())
     counts = dict.fromkeys(labels, 0)
     n_docs = 0
-    next_log = LOG_EVERY_DOCS
     pending: list[pa.RecordBatch] = []
     n_pending = 0
     with (
         atomic_path(out_parquet) as tmp,
         pq.ParquetWriter(tmp, CLASSIFIED_SCHEMA, compression="zstd") as writer,
+        LogProgress(log, f"classified {pool_file}", total=count_documents(pool_file)) as progress,
     ):
         for batch in ahead:
             names, probs = _top_labels(model, batch.column("line").to_pylist())
@@ -309,9 +309,7 @@ def classify_file(
             for name, n in Counter(names).items():
                 counts[name] = counts.get(name, 0) + n
             n_docs += batch.num_rows
-            if n_docs >= next_log:
-                log.info("classified %d documents of %s", n_docs, pool_file)
-                next_log += LOG_EVERY_DOCS
+            progress.update(batch.num_rows)
         _flush(writer, pending, keep_tail=False)
     log.info("classified %d documents of %s: %s", n_docs, pool_file, counts)
     return {"n_docs": n_docs, "counts": counts}
@@ -330,6 +328,7 @@ def label_file(pool_file: Path, out_parquet: Path, *, label: str | None = None, 
     with (
         atomic_path(out_parquet) as tmp,
         pq.ParquetWriter(tmp, CLASSIFIED_SCHEMA, compression="zstd") as writer,
+        LogProgress(log, f"labelled {pool_file}", total=count_documents(pool_file)) as progress,
     ):
         for batch in iter_document_batches(pool_file, text_column=text_column, id_column=id_column,
                                            batch_size=batch_size, extra_columns=extra):
@@ -342,6 +341,7 @@ def label_file(pool_file: Path, out_parquet: Path, *, label: str | None = None, 
                  pc.utf8_length(batch.column("text")).cast(pa.int32())], schema=CLASSIFIED_SCHEMA))
             counts.update(n for n in names.to_pylist() if n is not None)
             n_docs += batch.num_rows
+            progress.update(batch.num_rows)
     log.info("labelled %d documents of %s from %s: %s", n_docs, pool_file,
              f"the file's label {label!r}" if label is not None else f"column {label_column!r}", dict(counts))
     return {"n_docs": n_docs, "counts": dict(counts)}

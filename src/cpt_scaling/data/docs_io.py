@@ -68,6 +68,28 @@ def document_files(folder: Path) -> list[Path]:
     return found
 
 
+def count_documents(path: Path) -> int | None:
+    """The number of documents in ``path`` where metadata tells it without reading the texts (a Parquet file's
+    row count, a saved dataset's, a folder's sum of them); None for JSON lines (only reading counts them) and for
+    a path its reader will refuse (the reader names the problem). For progress lines, not for checks."""
+    path = Path(path)
+    kind = document_format(path)
+    try:
+        if kind == "parquet":
+            return pq.ParquetFile(path).metadata.num_rows
+        if kind == "dataset":
+            import datasets
+
+            loaded = datasets.load_from_disk(str(path))
+            return loaded.num_rows if isinstance(loaded, datasets.Dataset) else None
+        if kind == "folder":
+            counts = [count_documents(f) for f in document_files(path)]
+            return sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
+    except Exception:  # unreadable here: its reader raises the InputError that names it
+        return None
+    return None
+
+
 def doc_hash(text: str) -> str:
     """Return the sha256 hex digest of ``text`` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from cpt_scaling.core.atomic import atomic_dir, write_json
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.progress import LogProgress
 from cpt_scaling.data import POOL
 from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.data.prefetch import prefetch
@@ -35,7 +36,6 @@ from cpt_scaling.data.tokenizer import document_prefix, document_separator, load
 log = logging.getLogger(__name__)
 
 HELDOUT_SUITES = ("validation", "heldout")
-LOG_EVERY_DOCS = 50_000
 ROW_GROUP_SEQUENCES = 1024
 TOKEN_DTYPE = "<u4"  # the token store's element type: little-endian uint32
 TOKEN_SUFFIX = ".u32"
@@ -164,6 +164,15 @@ def _read_classified(path: Path) -> pa.Table:
     return table
 
 
+def _classified_rows(files: list[Path]) -> int | None:
+    """The documents the classified files label, from their Parquet metadata (None if one cannot be read: the
+    scan names it)."""
+    try:
+        return sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+    except (OSError, pa.ArrowException):
+        return None
+
+
 def build_shards(
     out_dir: Path,
     *,
@@ -204,8 +213,9 @@ def build_shards(
         build = _ShardBuild(tmp, backend, eos_id, prefix, domain=domain, threshold=threshold, seq_len=seq_len,
                             heldout_fraction=heldout_fraction, heldout_max_sequences=heldout_max_sequences,
                             shard_max_sequences=shard_max_sequences)
-        for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
-            build.scan(pool_file, cls_file, text_column=text_column, id_column=id_column)
+        with LogProgress(log, f"{domain} shards", total=_classified_rows(classified_files)) as progress:
+            for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
+                build.scan(pool_file, cls_file, progress, text_column=text_column, id_column=id_column)
         if build.n_selected == 0:
             raise InputError(where_cls, f"no documents of domain {domain!r} with score >= {threshold}")
         train_tokens = build.finish_train(where_cls)
@@ -266,12 +276,13 @@ class _ShardBuild:
         self.heldout_target = heldout_max_sequences * seq_len
         self.doc_rows: dict[str, list[Any]] = {name: [] for name in DOCS_SCHEMA.names}
         self.seen: set[bytes] = set()
-        self.n_duplicates = self.n_selected = self.n_train_docs = self.n_seen = 0
-        self.next_log = LOG_EVERY_DOCS
+        self.n_duplicates = self.n_selected = self.n_train_docs = self.n_seen = self.n_train_tokens = 0
         self.train = _TrainWriter(tmp, seq_len, shard_max_sequences)
 
-    def scan(self, pool_file: Path, cls_file: Path, *, text_column: str, id_column: str) -> None:
-        """Select, deduplicate, split and pack the documents of one pool file and its classified file."""
+    def scan(self, pool_file: Path, cls_file: Path, progress: LogProgress, *, text_column: str, id_column: str
+             ) -> None:
+        """Select, deduplicate, split and pack the documents of one pool file and its classified file (counted
+        in ``progress``)."""
         classified = _read_classified(cls_file)
         offset = 0
         batches = iter_document_batches(pool_file, text_column=text_column, id_column=id_column)
@@ -285,9 +296,7 @@ class _ShardBuild:
             train_docs, held_docs = self._split_heldout(self._dedup(chosen))
             self._pack_train(train_docs)
             self._pack_heldout(held_docs)
-            if self.n_seen >= self.next_log:
-                log.info("%s: scanned %d documents, selected %d", self.domain, self.n_seen, self.n_selected)
-                self.next_log += LOG_EVERY_DOCS
+            progress.update(batch.num_rows, selected=self.n_selected, train_tokens=self.n_train_tokens)
         if offset != classified.num_rows:
             problem = f"has {classified.num_rows} rows but pool file {pool_file} has {offset} documents"
             raise InputError(str(cls_file), problem)
@@ -325,6 +334,7 @@ class _ShardBuild:
             return
         flat, lengths = _encode_docs(self.backend, docs, self.eos_id, self.prefix)
         self.train.add(flat)
+        self.n_train_tokens += len(flat)
         _add_doc_rows(self.doc_rows, docs, "train", lengths.tolist())
         self.n_train_docs += len(docs)
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from cpt_scaling.core.atomic import atomic_dir
 from cpt_scaling.core.errors import InputError
-from cpt_scaling.data.docs_io import iter_document_batches
+from cpt_scaling.core.progress import LogProgress
+from cpt_scaling.data.docs_io import count_documents, iter_document_batches
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -18,20 +19,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
-LOG_EVERY_DOCS = 100_000
 
 
 def _iter_texts(files: list[Path], text_column: str, id_column: str) -> Iterator[str]:
     """Yield every document text of ``files`` in order, logging progress."""
-    n_docs = 0
-    for path in files:
-        for batch in iter_document_batches(Path(path), text_column=text_column, id_column=id_column):
-            for text in batch.column("text").to_pylist():
-                yield text
-                n_docs += 1
-                if n_docs % LOG_EVERY_DOCS == 0:
-                    log.info("tokenizer training: read %d documents", n_docs)
-    log.info("tokenizer training: read %d documents in total", n_docs)
+    counts = [count_documents(Path(path)) for path in files]
+    total = None if None in counts else sum(counts)  # type: ignore[arg-type]
+    with LogProgress(log, "tokenizer training", total=total) as progress:
+        for path in files:
+            for batch in iter_document_batches(Path(path), text_column=text_column, id_column=id_column):
+                yield from batch.column("text").to_pylist()
+                progress.update(batch.num_rows)
 
 
 def train_tokenizer(

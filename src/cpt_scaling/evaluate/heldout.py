@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cpt_scaling.core.errors import InputError
+from cpt_scaling.core.progress import LogProgress
 from cpt_scaling.data.sequences import read_sequences
 from cpt_scaling.train.model import load_model
 from cpt_scaling.train.runs import run_checkpoints
@@ -37,9 +38,10 @@ LOGIT_ROWS = 4096  # positions per LM-head chunk, so full-vocabulary logits neve
 
 @torch.inference_mode()
 def sequence_loss(
-    model: torch.nn.Module, sequences: np.ndarray, *, batch_size: int = 16
+    model: torch.nn.Module, sequences: np.ndarray, *, batch_size: int = 16, progress: LogProgress | None = None
 ) -> tuple[float, int]:
-    """(summed next-token cross-entropy in nats, number of predicted tokens) of ``model`` on ``sequences``."""
+    """(summed next-token cross-entropy in nats, number of predicted tokens) of ``model`` on ``sequences``; the
+    tokens read are counted in ``progress``."""
     model.eval()
     device = next(model.parameters()).device
     decoder, head = model.get_decoder(), model.get_output_embeddings()
@@ -60,6 +62,8 @@ def sequence_loss(
             logits = model(input_ids=ids).logits[:, :-1].reshape(-1, model.config.vocab_size).float()
             total += F.cross_entropy(logits, targets, reduction="sum").double()
         n_tokens += targets.numel()
+        if progress is not None:
+            progress.update(rows.size)
     return float(total), n_tokens
 
 
@@ -89,6 +93,8 @@ def evaluate_checkpoints(
     import pyarrow as pa
 
     rows: dict[str, list] = {name: [] for name, _ in COLUMNS}
+    progress = LogProgress(log, "held-out loss", total=len(checkpoints) * sum(s.size for s in data.values()),
+                           unit="tokens")
     for tokens, path in checkpoints:
         model = load_model(path).to(device)
         model.config.use_cache = False  # one forward per batch: a KV cache would only cost memory
@@ -96,7 +102,7 @@ def evaluate_checkpoints(
         for name, seqs in data.items():
             if int(seqs.max()) >= vocab:
                 raise InputError(str(suites[name]), f"token ids exceed the model's vocabulary ({vocab})")
-            total, n = sequence_loss(model, seqs, batch_size=batch_size)
+            total, n = sequence_loss(model, seqs, batch_size=batch_size, progress=progress)
             loss = total / n
             rows["checkpoint_tokens"].append(int(tokens))
             rows["suite"].append(name)
@@ -105,4 +111,5 @@ def evaluate_checkpoints(
             rows["n_tokens"].append(n)
             log.info("checkpoint %s suite %s: loss %.4f over %d tokens", path, name, loss, n)
         del model
+    progress.close()
     return pa.table(rows, schema=schema())

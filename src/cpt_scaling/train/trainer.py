@@ -330,6 +330,10 @@ class _Run:
         optimizer = _optimizer(self.model, spec.optimizer, self.zero.offload_optimizer)
         self.engine, *_ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=self.config)
         self.gas = self.config["gradient_accumulation_steps"]
+        # DeepSpeed's optimizers (ZeRO 1-3, its bf16 one) compute the global gradient norm in their step, before
+        # clipping (engine.get_global_grad_norm); a plain torch optimizer under ZeRO-0 (fp32, as on CPU) leaves it
+        # None, so rank 0 computes it from the gradients on the parameters.
+        self.norm_by_hand = self.rank == 0 and not hasattr(self.engine.optimizer, "_global_grad_norm")
         self.micro = spec.micro_batch_size
         if self.resume_dir is not None:  # also written by another number of ranks (ZeRO 0-2)
             ckpt.restore_train_state(self.resume_dir, self.engine.optimizer, self.rank, self.n_ranks)
@@ -415,15 +419,16 @@ class _Run:
         last_save, longest_step = time.monotonic(), 0.0
         for step in range(self.start_step, p.steps):
             t0 = time.perf_counter()
-            lr, loss_sum = self._step(step)
             done = step + 1
-            if done == p.steps or done % self.log_every == 0 or done == self.start_step + 1:
+            logged = done == p.steps or done % self.log_every == 0 or done == self.start_step + 1
+            lr, loss_sum, grad_norm = self._step(step, logged)
+            if logged:
                 loss_value = self._mean_loss(loss_sum)  # the only host sync of the step, on logged steps
                 busy += time.perf_counter() - t0
                 interval_tokens += p.tokens_per_step
                 tps = interval_tokens / busy
                 busy, interval_tokens = 0.0, 0
-                self._log_step(done, loss_value, lr, tps)
+                self._log_step(done, loss_value, lr, tps, grad_norm)
             else:
                 busy += time.perf_counter() - t0
                 interval_tokens += p.tokens_per_step
@@ -439,8 +444,9 @@ class _Run:
                 if signalled or late:
                     self._stop(done, stops, signalled)
 
-    def _step(self, step: int) -> tuple[float, torch.Tensor]:
-        """One optimizer step over this rank's rows of the step's batch; returns the lr and the summed loss."""
+    def _step(self, step: int, logged: bool) -> tuple[float, torch.Tensor, torch.Tensor | float | None]:
+        """One optimizer step over this rank's rows of the step's batch; returns the lr, the summed loss and, on
+        a ``logged`` step, rank 0's global gradient norm before clipping (:meth:`_grad_norm`; None elsewhere)."""
         lr = learning_rate(step, self.p.steps, self.spec.optimizer)
         for group in self.engine.optimizer.param_groups:
             group["lr"] = lr
@@ -448,13 +454,18 @@ class _Run:
         rows = self.sampler.batch(step, self.rank * per_rank, (self.rank + 1) * per_rank)  # this rank's rows only
         batch = torch.from_numpy(rows.astype(np.int64)).to(self.device)
         loss_sum = torch.zeros((), device=self.device)
+        own_norm = None
         for i in range(self.gas):
             ids = batch[i * self.micro:(i + 1) * self.micro]
             loss = self.engine(input_ids=ids, labels=ids, use_cache=False).loss  # the config keeps the base's
             self.engine.backward(loss)
+            if logged and self.norm_by_hand and i == self.gas - 1:  # the step's gradients, before step() clips
+                own_norm = _grad_norm(self.engine.module)
             self.engine.step()
             loss_sum += loss.detach().float()
-        return lr, loss_sum
+        if not logged or self.log_file is None:
+            return lr, loss_sum, None
+        return lr, loss_sum, own_norm if self.norm_by_hand else self.engine.get_global_grad_norm()
 
     def _mean_loss(self, loss_sum: torch.Tensor) -> float:
         """The step's loss, averaged over micro-batches and ranks (a host sync)."""
@@ -464,14 +475,14 @@ class _Run:
             loss_mean /= self.n_ranks
         return float(loss_mean)
 
-    def _log_step(self, done: int, loss_value: float, lr: float, tps: float) -> None:
+    def _log_step(self, done: int, loss_value: float, lr: float, tps: float,
+                  grad_norm: torch.Tensor | float | None) -> None:
         """Rank 0: the ``step`` record of the log, and a progress line."""
         if self.log_file is None:
             return
         p = self.p
         peak = self.spec.peak_flops
         mfu = tps * self.flops_tok / (float(peak) * self.n_ranks) if peak else None
-        grad_norm = self.engine.get_global_grad_norm()  # DeepSpeed's, of the step just taken (None if unknown)
         grad_norm = None if grad_norm is None else float(grad_norm)
         eta_s = (p.tokens_at(p.steps) - p.tokens_at(done)) / tps if tps > 0 else None
         record = {
@@ -484,7 +495,18 @@ class _Run:
             self.board.add(record)
         log.info("step %d/%d tokens %d loss %.4f lr %.3g grad norm %s %.0f tok/s ETA %s", done, p.steps,
                  p.tokens_at(done), loss_value, lr, "n/a" if grad_norm is None else f"{grad_norm:.3g}", tps,
-                 "n/a" if eta_s is None else _duration(eta_s))
+                 self._eta_text(eta_s))
+
+    def _eta_text(self, eta_s: float | None) -> str:
+        """The time left to the end of this job's run (or segment), and the job's own deadline where it comes
+        first (the job then stops for a resubmission, which trains the rest)."""
+        if eta_s is None:
+            return "n/a"
+        text = _duration(eta_s)
+        stop_at = self.spec.stop_at
+        if stop_at is not None and time.time() + eta_s > float(stop_at):
+            text += f" (this job stops for a resubmission in {_duration(max(float(stop_at) - time.time(), 0.0))})"
+        return text
 
     def _stop_flags(self, stops: _StopSignals, longest_step: float, last_save: float) -> list[bool]:
         """Agreed over the ranks: signalled, late (the next step would pass stop_at), due (a time checkpoint)."""
@@ -536,6 +558,11 @@ class _Run:
         if self.n_ranks > 1:
             torch.distributed.barrier()
         return result
+
+
+def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The 2-norm of all gradients on ``model``'s parameters (after ZeRO-0's all-reduce: the global one)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
 
 
 def _duration(seconds: float) -> str:

@@ -19,7 +19,6 @@ from pathlib import Path
 from cpt_scaling.config.load import load_config
 from cpt_scaling.plan.sweep import build_plan
 from cpt_scaling.studies.findings import seed_findings
-from cpt_scaling.studies.split import read_split_findings
 
 
 def planned_keys(config: str) -> list[str]:
@@ -44,9 +43,8 @@ def main() -> None:
     diagnostics = {law.name: json.loads(law.read_text()).get("diagnostics")
                    for law in sorted((args.results / "laws").glob("*.json"))}
     (args.out / "laws_diagnostics.json").write_text(json.dumps(diagnostics, indent=1, sort_keys=True) + "\n")
-    split_rows = [row for domain in sorted(args.out.glob("split_findings_*.csv"))
-                  for row in read_split_findings(args.out, domain.stem.removeprefix("split_findings_"))]
-    findings = seed_findings(args.out, domains, cfg["fit"]["run_noise"], split_rows)
+    split_domains = [t.stem.removeprefix("split_findings_") for t in sorted(args.out.glob("split_findings_*.csv"))]
+    findings = seed_findings(args.out, domains, cfg["fit"]["run_noise"], split_domains)
     findings.to_csv(args.out / "seed_findings.csv", index=False)
     (args.out / "plan_keys.json").write_text(json.dumps({"config": args.config, "keys": planned_keys(args.config)},
                                                         indent=1) + "\n")

@@ -58,6 +58,18 @@ def test_demo_reports_every_seed_finding_with_its_verdict() -> None:
     print(found.to_string())
 
 
+def test_the_recorded_findings_are_every_studys_rows_as_seed_findings_gathers_them() -> None:
+    """The workflow's rule and the recorder gather the rows with one function: the split study's rows come in
+    with the other studies' (the recorded table is exactly what it returns)."""
+    split_domains = sorted(p.stem.removeprefix("split_findings_") for p in RECORD.glob("split_findings_*.csv"))
+    assert split_domains
+    found = seed_findings(RECORD, DOMAINS, _run_noise(), split_domains)
+    assert set(split_domains) <= set(found.loc[~found["finding"].isin(FINDINGS), "domain"])
+    order = ["domain", "finding"]
+    pd.testing.assert_frame_equal(found.sort_values(order).reset_index(drop=True),
+                                  pd.read_csv(RECORD / "seed_findings.csv").sort_values(order).reset_index(drop=True))
+
+
 def _push_by_n(df: pd.DataFrame, rows: pd.Series, column: str, step: float) -> None:
     """Set ``column`` of ``rows`` (one per size) to a strong trend in N: first value + step x rank."""
     order = df.loc[rows].sort_values("N").index

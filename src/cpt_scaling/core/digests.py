@@ -126,9 +126,11 @@ def verify_file(path: str | os.PathLike[str]) -> None:
     artifact written before records existed, or a raw input)."""
     path = Path(path)
     found = _record_entry(path)
-    if found is None:
-        return
-    root, entry = found
+    if found is not None:
+        _raise_if_damaged(path, *found)
+
+
+def _raise_if_damaged(path: Path, root: Path, entry: dict[str, Any]) -> None:
     problem = _problem(path, entry)
     if problem:
         raise InputError(str(path), f"{problem}: the artifact is damaged; {redo_hint(root)}")
@@ -157,10 +159,11 @@ def verify_file_once(path: str | os.PathLike[str]) -> bool:
     whether the file was hashed."""
     path = Path(path)
     found = _record_entry(path)
-    if found is None or not path.is_file():
-        verify_file(path)
+    if found is None:
         return False
     root, entry = found
+    if not path.is_file():
+        _raise_if_damaged(path, root, entry)  # missing
     stamp_file = stamp_path(root, path)
     before = _stamp(path, entry)
     try:
@@ -169,7 +172,7 @@ def verify_file_once(path: str | os.PathLike[str]) -> bool:
             return False
     except (OSError, ValueError):
         pass  # no stamp, or an unreadable one: hash
-    verify_file(path)
+    _raise_if_damaged(path, root, entry)
     if _stamp(path, entry) == before:  # not rewritten while it was hashed
         try:
             write_json(stamp_file, before)

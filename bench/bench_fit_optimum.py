@@ -13,7 +13,8 @@ fits it with :func:`cpt_scaling.fit.fitting.fit_law` (no bootstrap). The referen
   its best result polished by Nelder-Mead as well,
 
 all on the project's objective (Huber δ = 1e-3 on log loss, in the optimiser's coordinates), evaluated by the
-project's :class:`~cpt_scaling.fit.optimize.Objective`. A fit counts as at the optimum when its objective is within
+project's :class:`~cpt_scaling.fit.optimize.Objective` (the reference is :mod:`cpt_scaling.fit.optimum_check`'s, which
+the demo recorder also applies to the demo's own fits). A fit counts as at the optimum when its objective is within
 1e-6 relative of the reference. Prints one line per law family and, last, ``optimum_share=<share> worst_ratio=<max
 project/best>``. BLAS is pinned to one thread. ``--skip K`` draws the first ``K`` cases without fitting them, so
 that chunks run side by side (``--fits 150`` and ``--skip 150``) fit the same 300 cases as one run.
@@ -33,14 +34,13 @@ from collections import defaultdict
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 
 from cpt_scaling.fit.fitting import fit_law
-from cpt_scaling.fit.optimize import Objective, bounds_theta
+from cpt_scaling.fit.optimize import Objective
+from cpt_scaling.fit.optimum_check import TOL, reference
 from cpt_scaling.laws import LAWS
 
 DELTA = 1e-3
-TOL = 1e-6
 KINDS = ("powerlaw3", "powerlaw4", "chinchilla", "dcpt", "split_separable", "split_effective", "cross_domain")
 DEMO_SIZES = np.array([3e4, 1e5, 3e5, 1e6])
 QWEN_SIZES = np.array([0.5e9, 1.5e9, 3e9, 7e9, 14e9])
@@ -110,46 +110,6 @@ def make_case(kind: str, rng: np.random.Generator) -> tuple[str, pd.DataFrame]:
         truth["kappa"] = rng.uniform(0.01, 0.3)
         df = df[df["D_spec"] > 0]
     return kind, _noisy(df, kind, truth, ["N", "D"], rng)
-
-
-def _scalar(obj: Objective):
-    """Value-and-gradient and value-only callables of one parameter vector."""
-    def fg(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        f, g = obj(theta[None, :])
-        return (float(f[0]), g[0]) if np.isfinite(f[0]) else (1e300, np.zeros_like(theta))
-
-    return fg, lambda theta: fg(theta)[0]
-
-
-def nelder_mead(obj: Objective, theta: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
-    """Adaptive Nelder-Mead from ``theta``, restarted until a restart improves by less than 1e-12 relative."""
-    _, f = _scalar(obj)
-    best, fbest = theta, f(theta)
-    for _ in range(6):
-        res = minimize(f, best, method="Nelder-Mead", bounds=list(zip(lo, hi, strict=True)),
-                       options={"xatol": 1e-10, "fatol": 1e-15, "maxiter": 4000 * theta.size, "adaptive": True})
-        gain = fbest - res.fun
-        if res.fun < fbest:
-            best, fbest = res.x, float(res.fun)
-        if gain <= 1e-12 * abs(fbest):
-            break
-    return best, fbest
-
-
-def reference(obj: Objective, theta_proj: np.ndarray, grid_starts: np.ndarray) -> float:
-    """Best objective of: Nelder-Mead from the project's optimum; an L-BFGS-B multistart, Nelder-Mead polished."""
-    lo, hi = bounds_theta(obj)
-    fg, _ = _scalar(obj)
-    _, f_nm = nelder_mead(obj, theta_proj, lo, hi)
-    starts = np.clip(obj.to_theta(grid_starts), lo, hi)
-    best_x, best_f = None, np.inf
-    for x0 in starts:
-        res = minimize(fg, x0, jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi, strict=True)),
-                       options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-12})
-        if res.fun < best_f:
-            best_x, best_f = res.x, float(res.fun)
-    _, f_ms = nelder_mead(obj, best_x, lo, hi)
-    return min(f_nm, f_ms)
 
 
 def main() -> None:

@@ -3,7 +3,9 @@
 Copies every study table of results/tables/ (all but the eval table) and writes beside them:
 ``laws_diagnostics.json``, each law JSON's ``diagnostics`` block (the JSONs hold the bootstrap samples and are
 large); ``seed_findings.csv`` (:mod:`cpt_scaling.studies.findings`, recomputed from the copied tables with the
-config's ``fit.run_noise``); and ``plan_keys.json``, the keys of every artifact the demo config plans.
+config's ``fit.run_noise``); ``law_optimum_check.csv``, every fit of every law JSON checked against an independent
+optimiser on its own objective and points (:mod:`cpt_scaling.fit.optimum_check`; a few minutes); and
+``plan_keys.json``, the keys of every artifact the demo config plans.
 tests/test_demo_findings.py asserts the findings on these tables and that the keys still match the demo's plan, so
 a change that alters the demo's artifacts fails until the tables are re-recorded.
 """
@@ -16,10 +18,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from cpt_scaling.config.load import load_config
+from cpt_scaling.fit.optimum_check import check_law_json
 from cpt_scaling.plan.sweep import build_plan
 from cpt_scaling.studies.findings import seed_findings
-from cpt_scaling.studies.split import read_split_findings
 
 
 def planned_keys(config: str) -> list[str]:
@@ -41,16 +45,18 @@ def main() -> None:
     for table in sorted((args.results / "tables").glob("*.csv")):
         if table.name != "eval.csv":
             shutil.copyfile(table, args.out / table.name)
-    diagnostics = {law.name: json.loads(law.read_text()).get("diagnostics")
-                   for law in sorted((args.results / "laws").glob("*.json"))}
+    laws = {law.name: json.loads(law.read_text()) for law in sorted((args.results / "laws").glob("*.json"))}
+    diagnostics = {name: law.get("diagnostics") for name, law in laws.items()}
     (args.out / "laws_diagnostics.json").write_text(json.dumps(diagnostics, indent=1, sort_keys=True) + "\n")
-    split_rows = [row for domain in sorted(args.out.glob("split_findings_*.csv"))
-                  for row in read_split_findings(args.out, domain.stem.removeprefix("split_findings_"))]
-    findings = seed_findings(args.out, domains, cfg["fit"]["run_noise"], split_rows)
+    checks = [row for name, law in laws.items() for row in check_law_json(name, law)]
+    pd.DataFrame(checks).to_csv(args.out / "law_optimum_check.csv", index=False)
+    split_domains = [t.stem.removeprefix("split_findings_") for t in sorted(args.out.glob("split_findings_*.csv"))]
+    findings = seed_findings(args.out, domains, cfg["fit"]["run_noise"], split_domains)
     findings.to_csv(args.out / "seed_findings.csv", index=False)
     (args.out / "plan_keys.json").write_text(json.dumps({"config": args.config, "keys": planned_keys(args.config)},
                                                         indent=1) + "\n")
     print(findings.to_string(index=False))
+    print(pd.DataFrame(checks).to_string(index=False))
 
 
 if __name__ == "__main__":

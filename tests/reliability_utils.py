@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from safetensors import safe_open
 from workflow_utils import REPO, SNAKEMAKE, run_snakemake
 
+from cpt_scaling.core.digests import STAMPS
 from cpt_scaling.plan.artifact import MAIN_OUTPUT
 
 # Files whose bytes legitimately differ between two runs of the same sweep (compared by content instead): the
@@ -97,11 +98,12 @@ def leftover_processes(workdir: Path) -> list[str]:
 
 
 def file_digests(workdir: Path, parts: tuple[str, ...] = ("artifacts", "results")) -> dict[str, str]:
-    """sha256 of every file under ``workdir/<part>`` for each part, by relative path."""
+    """sha256 of every file under ``workdir/<part>`` for each part, by relative path (the token stores' verified
+    stamps, ``artifacts/.verified/``, excepted: they hold this copy's paths and inodes)."""
     digests = {}
     for part in parts:
         for path in sorted((workdir / part).rglob("*")):
-            if path.is_file():
+            if path.is_file() and STAMPS not in path.relative_to(workdir).parts:
                 digests[str(path.relative_to(workdir))] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 

@@ -28,6 +28,21 @@ def test_recorded_demo_tables_belong_to_the_current_demo_plan() -> None:
     assert not stale, f"report/demo/ is stale ({len(stale)} keys differ): run `make demo && make demo-record`"
 
 
+def test_every_fit_the_demo_wrote_is_at_the_optimum_of_its_objective() -> None:
+    """report/demo/law_optimum_check.csv (recorded with the tables above, so of the current plan): each fit of each
+    law JSON the demo wrote, its objective at the reported parameters against the best of an independent
+    optimiser (scipy Nelder-Mead from the optimum, an L-BFGS-B multistart) on the same points; within 1e-6."""
+    table = pd.read_csv(RECORD / "law_optimum_check.csv")
+    laws = json.loads((RECORD / "laws_diagnostics.json").read_text())
+    assert set(table["law"]) == set(laws), "a law JSON of the demo is not checked"
+    for law, targets in table.groupby("law")["target"]:
+        expected = {"dcpt": {"domain_loss", "general_loss"},
+                    "specialization": {"general_powerlaw", "specialist_powerlaw"}}.get(law.split("_")[0], {"all"})
+        assert set(targets) == expected, (law, sorted(targets))
+    off = table[~(table["within_1e-6"].astype(bool) & (table["ratio"] <= 1 + 1e-6))]
+    assert off.empty, f"fits short of their optimum:\n{off.to_string()}"
+
+
 def _run_noise() -> float | None:
     return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())["fit"]["run_noise"]
 
@@ -56,6 +71,18 @@ def test_demo_reports_every_seed_finding_with_its_verdict() -> None:
     """Whatever the verdicts are, the recorded table states each, with the numbers they rest on."""
     found = _check_recorded(RECORD)
     print(found.to_string())
+
+
+def test_the_recorded_findings_are_every_studys_rows_as_seed_findings_gathers_them() -> None:
+    """The workflow's rule and the recorder gather the rows with one function: the split study's rows come in
+    with the other studies' (the recorded table is exactly what it returns)."""
+    split_domains = sorted(p.stem.removeprefix("split_findings_") for p in RECORD.glob("split_findings_*.csv"))
+    assert split_domains
+    found = seed_findings(RECORD, DOMAINS, _run_noise(), split_domains)
+    assert set(split_domains) <= set(found.loc[~found["finding"].isin(FINDINGS), "domain"])
+    order = ["domain", "finding"]
+    pd.testing.assert_frame_equal(found.sort_values(order).reset_index(drop=True),
+                                  pd.read_csv(RECORD / "seed_findings.csv").sort_values(order).reset_index(drop=True))
 
 
 def _push_by_n(df: pd.DataFrame, rows: pd.Series, column: str, step: float) -> None:

@@ -4,12 +4,13 @@ the next whole read (loading a checkpoint) and by ``cpt-scaling verify``, with t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from cpt_scaling.core.digests import RECORD, record_digests, verify_file, verify_tree
+from cpt_scaling.core.digests import RECORD, STAMPS, BackgroundCheck, record_digests, verify_file, verify_tree
 from cpt_scaling.core.errors import InputError
 
 
@@ -43,6 +44,44 @@ def test_a_flipped_bit_is_named_with_the_way_to_redo_the_artifact(tmp_path: Path
         verify_file(art / "train.u32")
     (art / "sub" / "manifest.json").unlink()
     assert {d.problem for d in verify_tree(art)[1]} >= {"missing"}
+
+
+def _check(stores: list[Path]) -> BackgroundCheck:
+    check = BackgroundCheck(stores)
+    check.raise_if_damaged(wait=True)
+    return check
+
+
+def test_a_token_store_is_hashed_once_until_rewritten_and_verify_still_hashes_it(tmp_path: Path) -> None:
+    """The first training start hashes a store whole and stamps it (outside the artifact: its record and digests
+    are unchanged); later starts skip the hash while path, size, mtime and inode match. A store rewritten with a
+    new mtime is hashed again and its damage named; a bit flip whose size, mtime and inode are restored is not
+    hashed at start (the stated limit), and ``verify`` still names it."""
+    art = tmp_path / "artifacts" / "shards" / "legal-0123456789abcdef"
+    art.mkdir(parents=True)
+    stores = [art / "a.u32", art / "b.u32"]
+    for store in stores:
+        store.write_bytes(bytes(range(256)) * 64)
+    record = record_digests(art)
+    assert _check(stores).hashed == stores
+    stamps = tmp_path / "artifacts" / STAMPS
+    assert sorted(p.name for p in stamps.iterdir()) == [  # flat: no folder that looks like an artifact
+        "shards--legal-0123456789abcdef--a.u32.json", "shards--legal-0123456789abcdef--b.u32.json"]
+    assert record_digests(art) == record and verify_tree(tmp_path / "artifacts") == (2, [])
+    assert _check(stores).hashed == []  # stamped: not read again
+
+    a, b = (store.stat() for store in stores)
+    for store in stores:
+        _flip(store)  # rewritten in place: same size and inode
+    os.utime(stores[0], ns=(a.st_atime_ns, a.st_mtime_ns))  # a's mtime restored
+    os.utime(stores[1], ns=(b.st_atime_ns, b.st_mtime_ns + 10**9))  # b's changed
+    assert stores[0].stat().st_ino == a.st_ino
+    check = BackgroundCheck(stores)
+    with pytest.raises(InputError, match=f"^{stores[1]}: content differs from the sha256 recorded"):
+        check.raise_if_damaged(wait=True)  # a (checked first) passed unhashed; b was hashed and failed
+    assert check.hashed == []
+    checked, damaged = verify_tree(tmp_path / "artifacts")
+    assert checked == 2 and sorted(d.file for d in damaged) == ["a.u32", "b.u32"]
 
 
 @pytest.mark.slow  # the session's micro sweep

@@ -9,12 +9,20 @@ stores it memory-maps in the background while it trains (:class:`BackgroundCheck
 whole trees (:func:`verify_tree`). A damaged file is an :class:`~cpt_scaling.core.errors.InputError` naming it and
 the command that redoes its artifact. Nothing is silently used: a bit flipped on disk changes the digest, which the
 dry run cannot see (sizes and times are unchanged) but every whole read and ``verify`` do.
+
+Token stores are hashed once, not at every training start (a sweep's jobs read the same tens of GB): after a full
+successful check, :func:`verify_file_once` writes a stamp under ``.verified/`` in the artifacts directory (outside
+every artifact, so no record, key or output time changes) holding the file's path, size, mtime_ns, inode and
+recorded sha256; a later check whose stamp still matches skips the hash. A rewrite changes the stamp's key, but a
+bit flip that leaves the size and mtime alike (bit rot, or a write followed by ``os.utime``) does not: such damage
+is caught by ``cpt-scaling verify``, which always hashes every file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -23,10 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.keys import KEY_PATTERN
 
+log = logging.getLogger(__name__)
+
 RECORD = "digests.json"
+STAMPS = ".verified"  # folder of the verified stamps, in the artifacts directory
 _SKIP_SUFFIXES = (".jsonl", ".tmp", ".log")
 _CHUNK = 1 << 22
 _KEYED = re.compile(f"-{KEY_PATTERN}$")  # a keyed artifact directory's name: <name>-<key>
@@ -100,19 +112,74 @@ def redo_hint(record_dir: Path) -> str:
     return f"redo it with: {rerun}" if artifact == record_dir else f"remove {record_dir} and redo it with: {rerun}"
 
 
+def _record_entry(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The nearest record's folder and its entry for ``path`` (None when no record covers it)."""
+    root = _record_root(path)
+    if root is None:
+        return None
+    entry = (_read_record(root) or {}).get(path.relative_to(root).as_posix())
+    return None if entry is None else (root, entry)
+
+
 def verify_file(path: str | os.PathLike[str]) -> None:
     """Check one file against its artifact's digest record (silently nothing when no record covers it: an
     artifact written before records existed, or a raw input)."""
     path = Path(path)
-    root = _record_root(path)
-    if root is None:
-        return
-    entry = (_read_record(root) or {}).get(path.relative_to(root).as_posix())
-    if entry is None:
-        return
+    found = _record_entry(path)
+    if found is not None:
+        _raise_if_damaged(path, *found)
+
+
+def _raise_if_damaged(path: Path, root: Path, entry: dict[str, Any]) -> None:
     problem = _problem(path, entry)
     if problem:
         raise InputError(str(path), f"{problem}: the artifact is damaged; {redo_hint(root)}")
+
+
+def stamp_path(record_dir: Path, path: Path) -> Path:
+    """Where the verified stamp of ``path`` (recorded in ``record_dir``) lives: a flat file in ``.verified/`` of
+    the artifacts directory, two levels above the keyed artifact (``<artifacts>/<stage>/<name>-<key>``; beside the
+    record's folder when it is not keyed), named by the file's relative path with ``--`` for ``/`` (two files
+    that shared a name would only hash again: a stamp holds its file's path)."""
+    artifact = next((d for d in (record_dir, *record_dir.parents) if _KEYED.search(d.name)), None)
+    base = record_dir.parent if artifact is None else artifact.parent.parent
+    return base / STAMPS / f"{path.relative_to(base).as_posix().replace('/', '--')}.json"
+
+
+def _stamp(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """What a rewrite of ``path`` would change: its path, size, mtime_ns, inode, and the sha256 recorded."""
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino,
+            "sha256": entry["sha256"]}
+
+
+def verify_file_once(path: str | os.PathLike[str]) -> bool:
+    """:func:`verify_file`, skipped when a stamp shows the file was verified whole and not rewritten since (see
+    the module's note: ``cpt-scaling verify`` still hashes it); a successful hash writes the stamp. Returns
+    whether the file was hashed."""
+    path = Path(path)
+    found = _record_entry(path)
+    if found is None:
+        return False
+    root, entry = found
+    if not path.is_file():
+        _raise_if_damaged(path, root, entry)  # missing
+    stamp_file = stamp_path(root, path)
+    before = _stamp(path, entry)
+    try:
+        if json.loads(stamp_file.read_text()) == before:
+            log.info("%s: verified whole earlier and not rewritten since (%s); not hashed again", path, stamp_file)
+            return False
+    except (OSError, ValueError):
+        pass  # no stamp, or an unreadable one: hash
+    _raise_if_damaged(path, root, entry)
+    if _stamp(path, entry) == before:  # not rewritten while it was hashed
+        try:
+            write_json(stamp_file, before)
+        except OSError as exc:
+            log.warning("could not write the verified stamp %s (%s): the file is hashed again next time",
+                        stamp_file, exc)
+    return True
 
 
 def _problem(path: Path, entry: dict[str, Any]) -> str | None:
@@ -156,13 +223,15 @@ def verify_tree(root: str | os.PathLike[str]) -> tuple[int, list[Damage]]:
 
 
 class BackgroundCheck:
-    """:func:`verify_file` of some large files in a daemon thread (training memory-maps its token stores and
+    """:func:`verify_file_once` of some large files in a daemon thread (training memory-maps its token stores and
     reads a few rows of them; hashing them first would delay every start by the corpus' size). The owner calls
     :meth:`raise_if_damaged` at its save points and, with ``wait``, before it publishes its result, so a job
-    reading a damaged file fails naming it instead of finishing."""
+    reading a damaged file fails naming it instead of finishing. ``hashed`` lists the files read whole (the others
+    had a matching verified stamp)."""
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
+        self.hashed: list[Path] = []
         self.error: InputError | None = None
         self._thread = threading.Thread(target=self._run, name="digest-check", daemon=True)
         self._thread.start()
@@ -170,7 +239,8 @@ class BackgroundCheck:
     def _run(self) -> None:
         for path in self.paths:
             try:
-                verify_file(path)
+                if verify_file_once(path):
+                    self.hashed.append(path)
             except InputError as exc:
                 self.error = exc
                 return

@@ -5,8 +5,10 @@ Read from ``results/tables`` (each domain's specialisation table, D-CPT points a
 separate the other way, "not resolved" where they overlap; ``evidence`` gives the numbers and intervals either
 way. A trend with size (or with r) compares the 95 % intervals of the smallest and the largest size (ratio).
 A loss's interval is its relative run-to-run noise (``fit.run_noise``, the sweep's stated sd) times 1.96: without
-it no trend is resolved. SGER and the usage-2 ratio carry their own bootstrap intervals. Other studies' rows
-(the split study's) come in through ``extra_rows`` of :func:`seed_findings`.
+it no trend is resolved. SGER and the usage-2 ratio carry their own bootstrap intervals. The split study's rows
+are read from its own table (``split_findings_<domain>.csv``, :func:`~cpt_scaling.studies.split.read_split_findings`)
+by :func:`seed_findings`, the one place that gathers every study's rows (the workflow's rule and the demo recorder
+both call it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.studies.common import write_csv
+from cpt_scaling.studies.split import read_split_findings
 
 log = logging.getLogger(__name__)
 
@@ -171,11 +174,11 @@ def domain_findings(tables: Path, domain: str, run_noise: float | None) -> list[
 
 
 def seed_findings(tables: Path, domains: list[str], run_noise: float | None,
-                  extra_rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
-    """:func:`domain_findings` of every domain, then ``extra_rows`` (other studies' findings, e.g. the split
-    study's: each with exactly the keys ``domain``, ``finding``, ``verdict``, ``evidence``), as one table."""
+                  split_domains: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """:func:`domain_findings` of every domain, then the split study's rows of every ``split_domains`` (each with
+    exactly the keys ``domain``, ``finding``, ``verdict``, ``evidence``), as one table."""
     rows = [row for d in domains for row in domain_findings(Path(tables), d, run_noise)]
-    for row in extra_rows or []:
+    for row in (row for d in split_domains for row in read_split_findings(Path(tables), d)):
         if set(row) != set(ROW_KEYS) or row["verdict"] not in VERDICTS:
             raise InputError("seed findings", f"a finding row needs keys {list(ROW_KEYS)} and a verdict in "
                                               f"{list(VERDICTS)}: {row}")
@@ -184,9 +187,9 @@ def seed_findings(tables: Path, domains: list[str], run_noise: float | None,
 
 
 def write_seed_findings(tables: Path, domains: list[str], run_noise: float | None, out: Path,
-                        extra_rows: list[dict[str, Any]] | None = None) -> pd.DataFrame:
+                        split_domains: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
     """:func:`seed_findings`, written to ``out`` (CSV) and logged one line per finding."""
-    found = seed_findings(tables, domains, run_noise, extra_rows)
+    found = seed_findings(tables, domains, run_noise, split_domains)
     write_csv(found, out)
     for row in found.itertuples(index=False):
         log.info("%s %s: %s (%s)", row.domain, row.finding, row.verdict, row.evidence)

@@ -341,7 +341,8 @@ class _Run:
                 ckpt.restore_param_partitions(self.resume_dir, self.engine.module, self.rank)
         self.sampler, stores = _sampler(spec, shape["vocab_size"])
         # Rank 0 checks the token stores against their shards' digests while the run trains (a damaged store
-        # fails the job at its next save, naming the file; see save and finish).
+        # fails the job at its next save, naming the file; see save and finish), once per store: a store verified
+        # by an earlier job and not rewritten since is not hashed again (core.digests' verified stamps).
         self.store_check = BackgroundCheck(stores) if self.rank == 0 else None
         self.device = self.engine.device
         self.flops_tok = flops_per_token(

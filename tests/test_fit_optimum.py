@@ -4,7 +4,6 @@ recovers Epoch AI's Chinchilla replication fit from their public data."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +17,14 @@ from cpt_scaling.fit.optimize import Objective, bounds_theta
 from cpt_scaling.laws import LAWS
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCH_DEFAULT = REPO.parent / "shared" / "epoch_chinchilla" / "svg_extracted_data.csv"
-
-
-def _epoch_csv() -> Path:
-    path = Path(os.environ.get("CPT_EPOCH_CHINCHILLA_CSV") or EPOCH_DEFAULT)
-    if not path.is_file():
-        pytest.skip(f"Epoch AI's Chinchilla data not found: set CPT_EPOCH_CHINCHILLA_CSV or place it at "
-                    f"{EPOCH_DEFAULT} (data/svg_extracted_data.csv of epoch-research/analyzing-chinchilla)")
-    return path
+# Epoch AI's 245 points read off Hoffmann et al.'s Figure 4 (source: tests/data/README.md)
+EPOCH_POINTS = REPO / "tests" / "data" / "epoch_chinchilla_points.csv"
 
 
 def test_recovers_epoch_chinchilla_replication() -> None:
     """Besiroglu et al. (2024) refit Hoffmann et al.'s Approach 3 on 245 points read off their figure, without the
     5 largest losses: E 1.8172, alpha 0.3473, beta 0.3672. Same objective here (Huber 1e-3 on log loss)."""
-    raw = pd.read_csv(_epoch_csv())
+    raw = pd.read_csv(EPOCH_POINTS)
     n, flop, loss = (raw[c].to_numpy(float) for c in ("Model Size", "Training FLOP", "loss"))
     keep = loss < np.sort(loss)[-5]
     df = pd.DataFrame({"N": n[keep], "D": flop[keep] / (6.0 * n[keep]), "loss": loss[keep]})

@@ -23,6 +23,7 @@ from cpt_scaling.fit.law_json import law_params
 from cpt_scaling.fit.misfit import add_misfit
 from cpt_scaling.fit.optimize import POLISH_RTOL, Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.fit.points import TARGET, validate_points
+from cpt_scaling.fit.profile import UNION, profile_interval
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,12 @@ def fit_law(
         for warning in _noise_warnings(boot.info):
             diagnostics["warnings"].append(warning)
             log.warning("%s: %s fit: %s", where, name, warning)
-    return _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
+    profiles = _profiles(law, fitted, train, boot, None if group_arr is None else group_arr[~mask],
+                         run_noise=run_noise, base_noise=base_noise)
+    result = _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
+    if profiles:
+        result.extra["profile"] = profiles
+    return result
 
 
 def _check_options(
@@ -394,6 +400,31 @@ def _bootstrap(
                     interval=INTERVAL, method=_method(boot.noise))
     if boot.failed:
         log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
+    return out
+
+
+def _profiles(law: Law, fitted: _Fitted, train: pd.DataFrame, boot: _Bootstrap, groups: np.ndarray | None, *,
+              run_noise: float | None, base_noise: float | None) -> list[dict[str, Any]]:
+    """Where E sits at its floor (below :data:`E_FLOOR_SHARE` of the smallest loss) and a bootstrap ran: the
+    profile-likelihood set of each size exponent (:mod:`cpt_scaling.fit.profile`), united with its percentile
+    interval in ``boot.ci`` (``bootstrap_info.interval`` says so); the profiles' law-JSON records."""
+    if boot.samples is None or "E" not in fitted.params or "N" not in law.columns or (
+            fitted.params["E"] >= E_FLOOR_SHARE * float(fitted.y.min())):
+        return []
+    out = []
+    for j, name in enumerate(law.params):
+        interval = boot.ci.get(name)
+        if name not in SIZE_EXPONENTS or not fitted.obj.is_log[j] or interval is None:
+            continue
+        prof = profile_interval(fitted.obj, fitted.theta, name,
+                                np.arange(len(train)) if groups is None else groups, train["N"].to_numpy(float),
+                                base_noise=base_noise, run_noise=run_noise)
+        if prof is None:
+            continue
+        boot.ci[name] = [min(interval[0], prof.interval[0]), max(interval[1], prof.interval[1])]
+        boot.info["interval"] = UNION
+        boot.info.setdefault("profiled", []).append(name)
+        out.append(prof.record())
     return out
 
 

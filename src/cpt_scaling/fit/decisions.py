@@ -32,6 +32,7 @@ import numpy as np
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.bootstrap import interval as bootstrap_interval
 from cpt_scaling.fit.law_json import law_params
+from cpt_scaling.fit.profile import UNION
 from cpt_scaling.laws import LAWS, Law
 
 LawJson = Mapping[str, Any]
@@ -96,7 +97,7 @@ def profile_widen(out: dict[str, Any], key: str, values: np.ndarray) -> None:
         return
     out[f"{key}_lo"] = float(min(out[f"{key}_lo"], v.min()))
     out[f"{key}_hi"] = float(max(out[f"{key}_hi"], v.max()))
-    out["interval_method"] = "percentile ∪ profile"
+    out["interval_method"] = UNION
 
 
 def _eval(law: Law, p: Params, **cols: Any) -> np.ndarray:

@@ -173,3 +173,25 @@ def profile_interval(obj: Objective, theta: np.ndarray, param: str, groups: np.n
     return Profile(param, interval, (ends[0], ends[1]), threshold,
                    {k: float(f"{v:.6g}") for k, v in noise.items()}, tuple(obj.law.params), values)
 
+
+
+def unite_profiles(obj: Objective, theta: np.ndarray, params: list[str], ci: dict[str, list[float] | None],
+                   info: dict[str, Any], groups: np.ndarray, strata: np.ndarray | None, *,
+                   run_noise: float | None, base_noise: float | None) -> list[dict[str, Any]]:
+    """Unite the percentile interval in ``ci`` of each log-space parameter of ``params`` with its profile set
+    (in place; ``info["interval"]`` becomes :data:`UNION`, ``info["profiled"]`` names them); the profiles'
+    law-JSON records."""
+    out = []
+    for name in params:
+        j = list(obj.law.params).index(name)
+        interval = ci.get(name)
+        if interval is None or not obj.is_log[j]:
+            continue
+        prof = profile_interval(obj, theta, name, groups, strata, base_noise=base_noise, run_noise=run_noise)
+        if prof is None:
+            continue
+        ci[name] = [min(interval[0], prof.interval[0]), max(interval[1], prof.interval[1])]
+        info["interval"] = UNION
+        info.setdefault("profiled", []).append(name)
+        out.append(prof.record())
+    return out

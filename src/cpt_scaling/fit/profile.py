@@ -13,7 +13,10 @@ run indicators). The sds are the fit's own: stated (``fit.base_noise``/``fit.run
 residuals' variance components, else 0. The profile of the Gaussian objective ``q(θ) = r(θ)ᵀ V⁻¹ r(θ)`` over the
 exponent (every other parameter refitted, within its bounds, at each value on a log grid walked outwards from the
 minimum) rises by ``q_min(α₀) − q_min`` — by Wilks's theorem, asymptotically χ²(1) at the true α₀. The 95 % set
-is where the rise stays below the χ²(1) 0.95 quantile (3.84), its ends interpolated between grid points. The
+is where the rise stays below the χ²(1) 0.95 quantile (3.84), its ends interpolated between grid points. Where an
+offset sd in ``V`` is estimated (few runs per size, no stated noise), the threshold is the F(1, ν) quantile instead,
+ν the fewest degrees of freedom of an estimated sd (as a t interval widens a normal one; F(1, ν) → χ²(1) as ν
+grows); a point noise estimated as zero leaves ``V`` singular within a run, and no profile is computed. The
 Huber objective the fit minimises has no such calibration under offsets shared by whole runs and sizes; the
 Gaussian likelihood of the same noise model does, and a test inversion is valid whichever point estimate is
 reported. The fit then reports the union of the percentile interval and this set (``bootstrap_info.interval``),
@@ -31,6 +34,7 @@ import numpy as np
 from scipy.linalg import cholesky, solve_triangular
 from scipy.optimize import least_squares
 from scipy.stats import chi2
+from scipy.stats import f as f_dist
 
 from cpt_scaling.fit.noise import Design, design, variance_components
 from cpt_scaling.fit.optimize import Objective, bounds_theta
@@ -47,13 +51,15 @@ UNION = "percentile ∪ profile"
 
 @dataclass
 class Profile:
-    """A profile interval: the parameter, its ends, whether an end is the parameter's bound, the χ² threshold, the
-    noise sds of ``V``, and the refitted parameter sets (natural space, ``(K, P)``) whose rise is below it."""
+    """A profile interval: the parameter, its ends, whether an end is the parameter's bound, the threshold and its
+    denominator degrees of freedom (None: χ²), the noise sds of ``V``, and the refitted parameter sets (natural
+    space, ``(K, P)``) whose rise is below it."""
 
     param: str
     interval: tuple[float, float]
     open_ends: tuple[bool, bool]
     threshold: float
+    threshold_df: float | None
     noise: dict[str, float]
     params: tuple[str, ...]
     values: np.ndarray
@@ -62,8 +68,10 @@ class Profile:
         """The law JSON's ``profile`` entry."""
         return {"param": self.param, "interval": [float(v) for v in self.interval],
                 "end_is_bound": list(self.open_ends), "level": 0.95, "threshold": self.threshold,
+                "threshold_df": self.threshold_df,
                 "objective": "Gaussian log-likelihood of the log-loss residuals with one offset per size, per run "
-                             "and per point (sds below); χ²(1) threshold on twice its rise",
+                             "and per point (sds below); χ²(1) threshold on twice its rise (F(1, threshold_df) "
+                             "where an offset sd is estimated)",
                 "noise": self.noise, "params": list(self.params),
                 "values": [[float(f"{v:.9g}") for v in row] for row in self.values]}
 
@@ -77,15 +85,23 @@ def noise_covariance(d: Design, base: float, run: float, point: float) -> np.nda
     return base**2 * same_size + run**2 * same_run + point**2 * np.eye(run_of.size)
 
 
-def fit_noise(d: Design, base_noise: float | None, run_noise: float | None) -> dict[str, float]:
-    """The sds of ``V``: stated, else estimated from the fit's variance components, else 0."""
+def fit_noise(d: Design, base_noise: float | None, run_noise: float | None) -> tuple[dict[str, float], float | None]:
+    """The sds of ``V``: stated, else estimated from the fit's variance components, else 0; and the fewest degrees
+    of freedom of an estimated offset sd (base or run) that enters ``V`` (None: all stated or absent)."""
     comp = variance_components(d)
+    dfs: list[float] = []
 
-    def pick(stated: float | None, estimate: float) -> float:
+    def pick(stated: float | None, estimate: float, df: float) -> float:
         if stated is not None:
             return float(stated)
-        return float(estimate) if np.isfinite(estimate) else 0.0
-    return {"base": pick(base_noise, comp.base), "run": pick(run_noise, comp.run), "point": float(comp.point)}
+        if not np.isfinite(estimate):
+            return 0.0
+        if estimate > 0:
+            dfs.append(float(df))
+        return float(estimate)
+    noise = {"base": pick(base_noise, comp.base, comp.base_df), "run": pick(run_noise, comp.run, comp.run_df),
+             "point": float(comp.point)}
+    return noise, (min(dfs) if dfs else None)
 
 
 def profile_interval(obj: Objective, theta: np.ndarray, param: str, groups: np.ndarray, strata: np.ndarray | None,
@@ -95,7 +111,9 @@ def profile_interval(obj: Objective, theta: np.ndarray, param: str, groups: np.n
     optimiser's coordinates); None where the noise model is degenerate or the Gaussian refit fails."""
     j = list(obj.law.params).index(param)
     d = design(obj, theta, groups, strata)
-    noise = fit_noise(d, base_noise, run_noise)
+    noise, df = fit_noise(d, base_noise, run_noise)
+    if noise["point"] <= 0.0:  # the points' own noise estimated as none: V would be singular within a run
+        return None
     cov = noise_covariance(d, **noise)
     cov += 1e-12 * np.eye(cov.shape[0]) * max(1e-300, float(np.trace(cov)) / cov.shape[0])
     try:
@@ -130,7 +148,7 @@ def profile_interval(obj: Objective, theta: np.ndarray, param: str, groups: np.n
     best, q_best = solve(np.clip(theta, lo, hi))
     if not np.isfinite(q_best):
         return None
-    threshold = float(chi2.ppf(level, 1))
+    threshold = float(chi2.ppf(level, 1) if df is None else f_dist.ppf(level, 1, df))
     grid: list[tuple[float, np.ndarray, float]] = [(best[j], best, q_best)]
     ends = [False, False]
     for side, sign in enumerate((-1.0, 1.0)):
@@ -170,7 +188,7 @@ def profile_interval(obj: Objective, theta: np.ndarray, param: str, groups: np.n
     log.info("profile interval of %s: [%.4g, %.4g] (%d grid points, %d parameter sets in the region; noise base "
              "%.3g, run %.3g, point %.3g)", param, *interval, ts.size, len(values), noise["base"], noise["run"],
              noise["point"])
-    return Profile(param, interval, (ends[0], ends[1]), threshold,
+    return Profile(param, interval, (ends[0], ends[1]), threshold, df,
                    {k: float(f"{v:.6g}") for k, v in noise.items()}, tuple(obj.law.params), values)
 
 

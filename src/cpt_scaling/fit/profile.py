@@ -4,7 +4,8 @@ Why. Where the points pull E to its floor (three sizes, each carrying its base m
 size terms E, A, α), every bootstrap resample keeps E at the floor: the resamples cannot move in the direction
 E > 0, along which α rises, and the percentile interval of α (and of the decisions that follow α) misses the
 truth far more often than 5 % (bench/bench_coverage.py, bench/RESULTS.md: 0.77 coverage on such fits, 1.00 where E
-is identified). A bootstrap is known to fail at a parameter's boundary; a likelihood-ratio test is not.
+is identified). A bootstrap is known to fail at a parameter's boundary; a likelihood-ratio test inverted over α
+refits E (and the rest) at each α, so it follows the E > 0 direction the resamples cannot reach.
 
 Method. The log-loss residuals ``r(θ)`` are modelled as the noise the bootstrap simulates
 (:mod:`cpt_scaling.fit.noise`): one offset per model size (sd ``base``), one per run (``run``), one per point

@@ -1,7 +1,7 @@
 """Benchmark: coverage of the bootstrap's 95 % intervals on synthetic sweeps with known truth and shared offsets.
 
     .venv/bin/python bench/bench_coverage.py [--seeds 100] [--first-seed 0] [--bootstrap 1000] [--starts 4]
-        [--designs shared,few]
+        [--designs shared,few] [--save rows.pkl] [--load a.pkl,b.pkl]
 
 Two designs, each with D-CPT (L3) and Chinchilla sweeps on the demo's sizes (N = 2.5e4, 1e5, 2.2e5). Noise is
 correlated as in a real sweep (log scale): every run draws one loss offset (sd 1 %), every checkpoint a small
@@ -21,11 +21,13 @@ starts); a seed covers when the 95 % interval contains the true value. Quantitie
 usage-2 optimum r (largest size, 32k domain tokens) and the usage-3 optimal size (compute 6·1e5·65536, ratio 0.5),
 both from the D-CPT fit (evaluated at the fit and at every resample). Target [0.90, 0.99] for each. Every interval
 method of :func:`~cpt_scaling.fit.bootstrap.interval` (percentile, basic, BC) is computed from the same resamples,
-so the methods are compared on the same fits; choose on some seeds and report others (``--first-seed``). Per
-quantity the table also splits the reported method's coverage by whether the fit puts E at zero (flagged "not
-identified"). The last line is ``coverage alpha=<a> beta=<b> r_opt=<r> n_opt=<n>`` for the method the fits report
-(:data:`~cpt_scaling.fit.bootstrap.INTERVAL`): per quantity the worse design (α, β: the worse law too); the lines
-before it give the same for the other methods.
+so the methods are compared on the same fits; choose on some seeds and report others (``--first-seed``). The
+``reported`` column is what the workflow reports: the fit's ``ci`` for α, β and the decision functions'
+``_lo``/``_hi`` for r and N, i.e. the percentile interval, or its union with the profile-likelihood set where the
+fit puts E at its floor (:mod:`cpt_scaling.fit.profile`). Per quantity the table also splits the percentile and
+reported coverage by whether the fit puts E at zero (flagged "not identified"). The last line is
+``coverage alpha=<a> beta=<b> r_opt=<r> n_opt=<n>`` for the reported intervals: per quantity the worse design
+(α, β: the worse law too); the lines before it give the same for each bootstrap method alone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import logging
+import pickle
 import time
 from typing import Any
 
@@ -124,7 +127,7 @@ def one_seed(design: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
     fit's resampling."""
     rng = np.random.default_rng([seed, list(DESIGNS).index(design)])
     noise = {k: v for k, v in DESIGNS[design].items() if k != "base_sd" and v is not None}
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"reported": {}}
     for law, truth, prefix in (("dcpt", L3_TRUE, "l3"), ("chinchilla", CHIN_TRUE, "chin")):
         df = sweep(law, truth, design, rng)
         res = fit_law(law, df.drop(columns="run"), bootstrap=args.bootstrap, groups=df["run"],
@@ -134,22 +137,29 @@ def one_seed(design: str, seed: int, args: argparse.Namespace) -> dict[str, Any]
             if name in ("alpha", "beta"):
                 out[f"{prefix}_{name}"] = (res.params[name], samples[:, j])
         out[f"{prefix}_E_zero"] = res.params["E"] < E_FLOOR_SHARE * float(df["loss"].min())
+        out["reported"].update({f"{prefix}_{k}": tuple(res.ci[k] or (np.nan, np.nan)) for k in ("alpha", "beta")})
         if law == "dcpt":
-            values = decision_values(res.to_json(), samples)
+            doc = res.to_json()
+            values = decision_values(doc, samples)
             out.update({k: (v[0], v[1:]) for k, v in values.items()})
             out["method"] = res.bootstrap_info.get("resampling", res.bootstrap_info.get("method"))
+            u2 = decisions.dcpt_ratio_for_limited_domain_data(doc, N=SIZES[-1], domain_tokens=DOMAIN_TOKENS)
+            u3 = decisions.dcpt_compute_allocation(doc, compute=COMPUTE, r=COMPUTE_RATIO)
+            out["reported"].update(r_opt=(u2["ratio_lo"], u2["ratio_hi"]), n_opt=(u3["N_lo"], u3["N_hi"]))
     return out
 
 
-def intervals(key: str, point: float, values: np.ndarray) -> dict[str, tuple[float, float]]:
-    """The 95 % interval of one quantity by every method, from the same resamples. Positive quantities (all but
-    r) are reflected on a log scale by ``basic``; the percentile interval of a decision is widened to contain the
-    point, as the workflow's decision tables are."""
-    out: dict[str, tuple[float, float]] = {}
+def intervals(key: str, row: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """The 95 % interval of one quantity of one seed by every method, from the same resamples. Positive quantities
+    (all but r) are reflected on a log scale by ``basic``; the percentile interval of a decision is widened to
+    contain the point, as the workflow's decision tables are; ``reported`` is what the fit (α, β: ``ci``) and
+    the decision functions (``<key>_lo``/``_hi``) report: percentile, or its union with the profile set."""
+    point, values = row[key]
+    out: dict[str, tuple[float, float]] = {"reported": tuple(float(v) for v in row["reported"][key])}
     finite = values[np.isfinite(values)]
     if not finite.size or not np.isfinite(point):
         return {m: (np.nan, np.nan) for m in METHODS}
-    for method in METHODS:
+    for method in INTERVAL_METHODS:
         if method == "basic" and key != "r_opt":
             lo, hi = np.exp(interval(np.log(finite), method=method, point=np.log(point)))
         else:
@@ -160,7 +170,8 @@ def intervals(key: str, point: float, values: np.ndarray) -> dict[str, tuple[flo
     return out
 
 
-METHODS = INTERVAL_METHODS
+METHODS = (*INTERVAL_METHODS, "reported")
+REPORTED = "reported"
 L3_KEYS = ("l3_alpha", "l3_beta", "r_opt", "n_opt")
 
 
@@ -170,22 +181,24 @@ def summarise(design: str, rows: list[dict[str, Any]], truth: dict[str, float]) 
     table = []
     for key, t in truth.items():
         cells = []
+        split: tuple[str, ...] = ()
         for method in METHODS:
-            ivs = [intervals(key, *row[key])[method] for row in rows]
+            ivs = [intervals(key, row)[method] for row in rows]
             hit = np.array([lo <= t <= hi for lo, hi in ivs])
             width = [np.log(hi / lo) if key == "n_opt" else hi - lo for lo, hi in ivs]
             cover.setdefault(method, {})[key] = float(hit.mean())
             cells.append(f"{hit.mean():.2f} / {np.nanmedian(width):.3g}")
-            if method == INTERVAL:
+            if method in (INTERVAL, REPORTED):
                 flagged = np.array([row[("l3" if key in L3_KEYS else "chin") + "_E_zero"] for row in rows])
-                split = (f"{hit[~flagged].mean():.2f} ({(~flagged).sum()})" if (~flagged).any() else "-",
-                         f"{hit[flagged].mean():.2f} ({flagged.sum()})" if flagged.any() else "-")
-        table.append(f"| {key} | {t:.4g} | " + " | ".join(cells) + f" | {split[0]} | {split[1]} |")
+                split += (f"{hit[~flagged].mean():.2f} ({(~flagged).sum()})" if (~flagged).any() else "-",
+                          f"{hit[flagged].mean():.2f} ({flagged.sum()})" if flagged.any() else "-")
+        table.append(f"| {key} | {t:.4g} | " + " | ".join(cells) + " | " + " | ".join(split) + " |")
     print(f"design {design} ({len(rows)} seeds; D-CPT resampling: {rows[-1]['method']}); coverage / median 95 % "
-          f"width (n_opt: log hi/lo) per interval method; {INTERVAL} coverage (seeds) where the fit's E is "
-          "identified / at zero")
-    print("| quantity | truth | " + " | ".join(METHODS) + " | E identified | E at zero |")
-    print("| --- | --- | " + " | ".join("---" for _ in METHODS) + " | --- | --- |")
+          "width (n_opt: log hi/lo) per interval method; the percentile and reported coverage (seeds) where the "
+          "fit's E is identified / at zero")
+    print("| quantity | truth | " + " | ".join(METHODS) + " | percentile, E identified | percentile, E at zero | "
+          "reported, E identified | reported, E at zero |")
+    print("| --- | --- | " + " | ".join("---" for _ in METHODS) + " | --- | --- | --- | --- |")
     print("\n".join(table))
     return cover
 
@@ -205,22 +218,33 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--starts", type=int, default=4)
     parser.add_argument("--designs", default="shared,few", help="comma-separated subset of: shared, few")
+    parser.add_argument("--save", help="pickle the seeds' rows here as they finish (one design per run)")
+    parser.add_argument("--load", help="comma-separated pickles of --save: tabulate them instead of fitting")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     truth = truths()
     print("truth: " + ", ".join(f"{k} {v:.4g}" for k, v in truth.items()))
     cover: dict[str, dict[str, dict[str, float]]] = {}
     t0 = time.perf_counter()
+    saved: dict[str, list[dict[str, Any]]] = {}
+    for path in args.load.split(",") if args.load else []:
+        with open(path, "rb") as fh:
+            for design, rows in pickle.load(fh).items():
+                saved.setdefault(design, []).extend(rows)
     for design in args.designs.split(","):
-        rows = []
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
+        rows = saved.get(design, [])
+        for seed in range(args.first_seed, args.first_seed + args.seeds) if not args.load else ():
             rows.append(one_seed(design, seed, args))
+            if args.save:  # every seed's row as it finishes: a run cut short can still be tabulated (--load)
+                with open(args.save, "wb") as fh:
+                    pickle.dump({design: rows}, fh)
             if len(rows) % 10 == 0:
                 print(f"  {design}: {len(rows)} seeds, {time.perf_counter() - t0:.0f} s", flush=True)
-        cover[design] = summarise(design, rows, truth)
+        if rows:
+            cover[design] = summarise(design, rows, truth)
     print(f"{time.perf_counter() - t0:.0f} s in all")
-    for method in (*(m for m in METHODS if m != INTERVAL), INTERVAL):  # the reported method last
-        print(("" if method == INTERVAL else f"{method} interval: ") + worst_line(cover, method))
+    for method in METHODS:  # the reported intervals last
+        print(("" if method == REPORTED else f"{method} interval: ") + worst_line(cover, method))
 
 if __name__ == "__main__":
     main()

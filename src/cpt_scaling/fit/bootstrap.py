@@ -31,6 +31,8 @@ It is the percentile interval because the other two covered worse on synthetic s
 (bench/bench_coverage.py, bench/RESULTS.md): there the resamples' median lies on the truth's side of the point
 estimate in about two cases of three (the resampled estimates are pulled toward what the design identifies), so
 reflecting them (basic) or shifting the percentiles away from them (BC) moves the interval away from the truth.
+Where the fit puts E at its floor, the resamples keep it there and the percentile interval of the size exponent is
+too narrow; the fit then reports its union with a profile-likelihood set (:mod:`cpt_scaling.fit.profile`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ Compute is counted as ``C = 6·N·D`` FLOPs (N parameters, D tokens) throughout 
 Every decision is computed for the fitted parameters and, when the law JSON carries ``bootstrap_samples``, for
 each resampled parameter set too, all at once (the laws evaluate a batch of parameter sets in one call); the
 decision's ``<key>_lo``/``<key>_hi`` are the 2.5th/97.5th percentiles over the resamples (widened to include the
-point value where the percentile interval missed it), null without resamples.
+point value where the percentile interval missed it), null without resamples. Where the fit also carries a
+``profile`` (a profile-likelihood set of a size exponent, :mod:`cpt_scaling.fit.profile`: E at its floor), usages 2
+and 3 and the Chinchilla optimum are evaluated along the profile's parameter sets too and their intervals widened
+to cover those values (``interval_method``: the fit's ``bootstrap_info.interval``).
 
 * D-CPT usage 1 — :func:`dcpt_max_domain_ratio`: the domain ratio minimising the domain loss subject to the
   general loss staying within ``(1 + T)`` of the base model's (Que et al. 2024).
@@ -29,6 +32,7 @@ import numpy as np
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.bootstrap import interval as bootstrap_interval
 from cpt_scaling.fit.law_json import law_params
+from cpt_scaling.fit.profile import UNION
 from cpt_scaling.laws import LAWS, Law
 
 LawJson = Mapping[str, Any]
@@ -65,6 +69,35 @@ def param_sets(law_json: LawJson, allowed: Sequence[str] | None = None) -> tuple
         n_boot = len(values)
     arr = np.asarray(rows, dtype=float)
     return law, {k: arr[:, j : j + 1] for j, k in enumerate(names)}, n_boot
+
+
+def with_profile(law_json: LawJson, allowed: Sequence[str]) -> tuple[Law, Params, int, int]:
+    """:func:`param_sets` followed by the parameter sets along the fit's profiles (the law JSON's
+    ``profile[*].values``): the law, the batch, the number of resample rows and of profile rows after them."""
+    law, p, n_boot = param_sets(law_json, allowed)
+    names = list(p)
+    rows = []
+    profiles = (law_json.get("profile") or []) if n_boot else []  # a profile widens a bootstrap's interval
+    for prof in profiles:
+        cols = list(prof["params"])
+        for values in prof["values"]:
+            rows.append([values[cols.index(k)] if k in cols else float(p[k][0, 0]) for k in names])
+    if not rows:
+        return law, p, n_boot, 0
+    extra = np.asarray(rows, dtype=float)
+    return law, {k: np.vstack([p[k], extra[:, j : j + 1]]) for j, k in enumerate(names)}, n_boot, len(rows)
+
+
+def profile_widen(out: dict[str, Any], key: str, values: np.ndarray) -> None:
+    """Widen ``<key>_lo``/``<key>_hi`` to cover the finite decision ``values`` along a fit's profile (the union
+    of the percentile interval and the profile set, as the fit's parameter interval is)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not v.size or out.get(f"{key}_lo") is None or out.get(f"{key}_hi") is None:
+        return
+    out[f"{key}_lo"] = float(min(out[f"{key}_lo"], v.min()))
+    out[f"{key}_hi"] = float(max(out[f"{key}_hi"], v.max()))
+    out["interval_method"] = UNION
 
 
 def _eval(law: Law, p: Params, **cols: Any) -> np.ndarray:
@@ -184,11 +217,13 @@ def dcpt_ratio_for_limited_domain_data(
     All domain tokens are used once, so a ratio ``r`` implies ``D = domain_tokens / r`` total tokens (smaller
     ratios mean more general tokens and more compute); the total is at most ``domain_tokens / r_min``.
     """
-    law, p, n_boot = param_sets(domain_law, DCPT_NAMES)
-    ratio, loss = batched_argmin(lambda r: _eval(law, p, N=N, D=domain_tokens / r, r=r), r_min, r_max, 1 + n_boot)
+    law, p, n_boot, n_prof = with_profile(domain_law, DCPT_NAMES)
+    ratio, loss = batched_argmin(lambda r: _eval(law, p, N=N, D=domain_tokens / r, r=r), r_min, r_max,
+                                 1 + n_boot + n_prof)
     out: dict[str, Any] = {"usage": 2, "N": N, "domain_tokens": domain_tokens}
-    _with_interval(out, "ratio", ratio, n_boot)
-    _with_interval(out, "D", domain_tokens / ratio, n_boot)
+    for key, values in (("ratio", ratio), ("D", domain_tokens / ratio)):
+        _with_interval(out, key, values[: 1 + n_boot], n_boot)
+        profile_widen(out, key, values[1 + n_boot :])
     out["loss"] = float(loss[0])
     return out
 
@@ -197,7 +232,7 @@ def dcpt_compute_allocation(
     law_json: LawJson, *, compute: float, r: float, n_range: tuple[float, float] = (1e2, 1e14)
 ) -> dict[str, Any]:
     """D-CPT usage 3: ``N`` and ``D = C/(6N)`` minimising the loss at ratio ``r`` for compute ``C``."""
-    law, p, n_boot = param_sets(law_json, (*DCPT_NAMES, "chinchilla"))
+    law, p, n_boot, n_prof = with_profile(law_json, (*DCPT_NAMES, "chinchilla"))
     has_r = "r" in law.columns
 
     def loss(log_n: np.ndarray) -> np.ndarray:
@@ -207,13 +242,14 @@ def dcpt_compute_allocation(
             cols["r"] = r
         return _eval(law, p, **cols)
 
-    log_n, best = batched_argmin(loss, math.log(n_range[0]), math.log(n_range[1]), 1 + n_boot)
+    log_n, best = batched_argmin(loss, math.log(n_range[0]), math.log(n_range[1]), 1 + n_boot + n_prof)
     n = np.exp(log_n)
     out: dict[str, Any] = {"usage": 3, "compute": compute, "ratio": r}
-    _with_interval(out, "N", n, n_boot)
-    _with_interval(out, "D", compute / (6.0 * n), n_boot)
+    for key, values in (("N", n), ("D", compute / (6.0 * n))):
+        _with_interval(out, key, values[: 1 + n_boot], n_boot)
+        profile_widen(out, key, values[1 + n_boot :])
     out["loss"] = float(best[0])
-    at_bound = np.isclose(log_n[:, None], np.log(n_range)[None, :], atol=1e-3).any(axis=1)
+    at_bound = np.isclose(log_n[: 1 + n_boot, None], np.log(n_range)[None, :], atol=1e-3).any(axis=1)
     out["at_bound"] = bool(at_bound[0])
     out["search_range_N"] = [float(n_range[0]), float(n_range[1])]
     if n_boot:  # an interval end that is a search bound is a bound, not an estimate: say so
@@ -235,14 +271,15 @@ def chinchilla_compute_optimal(law_json: LawJson, compute: float) -> dict[str, A
     Minimising over N with ``D = C/(6N)`` gives ``N* = G·(C/6)^(β/(α+β))``, ``D* = G⁻¹·(C/6)^(α/(α+β))`` with
     ``G = (αA/(βB))^(1/(α+β))``.
     """
-    _, p, n_boot = param_sets(law_json, ("chinchilla",))
+    _, p, n_boot, _ = with_profile(law_json, ("chinchilla",))
     a, b = p["alpha"][:, 0], p["beta"][:, 0]
     g = (a * p["A"][:, 0] / (b * p["B"][:, 0])) ** (1.0 / (a + b))
     n = g * (compute / 6.0) ** (b / (a + b))
     d = compute / (6.0 * n)
     out: dict[str, Any] = {"compute": compute}
-    _with_interval(out, "N", n, n_boot)
-    _with_interval(out, "D", d, n_boot)
+    for key, values in (("N", n), ("D", d)):
+        _with_interval(out, key, values[: 1 + n_boot], n_boot)
+        profile_widen(out, key, values[1 + n_boot :])
     out["tokens_per_param"] = out["D"] / out["N"]
     out["loss"] = float(law_loss(law_json, N=out["N"], D=out["D"]))
     return out

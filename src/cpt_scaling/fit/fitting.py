@@ -3,8 +3,9 @@
 The fit minimises ``Σ huber_δ(log L̂ − log L)`` over the training points (δ = 1e-3 by default, as Hoffmann et
 al. and Que et al. do) with parameters in log space, starting from the law's initialisation grid
 (:mod:`cpt_scaling.fit.optimize`). Reported: R² and RMSE of the loss on the training points, the Huber objective
-at the optimum, bootstrap percentile intervals, and relative errors on held-out points when a hold-out is
-given.
+at the optimum, bootstrap percentile intervals (for the size exponent of a fit whose E sits at its floor, united
+with its profile-likelihood set: :mod:`cpt_scaling.fit.profile`), and relative errors on held-out points when a
+hold-out is given.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cpt_scaling.fit.law_json import law_params
 from cpt_scaling.fit.misfit import add_misfit
 from cpt_scaling.fit.optimize import POLISH_RTOL, Objective, bounds_theta, huber, multistart_minimize
 from cpt_scaling.fit.points import TARGET, validate_points
+from cpt_scaling.fit.profile import unite_profiles
 from cpt_scaling.laws import LAWS, SPLIT_CANDIDATES, Law
 
 log = logging.getLogger(__name__)
@@ -287,7 +289,12 @@ def fit_law(
         for warning in _noise_warnings(boot.info):
             diagnostics["warnings"].append(warning)
             log.warning("%s: %s fit: %s", where, name, warning)
-    return _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
+    profiles = _profiles(law, fitted, train, boot, None if group_arr is None else group_arr[~mask],
+                         run_noise=run_noise, base_noise=base_noise)
+    result = _assemble(name, law, fitted, train, test, boot, diagnostics, huber_delta, bootstrap)
+    if profiles:
+        result.extra["profile"] = profiles
+    return result
 
 
 def _check_options(
@@ -395,6 +402,18 @@ def _bootstrap(
     if boot.failed:
         log.warning("%s: %d of %d bootstrap resamples failed", where, boot.failed, bootstrap)
     return out
+
+
+def _profiles(law: Law, fitted: _Fitted, train: pd.DataFrame, boot: _Bootstrap, groups: np.ndarray | None, *,
+              run_noise: float | None, base_noise: float | None) -> list[dict[str, Any]]:
+    """Where a bootstrap ran and E sits at its floor (below :data:`E_FLOOR_SHARE` of the smallest loss): the size
+    exponents' intervals united with their profile-likelihood sets (:func:`unite_profiles`); their records."""
+    if boot.samples is None or "E" not in fitted.params or "N" not in law.columns or (
+            fitted.params["E"] >= E_FLOOR_SHARE * float(fitted.y.min())):
+        return []
+    return unite_profiles(fitted.obj, fitted.theta, [p for p in SIZE_EXPONENTS if p in law.params], boot.ci,
+                          boot.info, np.arange(len(train)) if groups is None else groups,
+                          train["N"].to_numpy(float), run_noise=run_noise, base_noise=base_noise)
 
 
 def _method(noise: dict[str, Any]) -> str:

@@ -137,8 +137,8 @@ def _round(study: tuple[dict, pd.DataFrame, pd.DataFrame], target_width: float) 
 
 def test_a_decision_whose_law_misfits_joins_the_measured_crossing(forgetting, null) -> None:
     """Where the general law misfits its points, the round's interval is the union of the law's (which misses the
-    true ratio) and the measured crossing's and covers the truth; the rounds stop on the misfit where that union is
-    wider than asked (more runs would narrow the law's part only); where the law fits, the interval is the law's."""
+    true ratio) and the measured crossing's and covers the truth; with both checks failed the rounds stop where the
+    union is wider than asked (more runs would narrow the law's part only); where the law fits, it is the law's."""
     step = _round(forgetting, 0.0)
     assert step.misfit == ["general"] and step.interval_source == "law+measured" and step.status == "misfit"
     assert not step.law_lo <= MISFIT_CROSSING <= step.law_hi and step.lo <= MISFIT_CROSSING <= step.hi

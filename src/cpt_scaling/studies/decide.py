@@ -41,8 +41,9 @@ STOPS = {
     "budget": "no candidate's increment fits in the GPU-hours left (decide.budget_gpu_hours)",
     "exhausted": "every candidate run is done",
     "stalled": "the proposer expects no affordable run to narrow the interval",
-    "misfit": "the law misfits its own points: the interval joins the law's and the measured crossing's "
-              "(interval_source law+measured); more runs of this law would not make the decision precise",
+    "misfit": "the law misfits its own points and the measured crossing contradicts it: the interval joins the "
+              "law's and the measured crossing's (interval_source law+measured); more runs of this law would not "
+              "make the decision precise",
 }
 
 

@@ -92,19 +92,20 @@ class Round:
                 "law_lo": self.law_lo, "law_hi": self.law_hi, "misfit": self.misfit, "measured": self.measured}
 
 
-def _at(values: pd.Series, x: float | None) -> np.ndarray:
-    return np.isclose(values.to_numpy(float), float("nan") if x is None else x, rtol=1e-6)
+def _at(values: pd.Series, x: float) -> np.ndarray:
+    """Rows of ``values`` equal to ``x`` (to 1e-6 relative)."""
+    return np.isclose(values.to_numpy(float), x, rtol=1e-6)
 
 
 def measured_crossing(laws: Laws, pts: Points, spec: DecisionSpec) -> dict[str, Any] | None:
     """Usage 1's crossing read off the measured points at the decision's ``(N, D)``, with its interval from the
-    general fit's point noise (:func:`cpt_scaling.fit.measured.point_noise`), and ``consistent`` with the law's
-    interval filled in by the caller; None for another decision or where the points give no crossing there."""
+    general fit's point noise (:func:`cpt_scaling.fit.measured.point_noise`); None for another decision or where
+    the points give no crossing there."""
     if spec.decision != "usage1" or "general" not in pts:
         return None
     table = pd.concat([pts["domain"].assign(target="domain", ratio=pts["domain"]["r"]),
                        pts["general"].assign(target="general", ratio=1.0 - pts["general"]["r"])], ignore_index=True)
-    table = table[_at(table["N"], spec.N) & _at(table["D"], spec.D)]
+    table = table[_at(table["N"], float(spec.N)) & _at(table["D"], float(spec.D))]
     limit = float(spec.base_general_loss) * (1.0 + spec.tolerance)
     read = measured.measured_max_domain_ratio(table, N=float(spec.N), D=float(spec.D), limit=limit,
                                               noise=measured.point_noise(laws["general"], limit))

@@ -22,9 +22,10 @@ with its interval from the points' noise):
   cannot express the points, not the distance between it and the measurement. One failed check alone does not
   stop them: each fails in about 5 % of the fits of a law that holds, and a loop refits every round, so a single
   flag recurs by chance over the rounds; the next round's refit tests again.
-* ``law, unchecked misfit``: a fit misfits and the points measure no crossing at the decision's ``(N, D)``: the
-  interval is the law's but cannot stop the rounds as ``reached``; the proposer is offered only the candidates at
-  the decision's ``(N, D)`` (while any is left), so the next rounds measure the crossing.
+* ``law, unchecked misfit``: a fit misfits and the points measure no crossing (usage 1 at the decision's ``(N, D)``;
+  usage 2 and 3 have no measured check in the rounds): the interval is the law's but cannot stop the rounds as
+  ``reached``; for usage 1 the proposer is offered only the candidates at the decision's ``(N, D)`` (while any is
+  left), so the next rounds measure the crossing.
 
 **A round's GPU-hours** (:func:`round_budget`): at most the round's share, and no more than the rounds are expected
 to need to reach the target width: a bootstrap interval's width falls about as ``1/sqrt(information)``, and the
@@ -159,7 +160,7 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
     if out.status is not None:
         return out
     offered = list(left)
-    if unchecked:  # measure the crossing: the candidates at the decision's size and tokens, while any is left
+    if unchecked and spec.decision == "usage1":  # measure the crossing: the runs at the decision's (N, D), if any
         at_point = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D,
                                                                                                  rel_tol=1e-6)]
         offered = at_point or offered

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo demo-quick demo-record test lint bench clean-results
+.PHONY: install demo demo-quick demo-decide demo-record test lint bench clean-results
 
 # `make demo` needs the package alone; `make test` (and lint, the recorders) adds the dev, reports and exams extras.
 $(BASE): pyproject.toml
@@ -33,6 +33,13 @@ demo: $(BASE)
 # The whole chain on a smaller sweep (one domain, two sizes: 30 jobs, a few minutes), into results/quick/.
 demo-quick: $(BASE)
 	$(BIN)/snakemake --profile profiles/local --configfile config/demo_quick.yaml
+
+# The decision target on the demo (config/demo_decide.yaml over config/demo.yaml): "which legal ratio for the largest
+# model?", answered in rounds of proposed runs; after `make demo` only the rounds' runs train (README: Ask for a
+# decision).
+demo-decide: $(BASE)
+	$(BIN)/snakemake --profile profiles/local --configfile config/demo.yaml config/demo_decide.yaml -- \
+		results/decisions/usage2_legal.json results/figures/decision_usage2_legal.pdf
 
 # After `make demo`: record its study tables, law diagnostics and seed findings in report/demo/ (maintainers; the
 # tests check them against the demo's current plan).

@@ -9,9 +9,11 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-from law_synth import MISFIT_TOLERANCE, misfit_sweep
+from law_synth import MISFIT_CROSSING, MISFIT_TOLERANCE, misfit_sweep
 
 from cpt_scaling.figures import dcpt as dcpt_figures
+from cpt_scaling.fit import rounds
+from cpt_scaling.fit.decision_spec import DecisionSpec
 from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.fit.measured import consistent, measured_compute_allocation, measured_max_domain_ratio
 from cpt_scaling.fit.misfit import misfit_test
@@ -118,3 +120,32 @@ def test_general_form_chosen_by_heldout_error_is_recorded() -> None:
     assert form == record["chosen"] == min(errors, key=errors.__getitem__)
     l3, forget = (fit_law(name, general, coarse=True) for name in ("dcpt", "dcpt_forget"))
     assert forget.huber < l3.huber  # it nests L3 (G -> 0) and can follow forgetting that grows with D
+
+
+def _round(study: tuple[dict, pd.DataFrame, pd.DataFrame], target_width: float) -> rounds.Round:
+    """The decision rounds' check of usage 1 at the sweep's largest size and budget (as a round sees them)."""
+    laws, points, _ = study
+    pts = {t: points[points["target"] == t][["N", "D", "r", "loss", "run"]].reset_index(drop=True)
+           for t in ("domain", "general")}
+    base = max(laws["base"].values(), key=lambda b: b["N"])
+    spec = DecisionSpec("usage1", N=float(base["N"]), D=float(points["D"].max()),
+                        base_general_loss=base["general_loss"], tolerance=MISFIT_TOLERANCE)
+    fits = {"domain": laws["domain_loss"], "general": laws["general_loss"]}
+    return rounds.next_round(fits, pts, spec, [], k=0, spent=1.0, target_width=target_width,
+                             round_gpu_hours=1.0)
+
+
+def test_a_decision_whose_law_misfits_joins_the_measured_crossing(forgetting, null) -> None:
+    """Where the general law misfits its points, the round's interval is the union of the law's (which misses the
+    true ratio) and the measured crossing's and covers the truth; with both checks failed the rounds stop where the
+    union is wider than asked (more runs would narrow the law's part only); where the law fits, it is the law's."""
+    step = _round(forgetting, 0.0)
+    assert step.misfit == ["general"] and step.interval_source == "law+measured" and step.status == "misfit"
+    assert not step.law_lo <= MISFIT_CROSSING <= step.law_hi and step.lo <= MISFIT_CROSSING <= step.hi
+    assert step.measured["consistent"] is False
+    assert step.lo == min(step.law_lo, step.measured["measured_lo"])
+    assert step.hi == max(step.law_hi, step.measured["measured_hi"])
+    assert _round(forgetting, step.width).status == "reached"  # as wide as asked: the joined interval is the answer
+    step = _round(null, 1.0)
+    assert step.interval_source == "law" and not step.misfit and step.measured["consistent"] is True
+    assert (step.lo, step.hi) == (step.law_lo, step.law_hi) and step.status == "reached"

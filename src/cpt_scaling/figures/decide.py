@@ -17,8 +17,9 @@ QUANTITY = {"usage1": "domain ratio", "usage2": "domain ratio", "usage3": "log10
 
 
 def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
-    """Two panels sharing the x axis (cumulative GPU-hours): the interval per round about its bootstrap median, and
-    the width with the target width; both mark the full grid's price."""
+    """Two panels sharing the x axis (cumulative GPU-hours): the interval per round about its bootstrap median (and,
+    where a round's interval joins the measured crossing's, the law's own), and the width with the target width;
+    both mark the full grid's price."""
     hist = doc["history"]
     x = [h["gpu_hours"] for h in hist]
     fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.4), sharex=True, layout="constrained")
@@ -26,6 +27,12 @@ def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
     left.errorbar(x, value, yerr=[[v - h["lo"] for v, h in zip(value, hist, strict=True)],
                                   [h["hi"] - v for v, h in zip(value, hist, strict=True)]],
                   fmt="o", color="tab:blue", capsize=3, label="bootstrap median, 95 % interval")
+    joined = [h for h in hist if h.get("interval_source", "law") != "law"]
+    if joined:  # rounds whose interval is not the law's alone: the law's own interval beside it
+        left.errorbar([h["gpu_hours"] for h in joined], [h["value"] for h in joined],
+                      yerr=[[h["value"] - h["law_lo"] for h in joined], [h["law_hi"] - h["value"] for h in joined]],
+                      fmt="none", color="tab:red", capsize=5, elinewidth=2.5, alpha=0.5,
+                      label="the law's own interval (it misfits or its points contradict it)")
     left.set_ylabel(QUANTITY[doc["decision"]])
     widths = [h["width"] for h in hist]
     right.plot(x, widths, "o-", color="tab:blue", label="width after each round (numbered)")
@@ -42,7 +49,8 @@ def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
         ax.set_xlim(left=0, right=1.08 * max(doc["grid_gpu_hours"], max(x)))
         ax.legend(loc="best", fontsize=7)
     title = (f"{doc['description']}: {doc['value']:.3g} [{doc['lo']:.3g}, {doc['hi']:.3g}] after "
-             f"{doc['rounds']} round(s), {doc['runs_used']} runs; stopped: {doc['stopped']}")
+             f"{doc['rounds']} round(s), {doc['runs_used']} runs; interval: {doc.get('interval_source', 'law')}; "
+             f"stopped: {doc['stopped']}")
     fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=8)
     return fig
 

@@ -169,6 +169,13 @@ def measured_compute_allocation(points: pd.DataFrame, *, compute: float, ratio: 
             "measured_note": "curves read at D = C/(6N), parabola in log N through the best size and its neighbours"}
 
 
+def point_noise(fit: dict[str, Any], loss: float) -> float:
+    """A measured point's noise in loss units near ``loss``: the misfit test's sigma (log loss, robust to the cells
+    it flags) where the fit has a ``misfit`` diagnostic, else the fit's RMSE."""
+    misfit = fit.get("diagnostics", {}).get("misfit")
+    return float(misfit["sigma"]) * loss if misfit else float(fit["rmse"])
+
+
 def consistent(measured: dict[str, Any], lo: float | None, hi: float | None) -> bool | None:
     """Whether a measured decision agrees with the law's interval ``[lo, hi]``: its own interval
     ``[measured_lo, measured_hi]`` (where it has one) overlaps it, else the value lies inside it; None without a

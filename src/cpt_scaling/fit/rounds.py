@@ -1,32 +1,188 @@
-"""`next` used in rounds, as a user (or a Snakemake loop) would: fit, propose runs within a per-round budget, train
-them, refit; until the decision's interval reaches a target width, the proposer stops choosing runs, the
-candidates run out, the total budget is spent, or the rounds run out. Training and fitting are callables, so the
-same loop runs on simulated runs (``bench/bench_next_runs.py --rounds``, ``bench/bench_decide.py``) and on real
-ones. With ``decay_fraction`` (WSD budgets) each round prices the candidates at their increment over the trunks
-done so far (:func:`cpt_scaling.fit.candidates.price_increments`)."""
+"""Rounds of fit -> interval -> stop rule -> propose, until the decision's interval reaches a target width.
+
+:func:`next_round` is one round, given the fits of the runs so far: it is what the workflow's decision target
+runs in each of its checkpoint rounds (:func:`cpt_scaling.studies.decide.round_record`) and what :func:`run_rounds`
+loops over with callables for training and fitting, so the same loop runs on simulated runs
+(``bench/bench_next_runs.py --rounds``, ``bench/bench_decide.py``) and on real ones. The caller prices the
+candidates left at their increment over the runs done (the workflow from its plan's training keys, the library
+loop with :func:`cpt_scaling.fit.candidates.price_increments`).
+
+**The interval a round reports** (``interval_source``). The law's 95 % bootstrap interval is trusted only where
+the law passes its own check. For usage 1 at an ``(N, D)`` the points measure at two or more ratios, the
+constraint crossing is also read off the measured points (:func:`cpt_scaling.fit.measured.measured_max_domain_ratio`,
+with its interval from the points' noise):
+
+* ``law``: no fit carries a ``misfit`` diagnostic and the measured crossing (where there is one) lies within the
+  law's interval (:func:`cpt_scaling.fit.measured.consistent`).
+* ``law+measured``: a fit misfits its own points, or the measured crossing contradicts the law: the interval is the
+  union (hull) of the two. Neither alone is trusted: the law is rejected by its points (or by the measured
+  crossing), and the measured interval carries the points' noise but not the error of interpolating between
+  measured ratios; the union covers wherever either does. Where both checks fail (a misfit, and a measured
+  crossing outside the law's interval) the rounds stop (``misfit``): more runs narrow the interval of a law that
+  cannot express the points, not the distance between it and the measurement. One failed check alone does not
+  stop them: each fails in about 5 % of the fits of a law that holds, and a loop refits every round, so a single
+  flag recurs by chance over the rounds; the next round's refit tests again.
+* ``law, unchecked misfit``: a fit misfits and the points measure no crossing (usage 1 at the decision's ``(N, D)``;
+  usage 2 and 3 have no measured check in the rounds): the interval is the law's but cannot stop the rounds as
+  ``reached``; for usage 1 the proposer is offered only the candidates at the decision's ``(N, D)`` (while any is
+  left), so the next rounds measure the crossing.
+
+**A round's GPU-hours** (:func:`round_budget`): at most the round's share, and no more than the rounds are expected
+to need to reach the target width: a bootstrap interval's width falls about as ``1/sqrt(information)``, and the
+information bought grows about with the GPU-hours, so reaching ``target`` from ``width`` after ``spent`` GPU-hours
+takes about ``spent·((width/target)² − 1)`` more; a round buys at least the cheapest candidate left; never more
+than the total budget leaves.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from cpt_scaling.fit import measured
 from cpt_scaling.fit.candidates import Candidate, price_increments, trunks_of
 from cpt_scaling.fit.decision_spec import DecisionSpec, decision_interval
 from cpt_scaling.fit.proposal import propose
 
 log = logging.getLogger(__name__)
 
-#: Why :func:`run_rounds` stopped: the target width reached; no run chosen although one was affordable (the
-#: proposer found no affordable run informative on the decision: ``Proposal.stopped == "no_gain"``); no candidate
-#: left; the round limit; the total budget left affords no candidate.
-STATUSES = ("reached", "stalled", "exhausted", "max_rounds", "budget")
+#: Why the rounds stopped: the target width reached; no run chosen although one was affordable (the proposer found
+#: no affordable run informative on the decision: ``Proposal.stopped == "no_gain"``); no candidate left; the round
+#: limit; the total budget left affords no candidate; the law misfits its points and the measured crossing
+#: contradicts it (module docstring).
+STATUSES = ("reached", "stalled", "exhausted", "max_rounds", "budget", "misfit")
+#: Where a round's interval comes from (module docstring).
+SOURCES = ("law", "law+measured", "law, unchecked misfit")
 
 Points = Mapping[str, pd.DataFrame]
 Laws = Mapping[str, Mapping[str, Any]]
+
+
+@dataclass
+class Round:
+    """One round's outcome: the reported interval and its source, the law's own interval, the fits that misfit,
+    the measured crossing (usage 1, or None), why the rounds stop (None: they go on with ``chosen``), and the
+    proposal's expected width, its stop reason and the GPU-hours the round could spend."""
+
+    lo: float
+    hi: float
+    law_lo: float
+    law_hi: float
+    interval_source: str
+    misfit: list[str]
+    measured: dict[str, Any] | None
+    status: str | None = None
+    chosen: list[Candidate] = field(default_factory=list)
+    expected_width: float | None = None
+    proposer_stop: str | None = None
+    round_gpu_hours: float | None = None
+
+    @property
+    def width(self) -> float:
+        return self.hi - self.lo
+
+    def to_json(self) -> dict[str, Any]:
+        """The round's interval fields (the decision JSON's per-round keys)."""
+        return {"lo": self.lo, "hi": self.hi, "width": self.width, "interval_source": self.interval_source,
+                "law_lo": self.law_lo, "law_hi": self.law_hi, "misfit": self.misfit, "measured": self.measured}
+
+
+def _at(values: pd.Series, x: float) -> np.ndarray:
+    """Rows of ``values`` equal to ``x`` (to 1e-6 relative)."""
+    return np.isclose(values.to_numpy(float), x, rtol=1e-6)
+
+
+def measured_crossing(laws: Laws, pts: Points, spec: DecisionSpec) -> dict[str, Any] | None:
+    """Usage 1's crossing read off the measured points at the decision's ``(N, D)``, with its interval from the
+    general fit's point noise (:func:`cpt_scaling.fit.measured.point_noise`); None for another decision or where
+    the points give no crossing there."""
+    if spec.decision != "usage1" or "general" not in pts:
+        return None
+    table = pd.concat([pts["domain"].assign(target="domain", ratio=pts["domain"]["r"]),
+                       pts["general"].assign(target="general", ratio=1.0 - pts["general"]["r"])], ignore_index=True)
+    table = table[_at(table["N"], float(spec.N)) & _at(table["D"], float(spec.D))]
+    limit = float(spec.base_general_loss) * (1.0 + spec.tolerance)
+    read = measured.measured_max_domain_ratio(table, N=float(spec.N), D=float(spec.D), limit=limit,
+                                              noise=measured.point_noise(laws["general"], limit))
+    return read if read.get("measured") is not None else None
+
+
+def checked_interval(laws: Laws, pts: Points, spec: DecisionSpec, where: str = "law JSON") -> Round:
+    """The round's interval: the law's, checked against its misfit diagnostics and the measured crossing, and the
+    source it comes from (module docstring)."""
+    law_lo, law_hi = decision_interval(laws, pts, spec, where=where)
+    misfit = sorted(t for t, law in laws.items() if law.get("diagnostics", {}).get("misfit"))
+    read = measured_crossing(laws, pts, spec)
+    lo, hi, source = law_lo, law_hi, "law"
+    if read is not None:
+        read = {**read, "consistent": measured.consistent(read, law_lo, law_hi)}
+    if misfit or (read is not None and not read["consistent"]):
+        if read is not None:
+            m_lo, m_hi = read.get("measured_lo", read["measured"]), read.get("measured_hi", read["measured"])
+            lo, hi, source = min(law_lo, m_lo), max(law_hi, m_hi), "law+measured"
+        else:
+            source = "law, unchecked misfit"
+    return Round(lo, hi, law_lo, law_hi, source, misfit, read)
+
+
+def round_budget(per_round: float, spent: float, width: float, target: float) -> float:
+    """GPU-hours a round may spend: ``per_round``, at most what reaching ``target`` is expected to take from
+    ``width`` after ``spent`` GPU-hours (module docstring)."""
+    if target <= 0 or spent <= 0 or not math.isfinite(width):
+        return per_round
+    return min(per_round, spent * max((width / target) ** 2 - 1.0, 0.0))
+
+
+def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candidate], *, k: int, spent: float,
+               target_width: float, round_gpu_hours: float, total_budget: float | None = None,
+               max_rounds: int = 50, simulations: int = 256, seed: int = 0, method: str = "bootstrap",
+               where: str = "law JSON") -> Round:
+    """Round ``k``: the checked interval of the fits ``laws`` of the points ``pts`` (:func:`checked_interval`),
+    the stop rule, and else the runs the proposer chooses (seed ``seed + k``) among the candidates ``left``
+    (priced at their increment) within :func:`round_budget` (at least the cheapest candidate left; at most what is
+    left of ``total_budget`` after ``spent``)."""
+    out = checked_interval(laws, pts, spec, where=where)
+    unchecked = out.interval_source == "law, unchecked misfit"
+    if out.width <= target_width and not unchecked:
+        out.status = "reached"
+    elif out.misfit and out.measured is not None and not out.measured["consistent"]:
+        out.status = "misfit"
+    elif k >= max_rounds:
+        out.status = "max_rounds"
+    elif not left:
+        out.status = "exhausted"
+    if out.status is not None:
+        return out
+    offered = list(left)
+    if unchecked and spec.decision == "usage1":  # measure the crossing: the runs at the decision's (N, D), if any
+        at_point = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D,
+                                                                                                 rel_tol=1e-6)]
+        offered = at_point or offered
+    budget = max(round_budget(round_gpu_hours, spent, out.width, target_width), min(c.gpu_hours for c in offered))
+    if total_budget is not None:
+        budget = min(budget, total_budget - spent)
+    out.round_gpu_hours = budget
+    affordable = [c for c in offered if c.gpu_hours <= budget]
+    if not affordable:
+        out.status = "budget"
+        return out
+    prop = propose(laws, pts, affordable, spec, budget, simulations=simulations, seed=seed + k, method=method,
+                   where=where)
+    out.proposer_stop = prop.stopped
+    if prop.chosen.empty:
+        out.status = "stalled"
+        return out
+    names = list(prop.chosen["candidate"])
+    by_name = {c.name: c for c in affordable}
+    out.chosen = [by_name[n] for n in names]
+    out.expected_width = float(prop.chosen["expected_width"].iloc[-1])
+    return out
 
 
 @dataclass
@@ -38,9 +194,10 @@ class RoundsResult:
 
     def table(self) -> pd.DataFrame:
         """The rounds as a table: round, runs (the start's ``run`` ids plus the candidates chosen), gpu_hours
-        (cumulative, the start's included), lo, hi, width, proposed (runs chosen after that fit), extensions (of
-        them, WSD extensions), expected_width (the proposal's, after its runs), proposer_stop
-        (``Proposal.stopped``)."""
+        (cumulative, the start's included), lo, hi, width, interval_source, law_lo, law_hi, misfit (the fits
+        that misfit, comma-joined), measured (usage 1's measured crossing or nan), proposed (runs chosen after that
+        fit), extensions (of them, WSD extensions), expected_width (the proposal's, after its runs), proposer_stop
+        (``Proposal.stopped``), round_gpu_hours (what the round could spend)."""
         return pd.DataFrame(self.rows)
 
 
@@ -49,13 +206,12 @@ def run_rounds(points: Points, candidates: list[Candidate], spec: DecisionSpec, 
                start_gpu_hours: float = 0.0, max_rounds: int = 50, simulations: int = 256, seed: int = 0,
                method: str = "bootstrap", total_budget: float | None = None,
                decay_fraction: float | None = None) -> RoundsResult:
-    """Fit ``points`` (``fit``: points per target -> law JSON per target, with bootstrap samples), propose within
-    ``budget_per_round`` GPU-hours (at least the cheapest candidate's price; at most what is left of
-    ``total_budget``, which counts ``start_gpu_hours``) among the candidates not yet run, ``train`` the chosen
-    runs (-> their points per target), append them and refit, until the interval's width is at most
-    ``target_width`` (or another of :data:`STATUSES`). ``candidates`` are priced as separate runs;
-    with ``decay_fraction`` each round reprices them at their WSD increment over the runs done (the start's
-    distinct ``(N, D, r)`` and the chosen). Round ``k`` proposes with seed ``seed + k``."""
+    """Fit ``points`` (``fit``: points per target -> law JSON per target, with bootstrap samples), run
+    :func:`next_round` on the candidates not yet run (``budget_per_round`` GPU-hours a round; ``total_budget``
+    counts ``start_gpu_hours``), ``train`` the chosen runs (-> their points per target), append them and refit,
+    until a round stops (:data:`STATUSES`). ``candidates`` are priced as separate runs; with ``decay_fraction``
+    each round reprices them at their WSD increment over the runs done (the start's distinct ``(N, D, r)`` and the
+    chosen)."""
     pts = {k: v.reset_index(drop=True) for k, v in points.items()}
     left = list(candidates)
     hours = float(start_gpu_hours)
@@ -65,43 +221,29 @@ def run_rounds(points: Points, candidates: list[Candidate], spec: DecisionSpec, 
     done = ([] if dom is None else
             [tuple(x) for x in dom[["N", "D", "r"]].drop_duplicates().to_numpy(float)])
     for k in range(max_rounds + 1):
-        laws = fit(pts)
-        lo, hi = decision_interval(laws, pts, spec)
-        row = {"round": k, "runs": runs, "gpu_hours": hours, "lo": lo, "hi": hi, "width": hi - lo, "proposed": 0,
-               "extensions": 0, "expected_width": float("nan"), "proposer_stop": None}
-        out.rows.append(row)
-        if hi - lo <= target_width:
-            out.status = "reached"
-            break
-        if k == max_rounds:
-            break
         priced = left if decay_fraction is None else price_increments(left, trunks_of(done), decay_fraction)
-        if not priced:
-            out.status = "exhausted"
+        step = next_round(fit(pts), pts, spec, priced, k=k, spent=hours, target_width=target_width,
+                          round_gpu_hours=budget_per_round, total_budget=total_budget, max_rounds=max_rounds,
+                          simulations=simulations, seed=seed, method=method)
+        chosen = step.chosen
+        out.rows.append({
+            "round": k, "runs": runs, "gpu_hours": hours, "lo": step.lo, "hi": step.hi, "width": step.width,
+            "interval_source": step.interval_source, "law_lo": step.law_lo, "law_hi": step.law_hi,
+            "misfit": ",".join(step.misfit), "measured": step.measured["measured"] if step.measured else math.nan,
+            "proposed": len(chosen), "extensions": sum(c.kind == "extension" for c in chosen),
+            "expected_width": step.expected_width if step.expected_width is not None else math.nan,
+            "proposer_stop": step.proposer_stop, "round_gpu_hours": step.round_gpu_hours})
+        if step.status is not None:
+            out.status = step.status
             break
-        # a round buys at least one run: the cheapest left, where it alone costs more than a round
-        budget = max(budget_per_round, min(c.gpu_hours for c in priced))
-        if total_budget is not None:
-            budget = min(budget, total_budget - hours)
-        affordable = [c for c in priced if c.gpu_hours <= budget]
-        if not affordable:
-            out.status = "budget"
-            break
-        prop = propose(laws, pts, affordable, spec, budget, simulations=simulations, seed=seed + k, method=method)
-        row["proposer_stop"] = prop.stopped
-        if prop.chosen.empty:
-            out.status = "stalled"
-            break
-        names = set(prop.chosen["candidate"])
-        chosen = [c for c in priced if c.name in names]
-        row["proposed"], row["expected_width"] = len(chosen), float(prop.chosen["expected_width"].iloc[-1])
-        row["extensions"] = sum(c.kind == "extension" for c in chosen)
         new = train(chosen)
         pts = {t: pd.concat([v, new[t]], ignore_index=True) if t in new else v for t, v in pts.items()}
+        names = {c.name for c in chosen}
         left = [c for c in left if c.name not in names]
         done += [(c.N, c.D, c.r) for c in chosen]
         hours += sum(c.gpu_hours for c in chosen)
         runs += len(chosen)
-        log.info("rounds: round %d width %.4g, %d run(s) proposed, %d of them extensions (expected width %.4g)",
-                 k, hi - lo, len(chosen), row["extensions"], row["expected_width"])
+        log.info("rounds: round %d width %.4g (%s), %d run(s) proposed, %d of them extensions (expected width "
+                 "%.4g)", k, step.width, step.interval_source, len(chosen), out.rows[-1]["extensions"],
+                 out.rows[-1]["expected_width"])
     return out

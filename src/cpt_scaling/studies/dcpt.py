@@ -91,20 +91,13 @@ def _with_measured(row: dict[str, Any], read: dict[str, Any]) -> dict[str, Any]:
             "consistent": consistent(read, row["lo"], row["hi"])}
 
 
-def _point_noise(fit: dict[str, Any], loss: float) -> float:
-    """A measured point's noise in loss units near ``loss``: the misfit test's sigma (log loss, robust to the cells
-    it flags) where the fit has a ``misfit`` diagnostic, else the fit's RMSE."""
-    misfit = fit.get("diagnostics", {}).get("misfit")
-    return float(misfit["sigma"]) * loss if misfit else float(fit["rmse"])
-
-
 def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
            domain_tokens: float) -> pd.DataFrame:
     """The three D-CPT usages per model size of the sweep, as one table: each row's decided quantity
     (``decision``) with its ``value``, ``lo``/``hi`` and ``extrapolation`` factor; ``measured`` the same decision
     read off the points where it falls inside the sweep (else null, ``measured_note`` says why; usage 1 with
-    ``measured_lo``/``measured_hi`` from the points' noise, :func:`_point_noise`) and ``consistent`` whether it
-    agrees with ``[lo, hi]`` (:func:`cpt_scaling.fit.measured.consistent`)."""
+    ``measured_lo``/``measured_hi`` from the points' noise, :func:`cpt_scaling.fit.measured.point_noise`) and
+    ``consistent`` whether it agrees with ``[lo, hi]`` (:func:`cpt_scaling.fit.measured.consistent`)."""
     rows: list[dict[str, Any]] = []
     d_max = float(points["D"].max())
     dom, gen = result["domain_loss"], result["general_loss"]
@@ -117,7 +110,7 @@ def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
                  general_loss=u1["general_loss"], extrapolation=extrapolation(dom, n, d_max),
                  note=f"min domain loss s.t. general loss <= {u1['limit']:.4f}"),
             measured.measured_max_domain_ratio(points, N=n, D=d_max, limit=u1["limit"],
-                                               noise=_point_noise(gen, u1["limit"]))))
+                                               noise=measured.point_noise(gen, u1["limit"]))))
         u2 = decisions.dcpt_ratio_for_limited_domain_data(dom, N=n, domain_tokens=domain_tokens)
         rows.append(_with_measured(
             _row(2, size, "ratio", u2, "ratio", N=n, D=u2["D"], D_lo=u2["D_lo"], D_hi=u2["D_hi"],

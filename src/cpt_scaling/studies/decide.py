@@ -1,10 +1,15 @@
 """The decision target's rounds (rules/decide.smk; README: Ask for a decision).
 
 Round ``k`` fits the D-CPT law to the runs so far (the starting design, then every run the rounds before it
-chose), reads the decision's 95 % interval off the fit's bootstrap resamples, and either stops (the reasons in
-:data:`STOPS`) or asks the proposer (:func:`cpt_scaling.fit.proposal.propose`, seed ``seed + k``) for the next runs
-within the round's GPU-hours, each candidate priced at its increment: the training jobs it needs that no run so far
-has needed (a larger budget of a WSD trunk that exists costs its new segment and decay branch, not a new run).
+chose) and runs :func:`cpt_scaling.fit.rounds.next_round` on it (the one round the library loop and
+``bench/bench_decide.py`` run too): the decision's 95 % interval, checked against the fits' misfit diagnostics
+and the measured crossing (``interval_source``), then either a stop (the reasons in :data:`STOPS`) or the
+proposer's next runs (seed ``seed + k``) within the round's GPU-hours, each candidate priced at its increment:
+the training jobs it needs that no run so far has needed (a larger budget of a WSD trunk that exists costs its
+new segment and decay branch, not a new run). The plan's training keys price it here, not the formula of
+:func:`cpt_scaling.fit.candidates.price_increments` that the library loop uses on simulated runs: the keys carry
+what the formula cannot (a base model's pretraining a run needs, the shape-exact FLOPs of each segment); the
+two agree on WSD trunks (tests/test_proposal_rounds.py, test_curve_tokens_are_what_the_plan_trains).
 One round is one record (:func:`round_record`); the decision JSON (:func:`decision_doc`) gathers them. The
 decision is read at one point for every round: the one round 0 resolved (``spec``).
 """
@@ -22,14 +27,8 @@ import pandas as pd
 
 from cpt_scaling.evaluate.tables import read_eval_tables
 from cpt_scaling.fit.candidates import Candidate
-from cpt_scaling.fit.decision_spec import (
-    DecisionSpec,
-    decision_interval,
-    decision_spec,
-    decision_values,
-    targets_from,
-)
-from cpt_scaling.fit.proposal import propose
+from cpt_scaling.fit.decision_spec import DecisionSpec, decision_spec, decision_values, targets_from
+from cpt_scaling.fit.rounds import next_round
 from cpt_scaling.studies.common import annealed_points, fit_points, run_groups
 from cpt_scaling.studies.dcpt import base_losses, dcpt_points
 
@@ -42,6 +41,9 @@ STOPS = {
     "budget": "no candidate's increment fits in the GPU-hours left (decide.budget_gpu_hours)",
     "exhausted": "every candidate run is done",
     "stalled": "the proposer expects no affordable run to narrow the interval",
+    "misfit": "the law misfits its own points and the measured crossing contradicts it: the interval joins the "
+              "law's and the measured crossing's (interval_source law+measured); more runs of this law would not "
+              "make the decision precise",
 }
 
 
@@ -99,57 +101,47 @@ def increments(job: Mapping[str, Any], runs: Sequence[str]) -> list[Candidate]:
 
 def round_record(job: Mapping[str, Any], k: int, previous: Mapping[str, Any] | None, domain_tokens: float,
                  tables: Sequence[Path]) -> dict[str, Any]:
-    """Round ``k``: the fit of the runs so far, its interval, and the next runs or why the rounds stop."""
+    """Round ``k``: the fit of the runs so far, then :func:`cpt_scaling.fit.rounds.next_round` (its checked
+    interval, the stop rule, the next runs), the same function the library loop and ``bench/bench_decide.py``
+    run."""
     s = job["settings"]
     runs = list(job["start"]) if previous is None else [*previous["runs"], *previous["next"]]
     laws, pts, base = fit_round(tables, s["domain"], job["fit"], s["decision"] == "usage1")
     spec = resolve_spec(job, pts, base, domain_tokens) if previous is None else DecisionSpec(**previous["spec"])
-    lo, hi = decision_interval(laws, pts, spec, where=f"decision round {k}")
+    hours, _ = spent(job, runs)
+    step = next_round(laws, pts, spec, increments(job, runs), k=k, spent=hours, target_width=s["target_width"],
+                      round_gpu_hours=float(job["round_gpu_hours"]), total_budget=float(job["budget_gpu_hours"]),
+                      max_rounds=int(s["max_rounds"]), simulations=int(s["simulations"]), seed=int(s["seed"]),
+                      method=s["method"], where=f"decision round {k}")
     targets, _ = targets_from(laws, pts, f"decision round {k}")
     values = decision_values(spec, targets)
-    hours, _ = spent(job, runs)
     value = float(np.median(values[np.isfinite(values)]))
+    interval = step.to_json()
     rec: dict[str, Any] = {
-        "round": k, "runs": runs, "gpu_hours": hours, "value": value, "lo": lo, "hi": hi, "width": hi - lo,
-        "spec": asdict(spec), "description": spec.describe(), "next": [], "next_gpu_hours": 0.0,
-        "expected_width": None, "status": None,
+        "round": k, "runs": runs, "gpu_hours": hours, "value": value, **interval,
+        "spec": asdict(spec), "description": spec.describe(), "next": [c.name for c in step.chosen],
+        "next_gpu_hours": float(sum(c.gpu_hours for c in step.chosen)), "expected_width": step.expected_width,
+        "round_gpu_hours": step.round_gpu_hours, "status": step.status,
         "history": [*(previous["history"] if previous else []),
-                    {"round": k, "runs": len(runs), "gpu_hours": hours, "value": value, "lo": lo, "hi": hi,
-                     "width": hi - lo}]}
-    left = increments(job, runs)
-    available = min(float(job["round_gpu_hours"]), float(job["budget_gpu_hours"]) - hours)
-    affordable = [c for c in left if c.gpu_hours <= available]
-    if hi - lo <= s["target_width"]:
-        rec["status"] = "reached"
-    elif k >= s["max_rounds"]:
-        rec["status"] = "max_rounds"
-    elif not left:
-        rec["status"] = "exhausted"
-    elif not affordable:
-        rec["status"] = "budget"
-    else:
-        prop = propose(laws, pts, affordable, spec, available, simulations=int(s["simulations"]),
-                       seed=int(s["seed"]) + k, method=s["method"], where=f"decision round {k}")
-        if prop.chosen.empty:
-            rec["status"] = "stalled"
-        else:
-            rec["next"] = [str(c) for c in prop.chosen["candidate"]]
-            rec["next_gpu_hours"] = float(prop.chosen["gpu_hours"].sum())
-            rec["expected_width"] = float(prop.chosen["expected_width"].iloc[-1])
-    log.info("decision round %d: %s [%.4g, %.4g] (width %.4g) from %d runs, %.4g GPU-hours; %s", k,
-             spec.describe(), lo, hi, hi - lo, len(runs), hours,
+                    {"round": k, "runs": len(runs), "gpu_hours": hours, "value": value, **interval}]}
+    log.info("decision round %d: %s [%.4g, %.4g] (width %.4g, %s) from %d runs, %.4g GPU-hours; %s", k,
+             spec.describe(), step.lo, step.hi, step.width, step.interval_source, len(runs), hours,
              f"next: {', '.join(rec['next'])}" if rec["next"] else f"stop: {STOPS[rec['status']]}")
     return rec
 
 
 def decision_doc(job: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The decision JSON: the last round's value and interval, why the rounds stopped, the runs used, the
+    """The decision JSON: the last round's value and interval (``interval_source``: whence the interval,
+    :data:`cpt_scaling.fit.rounds.SOURCES`; the law's own ``law_lo``/``law_hi``, the fits that ``misfit``, the
+    ``measured`` crossing), why the rounds stopped, the runs used, the
     GPU-hours spent (and the full grid's, the budget) and the history of the interval per round."""
     last = rounds[-1]
     s = job["settings"]
     return {"decision": s["decision"], "domain": s["domain"], "description": last["description"],
             "spec": last["spec"], "value": last["value"], "lo": last["lo"], "hi": last["hi"],
-            "width": last["width"], "target_width": s["target_width"], "status": last["status"],
+            "width": last["width"], "interval_source": last["interval_source"], "law_lo": last["law_lo"],
+            "law_hi": last["law_hi"], "misfit": last["misfit"], "measured": last["measured"],
+            "target_width": s["target_width"], "status": last["status"],
             "stopped": STOPS[last["status"]], "rounds": len(rounds) - 1, "runs": last["runs"],
             "runs_used": len(last["runs"]), "gpu_hours": last["gpu_hours"],
             "budget_gpu_hours": job["budget_gpu_hours"], "round_gpu_hours": job["round_gpu_hours"],

@@ -22,7 +22,7 @@ def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
     both mark the full grid's price."""
     hist = doc["history"]
     x = [h["gpu_hours"] for h in hist]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 3.4), sharex=True, layout="constrained")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.0, 4.0), sharex=True, layout="constrained")
     value = [h["value"] for h in hist]
     left.errorbar(x, value, yerr=[[v - h["lo"] for v, h in zip(value, hist, strict=True)],
                                   [h["hi"] - v for v, h in zip(value, hist, strict=True)]],
@@ -47,7 +47,8 @@ def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
                    label=f"full grid ({doc['grid_runs']} runs): {doc['grid_gpu_hours']:.3g} GPU-h")
         ax.set_xlabel("GPU-hours spent (cumulative)")
         ax.set_xlim(left=0, right=1.08 * max(doc["grid_gpu_hours"], max(x)))
-        ax.legend(loc="best", fontsize=7)
+        # below the panel, never over the rounds or the reference lines
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=7, frameon=False)
     title = (f"{doc['description']}: {doc['value']:.3g} [{doc['lo']:.3g}, {doc['hi']:.3g}] after "
              f"{doc['rounds']} round(s), {doc['runs_used']} runs; interval: {doc.get('interval_source', 'law')}; "
              f"stopped: {doc['stopped']}")

@@ -5,7 +5,8 @@ Copies every study table of results/tables/ (all but the eval table) and writes 
 large); ``seed_findings.csv`` (:mod:`cpt_scaling.studies.findings`, recomputed from the copied tables with the
 config's ``fit.run_noise``); ``law_optimum_check.csv``, every fit of every law JSON checked against an independent
 optimiser on its own objective and points (:mod:`cpt_scaling.fit.optimum_check`; a few minutes); and
-``plan_keys.json``, the keys of every artifact the demo config plans.
+``plan_keys.json``, the keys of every artifact the demo config plans. After `make demo-decide` it also copies the
+decision targets' JSONs and round-history figures (``decision_*.pdf``).
 tests/test_demo_findings.py asserts the findings on these tables and that the keys still match the demo's plan, so
 a change that alters the demo's artifacts fails until the tables are re-recorded.
 """
@@ -45,6 +46,9 @@ def main() -> None:
     for table in sorted((args.results / "tables").glob("*.csv")):
         if table.name != "eval.csv":
             shutil.copyfile(table, args.out / table.name)
+    for decision in [*sorted((args.results / "decisions").glob("*.json")),
+                     *sorted((args.results / "figures").glob("decision_*.pdf"))]:
+        shutil.copyfile(decision, args.out / decision.name)
     laws = {law.name: json.loads(law.read_text()) for law in sorted((args.results / "laws").glob("*.json"))}
     diagnostics = {name: law.get("diagnostics") for name, law in laws.items()}
     (args.out / "laws_diagnostics.json").write_text(json.dumps(diagnostics, indent=1, sort_keys=True) + "\n")

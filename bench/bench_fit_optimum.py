@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--fits", type=int, default=300, help="number of synthetic fits (default 300)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", type=int, default=0, help="draw (but do not fit) the first SKIP cases")
+    ap.add_argument("--only", choices=KINDS, help="fit only the cases of this kind (the others are drawn, not fitted)")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     per_kind: dict[str, list[float]] = defaultdict(list)
@@ -126,7 +127,8 @@ def main() -> None:
         kind = KINDS[i % len(KINDS)]
         name, df = make_case(kind, rng)
         law = LAWS[name]
-        if i < args.skip:  # the same random draws as a fitted case, so later cases are unchanged
+        # a skipped case takes the same random draws as a fitted one, so later cases are unchanged
+        if i < args.skip or (args.only and kind != args.only):
             grid = law.grid_points(False, {c: df[c].to_numpy(float) for c in law.columns})
             rng.choice(len(grid), size=min(15, len(grid)), replace=False)
             continue

@@ -83,11 +83,16 @@ def count_documents(path: Path) -> int | None:
             loaded = datasets.load_from_disk(str(path))
             return loaded.num_rows if isinstance(loaded, datasets.Dataset) else None
         if kind == "folder":
-            counts = [count_documents(f) for f in document_files(path)]
-            return sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
+            return count_all_documents(document_files(path))
     except Exception:  # unreadable here: its reader raises the InputError that names it
         return None
     return None
+
+
+def count_all_documents(paths: list[Path]) -> int | None:
+    """The documents of all ``paths`` (:func:`count_documents`); None when one cannot be counted, or no paths."""
+    counts = [count_documents(path) for path in paths]
+    return sum(counts) if counts and None not in counts else None  # type: ignore[arg-type]
 
 
 def doc_hash(text: str) -> str:

@@ -29,7 +29,7 @@ from cpt_scaling.core.atomic import atomic_dir, write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.progress import LogProgress
 from cpt_scaling.data import POOL
-from cpt_scaling.data.docs_io import doc_hash, hash_fraction, iter_document_batches
+from cpt_scaling.data.docs_io import count_all_documents, doc_hash, hash_fraction, iter_document_batches
 from cpt_scaling.data.prefetch import prefetch
 from cpt_scaling.data.tokenizer import document_prefix, document_separator, load_tokenizer
 
@@ -164,15 +164,6 @@ def _read_classified(path: Path) -> pa.Table:
     return table
 
 
-def _classified_rows(files: list[Path]) -> int | None:
-    """The documents the classified files label, from their Parquet metadata (None if one cannot be read: the
-    scan names it)."""
-    try:
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in files)
-    except (OSError, pa.ArrowException):
-        return None
-
-
 def build_shards(
     out_dir: Path,
     *,
@@ -213,7 +204,7 @@ def build_shards(
         build = _ShardBuild(tmp, backend, eos_id, prefix, domain=domain, threshold=threshold, seq_len=seq_len,
                             heldout_fraction=heldout_fraction, heldout_max_sequences=heldout_max_sequences,
                             shard_max_sequences=shard_max_sequences)
-        with LogProgress(log, f"{domain} shards", total=_classified_rows(classified_files)) as progress:
+        with LogProgress(log, f"{domain} shards", total=count_all_documents(list(classified_files))) as progress:
             for pool_file, cls_file in zip(pool_files, classified_files, strict=True):
                 build.scan(pool_file, cls_file, progress, text_column=text_column, id_column=id_column)
         if build.n_selected == 0:

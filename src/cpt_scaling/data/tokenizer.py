@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from cpt_scaling.core.atomic import atomic_dir
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.core.progress import LogProgress
-from cpt_scaling.data.docs_io import count_documents, iter_document_batches
+from cpt_scaling.data.docs_io import count_all_documents, iter_document_batches
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -23,9 +23,7 @@ EOS_TOKEN = "<|endoftext|>"
 
 def _iter_texts(files: list[Path], text_column: str, id_column: str) -> Iterator[str]:
     """Yield every document text of ``files`` in order, logging progress."""
-    counts = [count_documents(Path(path)) for path in files]
-    total = None if None in counts else sum(counts)  # type: ignore[arg-type]
-    with LogProgress(log, "tokenizer training", total=total) as progress:
+    with LogProgress(log, "tokenizer training", total=count_all_documents([Path(f) for f in files])) as progress:
         for path in files:
             for batch in iter_document_batches(Path(path), text_column=text_column, id_column=id_column):
                 yield from batch.column("text").to_pylist()

@@ -118,12 +118,16 @@ def interval(point: float | None, samples: np.ndarray, level: float = LEVEL) -> 
 
 
 def _with_interval(out: dict[str, Any], key: str, values: np.ndarray, n_boot: int) -> None:
+    """``out[key]`` from ``values[0]``; ``<key>_lo``/``<key>_hi`` the interval of the ``n_boot`` resamples after it,
+    widened to cover the rows after those (a fit's profile, :func:`with_profile`; :func:`profile_widen`)."""
     point = values[0]
     out[key] = None if not math.isfinite(point) else float(point)
-    lo, hi = interval(out[key], values[1:]) if n_boot else (None, None)
+    resamples = values[1 : 1 + n_boot]
+    lo, hi = interval(out[key], resamples) if n_boot else (None, None)
     out[f"{key}_lo"], out[f"{key}_hi"] = lo, hi
     if n_boot:
-        out[f"{key}_resamples_failed"] = int((~np.isfinite(values[1:])).sum())
+        out[f"{key}_resamples_failed"] = int((~np.isfinite(resamples)).sum())
+    profile_widen(out, key, values[1 + n_boot :])
 
 
 def law_loss(law_json: LawJson, **columns: float | np.ndarray) -> np.ndarray:
@@ -221,9 +225,8 @@ def dcpt_ratio_for_limited_domain_data(
     ratio, loss = batched_argmin(lambda r: _eval(law, p, N=N, D=domain_tokens / r, r=r), r_min, r_max,
                                  1 + n_boot + n_prof)
     out: dict[str, Any] = {"usage": 2, "N": N, "domain_tokens": domain_tokens}
-    for key, values in (("ratio", ratio), ("D", domain_tokens / ratio)):
-        _with_interval(out, key, values[: 1 + n_boot], n_boot)
-        profile_widen(out, key, values[1 + n_boot :])
+    _with_interval(out, "ratio", ratio, n_boot)
+    _with_interval(out, "D", domain_tokens / ratio, n_boot)
     out["loss"] = float(loss[0])
     return out
 
@@ -245,9 +248,8 @@ def dcpt_compute_allocation(
     log_n, best = batched_argmin(loss, math.log(n_range[0]), math.log(n_range[1]), 1 + n_boot + n_prof)
     n = np.exp(log_n)
     out: dict[str, Any] = {"usage": 3, "compute": compute, "ratio": r}
-    for key, values in (("N", n), ("D", compute / (6.0 * n))):
-        _with_interval(out, key, values[: 1 + n_boot], n_boot)
-        profile_widen(out, key, values[1 + n_boot :])
+    _with_interval(out, "N", n, n_boot)
+    _with_interval(out, "D", compute / (6.0 * n), n_boot)
     out["loss"] = float(best[0])
     at_bound = np.isclose(log_n[: 1 + n_boot, None], np.log(n_range)[None, :], atol=1e-3).any(axis=1)
     out["at_bound"] = bool(at_bound[0])
@@ -277,9 +279,8 @@ def chinchilla_compute_optimal(law_json: LawJson, compute: float) -> dict[str, A
     n = g * (compute / 6.0) ** (b / (a + b))
     d = compute / (6.0 * n)
     out: dict[str, Any] = {"compute": compute}
-    for key, values in (("N", n), ("D", d)):
-        _with_interval(out, key, values[: 1 + n_boot], n_boot)
-        profile_widen(out, key, values[1 + n_boot :])
+    _with_interval(out, "N", n, n_boot)
+    _with_interval(out, "D", d, n_boot)
     out["tokens_per_param"] = out["D"] / out["N"]
     out["loss"] = float(law_loss(law_json, N=out["N"], D=out["D"]))
     return out

@@ -182,5 +182,3 @@ def prepare_model(spec: TrainSpec, resume_dir: Path | None, config: dict[str, An
     if spec.activation_checkpointing:  # recompute each block in backward; non-reentrant: same losses, ZeRO-3 too
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model
-
-

@@ -174,8 +174,8 @@ def main() -> None:
         return
     from cpt_scaling.cost.model import flops_per_token
     from cpt_scaling.train.model import count_parameters, model_shape, save_model
+    from cpt_scaling.train.resubmit import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER
     from cpt_scaling.train.train_log import read_log
-    from cpt_scaling.train.trainer import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER
 
     mode = "cpu" if args.cpu else "gpu"
     on_gpu = torch.cuda.is_available()

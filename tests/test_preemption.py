@@ -17,8 +17,9 @@ import pytest
 from tiny_shards import SEQ_LEN, TRAIN_SCRIPT, make_shards, tiny_spec
 
 from cpt_scaling.train import checkpoints as ckpt
+from cpt_scaling.train.resubmit import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER, Resubmit
 from cpt_scaling.train.train_log import read_log
-from cpt_scaling.train.trainer import RESUBMIT_EXIT_CODE, RESUBMIT_MARKER, Resubmit, train
+from cpt_scaling.train.trainer import train
 
 PER_STEP = 8 * SEQ_LEN
 STEPS = 120

@@ -26,8 +26,9 @@ from tiny_shards import SEQ_LEN, make_shards, tiny_spec
 
 from cpt_scaling.train import checkpoints as ckpt
 from cpt_scaling.train.launch import run_training
+from cpt_scaling.train.resubmit import RESUBMIT_EXIT_CODE
 from cpt_scaling.train.train_log import read_log
-from cpt_scaling.train.trainer import RESUBMIT_EXIT_CODE, train
+from cpt_scaling.train.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 Under SLURM the job's end (``squeue``'s time left, else the ``runtime`` resource from now) less the resource
 ``stop_margin_s`` (or the run's own longest logged save, :func:`cpt_scaling.train.launch.stop_margin`) becomes the
 trainer's ``stop_at``: it stops there with a resumable checkpoint and exit status 75
-(:data:`cpt_scaling.train.trainer.RESUBMIT_EXIT_CODE`), and the rule's retries resubmit it.
+(:data:`cpt_scaling.train.resubmit.RESUBMIT_EXIT_CODE`), and the rule's retries resubmit it.
 """
 
 from pathlib import Path

@@ -9,8 +9,8 @@ Stop signals reach every training process: SLURM's warning (``--signal=TERM@<lea
 process of the job's steps) and a SIGTERM/SIGUSR1 sent to this process alone, which is forwarded to the workers
 as SIGUSR1 (torchrun is started ignoring SIGUSR1, so only the workers act on it). torchrun's own SIGTERM
 handling forwards SIGTERM and waits :data:`SHUTDOWN_TIMEOUT_S` for the workers' checkpoint. A run that stopped
-for a resubmission (:data:`cpt_scaling.train.trainer.RESUBMIT_MARKER`) raises
-:class:`~cpt_scaling.train.trainer.Resubmit` here too, so the job exits with status 75 either way.
+for a resubmission (:data:`cpt_scaling.train.resubmit.RESUBMIT_MARKER`) raises
+:class:`~cpt_scaling.train.resubmit.Resubmit` here too, so the job exits with status 75 either way.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from cpt_scaling.core.atomic import write_json
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.cost.resources import STOP_SLACK_SECONDS
 from cpt_scaling.train import train_log
+from cpt_scaling.train.resubmit import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit
+from cpt_scaling.train.run_setup import check_environment
 from cpt_scaling.train.spec_types import TrainSpec
-from cpt_scaling.train.trainer import RESUBMIT_MARKER, STOP_SIGNALS, Resubmit, check_environment, train
+from cpt_scaling.train.trainer import train
 
 log = logging.getLogger(__name__)
 RDZV_PORT = 29500

@@ -26,8 +26,9 @@ so the methods are compared on the same fits; choose on some seeds and report ot
 ``_lo``/``_hi`` for r and N, i.e. the percentile interval, or its union with the profile-likelihood set where the
 fit puts E at its floor (:mod:`cpt_scaling.fit.profile`). Per quantity the table also splits the percentile and
 reported coverage by whether the fit puts E at zero (flagged "not identified"). The last line is
-``coverage alpha=<a> beta=<b> r_opt=<r> n_opt=<n>`` for the reported intervals: per quantity the worse design
-(α, β: the worse law too); the lines before it give the same for each bootstrap method alone.
+``coverage alpha=<a> beta=<b> r_opt=<r> n_opt=<n>`` for the reported intervals: per quantity the worst design
+(α, β: the worst law too), the coverage farthest outside the target band [0.90, 0.99] on either side; the lines
+before it give the same for each bootstrap method alone.
 """
 
 from __future__ import annotations
@@ -203,11 +204,24 @@ def summarise(design: str, rows: list[dict[str, Any]], truth: dict[str, float]) 
     return cover
 
 
+#: The coverage the issue asks of each quantity in each design.
+TARGET_BAND = (0.90, 0.99)
+
+
+def worst(values: list[float]) -> float:
+    """The value farthest outside :data:`TARGET_BAND` (too narrow or too wide alike); where all lie inside it, the
+    one nearest its edge."""
+    lo, hi = TARGET_BAND
+    return max(values, key=lambda c: max(lo - c, c - hi))
+
+
 def worst_line(cover: dict[str, dict[str, dict[str, float]]], method: str) -> str:
-    """``coverage alpha=.. beta=.. r_opt=.. n_opt=..``: per quantity the worse design (α, β: the worse law too)."""
+    """``coverage alpha=.. beta=.. r_opt=.. n_opt=..``: per quantity the worst design (α, β: the worst law too) by
+    :func:`worst`, so that an interval that covers every seed (wider than its level) shows as well as one that
+    misses too often."""
     groups = (("alpha", ("l3_alpha", "chin_alpha")), ("beta", ("l3_beta", "chin_beta")), ("r_opt", ("r_opt",)),
               ("n_opt", ("n_opt",)))
-    return "coverage " + " ".join(f"{k}={min(c[method][q] for c in cover.values() for q in keys):.2f}"
+    return "coverage " + " ".join(f"{k}={worst([c[method][q] for c in cover.values() for q in keys]):.2f}"
                                   for k, keys in groups)
 
 

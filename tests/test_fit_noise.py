@@ -73,6 +73,21 @@ def test_hierarchical_offsets_have_the_stated_variances(df: float | None, factor
     np.testing.assert_array_equal(again, sim)  # the same seed gives the same draws
 
 
+def test_single_point_runs_keep_their_point_noise() -> None:
+    """Runs of several checkpoints take their point terms from their flipped within-run residuals; a run of one
+    point (a WSD branch end) has none to flip, so its point term is drawn from the point sd instead of being left
+    out (a law through such points would otherwise look exact there)."""
+    run_of_point = np.array([0, 0, 1, 1, 2, 3])
+    n = run_of_point.size
+    d = Design(np.array(["a", "b", "c", "d"]), run_of_point, np.zeros(4, dtype=int), np.zeros(n), np.zeros(n),
+               np.zeros((n, 1)))
+    within = np.array([0.004, -0.004, 0.002, -0.002, 0.0, 0.0])
+    sim = hierarchical_losses(d, within, 40000, base=(0.0, None), run=(0.0, None), seed=0, point=0.01)
+    np.testing.assert_allclose(np.abs(sim[:, :4]), np.abs(within[:4]) * np.ones((40000, 1)))
+    assert sim[:, 4].std() == pytest.approx(0.01, rel=0.05) and sim[:, 5].std() == pytest.approx(0.01, rel=0.05)
+    assert abs(np.corrcoef(sim[:, 4], sim[:, 5])[0, 1]) < 0.05
+
+
 def test_variance_components_recover_known_truth_and_say_when_the_base_is_not_identified() -> None:
     """Over 25 sweeps of 8 sizes x 3 runs (base 1 %, run 1 %, point 0.3 %) the method-of-moments estimates are
     unbiased for the variances; with 3 sizes the law's size terms absorb the base offsets: not identified."""

@@ -13,6 +13,7 @@ from law_synth import MISFIT_CROSSING, MISFIT_TOLERANCE, misfit_sweep
 
 from cpt_scaling.figures import dcpt as dcpt_figures
 from cpt_scaling.fit import rounds
+from cpt_scaling.fit.candidates import Candidate
 from cpt_scaling.fit.decision_spec import DecisionSpec
 from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.fit.measured import consistent, measured_compute_allocation, measured_max_domain_ratio
@@ -149,3 +150,31 @@ def test_a_decision_whose_law_misfits_joins_the_measured_crossing(forgetting, nu
     step = _round(null, 1.0)
     assert step.interval_source == "law" and not step.misfit and step.measured["consistent"] is True
     assert (step.lo, step.hi) == (step.law_lo, step.law_hi) and step.status == "reached"
+
+
+def test_an_unchecked_misfit_buys_the_runs_that_bracket_the_crossing(forgetting) -> None:
+    """A general fit that misfits while the points measure no crossing at the decision's (N, D): the round buys the
+    runs there at the nearest ratios on either side of the law's interval (not one run per round), and with their
+    points the next round reads the crossing."""
+    laws, points, _ = forgetting
+    base = max(laws["base"].values(), key=lambda b: b["N"])
+    n, d = float(base["N"]), float(points["D"].max())
+    spec = DecisionSpec("usage1", N=n, D=d, base_general_loss=base["general_loss"], tolerance=MISFIT_TOLERANCE)
+    fits = {"domain": laws["domain_loss"], "general": laws["general_loss"]}
+    at = np.isclose(points["N"], n) & np.isclose(points["D"], d) & (points["ratio"] > 0)
+    kept = points[~at]
+    pts = {t: kept[kept["target"] == t][["N", "D", "r", "loss", "run"]].reset_index(drop=True)
+           for t in ("domain", "general")}
+    left = [Candidate(f"r{x:g}", n, d, float(x), 1, 1.0, 1.0, "test")
+            for x in sorted(points.loc[at, "ratio"].unique())]
+    step = rounds.next_round(fits, pts, spec, left, k=1, spent=1.0, target_width=1.0, round_gpu_hours=0.5)
+    assert step.interval_source == "law, unchecked misfit" and step.status is None and step.measured is None
+    ratios = sorted(c.r for c in step.chosen)
+    grid = sorted(c.r for c in left)
+    assert len(ratios) == 2 and ratios[0] <= step.law_lo and ratios[1] >= step.law_hi
+    assert not [x for x in grid if ratios[0] < x <= step.law_lo or step.law_hi <= x < ratios[1]]  # the nearest
+    bought = points[at & points["ratio"].isin(ratios)]
+    pts = {t: pd.concat([pts[t], bought[bought["target"] == t][pts[t].columns]], ignore_index=True) for t in pts}
+    again = rounds.next_round(fits, pts, spec, [c for c in left if c.r not in ratios], k=2, spent=3.0,
+                              target_width=1.0, round_gpu_hours=0.5)
+    assert again.measured is not None and again.interval_source == "law+measured"

@@ -263,5 +263,5 @@ def noise_plan(obj: Objective, theta: np.ndarray, groups: np.ndarray, strata: np
         return NoisePlan(method, log_y, base, run, None)
     assert run[0] is not None
     log_y = hierarchical_losses(d, comp.within, resamples, base=(base_sd, base[2]),
-                                run=(run[0], run[2]), seed=seed)
+                                run=(run[0], run[2]), seed=seed, point=comp.point)
     return NoisePlan("hierarchical", log_y, base, run, comp.point)

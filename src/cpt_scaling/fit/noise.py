@@ -14,7 +14,10 @@ A component is *identifiable* when its form keeps degrees of freedom after the f
 size parameters (here: at least :data:`MIN_DF` degrees of freedom), and the run offset needs two runs of a size.
 
 :func:`hierarchical_losses` simulates log-losses: the fit, plus one offset per size ~ N(0, σ_base²), one per run
-~ N(0, σ_run²), and the within-run residuals with random signs (scaled for what the fit and the run means absorb).
+~ N(0, σ_run²), and the within-run residuals with random signs (scaled for what the fit and the run means absorb);
+a run of one point has no within-run residual to flip, so its point term is drawn ~ N(0, σ_point²) instead (else a
+design mixing multi-checkpoint runs with single-point WSD branches would resample the single points without their
+point noise, and a law that passes through them would look exact there).
 An estimated σ² is drawn afresh per resample from its scaled-inverse-χ² distribution (``σ̂²·ν/χ²_ν``), so a noise
 measured from few runs widens the intervals as a t distribution widens a mean's.
 """
@@ -152,12 +155,13 @@ def draw_variances(rng: np.random.Generator, sd: float, df: float | None, resamp
 
 
 def hierarchical_losses(d: Design, within: np.ndarray, resamples: int, *, base: tuple[float, float | None],
-                        run: tuple[float, float | None], seed: int) -> np.ndarray:
+                        run: tuple[float, float | None], seed: int, point: float = 0.0) -> np.ndarray:
     """``(resamples, n)`` simulated log-losses: the fit, one offset per size and one per run (``(sd, df)``: df None
     for a stated sd, else each resample's variance is drawn from the estimate's sampling distribution), and the
-    point terms ``within`` (:attr:`Components.within`) with random signs. The same ``seed`` and sizes give the same size
-    offsets (two laws fitted to runs of the same base models stay paired); the run offsets also depend on the run
-    labels (different runs, independent offsets)."""
+    point terms ``within`` (:attr:`Components.within`) with random signs; the points of single-point runs draw
+    theirs ~ N(0, ``point``²). The same ``seed`` and sizes give the same size offsets (two laws fitted to runs of the
+    same base models stay paired); the run offsets also depend on the run labels (different runs, independent
+    offsets)."""
     rng = np.random.default_rng([seed, 3])
     n_runs, n_sizes = d.size_of_run.size, int(d.size_of_run.max()) + 1
     size_offsets = rng.standard_normal((resamples, n_sizes)) * np.sqrt(draw_variances(rng, *base, resamples))
@@ -165,4 +169,6 @@ def hierarchical_losses(d: Design, within: np.ndarray, resamples: int, *, base: 
     run_offsets = rng.standard_normal((resamples, n_runs)) * np.sqrt(draw_variances(rng, *run, resamples))
     signs = rng.choice([-1.0, 1.0], size=(resamples, d.residual.size))
     offsets = size_offsets[:, d.size_of_run] + run_offsets
-    return d.fitted + offsets[:, d.run_of_point] + signs * within
+    single = np.bincount(d.run_of_point, minlength=n_runs)[d.run_of_point] == 1
+    points = np.where(single, rng.standard_normal((resamples, d.residual.size)) * point, signs * within)
+    return d.fitted + offsets[:, d.run_of_point] + points

@@ -24,8 +24,11 @@ with its interval from the points' noise):
   flag recurs by chance over the rounds; the next round's refit tests again.
 * ``law, unchecked misfit``: a fit misfits and the points measure no crossing (usage 1 at the decision's ``(N, D)``;
   usage 2 and 3 have no measured check in the rounds): the interval is the law's but cannot stop the rounds as
-  ``reached``; for usage 1 the proposer is offered only the candidates at the decision's ``(N, D)`` (while any is
-  left), so the next rounds measure the crossing.
+  ``reached``; for usage 1 the round buys the runs at the decision's ``(N, D)`` that bracket the law's interval
+  (:func:`crossing_bracket`: the nearest candidate ratio at or below its ``lo`` and at or above its ``hi``, where
+  no measured ratio brackets it already), so the next round measures the crossing in one step instead of one run
+  per round; where they are bought and the crossing is still not measured, the proposer is offered only the
+  candidates at ``(N, D)`` (while any is left).
 
 **A round's GPU-hours** (:func:`round_budget`): at most the round's share, and no more than the rounds are expected
 to need to reach the target width: a bootstrap interval's width falls about as ``1/sqrt(information)``, and the
@@ -131,6 +134,29 @@ def checked_interval(laws: Laws, pts: Points, spec: DecisionSpec, where: str = "
     return Round(lo, hi, law_lo, law_hi, source, misfit, read)
 
 
+def crossing_bracket(left: Sequence[Candidate], pts: Points, spec: DecisionSpec, lo: float,
+                     hi: float) -> list[Candidate]:
+    """Usage 1's candidates at the decision's ``(N, D)`` that let the points measure a crossing the law puts in
+    ``[lo, hi]``: on each side the nearest candidate ratio (at or below ``lo``, at or above ``hi``), unless a
+    ratio measured there already lies between it and the interval."""
+    at = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D, rel_tol=1e-6)]
+    gen = pts.get("general")
+    done = ([] if gen is None else
+            list(1.0 - gen["r"].to_numpy(float)[_at(gen["N"], float(spec.N)) & _at(gen["D"], float(spec.D))]))
+    chosen = []
+    below = [c for c in at if c.r <= lo + 1e-9]
+    if below:
+        near = max(below, key=lambda c: c.r)
+        if not any(near.r - 1e-9 <= m <= lo + 1e-9 for m in done):
+            chosen.append(near)
+    above = [c for c in at if c.r >= hi - 1e-9]
+    if above:
+        near = min(above, key=lambda c: c.r)
+        if not any(hi - 1e-9 <= m <= near.r + 1e-9 for m in done):
+            chosen.append(near)
+    return chosen
+
+
 def round_budget(per_round: float, spent: float, width: float, target: float) -> float:
     """GPU-hours a round may spend: ``per_round``, at most what reaching ``target`` is expected to take from
     ``width`` after ``spent`` GPU-hours (module docstring)."""
@@ -161,6 +187,11 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
         return out
     offered = list(left)
     if unchecked and spec.decision == "usage1":  # measure the crossing: the runs at the decision's (N, D), if any
+        bracket = crossing_bracket(left, pts, spec, out.law_lo, out.law_hi)
+        cost = sum(c.gpu_hours for c in bracket)
+        if bracket and (total_budget is None or cost <= total_budget - spent):
+            out.chosen, out.round_gpu_hours = bracket, cost
+            return out
         at_point = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D,
                                                                                                  rel_tol=1e-6)]
         offered = at_point or offered

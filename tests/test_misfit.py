@@ -169,6 +169,7 @@ def test_an_unchecked_misfit_buys_the_runs_that_bracket_the_crossing(forgetting)
             for x in sorted(points.loc[at, "ratio"].unique())]
     step = rounds.next_round(fits, pts, spec, left, k=1, spent=1.0, target_width=1.0, round_gpu_hours=0.5)
     assert step.interval_source == "law, unchecked misfit" and step.status is None and step.measured is None
+    assert step.chosen_by == "bracket"
     ratios = sorted(c.r for c in step.chosen)
     grid = sorted(c.r for c in left)
     assert len(ratios) == 2 and ratios[0] <= step.law_lo and ratios[1] >= step.law_hi

@@ -34,7 +34,7 @@ with its interval from the points' noise):
 to need to reach the target width: a bootstrap interval's width falls about as ``1/sqrt(information)``, and the
 information bought grows about with the GPU-hours, so reaching ``target`` from ``width`` after ``spent`` GPU-hours
 takes about ``spent·((width/target)² − 1)`` more; a round buys at least the cheapest candidate left; never more
-than the total budget leaves.
+than the total budget leaves. A bracketing round (above) spends what its runs cost instead.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ Laws = Mapping[str, Mapping[str, Any]]
 @dataclass
 class Round:
     """One round's outcome: the reported interval and its source, the law's own interval, the fits that misfit,
-    the measured crossing (usage 1, or None), why the rounds stop (None: they go on with ``chosen``), and the
-    proposal's expected width, its stop reason and the GPU-hours the round could spend."""
+    the measured crossing (usage 1, or None), why the rounds stop (None: they go on with ``chosen``), who chose
+    the runs (``proposer``, or ``bracket``: :func:`crossing_bracket`), and the proposal's expected width, its stop
+    reason and the GPU-hours the round could spend."""
 
     lo: float
     hi: float
@@ -82,6 +83,7 @@ class Round:
     measured: dict[str, Any] | None
     status: str | None = None
     chosen: list[Candidate] = field(default_factory=list)
+    chosen_by: str | None = None
     expected_width: float | None = None
     proposer_stop: str | None = None
     round_gpu_hours: float | None = None
@@ -190,7 +192,7 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
         bracket = crossing_bracket(left, pts, spec, out.law_lo, out.law_hi)
         cost = sum(c.gpu_hours for c in bracket)
         if bracket and (total_budget is None or cost <= total_budget - spent):
-            out.chosen, out.round_gpu_hours = bracket, cost
+            out.chosen, out.chosen_by, out.round_gpu_hours = bracket, "bracket", cost
             return out
         at_point = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D,
                                                                                                  rel_tol=1e-6)]
@@ -211,7 +213,7 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
         return out
     names = list(prop.chosen["candidate"])
     by_name = {c.name: c for c in affordable}
-    out.chosen = [by_name[n] for n in names]
+    out.chosen, out.chosen_by = [by_name[n] for n in names], "proposer"
     out.expected_width = float(prop.chosen["expected_width"].iloc[-1])
     return out
 
@@ -227,7 +229,8 @@ class RoundsResult:
         """The rounds as a table: round, runs (the start's ``run`` ids plus the candidates chosen), gpu_hours
         (cumulative, the start's included), lo, hi, width, interval_source, law_lo, law_hi, misfit (the fits
         that misfit, comma-joined), measured (usage 1's measured crossing or nan), proposed (runs chosen after that
-        fit), extensions (of them, WSD extensions), expected_width (the proposal's, after its runs), proposer_stop
+        fit), chosen_by (``proposer`` or ``bracket``), extensions (of them, WSD extensions), expected_width (the
+        proposal's, after its runs), proposer_stop
         (``Proposal.stopped``), round_gpu_hours (what the round could spend)."""
         return pd.DataFrame(self.rows)
 
@@ -261,7 +264,8 @@ def run_rounds(points: Points, candidates: list[Candidate], spec: DecisionSpec, 
             "round": k, "runs": runs, "gpu_hours": hours, "lo": step.lo, "hi": step.hi, "width": step.width,
             "interval_source": step.interval_source, "law_lo": step.law_lo, "law_hi": step.law_hi,
             "misfit": ",".join(step.misfit), "measured": step.measured["measured"] if step.measured else math.nan,
-            "proposed": len(chosen), "extensions": sum(c.kind == "extension" for c in chosen),
+            "proposed": len(chosen), "chosen_by": step.chosen_by,
+            "extensions": sum(c.kind == "extension" for c in chosen),
             "expected_width": step.expected_width if step.expected_width is not None else math.nan,
             "proposer_stop": step.proposer_stop, "round_gpu_hours": step.round_gpu_hours})
         if step.status is not None:

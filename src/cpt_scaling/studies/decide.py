@@ -120,8 +120,8 @@ def round_record(job: Mapping[str, Any], k: int, previous: Mapping[str, Any] | N
     rec: dict[str, Any] = {
         "round": k, "runs": runs, "gpu_hours": hours, "value": value, **interval,
         "spec": asdict(spec), "description": spec.describe(), "next": [c.name for c in step.chosen],
-        "next_gpu_hours": float(sum(c.gpu_hours for c in step.chosen)), "expected_width": step.expected_width,
-        "round_gpu_hours": step.round_gpu_hours, "status": step.status,
+        "next_gpu_hours": float(sum(c.gpu_hours for c in step.chosen)), "chosen_by": step.chosen_by,
+        "expected_width": step.expected_width, "round_gpu_hours": step.round_gpu_hours, "status": step.status,
         "history": [*(previous["history"] if previous else []),
                     {"round": k, "runs": len(runs), "gpu_hours": hours, "value": value, **interval}]}
     log.info("decision round %d: %s [%.4g, %.4g] (width %.4g, %s) from %d runs, %.4g GPU-hours; %s", k,

@@ -65,6 +65,7 @@ def test_decision_rounds_stop_resume_and_reuse(micro_copy: Path) -> None:
     assert runs[0] == 6 and runs[0] < runs[1] < runs[2] == doc["runs_used"], runs  # each round trained runs
     assert hours[0] < hours[1] < hours[2] == doc["gpu_hours"], hours
     assert hours[2] - hours[0] <= 2 * doc["round_gpu_hours"] * (1 + 1e-9)  # each round within its GPU-hours
+    assert [h["chosen_by"] for h in doc["history"]] == ["proposer", "proposer", None]  # usage 2: no bracket
     assert doc["lo"] <= doc["value"] <= doc["hi"] and doc["width"] == pytest.approx(doc["hi"] - doc["lo"])
     assert (micro_copy / FIGURE).stat().st_size > 0
     assert _new_runs(rest.stdout + rest.stderr) >= 1  # round 2's runs trained in this invocation

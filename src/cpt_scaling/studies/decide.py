@@ -146,5 +146,6 @@ def decision_doc(job: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]]) ->
             "runs_used": len(last["runs"]), "gpu_hours": last["gpu_hours"],
             "budget_gpu_hours": job["budget_gpu_hours"], "round_gpu_hours": job["round_gpu_hours"],
             "grid_gpu_hours": job["grid_gpu_hours"], "grid_runs": job["grid_runs"],
-            "history": [{**h, "proposed": r["next"], "expected_width": r["expected_width"]}
+            "history": [{**h, "proposed": r["next"], "chosen_by": r.get("chosen_by"),
+                         "expected_width": r["expected_width"]}
                         for h, r in zip(last["history"], rounds, strict=True)]}

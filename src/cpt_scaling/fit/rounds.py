@@ -136,12 +136,17 @@ def checked_interval(laws: Laws, pts: Points, spec: DecisionSpec, where: str = "
     return Round(lo, hi, law_lo, law_hi, source, misfit, read)
 
 
+def at_decision_point(left: Sequence[Candidate], spec: DecisionSpec) -> list[Candidate]:
+    """The candidates at the decision's ``(N, D)`` (to 1e-6 relative)."""
+    return [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D, rel_tol=1e-6)]
+
+
 def crossing_bracket(left: Sequence[Candidate], pts: Points, spec: DecisionSpec, lo: float,
                      hi: float) -> list[Candidate]:
     """Usage 1's candidates at the decision's ``(N, D)`` that let the points measure a crossing the law puts in
     ``[lo, hi]``: on each side the nearest candidate ratio (at or below ``lo``, at or above ``hi``), unless a
     ratio measured there already lies between it and the interval."""
-    at = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D, rel_tol=1e-6)]
+    at = at_decision_point(left, spec)
     gen = pts.get("general")
     done = ([] if gen is None else
             list(1.0 - gen["r"].to_numpy(float)[_at(gen["N"], float(spec.N)) & _at(gen["D"], float(spec.D))]))
@@ -194,9 +199,7 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
         if bracket and (total_budget is None or cost <= total_budget - spent):
             out.chosen, out.chosen_by, out.round_gpu_hours = bracket, "bracket", cost
             return out
-        at_point = [c for c in left if math.isclose(c.N, spec.N, rel_tol=1e-6) and math.isclose(c.D, spec.D,
-                                                                                                 rel_tol=1e-6)]
-        offered = at_point or offered
+        offered = at_decision_point(left, spec) or offered
     budget = max(round_budget(round_gpu_hours, spent, out.width, target_width), min(c.gpu_hours for c in offered))
     if total_budget is not None:
         budget = min(budget, total_budget - spent)

@@ -147,12 +147,15 @@ def test_one_run_per_size_needs_a_stated_run_noise_and_then_resamples_parametric
         assert res.ci["alpha"][0] <= res.params["alpha"] <= res.ci["alpha"][1]
         widths.append(np.log(res.ci["alpha"][1] / res.ci["alpha"][0]))
     assert widths[1] > 1.5 * widths[0]
-    # two runs per size: resampling them would halve their variance, so the stated noise is simulated (issue 23);
-    # from four runs per size on, the runs are resampled within each size
-    two = _three_runs(0, runs_per_size=2)
-    res = fit_law("chinchilla", two.drop(columns="run"), bootstrap=30, groups=two["run"], seed=1, run_noise=0.01)
-    assert res.bootstrap_info["parametric"] and res.bootstrap_info["run_noise_source"] == "stated"
-    four = _three_runs(0, runs_per_size=4)
-    res = fit_law("chinchilla", four.drop(columns="run"), bootstrap=30, groups=four["run"], seed=1, run_noise=0.01)
-    assert not res.bootstrap_info["parametric"] and res.bootstrap_info["stratified_by"] == "N"
-    assert res.bootstrap_info["run_noise_source"] == "resampled"
+    # a stated noise is simulated however many runs a size has (the design stays fixed); without it, two runs per
+    # size have their noise estimated (resampling them would halve their variance, issue 23), and from four runs
+    # per size on the runs are resampled within each size
+    for runs in (2, 4):
+        many = _three_runs(0, runs_per_size=runs)
+        res = fit_law("chinchilla", many.drop(columns="run"), bootstrap=30, groups=many["run"], seed=1,
+                      run_noise=0.01)
+        assert res.bootstrap_info["parametric"] and res.bootstrap_info["run_noise_source"] == "stated"
+        res = fit_law("chinchilla", many.drop(columns="run"), bootstrap=30, groups=many["run"], seed=1)
+        assert res.bootstrap_info["run_noise_source"] == ("estimated" if runs == 2 else "resampled")
+        assert res.bootstrap_info["parametric"] == (runs == 2)
+    assert res.bootstrap_info["stratified_by"] == "N"

@@ -243,9 +243,9 @@ def fit_law(
     the ``groups`` (one label per row, e.g. the run; default: every row its own group), each refitted from
     ``bootstrap_starts`` starts, give 95 % percentile intervals and the resampled parameter sets. ``coarse`` uses
     the law's small initialisation grid and shorter iteration caps (repeated fits in cross-validation). ``where``
-    names the data in error messages. ``run_noise``: the stated relative sd of a run's loss offset; where the runs
-    cannot be resampled within every size (one run per size), the bootstrap is parametric with it
-    (:func:`~cpt_scaling.fit.bootstrap.bootstrap_fit`). ``base_noise``: the stated relative sd of the loss offset
+    names the data in error messages. ``run_noise``: the stated relative sd of a run's loss offset; the bootstrap
+    is then parametric with it (:func:`~cpt_scaling.fit.bootstrap.noise_plan`; without it, runs are resampled, or
+    their noise estimated where a size has two or three). ``base_noise``: the stated relative sd of the loss offset
     shared by all runs of one size (one base model); without it, it is estimated where enough sizes identify it
     (``bootstrap_info``: ``resampling``, ``base_noise``/``run_noise`` with ``_source`` and ``_df``).
     ``"split"`` fits every split candidate and keeps the lowest held-out mean relative error (on ``holdout``,

@@ -16,7 +16,7 @@ from workflow_utils import REPO, plan_in
 from cpt_scaling.cli.main import main
 from cpt_scaling.fit import candidates, decision_spec, ensemble_weights, proposal
 from cpt_scaling.fit.fitting import fit_law
-from cpt_scaling.fit.rounds import run_rounds
+from cpt_scaling.fit.rounds import next_round, run_rounds
 from cpt_scaling.laws import LAWS
 from cpt_scaling.plan.next_runs import cost_assumptions
 
@@ -203,3 +203,21 @@ def test_next_cli_prices_extensions_of_the_points_trunks(start: tuple[pd.DataFra
     assert ext[0]["gpu_hours"] == pytest.approx(full * (0.9 * (262144.0 - 65536.0) + 0.1 * 262144.0) / 262144.0)
     assert main([*args, "--wsd-decay-fraction", "1.5"]) != 0
     assert "--wsd-decay-fraction" in capsys.readouterr().err
+
+
+def test_a_round_buys_the_best_run_even_above_its_share(start: tuple[pd.DataFrame, dict]) -> None:
+    """The round's share caps how much it buys, not which run: when the run the proposer ranks first (largest
+    expected width reduction per GPU-hour) costs more than the share, the round's budget rises to its price and
+    the round buys it. Here the share affords only a cheap run the resamples predict alike (r = 0, where the one
+    term they disagree on vanishes), so before this rule the round stalled on ``no_gain``."""
+    pts, _ = start
+    law = _b_ensemble(pts, 0.2)
+    big, nil = _runs([(2.2e5, BUDGETS[2], 0.25), (2.5e4, BUDGETS[0], 0.0)], checkpoints=1)
+    assert big.gpu_hours > 5 * nil.gpu_hours
+    kw = {"k": 0, "spent": 1.0, "target_width": 0.0, "round_gpu_hours": nil.gpu_hours, "simulations": 32}
+    step = next_round({"domain": law}, {"domain": pts}, SPEC, [big, nil], **kw)
+    assert step.status is None and step.chosen_by == "proposer"
+    assert step.round_gpu_hours == pytest.approx(big.gpu_hours)
+    assert [c.name for c in step.chosen] == [big.name]
+    capped = next_round({"domain": law}, {"domain": pts}, SPEC, [big, nil], **kw, total_budget=1.0 + nil.gpu_hours)
+    assert capped.status == "stalled" and capped.proposer_stop == "no_gain"  # the total budget still binds

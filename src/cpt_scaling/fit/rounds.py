@@ -33,8 +33,12 @@ with its interval from the points' noise):
 **A round's GPU-hours** (:func:`round_budget`): at most the round's share, and no more than the rounds are expected
 to need to reach the target width: a bootstrap interval's width falls about as ``1/sqrt(information)``, and the
 information bought grows about with the GPU-hours, so reaching ``target`` from ``width`` after ``spent`` GPU-hours
-takes about ``spent·((width/target)² − 1)`` more; a round buys at least the cheapest candidate left; never more
-than the total budget leaves. A bracketing round (above) spends what its runs cost instead.
+takes about ``spent·((width/target)² − 1)`` more; a round buys at least the cheapest candidate left, and at least
+the candidate the proposer ranks first (largest expected width reduction per GPU-hour) whatever its price: the
+share caps how much a round buys, not which run, and the runs at a large decision's size and budget can cost more
+than a round's share (in bench/bench_decide.py one trunk of the largest size costs 0.074 of the grid against 5 %
+rounds), so a fixed share would never buy the most efficient runs; never more than the total budget leaves. A
+bracketing round (above) spends what its runs cost instead.
 """
 
 from __future__ import annotations
@@ -178,8 +182,8 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
                where: str = "law JSON") -> Round:
     """Round ``k``: the checked interval of the fits ``laws`` of the points ``pts`` (:func:`checked_interval`),
     the stop rule, and else the runs the proposer chooses (seed ``seed + k``) among the candidates ``left``
-    (priced at their increment) within :func:`round_budget` (at least the cheapest candidate left; at most what is
-    left of ``total_budget`` after ``spent``)."""
+    (priced at their increment) within :func:`round_budget` (at least the cheapest candidate left and the one the
+    proposer ranks first; at most what is left of ``total_budget`` after ``spent``)."""
     out = checked_interval(laws, pts, spec, where=where)
     unchecked = out.interval_source == "law, unchecked misfit"
     if out.width <= target_width and not unchecked:
@@ -200,22 +204,28 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
             out.chosen, out.chosen_by, out.round_gpu_hours = bracket, "bracket", cost
             return out
         offered = at_decision_point(left, spec) or offered
+    if total_budget is not None:
+        offered = [c for c in offered if c.gpu_hours <= total_budget - spent]
+    if not offered:
+        out.status = "budget"
+        return out
     budget = max(round_budget(round_gpu_hours, spent, out.width, target_width), min(c.gpu_hours for c in offered))
     if total_budget is not None:
         budget = min(budget, total_budget - spent)
-    out.round_gpu_hours = budget
-    affordable = [c for c in offered if c.gpu_hours <= budget]
-    if not affordable:
-        out.status = "budget"
-        return out
-    prop = propose(laws, pts, affordable, spec, budget, simulations=simulations, seed=seed + k, method=method,
+    prop = propose(laws, pts, offered, spec, budget, simulations=simulations, seed=seed + k, method=method,
                    where=where)
+    best = prop.ranking.iloc[0]
+    if best["gpu_hours"] > budget and best["reduction_per_gpu_hour"] > 0:  # the most efficient run costs more
+        budget = float(best["gpu_hours"])  # than the round's share: the round buys it (module docstring)
+        prop = propose(laws, pts, offered, spec, budget, simulations=simulations, seed=seed + k, method=method,
+                       where=where)
+    out.round_gpu_hours = budget
     out.proposer_stop = prop.stopped
     if prop.chosen.empty:
         out.status = "stalled"
         return out
     names = list(prop.chosen["candidate"])
-    by_name = {c.name: c for c in affordable}
+    by_name = {c.name: c for c in offered}
     out.chosen, out.chosen_by = [by_name[n] for n in names], "proposer"
     out.expected_width = float(prop.chosen["expected_width"].iloc[-1])
     return out

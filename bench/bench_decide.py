@@ -24,8 +24,9 @@ its new trunk segment plus its decay; a new (size, ratio) a run of D tokens).
 Per seed: the target width is the median over ``--target-draws`` noise draws of the full grid's fit; then
 :func:`cpt_scaling.fit.rounds.run_rounds`, the loop over :func:`cpt_scaling.fit.rounds.next_round`, the one round
 the workflow's decision target runs in each checkpoint (its checked interval, stop rule, round budget shrinking
-near the target, proposer), from the start, at most 5 % of the full grid's GPU-hours per round, the full grid's
-GPU-hours in total, with the fit the D-CPT study uses (domain: L3; general: L3 or ``dcpt_forget`` chosen by
+near the target, proposer), from the start, at most 5 % of the full grid's GPU-hours per round (or the price
+of the run the proposer ranks first, where that is more), the full grid's GPU-hours in total, with the fit the
+D-CPT study uses (domain: L3; general: L3 or ``dcpt_forget`` chosen by
 held-out error, :func:`select_general_form`), bootstrap over trunks. Reported per scenario: median GPU-hours to
 reach the target width as a share of the full grid's (seeds that never reach it count as infinite), the share of
 seeds whose final interval covers the true ratio (and whose law interval alone would), and the share that stop

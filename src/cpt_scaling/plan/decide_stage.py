@@ -155,8 +155,9 @@ class DecideStage:
         rest = max(b["budget_gpu_hours"] - b["start_gpu_hours"], 0.0)
         return (f"decision {dec['decision']}_{dec['domain']}: starting design {len(self.decide_start())} runs, "
                 f"{b['start_gpu_hours']:.4g} GPU-h; rounds: up to {rest:.4g} GPU-h more (decide.budget_gpu_hours "
-                f"{b['budget_gpu_hours']:.4g} less the starting design; at most {b['round_gpu_hours']:.4g} per round, "
-                f"{dec['max_rounds']} rounds; the full grid costs {b['grid_gpu_hours']:.4g})")
+                f"{b['budget_gpu_hours']:.4g} less the starting design; {b['round_gpu_hours']:.4g} per round, "
+                f"more only for the one run the proposer ranks first; {dec['max_rounds']} rounds; the full grid costs "
+                f"{b['grid_gpu_hours']:.4g})")
 
     def decide_job(self) -> dict[str, Any]:
         """Everything a round's job needs, as plain JSON: the settings, the starting design, the grid, every

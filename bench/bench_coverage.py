@@ -11,7 +11,7 @@ extra term (sd 0.3 %).
   3 sizes x 5 domain ratios (0, 0.25, 0.5, 0.75, 1) x 1 budget, 4 checkpoints per run (D = 16k..65k): 15 runs,
   60 points. Chinchilla: one pretraining run per size, 4 checkpoints (D = 65k..262k): 12 points. Fitted as a user
   who states what the runs share would: ``run_noise`` 0.01 (Chinchilla's one run per size needs it) and
-  ``base_noise`` 0.01.
+  ``base_noise`` 0.01; with the run noise stated, both laws' resamples are parametric (``hierarchical``).
 - ``few``: no shared offset, two or three runs per size, no noise stated (estimated from the runs). D-CPT: ratios
   (0, 0.5, 1), (0.25, 0.75), (0, 0.5, 1) for the three sizes: 8 runs, 32 points. Chinchilla: 2, 3, 2 runs per
   size with token budgets 131k, 262k, 393k (4 checkpoints each): 7 runs, 28 points.

@@ -22,8 +22,9 @@ resamples include what the runs share (:mod:`cpt_scaling.fit.noise`): ``runs`` (
 the fit, an offset per size, an offset per run, sign-flipped within-run residuals). A stated run noise is
 simulated (the design stays fixed: resampling runs can drop a size's extreme ratios, which fattens the tails of
 the resampled exponents; bench_coverage's shared design, 5 runs per size: L3 β covered 100 of 100 seeds
-resampled, 99 of 100 simulated, on other seeds). Without it, every size with :data:`MIN_RUNS_RESAMPLED` runs or more: runs are resampled; fewer (a
-bootstrap of two runs has half the variance of their mean): the run noise estimated from the runs is simulated.
+resampled, 99 of 100 simulated, on other seeds). Without it, every size with :data:`MIN_RUNS_RESAMPLED` runs
+or more: runs are resampled; fewer (a bootstrap of two runs has half the variance of their mean): the run noise
+estimated from the runs is simulated.
 The base offset's sd is stated
 (``base_noise``), else estimated from the spread of the size terms where enough sizes identify it, else unknown
 (the fit then warns that its intervals ignore it).

@@ -24,10 +24,9 @@ simulated (the design stays fixed: resampling runs can drop a size's extreme rat
 the resampled exponents; bench_coverage's shared design, 5 runs per size: L3 β covered 100 of 100 seeds
 resampled, 99 of 100 simulated, on other seeds). Without it, every size with :data:`MIN_RUNS_RESAMPLED` runs
 or more: runs are resampled; fewer (a bootstrap of two runs has half the variance of their mean): the run noise
-estimated from the runs is simulated.
-The base offset's sd is stated
-(``base_noise``), else estimated from the spread of the size terms where enough sizes identify it, else unknown
-(the fit then warns that its intervals ignore it).
+estimated from the runs is simulated. The base offset's sd is stated (``base_noise``), else estimated from the
+spread of the size terms where enough sizes identify it, else unknown (the fit then warns that its intervals
+ignore it).
 
 Intervals: :func:`interval` computes the percentile, basic (reflected percentile) and bias-corrected (BC)
 intervals from the same resamples; fits report :data:`INTERVAL` (recorded as ``bootstrap_info.interval``).

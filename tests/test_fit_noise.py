@@ -16,7 +16,7 @@ from cpt_scaling.cli.main import main
 from cpt_scaling.config.load import normalise_config, read_config_file
 from cpt_scaling.core.errors import InputError
 from cpt_scaling.fit.fitting import fit_law
-from cpt_scaling.fit.noise import Design, hierarchical_losses
+from cpt_scaling.fit.noise import Design, hierarchical_losses, variance_components
 from cpt_scaling.laws import LAWS
 from cpt_scaling.studies import specialization
 
@@ -175,3 +175,28 @@ def test_specialization_power_laws_restate_the_noise_for_log_perplexity() -> Non
     fit = specialization.perplexity_noise({"run_noise": 0.01, "base_noise": 0.02, "seed": 0}, pts)
     assert fit["run_noise"] == pytest.approx(0.03) and fit["base_noise"] == pytest.approx(0.06) and fit["seed"] == 0
     assert specialization.perplexity_noise({"run_noise": None, "base_noise": None}, pts)["base_noise"] is None
+
+
+def test_the_flipped_within_run_residuals_carry_the_point_variance_not_the_run_offsets() -> None:
+    """A run's offset, projected off the Jacobian, leaks into its within-run deviations wherever a column of the
+    Jacobian varies between the runs of a size (here each run its own token budget). The joint moment solve
+    separates the two in the estimates; the deviations that a hierarchical resample flips must carry the estimated
+    point variance too, not the leak (before: 1.6 times the true point variance on this design)."""
+    sizes, runs, pts = 3, 2, 4
+    run_of_point = np.repeat(np.arange(sizes * runs), pts)
+    size_of_run = np.repeat(np.arange(sizes), runs)
+    log_d = np.concatenate([np.log((k % runs + 1) * np.arange(1, pts + 1)) for k in range(sizes * runs)])
+    jac = np.column_stack([(size_of_run[run_of_point] == s).astype(float) for s in range(sizes)]
+                          + [log_d, np.exp(-log_d)])
+    q, _ = np.linalg.qr(jac)
+    ratios = []
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        eps = rng.normal(0.0, 0.01, sizes * runs)[run_of_point] + rng.normal(0.0, 0.003, run_of_point.size)
+        resid = eps - q @ (q.T @ eps)  # the residuals of the linearised fit
+        d = Design(np.array([f"r{i}" for i in range(sizes * runs)]), run_of_point, size_of_run,
+                   np.zeros_like(resid), resid, jac)
+        comp = variance_components(d)
+        assert np.mean(comp.within**2) == pytest.approx(comp.point**2)
+        ratios.append(comp.point**2 / 0.003**2)
+    assert 0.8 < np.mean(ratios) < 1.3

@@ -14,11 +14,11 @@ A component is *identifiable* when its form keeps degrees of freedom after the f
 size parameters (here: at least :data:`MIN_DF` degrees of freedom), and the run offset needs two runs of a size.
 
 :func:`hierarchical_losses` simulates log-losses: the fit, plus one offset per size ~ N(0, σ_base²), one per run
-~ N(0, σ_run²), and the within-run residuals with random signs (scaled to the estimated point sd: their raw
-scale also holds the run offsets that leak into them);
-a run of one point has no within-run residual to flip, so its point term is drawn ~ N(0, σ_point²) instead (else a
-design mixing multi-checkpoint runs with single-point WSD branches would resample the single points without their
-point noise, and a law that passes through them would look exact there).
+~ N(0, σ_run²), and the within-run residuals with random signs (scaled to the estimated point sd: their raw scale
+also holds the run offsets that leak into them); a run of one point has no within-run residual to flip, so its
+point term is drawn ~ N(0, σ_point²) instead (else a design mixing multi-checkpoint runs with single-point WSD
+branches would resample the single points without their point noise, and a law that passes through them would
+look exact there).
 An estimated σ² is drawn afresh per resample from its scaled-inverse-χ² distribution (``σ̂²·ν/χ²_ν``), so a noise
 measured from few runs widens the intervals as a t distribution widens a mean's.
 """

@@ -134,13 +134,15 @@ def json_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
 def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataFrame], candidates: list[Candidate],
             spec: DecisionSpec, budget: float, *, simulations: int = 256, seed: int = 0,
             method: str = "bootstrap", draws: int = 8, calibration: float = CALIBRATION,
-            where: str = "law JSON") -> Proposal:
+            where: str = "law JSON", buy_first_ranked: bool = False) -> Proposal:
     """Rank ``candidates`` and choose a set within ``budget`` GPU-hours (see the module docstring).
 
     ``laws`` maps ``"domain"`` (and for usage 1 ``"general"``) to law JSONs with bootstrap samples; ``points`` the
     same keys to the points they were fitted on (``N, D, r, loss``, optional ``run``; the general points with the
     general ratio in ``r``, as the D-CPT study writes them). ``method`` is one of :data:`METHODS`; ``draws`` the
     simulated resamples per simulation of the ``bootstrap`` estimator; ``calibration`` the exponent κ.
+    ``buy_first_ranked``: where the first-ranked candidate (largest expected reduction per GPU-hour) costs more than
+    ``budget``, the budget rises to its price (a decision round: :func:`cpt_scaling.fit.rounds.next_round`).
     """
     check_decision(spec.decision)
     if not math.isfinite(budget) or budget <= 0:
@@ -232,6 +234,10 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
                           "reduction_per_gpu_hour": (width0 - w) / c.gpu_hours, "affordable": c.gpu_hours <= budget,
                           "median_ess": ess, "kind": c.kind, "extends": c.extends})
     ranking = pd.DataFrame(rank_rows).sort_values("reduction_per_gpu_hour", ascending=False, kind="stable")
+    top = ranking.iloc[0] if len(ranking) else None
+    if buy_first_ranked and top is not None and top["gpu_hours"] > budget and top["reduction_per_gpu_hour"] > 0:
+        budget = float(top["gpu_hours"])
+        ranking["affordable"] = ranking["gpu_hours"] <= budget
     chosen_rows: list[dict[str, Any]] = []
     remaining, width_now, picked, acc = float(budget), width0, [], acc0
     left = {c.name: c for c in candidates}

@@ -212,14 +212,10 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
     budget = max(round_budget(round_gpu_hours, spent, out.width, target_width), min(c.gpu_hours for c in offered))
     if total_budget is not None:
         budget = min(budget, total_budget - spent)
+    # the share caps how much a round buys, not which run: the first-ranked run is bought whatever its price
     prop = propose(laws, pts, offered, spec, budget, simulations=simulations, seed=seed + k, method=method,
-                   where=where)
-    best = prop.ranking.iloc[0]
-    if best["gpu_hours"] > budget and best["reduction_per_gpu_hour"] > 0:  # the most efficient run costs more
-        budget = float(best["gpu_hours"])  # than the round's share: the round buys it (module docstring)
-        prop = propose(laws, pts, offered, spec, budget, simulations=simulations, seed=seed + k, method=method,
-                       where=where)
-    out.round_gpu_hours = budget
+                   where=where, buy_first_ranked=True)
+    out.round_gpu_hours = prop.budget
     out.proposer_stop = prop.stopped
     if prop.chosen.empty:
         out.status = "stalled"

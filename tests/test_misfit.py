@@ -123,8 +123,10 @@ def test_general_form_chosen_by_heldout_error_is_recorded() -> None:
     assert forget.huber < l3.huber  # it nests L3 (G -> 0) and can follow forgetting that grows with D
 
 
-def _round(study: tuple[dict, pd.DataFrame, pd.DataFrame], target_width: float) -> rounds.Round:
-    """The decision rounds' check of usage 1 at the sweep's largest size and budget (as a round sees them)."""
+def _round(study: tuple[dict, pd.DataFrame, pd.DataFrame], target_width: float,
+           flagged_before: tuple[str, ...] = ("domain", "general")) -> rounds.Round:
+    """The decision rounds' check of usage 1 at the sweep's largest size and budget (as a round sees them; the
+    round before flagged ``flagged_before``)."""
     laws, points, _ = study
     pts = {t: points[points["target"] == t][["N", "D", "r", "loss", "run"]].reset_index(drop=True)
            for t in ("domain", "general")}
@@ -132,8 +134,8 @@ def _round(study: tuple[dict, pd.DataFrame, pd.DataFrame], target_width: float) 
     spec = DecisionSpec("usage1", N=float(base["N"]), D=float(points["D"].max()),
                         base_general_loss=base["general_loss"], tolerance=MISFIT_TOLERANCE)
     fits = {"domain": laws["domain_loss"], "general": laws["general_loss"]}
-    return rounds.next_round(fits, pts, spec, [], k=0, spent=1.0, target_width=target_width,
-                             round_gpu_hours=1.0)
+    return rounds.next_round(fits, pts, spec, [], k=1, spent=1.0, target_width=target_width,
+                             round_gpu_hours=1.0, previous_misfit=flagged_before)
 
 
 def test_a_decision_whose_law_misfits_joins_the_measured_crossing(forgetting, null) -> None:
@@ -141,7 +143,8 @@ def test_a_decision_whose_law_misfits_joins_the_measured_crossing(forgetting, nu
     true ratio) and the measured crossing's and covers the truth; with both checks failed the rounds stop where the
     union is wider than asked (more runs would narrow the law's part only); where the law fits, it is the law's."""
     step = _round(forgetting, 0.0)
-    assert step.misfit == ["general"] and step.interval_source == "law+measured" and step.status == "misfit"
+    assert step.misfit == step.confirmed == ["general"]
+    assert step.interval_source == "law+measured" and step.status == "misfit"
     assert not step.law_lo <= MISFIT_CROSSING <= step.law_hi and step.lo <= MISFIT_CROSSING <= step.hi
     assert step.measured["consistent"] is False
     assert step.lo == min(step.law_lo, step.measured["measured_lo"])
@@ -153,9 +156,10 @@ def test_a_decision_whose_law_misfits_joins_the_measured_crossing(forgetting, nu
 
 
 def test_an_unchecked_misfit_buys_the_runs_that_bracket_the_crossing(forgetting) -> None:
-    """A general fit that misfits while the points measure no crossing at the decision's (N, D): the round buys the
-    runs there at the nearest ratios on either side of the law's interval (not one run per round), and with their
-    points the next round reads the crossing."""
+    """A general fit that misfits (in this round and the one before) while the points measure no crossing at the
+    decision's (N, D): the round buys the runs there at the nearest ratios on either side of the law's interval
+    (not one run per round), and with their points the next round reads the crossing. Flagged for the first time,
+    the same fit neither buys them nor stops the rounds: the proposer chooses, and the next round tests again."""
     laws, points, _ = forgetting
     base = max(laws["base"].values(), key=lambda b: b["N"])
     n, d = float(base["N"]), float(points["D"].max())
@@ -167,7 +171,12 @@ def test_an_unchecked_misfit_buys_the_runs_that_bracket_the_crossing(forgetting)
            for t in ("domain", "general")}
     left = [Candidate(f"r{x:g}", n, d, float(x), 1, 1.0, 1.0, "test")
             for x in sorted(points.loc[at, "ratio"].unique())]
-    step = rounds.next_round(fits, pts, spec, left, k=1, spent=1.0, target_width=1.0, round_gpu_hours=0.5)
+    first = rounds.next_round(fits, pts, spec, left, k=0, spent=1.0, target_width=1.0, round_gpu_hours=0.5)
+    assert first.misfit == ["general"] and first.confirmed == [] and first.measured is None
+    assert first.interval_source == "law, misfit to confirm" and (first.lo, first.hi) == (first.law_lo, first.law_hi)
+    assert first.width < 1.0 and first.status is None and first.chosen_by == "proposer"  # narrow enough, not reached
+    step = rounds.next_round(fits, pts, spec, left, k=1, spent=1.0, target_width=1.0, round_gpu_hours=0.5,
+                             previous_misfit=first.misfit)
     assert step.interval_source == "law, unchecked misfit" and step.status is None and step.measured is None
     assert step.chosen_by == "bracket"
     ratios = sorted(c.r for c in step.chosen)
@@ -177,5 +186,5 @@ def test_an_unchecked_misfit_buys_the_runs_that_bracket_the_crossing(forgetting)
     bought = points[at & points["ratio"].isin(ratios)]
     pts = {t: pd.concat([pts[t], bought[bought["target"] == t][pts[t].columns]], ignore_index=True) for t in pts}
     again = rounds.next_round(fits, pts, spec, [c for c in left if c.r not in ratios], k=2, spent=3.0,
-                              target_width=1.0, round_gpu_hours=0.5)
+                              target_width=1.0, round_gpu_hours=0.5, previous_misfit=step.misfit)
     assert again.measured is not None and again.interval_source == "law+measured"

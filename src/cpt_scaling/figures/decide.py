@@ -27,7 +27,7 @@ def build_decision_figure(doc: dict[str, Any]) -> plt.Figure:
     left.errorbar(x, value, yerr=[[v - h["lo"] for v, h in zip(value, hist, strict=True)],
                                   [h["hi"] - v for v, h in zip(value, hist, strict=True)]],
                   fmt="o", color="tab:blue", capsize=3, label="bootstrap median, 95 % interval")
-    joined = [h for h in hist if h.get("interval_source", "law") != "law"]
+    joined = [h for h in hist if h.get("interval_source") == "law+measured"]
     if joined:  # rounds whose interval is not the law's alone: the law's own interval beside it
         left.errorbar([h["gpu_hours"] for h in joined], [h["value"] for h in joined],
                       yerr=[[h["value"] - h["law_lo"] for h in joined], [h["law_hi"] - h["value"] for h in joined]],

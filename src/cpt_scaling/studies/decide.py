@@ -41,9 +41,9 @@ STOPS = {
     "budget": "no candidate's increment fits in the GPU-hours left (decide.budget_gpu_hours)",
     "exhausted": "every candidate run is done",
     "stalled": "the proposer expects no affordable run to narrow the interval",
-    "misfit": "the law misfits its own points and the measured crossing contradicts it: the interval joins the "
-              "law's and the measured crossing's (interval_source law+measured); more runs of this law would not "
-              "make the decision precise",
+    "misfit": "the law misfits its own points (in two rounds in a row) and the measured crossing contradicts it: "
+              "the interval joins the law's and the measured crossing's (interval_source law+measured); more runs "
+              "of this law would not make the decision precise",
 }
 
 
@@ -112,7 +112,8 @@ def round_record(job: Mapping[str, Any], k: int, previous: Mapping[str, Any] | N
     step = next_round(laws, pts, spec, increments(job, runs), k=k, spent=hours, target_width=s["target_width"],
                       round_gpu_hours=float(job["round_gpu_hours"]), total_budget=float(job["budget_gpu_hours"]),
                       max_rounds=int(s["max_rounds"]), simulations=int(s["simulations"]), seed=int(s["seed"]),
-                      method=s["method"], where=f"decision round {k}")
+                      method=s["method"], where=f"decision round {k}",
+                      previous_misfit=previous["misfit"] if previous else ())
     targets, _ = targets_from(laws, pts, f"decision round {k}")
     values = decision_values(spec, targets)
     value = float(np.median(values[np.isfinite(values)]))
@@ -140,7 +141,8 @@ def decision_doc(job: Mapping[str, Any], rounds: Sequence[Mapping[str, Any]]) ->
     return {"decision": s["decision"], "domain": s["domain"], "description": last["description"],
             "spec": last["spec"], "value": last["value"], "lo": last["lo"], "hi": last["hi"],
             "width": last["width"], "interval_source": last["interval_source"], "law_lo": last["law_lo"],
-            "law_hi": last["law_hi"], "misfit": last["misfit"], "measured": last["measured"],
+            "law_hi": last["law_hi"], "misfit": last["misfit"], "misfit_confirmed": last["misfit_confirmed"],
+            "measured": last["measured"],
             "target_width": s["target_width"], "status": last["status"],
             "stopped": STOPS[last["status"]], "rounds": len(rounds) - 1, "runs": last["runs"],
             "runs_used": len(last["runs"]), "gpu_hours": last["gpu_hours"],

@@ -26,12 +26,13 @@ Per seed: the target width is the median over ``--target-draws`` noise draws of 
 the workflow's decision target runs in each checkpoint (its checked interval, stop rule, round budget shrinking
 near the target, proposer), from the start, at most 5 % of the full grid's GPU-hours per round (or the price
 of the run the proposer ranks first, where that is more), the full grid's GPU-hours in total, with the fit the
-D-CPT study uses (domain: L3; general: L3 or ``dcpt_forget`` chosen by
-held-out error, :func:`select_general_form`), bootstrap over trunks. Reported per scenario: median GPU-hours to
-reach the target width as a share of the full grid's (seeds that never reach it count as infinite), the share of
-seeds whose final interval covers the true ratio (and whose law interval alone would), and the share that stop
-early ("stalled": the proposer chose nothing while budget and candidates were left; a ``misfit`` stop, where the
-law fails its own points and the interval joins the measured crossing's, is counted apart). Last line
+decision target's rounds use (:func:`fit`: L3 for both losses, bootstrap over trunks; the D-CPT study instead
+chooses the general loss's form by held-out error, and that choice flips between rounds). Reported per scenario:
+median GPU-hours to reach the target width as a share of the full grid's (seeds that never reach it count as
+infinite), the share of seeds whose final interval covers the true ratio (and whose law interval alone would), and
+the share that stop early ("stalled": the proposer chose nothing while budget and candidates were left; a
+``misfit`` stop, where the law fails its own points and the interval joins the measured crossing's, is counted
+apart). Last line
 ``decide_ratio=<median> covered=<share> stalled=<share>``: the median over the ``l3`` scenario's seeds (under the
 other truth the grid's width is that of a law its points reject: the aim there is coverage), coverage and stalls
 over every seed run.
@@ -60,11 +61,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the kn
 from law_synth import MISFIT_CROSSING, MISFIT_DOMAIN, MISFIT_TOLERANCE, misfit_general_truth
 
 from cpt_scaling.fit import candidates, decision_spec
-from cpt_scaling.fit.fitting import fit_law
 from cpt_scaling.fit.rounds import run_rounds
 from cpt_scaling.laws import LAWS
 from cpt_scaling.plan.next_runs import cost_assumptions
-from cpt_scaling.studies.dcpt import GENERAL_FORMS, select_general_form
+from cpt_scaling.studies.common import fit_points, run_groups
 
 SIZES = (5e8, 1.5e9, 4e9)
 RATIOS = tuple(float(x) for x in np.linspace(0.0, 1.0, 9))
@@ -103,18 +103,14 @@ class World:
 
 
 def fit(pts: dict[str, pd.DataFrame], bootstrap: int, seed: int, coarse: bool = False) -> dict[str, dict[str, Any]]:
-    """The D-CPT study's fits: domain L3; general L3 or dcpt_forget by held-out error; bootstrap over trunks
-    (``coarse``: the fitter's small initialisation grid and two starts per resample, as the tests fit)."""
-    out = {}
-    quick = {"coarse": True, "bootstrap_starts": 2} if coarse else {}
-    for target, df in pts.items():
-        sub = df[["N", "D", "r", "loss"]]
-        form = "dcpt"
-        if target == "general":
-            form, _ = select_general_form(sub, {"huber_delta": 1e-3, "seed": seed, "coarse_grid": coarse},
-                                          GENERAL_FORMS, "bench general")
-        out[target] = fit_law(form, sub, bootstrap=bootstrap, groups=df["run"], seed=seed, **quick).to_json()
-    return out
+    """The decision rounds' fits (:func:`cpt_scaling.studies.decide.fit_round`): L3 for the domain and the general
+    loss, bootstrap over trunks, the schema's ``fit`` defaults but ``bootstrap`` (``coarse``: the fitter's small
+    initialisation grid and two starts per resample, as the tests fit)."""
+    settings = {"huber_delta": 1e-3, "bootstrap": bootstrap, "seed": seed, "coarse_grid": coarse,
+                "bootstrap_starts": 2 if coarse else 4}
+    return {target: fit_points("dcpt", df[["N", "D", "r", "loss", "run"]], settings, holdout=False,
+                               groups=run_groups(df))
+            for target, df in pts.items()}
 
 
 def spec_for(forgetting: float) -> decision_spec.DecisionSpec:

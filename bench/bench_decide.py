@@ -60,6 +60,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the known truths the tests use
 from law_synth import MISFIT_CROSSING, MISFIT_DOMAIN, MISFIT_TOLERANCE, misfit_general_truth
 
+from cpt_scaling.config.load import load_schema
 from cpt_scaling.fit import candidates, decision_spec
 from cpt_scaling.fit.rounds import run_rounds
 from cpt_scaling.laws import LAWS
@@ -76,6 +77,15 @@ DECISION_N, DECISION_D = SIZES[-1], BUDGETS[-1]
 FORGETTING = {"l3": 0.0, "forgetting": 0.08}
 TRUNK_SD, POINT_SD = 0.003, 0.002
 ROUND_SHARE = 0.05
+
+
+#: The full grid's branches ``(N, D, ratio)``.
+GRID = [(n, d, r) for n in SIZES for r in RATIOS for d in BUDGETS]
+
+
+def start_runs(start: str) -> list[tuple[float, float, float]]:
+    """The starting design's branches: the two smaller sizes x ratios 0, 0.5, 1 x the budgets of ``STARTS[start]``."""
+    return [(n, d, r) for n in SIZES[:2] for r in (0.0, 0.5, 1.0) for d in STARTS[start]]
 
 
 class World:
@@ -104,10 +114,13 @@ class World:
 
 def fit(pts: dict[str, pd.DataFrame], bootstrap: int, seed: int, coarse: bool = False) -> dict[str, dict[str, Any]]:
     """The decision rounds' fits (:func:`cpt_scaling.studies.decide.fit_round`): L3 for the domain and the general
-    loss, bootstrap over trunks, the schema's ``fit`` defaults but ``bootstrap`` (``coarse``: the fitter's small
-    initialisation grid and two starts per resample, as the tests fit)."""
-    settings = {"huber_delta": 1e-3, "bootstrap": bootstrap, "seed": seed, "coarse_grid": coarse,
-                "bootstrap_starts": 2 if coarse else 4}
+    loss, bootstrap over trunks, the schema's ``fit`` defaults but ``bootstrap`` and ``seed`` (``coarse``: the
+    fitter's small initialisation grid and two starts per resample, as the tests fit)."""
+    settings = {k: v["default"] for k, v in load_schema()["properties"]["fit"]["properties"].items()
+                if "default" in v}
+    settings.update(bootstrap=bootstrap, seed=seed, coarse_grid=coarse)
+    if coarse:
+        settings["bootstrap_starts"] = 2
     return {target: fit_points("dcpt", df[["N", "D", "r", "loss", "run"]], settings, holdout=False,
                                groups=run_groups(df))
             for target, df in pts.items()}
@@ -125,8 +138,7 @@ def spec_for(forgetting: float) -> decision_spec.DecisionSpec:
 def one(seed: int, scenario: str, args: argparse.Namespace, cost: dict[str, float]) -> dict[str, Any]:
     """One seed of one scenario: the target width, then the rounds; the outcome row."""
     forgetting = FORGETTING[scenario]
-    start = [(n, d, r) for n in SIZES[:2] for r in (0.0, 0.5, 1.0) for d in STARTS[args.start]]
-    grid = [(n, d, r) for n in SIZES for r in RATIOS for d in BUDGETS]
+    start, grid = start_runs(args.start), GRID
     tokens = candidates.trunks_of(grid)
     full_hours = sum(candidates.gpu_hours(6.0 * n * candidates.curve_tokens(b, DECAY_FRACTION), cost)
                      for (n, _), b in tokens.items())

@@ -22,8 +22,6 @@ import logging
 import bench_decide as bd
 import numpy as np
 
-from cpt_scaling.studies.common import fit_points, run_groups
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,19 +30,15 @@ def main() -> None:
     parser.add_argument("--branches", type=int, nargs="+", default=[20, 40])
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    grid = [(n, d, r) for n in bd.SIZES for r in bd.RATIOS for d in bd.BUDGETS]
-    start = [(n, d, r) for n in bd.SIZES[:2] for r in (0.0, 0.5, 1.0) for d in bd.STARTS["small"]]
-    rest = [g for g in grid if g not in start]
-    settings = {"huber_delta": 1e-3, "bootstrap": 0, "seed": 0}
+    start = bd.start_runs("small")
+    rest = [g for g in bd.GRID if g not in start]
     flags: dict[int, list[list[bool]]] = {k: [] for k in args.branches}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(seed)
         for extra in args.branches:
             design = start + [rest[i] for i in rng.choice(len(rest), size=extra, replace=False)]
             pts = bd.World(0.0, rng).train(design)
-            got = [bool(fit_points("dcpt", df[["N", "D", "r", "loss", "run"]], {**settings, "seed": seed},
-                                   holdout=False, groups=run_groups(df))["diagnostics"].get("misfit"))
-                   for df in pts.values()]
+            got = [bool(law["diagnostics"].get("misfit")) for law in bd.fit(pts, 0, seed).values()]
             flags[extra].append(got)
             print(f"  seed {seed}, start + {extra} branches ({len(design)} points): flagged "
                   f"{[t for t, f in zip(pts, got, strict=True) if f] or 'none'}", flush=True)

@@ -134,13 +134,13 @@ def measured_crossing(laws: Laws, pts: Points, spec: DecisionSpec) -> dict[str, 
 
 
 def checked_interval(laws: Laws, pts: Points, spec: DecisionSpec, where: str = "law JSON",
-                     previous_misfit: Sequence[str] | None = None) -> Round:
+                     previous_misfit: Sequence[str] = ()) -> Round:
     """The round's interval: the law's, checked against its misfit diagnostics and the measured crossing, and the
     source it comes from (module docstring). ``previous_misfit``: the fits flagged in the round before (a misfit
-    counts where the same fit is flagged again); None: every misfit counts at once."""
+    counts where the same fit is flagged again)."""
     law_lo, law_hi = decision_interval(laws, pts, spec, where=where)
     misfit = sorted(t for t, law in laws.items() if law.get("diagnostics", {}).get("misfit"))
-    confirmed = misfit if previous_misfit is None else [t for t in misfit if t in previous_misfit]
+    confirmed = [t for t in misfit if t in previous_misfit]
     read = measured_crossing(laws, pts, spec)
     lo, hi, source = law_lo, law_hi, "law"
     if read is not None:

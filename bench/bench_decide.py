@@ -2,7 +2,7 @@
 is as narrow as the full grid's; at what share of the grid's GPU-hours, and does the final interval cover the truth?
 
     .venv/bin/python bench/bench_decide.py [--seeds 20] [--scenario both] [--bootstrap 200] [--simulations 256]
-        [--target-draws 3] [--first-seed 0] [--per-seed CSV] [--coarse] [--start small]
+        [--target paired] [--target-draws 3] [--first-seed 0] [--per-seed CSV] [--coarse] [--start small]
 
 Truth (``tests/law_synth.py``, as ``bench/bench_misfit.py``): the domain loss an L3 law (``MISFIT_DOMAIN``); the
 general loss either an L3 law in the general ratio (scenario ``l3``) or that law plus ``k·ratio⁴·ln(D/5e8)``, a
@@ -21,7 +21,13 @@ the grid's GPU-hours) or all three (``full``: 18 branches, 0.111). Candidates: t
 round at their increment (:func:`cpt_scaling.fit.candidates.price_increments`: a budget of an existing trunk costs
 its new trunk segment plus its decay; a new (size, ratio) a run of D tokens).
 
-Per seed: the target width is the median over ``--target-draws`` noise draws of the full grid's fit; then
+Per seed, the target width is the full grid's (``--target``): ``paired`` (the default) fits the full grid trained
+in the same world the rounds then train in: every trunk's offset and every branch end's noise are the ones the
+rounds' runs get, so the target is the width the user would have had from the grid instead of the rounds, and a
+loop that buys every grid branch fits exactly the grid's points; ``independent`` takes the median over
+``--target-draws`` other worlds (the earlier definition: it compares each world's rounds with a typical world's
+grid, so a world whose own points fit loosely cannot reach it and one whose points fit tightly reaches it early).
+Then
 :func:`cpt_scaling.fit.rounds.run_rounds`, the loop over :func:`cpt_scaling.fit.rounds.next_round`, the one round
 the workflow's decision target runs in each checkpoint (its checked interval, stop rule, round budget shrinking
 near the target, proposer), from the start, at most 5 % of the full grid's GPU-hours per round (or the price
@@ -89,11 +95,14 @@ def start_runs(start: str) -> list[tuple[float, float, float]]:
 
 
 class World:
-    """Simulated WSD training under one truth: a fixed log-loss offset per trunk, fresh noise per branch end."""
+    """Simulated WSD training under one truth: a log-loss offset per trunk, noise per branch end, each drawn the
+    first time it is trained and the same whenever it is trained again (so the full grid trained in a world and
+    the rounds' runs in that world are the same runs)."""
 
     def __init__(self, forgetting: float, rng: np.random.Generator) -> None:
         self.forgetting, self.rng = forgetting, rng
         self.offsets: dict[tuple[float, float], float] = {}
+        self.noise: dict[tuple[float, float, float, str], float] = {}
 
     def train(self, runs: list[tuple[float, float, float]]) -> dict[str, pd.DataFrame]:
         """Points of branches ``(N, D, ratio)``: the domain loss at ``r`` = ratio, the general at 1 - ratio."""
@@ -106,8 +115,11 @@ class World:
             dom = LAWS["dcpt"].predict(MISFIT_DOMAIN, {**cols, "r": np.array([ratio])})[0]
             gen = misfit_general_truth(cols["N"], cols["D"], np.array([ratio]), self.forgetting)[0]
             for target, loss, r in (("domain", dom, ratio), ("general", gen, 1.0 - ratio)):
+                branch = (*key, float(d), target)
+                if branch not in self.noise:
+                    self.noise[branch] = float(self.rng.normal(0.0, POINT_SD))
                 rows.append({"target": target, "run": f"t{n:.3g}-r{ratio:g}", "N": n, "D": d, "r": r,
-                             "loss": loss * math.exp(self.offsets[key] + self.rng.normal(0.0, POINT_SD))})
+                             "loss": loss * math.exp(self.offsets[key] + self.noise[branch])})
         df = pd.DataFrame(rows)
         return {t: df[df["target"] == t].drop(columns="target").reset_index(drop=True) for t in ("domain", "general")}
 
@@ -121,9 +133,12 @@ def fit(pts: dict[str, pd.DataFrame], bootstrap: int, seed: int, coarse: bool = 
     settings.update(bootstrap=bootstrap, seed=seed, coarse_grid=coarse)
     if coarse:
         settings["bootstrap_starts"] = 2
-    return {target: fit_points("dcpt", df[["N", "D", "r", "loss", "run"]], settings, holdout=False,
-                               groups=run_groups(df))
-            for target, df in pts.items()}
+    out = {}
+    for target, df in pts.items():
+        df = df.sort_values(["N", "r", "D"])  # the same points fit the same, in whatever order the rounds added them
+        out[target] = fit_points("dcpt", df[["N", "D", "r", "loss", "run"]], settings, holdout=False,
+                                 groups=run_groups(df))
+    return out
 
 
 def spec_for(forgetting: float) -> decision_spec.DecisionSpec:
@@ -146,13 +161,18 @@ def one(seed: int, scenario: str, args: argparse.Namespace, cost: dict[str, floa
                       for (n, _), b in candidates.trunks_of(start).items())
     spec = spec_for(forgetting)
     rng = np.random.default_rng(7000 + seed + (0 if scenario == "l3" else 100000))
+    if args.target == "paired":
+        world = World(forgetting, rng)
+        draws = [world]
+    else:
+        draws = [World(forgetting, rng) for _ in range(args.target_draws)]
+        world = World(forgetting, rng)
     widths = []
-    for _ in range(args.target_draws):
-        pts = World(forgetting, rng).train(grid)
+    for w in draws:
+        pts = w.train(grid)
         lo, hi = decision_spec.decision_interval(fit(pts, args.bootstrap, seed, args.coarse), pts, spec)
         widths.append(hi - lo)
     target = float(np.median(widths))
-    world = World(forgetting, rng)
     table = pd.DataFrame([{"N": n, "D": d, "r": r} for n, d, r in grid if (n, d, r) not in start])
     cands = candidates.read_candidates(table.assign(checkpoints=1), "bench candidates", cost)
     res = run_rounds(world.train(start), cands, spec,
@@ -182,7 +202,11 @@ def main() -> None:
     parser.add_argument("--scenario", choices=("both", *FORGETTING), default="both")
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--simulations", type=int, default=256)
-    parser.add_argument("--target-draws", type=int, default=3, help="noise draws of the full grid's fit")
+    parser.add_argument("--target", choices=("paired", "independent"), default="paired",
+                        help="the grid's width: its fit in the seed's own world (paired) or the median over "
+                        "--target-draws other worlds (independent)")
+    parser.add_argument("--target-draws", type=int, default=3, help="noise draws of the full grid's fit "
+                        "(--target independent)")
     parser.add_argument("--max-rounds", type=int, default=40)
     parser.add_argument("--start", choices=tuple(STARTS), default="small",
                         help="starting design: 2 sizes x 3 ratios x the two smaller budgets (small) or all three")
@@ -193,9 +217,11 @@ def main() -> None:
     logging.disable(logging.WARNING)
     cost = cost_assumptions()
     scenarios = list(FORGETTING) if args.scenario == "both" else [args.scenario]
+    target_text = ("the full grid in the same world" if args.target == "paired"
+                   else f"median of {args.target_draws} full-grid fits in other worlds")
     print(f"decide: usage 1 at N = {DECISION_N:g}, D = {DECISION_D:g} (true ratio {MISFIT_CROSSING}); scenarios "
           f"{', '.join(scenarios)}; {args.seeds} seeds, {args.bootstrap} resamples, {args.simulations} simulations, "
-          f"target = median of {args.target_draws} full-grid fits, start {args.start}"
+          f"target = {target_text}, start {args.start}"
           f"{', coarse fits' if args.coarse else ''}", flush=True)
     rows = []
     t0 = time.perf_counter()

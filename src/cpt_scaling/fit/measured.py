@@ -6,7 +6,9 @@ domain ratio), ``loss``; replicate runs of a cell are averaged). Each returns ``
 
 * usage 1 — :func:`measured_max_domain_ratio`: the measured general and domain losses at one ``(N, D)``,
   interpolated along the ratio (PCHIP); the ratio minimising the domain loss where the general loss is within
-  the limit, with ``measured_lo``/``measured_hi`` from the points' noise.
+  the limit, with ``measured_lo``/``measured_hi`` from the points' noise: the general loss's noise moves the
+  crossing, and the domain loss's noise makes every feasible ratio whose domain loss lies within it of the best
+  a possible best (a point read where the domain loss alone chose an interior ratio is no certainty).
 * usage 2 — :func:`measured_ratio_for_limited_domain_data`: each ratio's domain-loss curve (over D, linear in
   log D) read at ``D = domain_tokens / r``; the best ratio, refined by a parabola through it and its neighbours.
 * usage 3 — :func:`measured_compute_allocation`: each size's curve at ratio ``r`` read at ``D = C / (6N)``; the
@@ -96,11 +98,14 @@ def _crossing_interval(gen: pd.Series, r: float, limit: float, noise: float, bin
 
 
 def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit: float,
-                              noise: float = 0.0) -> dict[str, Any]:
+                              noise: float = 0.0, domain_noise: float = 0.0) -> dict[str, Any]:
     """Usage 1 from the points: the domain ratio minimising the measured domain loss at ``(N, D)`` subject to the
     measured general loss ``<= limit`` (both interpolated along the ratio between measured ratios, :func:`_interp`).
-    ``noise`` (one measured loss's sd, loss units) gives ``measured_lo``/``measured_hi`` where the constraint
-    binds (:func:`_crossing_interval`)."""
+    ``noise`` and ``domain_noise`` (one measured general and domain loss's sd, loss units) give
+    ``measured_lo``/``measured_hi``: the hull of the feasible ratios whose domain loss is within
+    ``1.96·√2·domain_noise`` of the best (any of them may be the best: two points' noise) and, where those reach
+    the largest feasible ratio and the constraint binds there, the crossing's interval (:func:`_crossing_interval`).
+    """
     gen = _mean_loss(points, "general", ["ratio"], N=N, D=D)
     dom = _mean_loss(points, "domain", ["ratio"], N=N, D=D)
     if len(gen) < 2:
@@ -120,9 +125,17 @@ def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit
     crossing = "constraint crossing" if (general > limit).any() else "no crossing: every measured ratio is within it"
     out: dict[str, Any] = {"measured": r, "measured_note": f"interpolated along r at measured N={N:g}, D={D:g} "
                                                            f"({crossing})"}
-    if noise > 0:
-        out["measured_lo"], out["measured_hi"] = _crossing_interval(gen, r, limit, noise, binding=r < grid[-1]
-                                                                    and bool((general > limit).any()))
+    if noise > 0 or domain_noise > 0:
+        feasible = (general <= limit) & (np.isfinite(domain) if domain is not None else True)
+        near = feasible & (domain <= np.min(domain[feasible]) + 1.96 * math.sqrt(2.0) * domain_noise
+                           if domain is not None else grid == r)
+        near[grid == r] = True
+        edge = float(grid[feasible].max())
+        spans = [(float(grid[near].min()), float(grid[near].max()))]
+        if noise > 0 and near[grid == edge].any():
+            spans.append(_crossing_interval(gen, edge, limit, noise,
+                                            binding=edge < grid[-1] and bool((general > limit).any())))
+        out["measured_lo"], out["measured_hi"] = min(a for a, _ in spans), max(b for _, b in spans)
     return out
 
 

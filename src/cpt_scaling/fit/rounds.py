@@ -120,16 +120,18 @@ def _at(values: pd.Series, x: float) -> np.ndarray:
 
 def measured_crossing(laws: Laws, pts: Points, spec: DecisionSpec) -> dict[str, Any] | None:
     """Usage 1's crossing read off the measured points at the decision's ``(N, D)``, with its interval from the
-    general fit's point noise (:func:`cpt_scaling.fit.measured.point_noise`); None for another decision or where
-    the points give no crossing there."""
+    general and the domain fit's point noise (:func:`cpt_scaling.fit.measured.point_noise`); None for another
+    decision or where the points give no crossing there."""
     if spec.decision != "usage1" or "general" not in pts:
         return None
     table = pd.concat([pts["domain"].assign(target="domain", ratio=pts["domain"]["r"]),
                        pts["general"].assign(target="general", ratio=1.0 - pts["general"]["r"])], ignore_index=True)
     table = table[_at(table["N"], float(spec.N)) & _at(table["D"], float(spec.D))]
     limit = float(spec.base_general_loss) * (1.0 + spec.tolerance)
+    level = float(table.loc[table["target"] == "domain", "loss"].mean()) if (table["target"] == "domain").any() else 0.0
     read = measured.measured_max_domain_ratio(table, N=float(spec.N), D=float(spec.D), limit=limit,
-                                              noise=measured.point_noise(laws["general"], limit))
+                                              noise=measured.point_noise(laws["general"], limit),
+                                              domain_noise=measured.point_noise(laws["domain"], level))
     return read if read.get("measured") is not None else None
 
 

@@ -96,7 +96,8 @@ def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
     """The three D-CPT usages per model size of the sweep, as one table: each row's decided quantity
     (``decision``) with its ``value``, ``lo``/``hi`` and ``extrapolation`` factor; ``measured`` the same decision
     read off the points where it falls inside the sweep (else null, ``measured_note`` says why; usage 1 with
-    ``measured_lo``/``measured_hi`` from the points' noise, :func:`cpt_scaling.fit.measured.point_noise`) and
+    ``measured_lo``/``measured_hi`` from the general and domain points' noise,
+    :func:`cpt_scaling.fit.measured.point_noise`) and
     ``consistent`` whether it agrees with ``[lo, hi]`` (:func:`cpt_scaling.fit.measured.consistent`)."""
     rows: list[dict[str, Any]] = []
     d_max = float(points["D"].max())
@@ -110,7 +111,8 @@ def usages(result: dict[str, Any], points: pd.DataFrame, study: dict[str, Any],
                  general_loss=u1["general_loss"], extrapolation=extrapolation(dom, n, d_max),
                  note=f"min domain loss s.t. general loss <= {u1['limit']:.4f}"),
             measured.measured_max_domain_ratio(points, N=n, D=d_max, limit=u1["limit"],
-                                               noise=measured.point_noise(gen, u1["limit"]))))
+                                               noise=measured.point_noise(gen, u1["limit"]),
+                                               domain_noise=measured.point_noise(dom, u1["domain_loss"]))))
         u2 = decisions.dcpt_ratio_for_limited_domain_data(dom, N=n, domain_tokens=domain_tokens)
         rows.append(_with_measured(
             _row(2, size, "ratio", u2, "ratio", N=n, D=u2["D"], D_lo=u2["D_lo"], D_hi=u2["D_hi"],

@@ -10,7 +10,7 @@ loop with :func:`cpt_scaling.fit.candidates.price_increments`).
 **The interval a round reports** (``interval_source``). The law's 95 % bootstrap interval is trusted only where
 the law passes its own check. For usage 1 at an ``(N, D)`` the points measure at two or more ratios, the
 constraint crossing is also read off the measured points (:func:`cpt_scaling.fit.measured.measured_max_domain_ratio`,
-with its interval from the points' noise):
+with its interval from the general and the domain points' noise):
 
 * ``law``: no fit carries a ``misfit`` diagnostic and the measured crossing (where there is one) lies within the
   law's interval (:func:`cpt_scaling.fit.measured.consistent`).

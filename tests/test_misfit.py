@@ -112,7 +112,8 @@ def test_measured_usage_1_where_the_domain_loss_alone_chose_by_noise_is_no_certa
     """A domain loss that falls with the ratio but was measured 0.004 higher at 0.875 than at 0.75 puts the
     measured best at 0.75, below the crossing (0.9): with the domain points' noise stated, the measured interval
     holds every feasible ratio within two points' noise of that best and the crossing beyond; with noise far below
-    the gap it stays near 0.75, short of the crossing (seed 11 of bench/bench_decide.py: a point interval there contradicted the law's)."""
+    the gap it stays near 0.75, short of the crossing (seed 11 of bench/bench_decide.py: a point interval there
+    contradicted the law's)."""
     domain = {0.5: 3.010, 0.75: 3.000, 0.875: 3.004, 1.0: 2.990}
     rows = [{"target": t, "N": 1e8, "D": 1e9, "ratio": r, "loss": 3.0 + 0.5 * r if t == "general" else domain[r]}
             for t in ("general", "domain") for r in domain]

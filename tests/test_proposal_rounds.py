@@ -163,18 +163,23 @@ def test_rounds_price_extensions_and_stop_at_the_total_budget(start: tuple[pd.Da
     assert tab["gpu_hours"].iloc[-1] == pytest.approx(start_hours + sum(c.gpu_hours for c in bought))
     assert tab["gpu_hours"].iloc[-1] <= start_hours + 1.5 * per_round * (1 + 1e-9)
     done = list(START)
-    for chosen in rounds:  # priced against the trunks done before the round: the start's, then earlier rounds'
-        trunks = candidates.trunks_of(done)
-        for c in chosen:
+    for chosen in rounds:  # each priced over the trunks done before it: the start's, earlier rounds' and the runs
+        for c in chosen:  # its round picked before it (a second budget of a trunk new in the round extends it)
             full = candidates.gpu_hours(6.0 * c.N * c.D, cost)
-            budgets = trunks.get(candidates.trunk_key(c.N, c.r))
+            budgets = candidates.trunks_of(done).get(candidates.trunk_key(c.N, c.r))
             if budgets is None:
                 assert c.kind == "run" and c.gpu_hours == pytest.approx(full)
             else:
                 step = candidates.curve_tokens([*budgets, c.D], F) - candidates.curve_tokens(budgets, F)
                 assert c.kind == "extension" and c.gpu_hours == pytest.approx(full * step / c.D)
-        done += [(c.N, c.D, c.r) for c in chosen]
+            done.append((c.N, c.D, c.r))
     assert any(c.kind == "extension" for c in bought)
+    # the GPU-hours spent are the WSD curves' of every run done, less the start's: no segment is paid twice
+    trunks, first = candidates.trunks_of(done), candidates.trunks_of(START)
+    curves = sum(candidates.gpu_hours(6.0 * n * (candidates.curve_tokens(b, F)
+                                                 - candidates.curve_tokens(first.get((n, r), []), F)), cost)
+                 for (n, r), b in trunks.items())
+    assert tab["gpu_hours"].iloc[-1] == pytest.approx(start_hours + curves)
 
 
 def test_next_cli_prices_extensions_of_the_points_trunks(start: tuple[pd.DataFrame, dict], tmp_path,

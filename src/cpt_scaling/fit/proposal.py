@@ -23,7 +23,9 @@ width is ``current width · ρ(S)^κ``, where the current width is the ensemble'
 expectation in the median (the reweighted ensemble is more confident than the refit, which re-estimates the
 parameters the new runs leave free). The expected interval keeps the current interval's split about the median.
 Runs are chosen greedily: the affordable candidate with the largest (width reduction)/(GPU-hours), until the budget
-is spent or no candidate is expected to narrow the interval.
+is spent or no candidate is expected to narrow the interval. Where the caller can price a candidate over the runs
+picked before it (``reprice``: a decision round on WSD trunks, where a second budget of a trunk picked in the same
+round costs only its increment over the first), the candidates left are priced anew after each pick.
 
 Never stuck. The simulated ratio of a weakly informative run is its true ratio plus Monte-Carlo noise, and with
 collapsed weights (late rounds, many points) that noise can exceed the gain, so every candidate scores ``ρ ≥ 1``
@@ -47,8 +49,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -102,6 +104,7 @@ class Proposal:
     method: str
     calibration: float
     stopped: str = "candidates"
+    picked: list[Candidate] = field(default_factory=list)  # the chosen runs, each at its price when picked
 
     def expected_interval(self, width: float) -> tuple[float, float]:
         """The interval of ``width`` that splits about the ensemble's median as the current interval does."""
@@ -134,7 +137,8 @@ def json_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
 def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataFrame], candidates: list[Candidate],
             spec: DecisionSpec, budget: float, *, simulations: int = 256, seed: int = 0,
             method: str = "bootstrap", draws: int = 8, calibration: float = CALIBRATION,
-            where: str = "law JSON", buy_first_ranked: bool = False) -> Proposal:
+            where: str = "law JSON", buy_first_ranked: bool = False,
+            reprice: Callable[[list[Candidate]], list[Candidate]] | None = None) -> Proposal:
     """Rank ``candidates`` and choose a set within ``budget`` GPU-hours (see the module docstring).
 
     ``laws`` maps ``"domain"`` (and for usage 1 ``"general"``) to law JSONs with bootstrap samples; ``points`` the
@@ -143,6 +147,8 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
     simulated resamples per simulation of the ``bootstrap`` estimator; ``calibration`` the exponent κ.
     ``buy_first_ranked``: where the first-ranked candidate (largest expected reduction per GPU-hour) costs more than
     ``budget``, the budget rises to its price (a decision round: :func:`cpt_scaling.fit.rounds.next_round`).
+    ``reprice``: given the runs picked so far, the candidates not picked at their price over the runs done and
+    those (called after each pick; module docstring).
     """
     check_decision(spec.decision)
     if not math.isfinite(budget) or budget <= 0:
@@ -294,6 +300,9 @@ def propose(laws: Mapping[str, Mapping[str, Any]], points: Mapping[str, pd.DataF
                             "kind": c.kind, "extends": c.extends})
         width_now = w
         del left[c.name]
+        prop.picked.append(c)
+        if reprice is not None:
+            left = {x.name: x for x in reprice(list(prop.picked)) if x.name in left}
     prop.chosen = pd.DataFrame(chosen_rows, columns=CHOSEN_COLUMNS)
     prop.spent = float(budget - remaining)
     if chosen_rows and chosen_rows[-1]["median_ess"] < 10:

@@ -197,12 +197,16 @@ def round_budget(per_round: float, spent: float, width: float, target: float) ->
 def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candidate], *, k: int, spent: float,
                target_width: float, round_gpu_hours: float, total_budget: float | None = None,
                max_rounds: int = 50, simulations: int = 256, seed: int = 0, method: str = "bootstrap",
-               where: str = "law JSON", previous_misfit: Sequence[str] = ()) -> Round:
+               where: str = "law JSON", previous_misfit: Sequence[str] = (),
+               reprice: Callable[[list[Candidate]], list[Candidate]] | None = None) -> Round:
     """Round ``k``: the checked interval of the fits ``laws`` of the points ``pts`` (:func:`checked_interval`; a
     misfit counts where ``previous_misfit``, the fits flagged in round ``k - 1``, holds the same fit), the stop
     rule, and else the runs the proposer chooses (seed ``seed + k``) among the candidates ``left``
     (priced at their increment) within :func:`round_budget` (at least the cheapest candidate left and the one the
-    proposer ranks first; at most what is left of ``total_budget`` after ``spent``)."""
+    proposer ranks first; at most what is left of ``total_budget`` after ``spent``). ``reprice`` (given runs picked
+    in this round, the others at their increment over the runs done and those) lets the proposer price a second
+    budget of a trunk it picked in the same round at its increment; the chosen runs carry their price when
+    picked, so their sum is what the round costs."""
     out = checked_interval(laws, pts, spec, where=where, previous_misfit=previous_misfit)
     unchecked = out.interval_source == "law, unchecked misfit"
     if out.width <= target_width and out.interval_source in ("law", "law+measured"):
@@ -233,15 +237,13 @@ def next_round(laws: Laws, pts: Points, spec: DecisionSpec, left: Sequence[Candi
         budget = min(budget, total_budget - spent)
     # the share caps how much a round buys, not which run: the first-ranked run is bought whatever its price
     prop = propose(laws, pts, offered, spec, budget, simulations=simulations, seed=seed + k, method=method,
-                   where=where, buy_first_ranked=True)
+                   where=where, buy_first_ranked=True, reprice=reprice)
     out.round_gpu_hours = prop.budget
     out.proposer_stop = prop.stopped
     if prop.chosen.empty:
         out.status = "stalled"
         return out
-    names = list(prop.chosen["candidate"])
-    by_name = {c.name: c for c in offered}
-    out.chosen, out.chosen_by = [by_name[n] for n in names], "proposer"
+    out.chosen, out.chosen_by = list(prop.picked), "proposer"
     out.expected_width = float(prop.chosen["expected_width"].iloc[-1])
     return out
 
@@ -261,6 +263,19 @@ class RoundsResult:
         ``bracket``), extensions (of them, WSD extensions), expected_width (the proposal's, after its runs),
         proposer_stop (``Proposal.stopped``), round_gpu_hours (what the round could spend)."""
         return pd.DataFrame(self.rows)
+
+
+def repricer(pool: Sequence[Candidate], done: Sequence[tuple[float, float, float]], decay_fraction: float
+             ) -> Callable[[list[Candidate]], list[Candidate]]:
+    """For a round's proposer: given the runs picked so far, the candidates of ``pool`` (priced as separate runs)
+    not picked, at their WSD increment over the runs ``done`` and the picked."""
+    pool, done = list(pool), list(done)
+
+    def reprice(picked: list[Candidate]) -> list[Candidate]:
+        names = {c.name for c in picked}
+        return price_increments([c for c in pool if c.name not in names],
+                                trunks_of(done + [(c.N, c.D, c.r) for c in picked]), decay_fraction)
+    return reprice
 
 
 def run_rounds(points: Points, candidates: list[Candidate], spec: DecisionSpec, *, fit: Callable[[Points], Laws],
@@ -285,10 +300,11 @@ def run_rounds(points: Points, candidates: list[Candidate], spec: DecisionSpec, 
     flagged: list[str] = []  # the fits the round before flagged
     for k in range(max_rounds + 1):
         priced = left if decay_fraction is None else price_increments(left, trunks_of(done), decay_fraction)
+        reprice = None if decay_fraction is None else repricer(left, done, decay_fraction)
         step = next_round(fit(pts), pts, spec, priced, k=k, spent=hours, target_width=target_width,
                           round_gpu_hours=budget_per_round, total_budget=total_budget, max_rounds=max_rounds,
                           simulations=simulations, seed=seed, method=method,
-                          previous_misfit=flagged)
+                          previous_misfit=flagged, reprice=reprice)
         chosen, flagged = step.chosen, step.misfit
         out.rows.append({
             "round": k, "runs": runs, "gpu_hours": hours, "lo": step.lo, "hi": step.hi, "width": step.width,

@@ -113,7 +113,8 @@ def round_record(job: Mapping[str, Any], k: int, previous: Mapping[str, Any] | N
                       round_gpu_hours=float(job["round_gpu_hours"]), total_budget=float(job["budget_gpu_hours"]),
                       max_rounds=int(s["max_rounds"]), simulations=int(s["simulations"]), seed=int(s["seed"]),
                       method=s["method"], where=f"decision round {k}",
-                      previous_misfit=previous["misfit"] if previous else ())
+                      previous_misfit=previous["misfit"] if previous else (),
+                      reprice=lambda picked: increments(job, [*runs, *(c.name for c in picked)]))
     targets, _ = targets_from(laws, pts, f"decision round {k}")
     values = decision_values(spec, targets)
     value = float(np.median(values[np.isfinite(values)]))

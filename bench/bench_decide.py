@@ -52,6 +52,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import functools
 import itertools
 import logging
 import math
@@ -124,13 +125,17 @@ class World:
         return {t: df[df["target"] == t].drop(columns="target").reset_index(drop=True) for t in ("domain", "general")}
 
 
+@functools.cache
+def fit_defaults() -> dict[str, Any]:
+    """The schema's ``fit`` defaults (read once)."""
+    return {k: v["default"] for k, v in load_schema()["properties"]["fit"]["properties"].items() if "default" in v}
+
+
 def fit(pts: dict[str, pd.DataFrame], bootstrap: int, seed: int, coarse: bool = False) -> dict[str, dict[str, Any]]:
     """The decision rounds' fits (:func:`cpt_scaling.studies.decide.fit_round`): L3 for the domain and the general
     loss, bootstrap over trunks, the schema's ``fit`` defaults but ``bootstrap`` and ``seed`` (``coarse``: the
     fitter's small initialisation grid and two starts per resample, as the tests fit)."""
-    settings = {k: v["default"] for k, v in load_schema()["properties"]["fit"]["properties"].items()
-                if "default" in v}
-    settings.update(bootstrap=bootstrap, seed=seed, coarse_grid=coarse)
+    settings = {**fit_defaults(), "bootstrap": bootstrap, "seed": seed, "coarse_grid": coarse}
     if coarse:
         settings["bootstrap_starts"] = 2
     out = {}

@@ -66,11 +66,15 @@ def _interp(x: np.ndarray, series: pd.Series) -> np.ndarray:
     return np.interp(x, series.index.to_numpy(float), series.to_numpy(float))
 
 
+def _feasible(general: np.ndarray, domain: np.ndarray | None, limit: float) -> np.ndarray:
+    """Where the general loss is within ``limit`` (and the domain loss, if given, is measured)."""
+    feasible = general <= limit
+    return feasible & np.isfinite(domain) if domain is not None else feasible
+
+
 def _constrained_best(grid: np.ndarray, general: np.ndarray, domain: np.ndarray | None, limit: float) -> float | None:
     """The ratio of ``grid`` minimising ``domain`` (or the largest, without it) where ``general <= limit``."""
-    feasible = general <= limit
-    if domain is not None:
-        feasible &= np.isfinite(domain)
+    feasible = _feasible(general, domain, limit)
     if not feasible.any():
         return None
     if domain is None:
@@ -126,10 +130,10 @@ def measured_max_domain_ratio(points: pd.DataFrame, *, N: float, D: float, limit
     out: dict[str, Any] = {"measured": r, "measured_note": f"interpolated along r at measured N={N:g}, D={D:g} "
                                                            f"({crossing})"}
     if noise > 0 or domain_noise > 0:
-        feasible = (general <= limit) & (np.isfinite(domain) if domain is not None else True)
-        near = feasible & (domain <= np.min(domain[feasible]) + 1.96 * math.sqrt(2.0) * domain_noise
-                           if domain is not None else grid == r)
-        near[grid == r] = True
+        feasible = _feasible(general, domain, limit)
+        near = grid == r  # the best, and every feasible ratio within two domain points' noise of it
+        if domain is not None:
+            near |= feasible & (domain <= np.min(domain[feasible]) + 1.96 * math.sqrt(2.0) * domain_noise)
         edge = float(grid[feasible].max())
         spans = [(float(grid[near].min()), float(grid[near].max()))]
         if noise > 0 and near[grid == edge].any():

@@ -299,8 +299,8 @@ def run_rounds(points: Points, candidates: list[Candidate], spec: DecisionSpec, 
             [tuple(x) for x in dom[["N", "D", "r"]].drop_duplicates().to_numpy(float)])
     flagged: list[str] = []  # the fits the round before flagged
     for k in range(max_rounds + 1):
-        priced = left if decay_fraction is None else price_increments(left, trunks_of(done), decay_fraction)
         reprice = None if decay_fraction is None else repricer(left, done, decay_fraction)
+        priced = left if reprice is None else reprice([])
         step = next_round(fit(pts), pts, spec, priced, k=k, spent=hours, target_width=target_width,
                           round_gpu_hours=budget_per_round, total_budget=total_budget, max_rounds=max_rounds,
                           simulations=simulations, seed=seed, method=method,

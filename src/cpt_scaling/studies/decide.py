@@ -109,12 +109,15 @@ def round_record(job: Mapping[str, Any], k: int, previous: Mapping[str, Any] | N
     laws, pts, base = fit_round(tables, s["domain"], job["fit"], s["decision"] == "usage1")
     spec = resolve_spec(job, pts, base, domain_tokens) if previous is None else DecisionSpec(**previous["spec"])
     hours, _ = spent(job, runs)
-    step = next_round(laws, pts, spec, increments(job, runs), k=k, spent=hours, target_width=s["target_width"],
+    def reprice(picked: list[Candidate]) -> list[Candidate]:  # the candidates left, over the runs done and picked
+        return increments(job, [*runs, *(c.name for c in picked)])
+
+    step = next_round(laws, pts, spec, reprice([]), k=k, spent=hours, target_width=s["target_width"],
                       round_gpu_hours=float(job["round_gpu_hours"]), total_budget=float(job["budget_gpu_hours"]),
                       max_rounds=int(s["max_rounds"]), simulations=int(s["simulations"]), seed=int(s["seed"]),
                       method=s["method"], where=f"decision round {k}",
                       previous_misfit=previous["misfit"] if previous else (),
-                      reprice=lambda picked: increments(job, [*runs, *(c.name for c in picked)]))
+                      reprice=reprice)
     targets, _ = targets_from(laws, pts, f"decision round {k}")
     values = decision_values(spec, targets)
     value = float(np.median(values[np.isfinite(values)]))
